@@ -1,0 +1,177 @@
+// Entry point: global options, subcommands, exit codes. Nothing else, and
+// nothing heavy: every subcommand is imported only when it is chosen.
+import { DEFAULT_CONFIG_FILE } from './config/load.js';
+import { SCRIPT_KINDS, type ScriptKind } from './torque/contract.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, type ExitCode } from './torque/exit.js';
+import { processIO, runHook, type HookIO } from './torque/hook.js';
+import { VERSION } from './version.js';
+
+const EXIT_CODES = `Exit codes:
+  0  the job runs (or the check passed)
+  1  the job's fault: bad #VM request, image not allowed or not compliant. Torque aborts the job.
+  2  the node's fault: config, tools, disk, locks, deadline. Torque requeues the job.`;
+
+const HELP: Record<string, string> = {
+  main: `vtorque-prologue ${VERSION}: Torque prologue for jobs that run in VMs
+
+pbs_mom runs this as root before every job. A job asks for VMs with #VM lines
+in its script header, next to its #PBS lines:
+
+  #PBS -l nodes=1:ppn=8
+  #VM img=debian12.qcow2,vcpus=4,ram=8G
+  #VM vms_per_node=2
+
+Jobs without #VM lines are not touched ("not a VM job", exit 0).
+
+Usage: vtorque-prologue [--config FILE] COMMAND [ARGS]
+
+Commands:
+  prologue            run by pbs_mom as mom_priv/prologue on Mother Superior
+  prologue-parallel   run by pbs_mom as mom_priv/prologue.parallel on sister nodes
+  epilogue            run by pbs_mom as mom_priv/epilogue: removes the job's VM files
+  epilogue-parallel   the same on sister nodes
+  check               try a job script before submitting it: check --job SCRIPT
+  help COMMAND        what a command does, its options and an example
+
+Global options:
+  --config FILE   the ini file (default ${DEFAULT_CONFIG_FILE})
+  --help, -h      this text
+  --version, -V   print the version
+
+${EXIT_CODES}
+
+Admins: the log is JSON lines, path in [paths] log_file; every key is documented
+in conf/prologue.ini.`,
+  prologue: `vtorque-prologue [--config FILE] prologue JOBID USER GROUP JOBNAME RESOURCES QUEUE ACCOUNT [SCRIPT]
+
+Run by pbs_mom as root before the job starts, with Torque's argv. Older Torque
+passes 7 arguments; the job script is then read from
+<torque_home>/mom_priv/jobs/JOBID.SC. For a job with #VM lines it resolves the
+request against [defaults] and [policy], prepares the VMs' files under
+<job_dir>/JOBID/ with a manifest.json, and prints a summary into the job output.
+
+On exit 1 Torque does not deliver the job's .o/.e files, so the report is also
+appended to the job's error path (qstat's Error_Path, or PBS_O_WORKDIR/JOBNAME.eNNN),
+written as the job's owner.
+
+Example (what pbs_mom does):
+  cd /var/spool/torque/mom_priv && ./prologue 42.head alice users job1 \\
+     walltime=01:00:00,nodes=1:ppn=4 batch '' /var/spool/torque/mom_priv/jobs/42.head.SC
+
+${EXIT_CODES}`,
+  'prologue-parallel': `vtorque-prologue [--config FILE] prologue-parallel JOBID USER GROUP JOBNAME RESOURCES QUEUE ACCOUNT [SCRIPT]
+
+Run by pbs_mom on each sister node of a multi-node job, with the prologue's
+argv. Sisters have no job script; a job without one is treated as not a VM job.
+
+${EXIT_CODES}`,
+  epilogue: `vtorque-prologue [--config FILE] epilogue JOBID USER GROUP JOBNAME SESSION RESOURCES USED QUEUE ACCOUNT EXITCODE [SCRIPT]
+
+Run by pbs_mom after the job. Removes <job_dir>/JOBID/ (overlays, seeds,
+manifest) on this node and nothing else. A job without such a directory costs
+one stat.
+
+Exit codes: 0 cleaned up or nothing to do; 2 cleanup failed (see the log).`,
+  'epilogue-parallel': `vtorque-prologue [--config FILE] epilogue-parallel ARGS...
+
+The epilogue on sister nodes; same argv and behaviour as epilogue.`,
+  check: `vtorque-prologue [--config FILE] check --job SCRIPT [--queue QUEUE] [--json]
+
+Reads the #VM lines of a job script as the prologue would, fills the gaps from
+[defaults] and checks them against [policy]. Prints the resolved request with
+where each value came from, or every problem with its line and a fix. Touches
+nothing on the node; any user can run it.
+
+Options:
+  --job SCRIPT    the job script to check
+  --queue QUEUE   the queue you submit to (queues in [policy] vm_queues force VMs)
+  --json          machine-readable output
+
+Example:
+  vtorque-prologue check --job run.pbs
+
+Exit codes: 0 fine (or not a VM job), 1 the job would be rejected, 2 config broken.`,
+};
+
+function helpFor(cmd: string | undefined): string | undefined {
+  return HELP[cmd ?? 'main'];
+}
+
+export async function main(argv: readonly string[], io: HookIO = processIO): Promise<ExitCode> {
+  let configFile = DEFAULT_CONFIG_FILE;
+  let configExplicit = false;
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--config') {
+      const v = argv[++i];
+      if (!v) return usage(io, '--config needs a FILE');
+      configFile = v;
+      configExplicit = true;
+    } else if (a.startsWith('--config=')) {
+      configFile = a.slice('--config='.length);
+      configExplicit = true;
+    } else if (a === '--help' || a === '-h') {
+      io.out(helpFor(undefined) + '\n');
+      return EXIT_RUN;
+    } else if (a === '--version' || a === '-V') {
+      io.out(`vtorque-prologue ${VERSION}\n`);
+      return EXIT_RUN;
+    } else break;
+  }
+  const cmd = argv[i];
+  const rest = argv.slice(i + 1);
+  if (cmd === undefined) return usage(io, 'no command given');
+  if (cmd === 'help') {
+    const h = helpFor(rest[0]);
+    if (!h) return usage(io, `no help for ${JSON.stringify(rest[0])}`);
+    io.out(h + '\n');
+    return EXIT_RUN;
+  }
+  if ((SCRIPT_KINDS as readonly string[]).includes(cmd)) {
+    if (rest[0] === '--help' || rest[0] === '-h') {
+      io.out(helpFor(cmd) + '\n');
+      return EXIT_RUN;
+    }
+    return runHook(cmd as ScriptKind, rest, configFile, io);
+  }
+  if (cmd === 'check') return runCheck(rest, configFile, configExplicit, io);
+  if (cmd === '__append-as-owner') {
+    const { appendAsOwner } = await import('./report/append-as-owner.js');
+    return appendAsOwner(rest[0]) === 0 ? EXIT_RUN : EXIT_NODE_FAULT;
+  }
+  return usage(io, `unknown command ${JSON.stringify(cmd)}`);
+}
+
+function usage(io: HookIO, why: string): ExitCode {
+  io.err(`vtorque: ${why}\nRun 'vtorque-prologue --help' for the commands, or 'vtorque-prologue help COMMAND'.\n`);
+  return EXIT_NODE_FAULT;
+}
+
+async function runCheck(args: readonly string[], configFile: string, configExplicit: boolean, io: HookIO): Promise<ExitCode> {
+  let script: string | undefined;
+  let queue: string | undefined;
+  let json = false;
+  for (let j = 0; j < args.length; j++) {
+    const a = args[j]!;
+    if (a === '--help' || a === '-h') {
+      io.out(HELP.check + '\n');
+      return EXIT_RUN;
+    } else if (a === '--job') script = args[++j];
+    else if (a === '--queue') queue = args[++j];
+    else if (a === '--json') json = true;
+    else return usage(io, `check: unknown option ${JSON.stringify(a)}`);
+  }
+  if (!script) return usage(io, 'check needs --job SCRIPT');
+  try {
+    const { checkJob } = await import('./check/job.js');
+    return checkJob({ script, configFile, configExplicit, queue, json, io });
+  } catch (e) {
+    const { isVtorqueError } = await import('./torque/exit.js');
+    const { problemLine, line } = await import('./report/user.js');
+    if (!isVtorqueError(e)) throw e;
+    io.err([line(e.message), ...e.problems.map((p) => problemLine(p))].join('\n') + '\n');
+    return e.exitCode === EXIT_JOB_FAULT ? EXIT_JOB_FAULT : EXIT_NODE_FAULT;
+  }
+}
+

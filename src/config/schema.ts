@@ -1,0 +1,86 @@
+// The one description of /etc/vtorque/prologue.ini: every key with its type,
+// default and a one-line doc. Validation, conf/prologue.ini and the admin
+// reference are all generated from this table, so they cannot drift apart.
+import {
+  absPathType, boolType, enumType, intType, listType, relNameType, sizeType, stringType, type ValueType,
+} from './values.js';
+import { VM_KEYS } from '../request/keys.js';
+
+export interface KeySpec<T> {
+  readonly type: ValueType<T>;
+  /** The default exactly as it would be written in the ini. */
+  readonly default: string;
+  readonly doc: string;
+}
+
+const key = <T>(type: ValueType<T>, dflt: string, doc: string): KeySpec<T> => ({ type, default: dflt, doc });
+const seconds = (min: number, max: number) => intType(min, max);
+const tool = (path: string, what: string) => key(absPathType(), path, what);
+
+export const SECTION_DOCS: Record<string, string> = {
+  paths: 'Where images come from and where node-local state goes. All must be absolute.',
+  defaults: 'Values for #VM keys a job leaves out. Same syntax as in #VM lines.',
+  policy: 'What jobs may ask for. A job that asks for more is rejected (exit 1) with the limit in the message.',
+  timeouts: "Deadlines in seconds. Keep `total` well below Torque's $prologalarm (300 s unless mom_priv/config sets it).",
+  tools: 'Absolute paths of every external program. pbs_mom gives us PATH=/bin:/usr/bin only, so nothing is looked up on PATH.',
+  logging: 'The admin log: JSON lines (pino), one per event, each with job id, node and stage.',
+};
+
+export const SCHEMA = {
+  paths: {
+    image_pool: key(absPathType(), '/var/lib/vtorque/images', 'admin-managed guest images; root-owned, not writable by group or others'),
+    cache_dir: key(absPathType(), '/var/cache/vtorque', 'node-local cache of verified images, verdicts and leases'),
+    job_dir: key(absPathType(), '/var/lib/vtorque/jobs', 'per-job overlays, seeds and manifest.json, under <job_dir>/<jobid>/'),
+    ramdisk_dir: key(absPathType(), '/dev/shm/vtorque', 'VM disks of jobs that ask for fs_type=ramdisk'),
+    torque_home: key(absPathType(), '/var/spool/torque', 'TORQUE_HOME; job scripts are read from <torque_home>/mom_priv/jobs/<jobid>.SC when Torque does not pass the path'),
+    log_file: key(absPathType({ optional: true }), '/var/log/vtorque/prologue.log', 'admin log file (JSON lines); empty logs to stderr of the prologue instead'),
+  },
+  defaults: {
+    img: key(relNameType('image name'), 'debian12.qcow2', VM_KEYS.img.doc),
+    distro: key(VM_KEYS.distro.type, 'debian', `${VM_KEYS.distro.doc}; used only when the job also uses the default img`),
+    arch: key(VM_KEYS.arch.type, 'x86_64', VM_KEYS.arch.doc),
+    vcpus: key(VM_KEYS.vcpus.type, '1', VM_KEYS.vcpus.doc),
+    ram: key(VM_KEYS.ram.type, '2G', VM_KEYS.ram.doc),
+    vms_per_node: key(VM_KEYS.vms_per_node.type, '1', VM_KEYS.vms_per_node.doc),
+    fs_type: key(VM_KEYS.fs_type.type, 'sharedfs', VM_KEYS.fs_type.doc),
+    vcpu_pinning: key(VM_KEYS.vcpu_pinning.type, 'false', VM_KEYS.vcpu_pinning.doc),
+  },
+  policy: {
+    allow_user_images: key(boolType, 'false', 'allow images outside the pool that the job user owns (still fully verified)'),
+    formats: key(listType(enumType(['qcow2', 'raw', 'vmdk'] as const), 'image formats'), 'qcow2,raw', 'image formats a job may use'),
+    max_virtual_size: key(sizeType(1024 ** 2, 64 * 1024 ** 4), '200G', 'largest virtual disk size an image may declare'),
+    max_vcpus: key(intType(1, 1024), '64', 'most vcpus one VM may ask for'),
+    max_ram: key(sizeType(64 * 1024 ** 2, 16 * 1024 ** 4), '256G', 'most ram one VM may ask for'),
+    max_vms_per_node: key(intType(1, 64), '8', 'most VMs one job may start on one node'),
+    max_start_count: key(intType(1, 1000), '5', "past this many starts (qstat's start_count), a node fault aborts the job instead of requeueing it once more"),
+    vm_queues: key(listType(stringType(/^[A-Za-z0-9._-]{1,64}$/, 'a queue name'), 'queue names'), '', 'queues whose jobs always run in VMs, with [defaults] when they have no #VM lines'),
+  },
+  timeouts: {
+    total: key(seconds(10, 3600), '240', 'deadline for the whole prologue; past it the job is requeued (exit 2)'),
+    tool: key(seconds(1, 3600), '120', 'deadline for any one external program (qemu-img, guestfish, ...)'),
+    qstat: key(seconds(1, 300), '10', 'deadline for one qstat call'),
+  },
+  tools: {
+    qemu_img: tool('/usr/bin/qemu-img', 'qemu-img, from qemu-utils (Debian) or qemu-img (RHEL)'),
+    guestfish: tool('/usr/bin/guestfish', 'guestfish, from libguestfs-tools (Debian) or guestfs-tools (RHEL)'),
+    qstat: tool('/usr/local/bin/qstat', "Torque's qstat; used for the job's output path and start count"),
+    pbsnodes: tool('/usr/local/bin/pbsnodes', "Torque's pbsnodes"),
+    getent: tool('/usr/bin/getent', 'getent, to look users up through NSS (LDAP/SSSD included)'),
+  },
+  logging: {
+    level: key(enumType(['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const), 'info', 'least severe level written to the log'),
+  },
+} as const;
+
+type Schema = typeof SCHEMA;
+type ValueOf<S> = S extends KeySpec<infer T> ? T : never;
+export type Config = {
+  readonly [S in keyof Schema]: { readonly [K in keyof Schema[S]]: ValueOf<Schema[S][K]> };
+} & { readonly file: string };
+
+export type SectionName = keyof Schema;
+export const SECTIONS = Object.keys(SCHEMA) as SectionName[];
+
+export function specsOf(section: SectionName): [string, KeySpec<unknown>][] {
+  return Object.entries(SCHEMA[section]) as [string, KeySpec<unknown>][];
+}

@@ -1,0 +1,221 @@
+// Typed value parsers shared by the ini schema and the #VM directive keys, so
+// that `[defaults] ram = 4G` and `#VM ram=4G` accept exactly the same text.
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; message: string; fix: string };
+
+export interface ValueType<T> {
+  /** Human description of what is allowed, used in errors and in conf/prologue.ini. */
+  readonly allowed: string;
+  parse(raw: string): Parsed<T>;
+}
+
+const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
+const bad = <T>(message: string, fix: string): Parsed<T> => ({ ok: false, message, fix });
+
+/** Printable, escaped form of untrusted text for messages: never lets a newline or escape through. */
+export function quote(raw: string, max = 80): string {
+  const cut = raw.length > max ? raw.slice(0, max) + '…' : raw;
+  return JSON.stringify(cut);
+}
+
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+export function controlCharIn(raw: string): string | undefined {
+  const m = CONTROL.exec(raw);
+  if (!m) return undefined;
+  const code = m[0].charCodeAt(0);
+  return code === 0 ? 'a NUL byte' : `a control character (\\x${code.toString(16).padStart(2, '0')})`;
+}
+
+export function intType(min: number, max: number): ValueType<number> {
+  const allowed = `a whole number from ${min} to ${max}`;
+  return {
+    allowed,
+    parse(raw) {
+      const s = raw.trim();
+      if (!/^[0-9]{1,15}$/.test(s)) return bad(`${quote(raw)} is not a whole number`, `use ${allowed}`);
+      const n = Number(s);
+      if (n < min || n > max) return bad(`${n} is out of range`, `use ${allowed}`);
+      return ok(n);
+    },
+  };
+}
+
+const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/** Sizes in bytes from "512M", "4G", "1T" (binary units, as qemu and vTorque read them). */
+export function sizeType(min: number, max: number, bareUnit: '' | 'M' = ''): ValueType<number> {
+  const allowed = `a size from ${formatSize(min)} to ${formatSize(max)}, written as a number with K, M, G or T (e.g. 4G)`;
+  return {
+    allowed,
+    parse(raw) {
+      const m = /^([0-9]{1,12})(?:\.([0-9]{1,3}))?\s*([KMGT]?)(?:i?B)?$/i.exec(raw.trim());
+      if (!m) return bad(`${quote(raw)} is not a size`, `write a number with K, M, G or T, e.g. 4G`);
+      const unit = (m[3] ?? '').toUpperCase() || bareUnit;
+      const n = Math.round(Number(`${m[1]}.${m[2] ?? '0'}`) * (UNITS[unit] ?? 1));
+      if (n < min || n > max) return bad(`${formatSize(n)} is out of range`, `use ${allowed}`);
+      return ok(n);
+    },
+  };
+}
+
+export function formatSize(bytes: number): string {
+  for (const [unit, f] of [['T', 1024 ** 4], ['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
+    if (bytes >= f && bytes % (f / 1024) === 0) {
+      const v = bytes / f;
+      return `${Number.isInteger(v) ? v : v.toFixed(1)}${unit}`;
+    }
+  }
+  return `${bytes}B`;
+}
+
+const TRUE = new Set(['true', 'yes', 'on', '1']);
+const FALSE = new Set(['false', 'no', 'off', '0']);
+
+export const boolType: ValueType<boolean> = {
+  allowed: 'true or false',
+  parse(raw) {
+    const s = raw.trim().toLowerCase();
+    if (TRUE.has(s)) return ok(true);
+    if (FALSE.has(s)) return ok(false);
+    return bad(`${quote(raw)} is not true or false`, 'write true or false');
+  },
+};
+
+export function enumType<T extends string>(values: readonly T[]): ValueType<T> {
+  const allowed = `one of ${values.join(', ')}`;
+  return {
+    allowed,
+    parse(raw) {
+      const s = raw.trim().toLowerCase();
+      const hit = values.find((v) => v === s);
+      if (hit === undefined) return bad(`${quote(raw)} is not allowed`, `use ${allowed}`);
+      return ok(hit);
+    },
+  };
+}
+
+/** Comma-separated list of one item type; the empty string is the empty list. */
+export function listType<T>(item: ValueType<T>, what: string): ValueType<T[]> {
+  const allowed = `a comma-separated list of ${what} (may be empty)`;
+  return {
+    allowed,
+    parse(raw) {
+      const parts = raw.split(',').map((p) => p.trim()).filter((p) => p !== '');
+      const out: T[] = [];
+      for (const p of parts) {
+        const r = item.parse(p);
+        if (!r.ok) return bad(`list item ${r.message}`, r.fix);
+        out.push(r.value);
+      }
+      return ok(out);
+    },
+  };
+}
+
+// Names that go into paths and command lines: a conservative, shell-inert alphabet.
+const SAFE_SEGMENT = /^[A-Za-z0-9._+-]+$/;
+
+function checkSegments(raw: string, what: string): string | undefined {
+  for (const seg of raw.split('/')) {
+    if (seg === '') continue;
+    if (seg === '.' || seg === '..') return `${what} ${quote(raw)} contains '${seg}'`;
+    if (!SAFE_SEGMENT.test(seg)) return `${what} ${quote(raw)} has characters outside A-Z a-z 0-9 . _ - + /`;
+  }
+  return undefined;
+}
+
+/** An absolute host path, as admins write them in the ini. */
+export function absPathType(opts: { optional?: boolean } = {}): ValueType<string> {
+  const allowed = opts.optional ? 'an absolute path, or empty for none' : 'an absolute path';
+  return {
+    allowed,
+    parse(raw) {
+      const s = raw.trim();
+      if (s === '' && opts.optional) return ok('');
+      if (!s.startsWith('/')) return bad(`${quote(raw)} is not an absolute path`, `use ${allowed}`);
+      const why = checkSegments(s, 'path');
+      if (why) return bad(why, `use ${allowed} made of plain names`);
+      return ok(s.length > 1 ? s.replace(/\/+$/, '') : s);
+    },
+  };
+}
+
+/** A name inside a directory we own (the image pool): relative, no '..', no odd characters. */
+export function relNameType(what: string, opts: { optional?: boolean } = {}): ValueType<string> {
+  const allowed = `${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what} made of A-Z a-z 0-9 . _ - + (and / for subfolders), not starting with / or -`;
+  return {
+    allowed,
+    parse(raw) {
+      const s = raw.trim();
+      if (s === '' && opts.optional) return ok('');
+      if (s === '') return bad(`${what} is empty`, `give ${allowed}`);
+      if (s.length > 255) return bad(`${what} is longer than 255 characters`, `use a shorter ${what}`);
+      if (s.startsWith('/')) return bad(`${what} ${quote(raw)} is an absolute path`, `give the ${what} as listed in the image pool, not a path`);
+      if (s.startsWith('-')) return bad(`${what} ${quote(raw)} starts with '-'`, `rename it`);
+      const why = checkSegments(s, what);
+      if (why) return bad(why, `give ${allowed}`);
+      return ok(s);
+    },
+  };
+}
+
+/** A path the user names (their own files): absolute or relative to the job's working directory. */
+export function userPathType(what: string): ValueType<string> {
+  const allowed = `a path made of A-Z a-z 0-9 . _ - + /, absolute or relative to the job's working directory`;
+  return {
+    allowed,
+    parse(raw) {
+      const s = raw.trim();
+      if (s === '') return bad(`${what} is empty`, `give ${allowed}`);
+      if (s.length > 1024) return bad(`${what} is longer than 1024 characters`, 'use a shorter path');
+      if (s.startsWith('-')) return bad(`${what} ${quote(raw)} starts with '-'`, 'use ./ in front of it');
+      for (const seg of s.split('/')) {
+        if (seg !== '' && seg !== '.' && seg !== '..' && !SAFE_SEGMENT.test(seg)) {
+          return bad(`${what} ${quote(raw)} has characters outside A-Z a-z 0-9 . _ - + /`, `rename the file`);
+        }
+      }
+      return ok(s);
+    },
+  };
+}
+
+export function stringType(pattern: RegExp, allowed: string): ValueType<string> {
+  return {
+    allowed,
+    parse(raw) {
+      const s = raw.trim();
+      if (!pattern.test(s)) return bad(`${quote(raw)} is not ${allowed}`, `use ${allowed}`);
+      return ok(s);
+    },
+  };
+}
+
+/** Edit distance, for "did you mean" on misspelt keys. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = levenshtein(word.toLowerCase(), c);
+    if (d < bestD) {
+      bestD = d;
+      best = c;
+    }
+  }
+  return bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function levenshtein(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}

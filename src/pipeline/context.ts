@@ -1,0 +1,41 @@
+// What every stage of a job run may use: the job, the config, the logger, the
+// deadline, and the two output streams that land in the job's spool files.
+import { hostname } from 'node:os';
+import type { Config } from '../config/schema.js';
+import type { JobArgs, JobEnv, ScriptKind } from '../torque/contract.js';
+import type { HookIO } from '../torque/hook.js';
+import { openLog, type Logger } from '../report/log.js';
+
+export interface JobContext {
+  args: JobArgs;
+  env: JobEnv;
+  config: Config;
+  node: string;
+  log: Logger;
+  io: HookIO;
+  /** Aborted at [timeouts] total; every child process and lock wait listens to it. */
+  signal: AbortSignal;
+}
+
+export function shortHostname(): string {
+  return hostname().split('.')[0] ?? 'localhost';
+}
+
+export function jobLogger(config: Config, kind: ScriptKind, jobId: string, io: HookIO): Logger {
+  const { log, problem } = openLog({ file: config.paths.log_file, level: config.logging.level, job: jobId, node: shortHostname() });
+  if (problem) io.err(`vtorque: (admin) ${problem}; logging errors to stderr instead\n`);
+  return log.child({ hook: kind });
+}
+
+/**
+ * Starts the whole-run deadline. When it passes, the signal aborts every child;
+ * if the run still has not ended 5 s later, onHardStop ends the process.
+ */
+export function startDeadline(seconds: number, onHardStop: () => void): { signal: AbortSignal; stop: () => void } {
+  const ac = new AbortController();
+  const soft = setTimeout(() => ac.abort(new Error(`deadline of ${seconds} s passed`)), seconds * 1000);
+  const hard = setTimeout(onHardStop, seconds * 1000 + 5000);
+  soft.unref();
+  hard.unref();
+  return { signal: ac.signal, stop: () => { clearTimeout(soft); clearTimeout(hard); } };
+}

@@ -1,0 +1,74 @@
+// One place decides what a failure means for the job: what the user reads,
+// what the admin logs, which exit code pbs_mom gets, and whether the report
+// must be delivered by hand because Torque will not deliver it.
+import type { Config } from '../config/schema.js';
+import type { JobArgs, JobEnv, ScriptKind } from '../torque/contract.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, JobFault, NodeFault, exitCodeOf, isVtorqueError, type ExitCode } from '../torque/exit.js';
+import type { HookIO } from '../torque/hook.js';
+import { jobFaultReport, nodeFaultReport, line } from '../report/user.js';
+import type { Logger } from '../report/log.js';
+import { jobLogger, shortHostname } from './context.js';
+
+export interface FailureContext {
+  kind: ScriptKind;
+  args?: JobArgs;
+  env: JobEnv;
+  config?: Config;
+  io: HookIO;
+  log?: Logger;
+  /** The job script, named in the user's report. */
+  source?: string;
+}
+
+export async function handleFailure(e: unknown, ctx: FailureContext): Promise<ExitCode> {
+  const jobId = ctx.args?.jobId ?? 'unknown';
+  const base = ctx.log ?? (ctx.config ? jobLogger(ctx.config, ctx.kind, jobId, ctx.io) : undefined);
+  const log = base?.child({ stage: 'report' });
+  let err: JobFault | NodeFault = isVtorqueError(e)
+    ? e
+    : new NodeFault(`internal error: ${(e as Error)?.message ?? String(e)}`, [
+      { id: 'internal', message: String((e as Error)?.stack ?? e).split('\n').slice(0, 3).join(' | '), fix: 'report this to the vtorque-prologue maintainers with the admin log' },
+    ]);
+  log?.error({ err: { name: err.name, message: err.message, problems: err.problems }, exit: err.exitCode, cause: isVtorqueError(e) ? undefined : String((e as Error)?.stack ?? e) }, 'job failed');
+
+  const isPrologue = ctx.kind === 'prologue' || ctx.kind === 'prologue-parallel';
+  const canAsk = isPrologue && ctx.args !== undefined && ctx.config !== undefined;
+  let attrs: import('../torque/qstat.js').JobAttributes | undefined;
+  if (canAsk && (err instanceof JobFault || err instanceof NodeFault)) {
+    try {
+      const { qstatJob } = await import('../torque/qstat.js');
+      attrs = await qstatJob(ctx.config!, jobId);
+    } catch (qe) {
+      log?.warn({ err: String((qe as Error).message) }, 'qstat unavailable: using the default error path and no start count');
+    }
+  }
+
+  // Torque requeues a job whose prologue exits 2 and restarts it at once, so a
+  // sick node would loop it forever. Past max_start_count, stop the loop.
+  if (err instanceof NodeFault && ctx.config && attrs?.startCount !== undefined && attrs.startCount >= ctx.config.policy.max_start_count) {
+    log?.error({ startCount: attrs.startCount, max: ctx.config.policy.max_start_count }, 'start count reached: aborting instead of requeueing');
+    err = new JobFault(`it was started ${attrs.startCount} times and each time a node could not prepare it (last: ${err.message})`, [
+      ...err.problems,
+      { id: 'max-start-count', message: `aborted after ${attrs.startCount} starts so that it does not loop in the queue`, fix: 'resubmit later; if it keeps happening, tell your admin the job id' },
+    ]);
+  }
+
+  const lines = err instanceof JobFault
+    ? jobFaultReport(jobId, err.message, err.problems, ctx.source)
+    : nodeFaultReport(jobId, shortHostname(), err.message, err.problems);
+  const text = lines.join('\n') + '\n';
+  ctx.io.err(text);
+
+  if (err instanceof JobFault && canAsk) {
+    try {
+      const { deliverReport } = await import('../report/deliver.js');
+      const path = await deliverReport({ config: ctx.config!, args: ctx.args!, env: ctx.env, attrs, text });
+      log?.info({ path }, 'report delivered to the job owner');
+      ctx.io.err(line(`this report was also written to ${path}`) + '\n');
+    } catch (de) {
+      log?.warn({ err: String((de as Error).message) }, 'report could not be delivered to the job owner');
+    }
+  }
+  log?.flush?.();
+  return exitCodeOf(err) === EXIT_JOB_FAULT ? EXIT_JOB_FAULT : EXIT_NODE_FAULT;
+}

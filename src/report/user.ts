@@ -1,0 +1,38 @@
+// Lines the user reads in the job's output. Every line starts with
+// "vtorque:", says what is wrong and where, and how to fix it.
+import type { Problem } from '../torque/exit.js';
+
+export const PREFIX = 'vtorque:';
+
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+/** Last line of defence: nothing from a job script or an image can move the cursor or forge a line. */
+export function clean(s: string): string {
+  return s.replace(UNSAFE, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`).replace(/\n/g, '\\n');
+}
+
+export function line(text: string): string {
+  return `${PREFIX} ${clean(text)}`;
+}
+
+export function problemLine(p: Problem, indent = '  '): string {
+  const where = p.where ? `${p.where}: ` : '';
+  const fix = p.fix ? `. Fix: ${p.fix}` : '';
+  return line(`${indent}${where}${p.message}${fix}`);
+}
+
+export function jobFaultReport(jobId: string, summary: string, problems: readonly Problem[], source?: string): string[] {
+  return [
+    line(`job ${jobId} was not started: ${summary}${source ? ` (${source})` : ''}`),
+    ...problems.map((p) => problemLine(p)),
+    line('try a job script before submitting it: vtorque-prologue check --job SCRIPT'),
+  ];
+}
+
+export function nodeFaultReport(jobId: string, node: string, summary: string, problems: readonly Problem[]): string[] {
+  return [
+    line(`node ${node} cannot prepare VM job ${jobId} now: ${summary}. The job goes back to the queue; this is not your fault.`),
+    ...problems.map((p) => problemLine({ ...p, fix: p.fix ? `(admin) ${p.fix}` : undefined })),
+  ];
+}

@@ -1,0 +1,52 @@
+// The only place that knows what pbs_mom does with our exit code.
+// 0: the job runs. 1: the job's fault; Torque aborts it (and does not deliver
+// its .o/.e files, so we deliver the report ourselves). 2: the node's fault;
+// Torque requeues the job and restarts it at once.
+
+export const EXIT_RUN = 0;
+export const EXIT_JOB_FAULT = 1;
+export const EXIT_NODE_FAULT = 2;
+
+export type ExitCode = typeof EXIT_RUN | typeof EXIT_JOB_FAULT | typeof EXIT_NODE_FAULT;
+
+/** One actionable finding: what is wrong, where, and how to fix it. */
+export interface Problem {
+  /** Stable id an admin can grep for: a rule id, a directive key, a config key. */
+  id: string;
+  /** Where: "line 4", "[policy] formats", an image path. */
+  where?: string;
+  /** What is wrong, in one sentence, without a trailing period. */
+  message: string;
+  /** How to fix it, in one sentence. */
+  fix?: string;
+}
+
+abstract class VtorqueError extends Error {
+  abstract readonly exitCode: ExitCode;
+  readonly problems: readonly Problem[];
+  constructor(summary: string, problems: readonly Problem[] = []) {
+    super(summary);
+    this.problems = problems;
+  }
+}
+
+/** The job asked for something it may not have, or its image is not fit. Exit 1. */
+export class JobFault extends VtorqueError {
+  override readonly name = 'JobFault';
+  readonly exitCode = EXIT_JOB_FAULT;
+}
+
+/** The node cannot serve the job right now: config, tools, disk, locks, deadline. Exit 2. */
+export class NodeFault extends VtorqueError {
+  override readonly name = 'NodeFault';
+  readonly exitCode = EXIT_NODE_FAULT;
+}
+
+export function isVtorqueError(e: unknown): e is JobFault | NodeFault {
+  return e instanceof JobFault || e instanceof NodeFault;
+}
+
+/** Anything we did not anticipate is the node's fault: requeue rather than blame the user. */
+export function exitCodeOf(e: unknown): ExitCode {
+  return isVtorqueError(e) ? e.exitCode : EXIT_NODE_FAULT;
+}

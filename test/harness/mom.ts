@@ -1,0 +1,253 @@
+// Plays pbs_mom's part, per the contract in DESIGN.md: a TORQUE_HOME with
+// mom_priv, the job script as <jobid>.SC owned by the user (0700), a root-owned
+// 0500 wrapper in mom_priv, and the hook run with Torque's argv, exactly
+// Torque's environment, cwd mom_priv, umask 0077, stdin /dev/null, its own
+// session, stdout/stderr appended to spool/<jobid>.OU/.ER, and a
+// $prologalarm-style SIGKILL. Every end-to-end test and the demo go through it.
+import { spawn, execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const REPO = resolve(new URL('../../..', import.meta.url).pathname);
+export const BIN = join(REPO, 'bin/vtorque-prologue');
+
+export interface User {
+  name: string;
+  group: string;
+  uid: number;
+  gid: number;
+}
+
+export function lookupUser(name: string): User {
+  const pw = execFileSync('getent', ['passwd', name], { encoding: 'utf8' }).trim().split(':');
+  const gid = Number(pw[3]);
+  const group = execFileSync('getent', ['group', String(gid)], { encoding: 'utf8' }).trim().split(':')[0]!;
+  return { name, group, uid: Number(pw[2]), gid };
+}
+
+/** The unprivileged job owner the tests use; exists on every Debian system. */
+export const NOBODY = lookupUser('nobody');
+
+export interface Job {
+  id: string;
+  name?: string;
+  user?: User;
+  queue?: string;
+  account?: string;
+  resources?: string;
+  /** Script text or bytes; undefined: no .SC file at all (interactive job). */
+  script?: string | Buffer;
+  /** Attributes the qstat stand-in serves; undefined: qstat says "Unknown Job Id". */
+  qstat?: Record<string, string>;
+}
+
+export interface RunOptions {
+  /** Torque < 6: 7 arguments, no script path. */
+  oldTorque?: boolean;
+  /** Replace argv entirely (hostile argv tests). */
+  argv?: string[];
+  /** $prologalarm in seconds. */
+  alarm?: number;
+  env?: Record<string, string>;
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  killedByAlarm: boolean;
+  ou: string;
+  er: string;
+  ms: number;
+}
+
+export interface MomOptions {
+  /** Extra ini text appended after the harness's own [paths] and [tools]. */
+  ini?: string;
+  /** Replace the whole ini. */
+  iniText?: string;
+  root?: string;
+}
+
+export class Mom {
+  readonly root: string;
+  readonly torqueHome: string;
+  readonly momPriv: string;
+  readonly configFile: string;
+  readonly workdir: string;
+  readonly jobDir: string;
+  readonly logFile: string;
+  readonly poolDir: string;
+  readonly cacheDir: string;
+
+  constructor(opts: MomOptions = {}) {
+    this.root = opts.root ?? mkdtempSync(join(tmpdir(), 'vtorque-mom-'));
+    chmodSync(this.root, 0o755);
+    this.torqueHome = join(this.root, 'torque');
+    this.momPriv = join(this.torqueHome, 'mom_priv');
+    this.jobDir = join(this.root, 'jobs');
+    this.logFile = join(this.root, 'log', 'prologue.log');
+    this.poolDir = join(this.root, 'pool');
+    this.cacheDir = join(this.root, 'cache');
+    this.workdir = join(this.root, 'home');
+    for (const d of [this.momPriv, join(this.momPriv, 'jobs'), join(this.torqueHome, 'spool'), join(this.root, 'bin'), join(this.root, 'qstat'), this.poolDir]) {
+      mkdirSync(d, { recursive: true, mode: 0o755 });
+    }
+    mkdirSync(this.workdir, { mode: 0o755 });
+    chownSync(this.workdir, NOBODY.uid, NOBODY.gid);
+    this.configFile = join(this.root, 'prologue.ini');
+    writeFileSync(this.configFile, opts.iniText ?? this.defaultIni() + (opts.ini ?? ''));
+    this.installStandIns();
+    for (const kind of ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel']) this.installWrapper(kind);
+  }
+
+  defaultIni(): string {
+    return [
+      '[paths]',
+      `image_pool = ${this.poolDir}`,
+      `cache_dir = ${this.cacheDir}`,
+      `job_dir = ${this.jobDir}`,
+      `ramdisk_dir = ${join(this.root, 'shm')}`,
+      `torque_home = ${this.torqueHome}`,
+      `log_file = ${this.logFile}`,
+      '[tools]',
+      `qstat = ${join(this.root, 'bin', 'qstat')}`,
+      `pbsnodes = ${join(this.root, 'bin', 'pbsnodes')}`,
+      '',
+    ].join('\n');
+  }
+
+  /** The wrapper install.sh writes: root-owned, 0500, absolute node and bin paths. */
+  installWrapper(kind: string): void {
+    const sub = kind.replace('.', '-');
+    const path = join(this.momPriv, kind);
+    writeFileSync(path, `#!/bin/sh\nexec ${process.execPath} ${BIN} --config ${this.configFile} ${sub} "$@"\n`);
+    chmodSync(path, 0o500);
+  }
+
+  /** Recording stand-ins for Torque's client tools, selected through [tools]. */
+  private installStandIns(): void {
+    const qstat = join(this.root, 'bin', 'qstat');
+    writeFileSync(qstat, `#!/bin/sh
+echo "$*" >> ${this.root}/qstat.calls
+[ -f ${this.root}/qstat.sleep ] && sleep "$(cat ${this.root}/qstat.sleep)"
+f="${this.root}/qstat/$3"
+if [ ! -f "$f" ]; then echo "qstat: Unknown Job Id $3" >&2; exit 153; fi
+cat "$f"
+`);
+    chmodSync(qstat, 0o755);
+    const pbsnodes = join(this.root, 'bin', 'pbsnodes');
+    writeFileSync(pbsnodes, `#!/bin/sh\necho "$*" >> ${this.root}/pbsnodes.calls\n`);
+    chmodSync(pbsnodes, 0o755);
+  }
+
+  scriptPath(job: Job): string {
+    return join(this.momPriv, 'jobs', `${job.id}.SC`);
+  }
+
+  /** What pbs_mom does when a job arrives: the .SC file, and the server's view of the job. */
+  submit(job: Job): void {
+    const user = job.user ?? NOBODY;
+    if (job.script !== undefined) {
+      const p = this.scriptPath(job);
+      writeFileSync(p, job.script);
+      chownSync(p, user.uid, user.gid);
+      chmodSync(p, 0o700);
+    }
+    if (job.qstat) {
+      const lines = [`Job Id: ${job.id}`, ...Object.entries(job.qstat).map(([k, v]) => `    ${k} = ${v}`)];
+      writeFileSync(join(this.root, 'qstat', job.id), lines.join('\n') + '\n');
+    }
+  }
+
+  argvFor(kind: string, job: Job, opts: RunOptions): string[] {
+    const user = job.user ?? NOBODY;
+    const name = job.name ?? 'job';
+    const res = job.resources ?? 'walltime=00:05:00,nodes=1:ppn=2,neednodes=1:ppn=2';
+    if (kind.startsWith('prologue')) {
+      const a = [job.id, user.name, user.group, name, res, job.queue ?? 'batch', job.account ?? ''];
+      if (!opts.oldTorque) a.push(this.scriptPath(job));
+      return a;
+    }
+    const a = [job.id, user.name, user.group, name, '4242', res, 'cput=00:00:01,mem=1kb', job.queue ?? 'batch', job.account ?? '', '0'];
+    if (!opts.oldTorque) a.push(this.scriptPath(job));
+    return a;
+  }
+
+  envFor(job: Job): Record<string, string> {
+    const nodefile = join(this.torqueHome, 'aux', job.id);
+    mkdirSync(join(this.torqueHome, 'aux'), { recursive: true });
+    if (!existsSync(nodefile)) writeFileSync(nodefile, 'node01\nnode01\n');
+    return {
+      LANG: 'C.UTF-8',
+      PATH: '/bin:/usr/bin',
+      PWD: this.momPriv,
+      PBS_MSHOST: 'node01',
+      PBS_NODEFILE: nodefile,
+      PBS_NODENUM: '0',
+      PBS_NP: '2',
+      PBS_NUM_NODES: '1',
+      PBS_NUM_PPN: '2',
+      PBS_O_WORKDIR: this.workdir,
+      PBS_RESOURCE_NODES: '1:ppn=2',
+    };
+  }
+
+  /** Runs mom_priv/<kind> as pbs_mom does and returns what Torque would see. */
+  run(kind: 'prologue' | 'prologue.parallel' | 'epilogue' | 'epilogue.parallel', job: Job, opts: RunOptions = {}): Promise<RunResult> {
+    const ou = join(this.torqueHome, 'spool', `${job.id}.OU`);
+    const er = join(this.torqueHome, 'spool', `${job.id}.ER`);
+    const ouFd = openSync(ou, 'a', 0o600);
+    const erFd = openSync(er, 'a', 0o600);
+    const argv = opts.argv ?? this.argvFor(kind, job, opts);
+    const env = { ...this.envFor(job), ...opts.env };
+    const alarm = (opts.alarm ?? 300) * 1000;
+    const t0 = performance.now();
+    const old = process.umask(0o077);
+    let child;
+    try {
+      child = spawn(join(this.momPriv, kind), argv, { cwd: this.momPriv, env, stdio: ['ignore', ouFd, erFd], detached: true });
+    } finally {
+      process.umask(old);
+      closeSync(ouFd);
+      closeSync(erFd);
+    }
+    return new Promise((resolveRun, reject) => {
+      let killedByAlarm = false;
+      const timer = setTimeout(() => {
+        killedByAlarm = true;
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }, alarm);
+      child.on('error', (e) => { clearTimeout(timer); reject(e); });
+      child.on('exit', (code, signal) => {
+        clearTimeout(timer);
+        resolveRun({
+          code, signal, killedByAlarm,
+          ou: readFileSync(ou, 'utf8'),
+          er: readFileSync(er, 'utf8'),
+          ms: performance.now() - t0,
+        });
+      });
+    });
+  }
+
+  /** Submit and run the prologue in one go. */
+  async prologue(job: Job, opts: RunOptions = {}): Promise<RunResult> {
+    this.submit(job);
+    return this.run('prologue', job, opts);
+  }
+
+  logLines(): Record<string, unknown>[] {
+    if (!existsSync(this.logFile)) return [];
+    return readFileSync(this.logFile, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  qstatCalls(): string[] {
+    const f = join(this.root, 'qstat.calls');
+    return existsSync(f) ? readFileSync(f, 'utf8').trim().split('\n') : [];
+  }
+}
