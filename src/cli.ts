@@ -2,9 +2,10 @@
 // nothing heavy: every subcommand is imported only when it is chosen.
 import { DEFAULT_CONFIG_FILE } from './config/load.js';
 import { SCRIPT_KINDS, type ScriptKind } from './torque/contract.js';
-import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, type ExitCode } from './torque/exit.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, isVtorqueError, type ExitCode } from './torque/exit.js';
 import { processIO, runHook, type HookIO } from './torque/hook.js';
 import { VERSION } from './version.js';
+import { heavy } from './lazy.js';
 
 const EXIT_CODES = `Exit codes:
   0  the job runs (or the check passed)
@@ -72,9 +73,11 @@ manifest) on this node and nothing else. A job without such a directory costs
 one stat.
 
 Exit codes: 0 cleaned up or nothing to do; 2 cleanup failed (see the log).`,
-  'epilogue-parallel': `vtorque-prologue [--config FILE] epilogue-parallel ARGS...
+  'epilogue-parallel': `vtorque-prologue [--config FILE] epilogue-parallel JOBID USER GROUP JOBNAME SESSION RESOURCES USED QUEUE ACCOUNT EXITCODE [SCRIPT]
 
-The epilogue on sister nodes; same argv and behaviour as epilogue.`,
+The epilogue on sister nodes; same argv and behaviour as epilogue.
+
+Exit codes: 0 cleaned up or nothing to do; 2 cleanup failed (see the log).`,
   check: `vtorque-prologue [--config FILE] check --job SCRIPT [--queue QUEUE] [--json]
 
 Reads the #VM lines of a job script as the prologue would, fills the gaps from
@@ -137,7 +140,7 @@ export async function main(argv: readonly string[], io: HookIO = processIO): Pro
   }
   if (cmd === 'check') return runCheck(rest, configFile, configExplicit, io);
   if (cmd === '__append-as-owner') {
-    const { appendAsOwner } = await import('./report/append-as-owner.js');
+    const { appendAsOwner } = await heavy();
     return appendAsOwner(rest[0]) === 0 ? EXIT_RUN : EXIT_NODE_FAULT;
   }
   return usage(io, `unknown command ${JSON.stringify(cmd)}`);
@@ -164,11 +167,10 @@ async function runCheck(args: readonly string[], configFile: string, configExpli
   }
   if (!script) return usage(io, 'check needs --job SCRIPT');
   try {
-    const { checkJob } = await import('./check/job.js');
+    const { checkJob } = await heavy();
     return checkJob({ script, configFile, configExplicit, queue, json, io });
   } catch (e) {
-    const { isVtorqueError } = await import('./torque/exit.js');
-    const { problemLine, line } = await import('./report/user.js');
+    const { problemLine, line } = await heavy();
     if (!isVtorqueError(e)) throw e;
     io.err([line(e.message), ...e.problems.map((p) => problemLine(p))].join('\n') + '\n');
     return e.exitCode === EXIT_JOB_FAULT ? EXIT_JOB_FAULT : EXIT_NODE_FAULT;

@@ -4,7 +4,7 @@ import { realpathSync } from 'node:fs';
 import { loadConfig, parseConfig, DEFAULT_CONFIG_FILE } from '../config/load.js';
 import { formatSize } from '../config/values.js';
 import { readScriptHeader, scanDirectives } from '../torque/directives.js';
-import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, type ExitCode, type Problem } from '../torque/exit.js';
+import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, isJobFault, type ExitCode, type Problem } from '../torque/exit.js';
 import { resolveRequest, type VmRequest } from '../request/resolve.js';
 import { VM_KEY_NAMES } from '../request/keys.js';
 import { line, problemLine } from '../report/user.js';
@@ -48,7 +48,7 @@ export function checkJob(o: CheckJobOptions): ExitCode {
     try {
       request = resolveRequest({ directives: scan.directives, config, forcedByQueue: forced });
     } catch (e) {
-      if (!(e instanceof JobFault)) throw e;
+      if (!isJobFault(e)) throw e;
       problems = [...problems, ...e.problems];
     }
     if (problems.length > 0) request = undefined;

@@ -36,10 +36,49 @@ export function loadConfig(file: string): LoadedConfig {
   return parseConfig(text, file);
 }
 
+// The ini package accepts almost anything (a bare word becomes "word = true"),
+// so lines are checked for shape first: a typo must not silently become a default.
+const SHAPE = /^\s*(?:$|[;#]|\[[^\]]+\]\s*(?:[;#].*)?$|[^=\s][^=]*=)/;
+
+function syntaxProblems(text: string, file: string): Problem[] {
+  const out: Problem[] = [];
+  text.split('\n').forEach((l, i) => {
+    const ctl = controlCharIn(l.replace(/\r$/, '').replace(/\t/g, ' '));
+    if (ctl) out.push({ id: 'config', where: `${file} line ${i + 1}`, message: `contains ${ctl}`, fix: 'the file must be plain text; start again from conf/prologue.ini' });
+    else if (!SHAPE.test(l)) out.push({ id: 'config', where: `${file} line ${i + 1}`, message: `${quote(l, 60)} is not '[section]', 'key = value' or a comment`, fix: 'write key = value, or comment it out with ;' });
+  });
+  return out.slice(0, 20);
+}
+
+/**
+ * The two keys the non-VM fast path needs, without validating the rest: a
+ * broken ini must stop VM jobs (exit 2, node offline), not every job on the
+ * node. Unreadable or invalid values fall back to the defaults here; the VM
+ * path and `doctor` report them properly.
+ */
+export function peekConfig(file: string): { vmQueues: string[]; torqueHome: string } {
+  const dflt = { vmQueues: [] as string[], torqueHome: SCHEMA.paths.torque_home.default };
+  let raw: Record<string, Record<string, unknown> | undefined>;
+  try {
+    raw = ini.parse(readFileSync(file, 'utf8')) as typeof raw;
+  } catch {
+    return dflt;
+  }
+  const q = raw.policy?.vm_queues;
+  const h = raw.paths?.torque_home;
+  const queues = typeof q === 'string' ? SCHEMA.policy.vm_queues.type.parse(q) : undefined;
+  const home = typeof h === 'string' ? SCHEMA.paths.torque_home.type.parse(h) : undefined;
+  return {
+    vmQueues: queues?.ok ? queues.value : dflt.vmQueues,
+    torqueHome: home?.ok ? home.value : dflt.torqueHome,
+  };
+}
+
 export function parseConfig(text: string, file: string): LoadedConfig {
-  const raw = ini.parse(text) as Record<string, unknown>;
   const warnings: string[] = [];
-  const problems: Problem[] = [];
+  const problems: Problem[] = syntaxProblems(text, file);
+  if (problems.length > 0) throw new NodeFault(`config ${file} is not a valid ini file`, problems);
+  const raw = ini.parse(text) as Record<string, unknown>;
   const out: Record<string, Record<string, unknown>> = {};
 
   for (const [name, body] of Object.entries(raw)) {

@@ -3,7 +3,7 @@
 // must be delivered by hand because Torque will not deliver it.
 import type { Config } from '../config/schema.js';
 import type { JobArgs, JobEnv, ScriptKind } from '../torque/contract.js';
-import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, JobFault, NodeFault, exitCodeOf, isVtorqueError, type ExitCode } from '../torque/exit.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, JobFault, NodeFault, exitCodeOf, isJobFault, isNodeFault, isVtorqueError, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
 import { jobFaultReport, nodeFaultReport, line } from '../report/user.js';
 import type { Logger } from '../report/log.js';
@@ -34,7 +34,7 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
   const isPrologue = ctx.kind === 'prologue' || ctx.kind === 'prologue-parallel';
   const canAsk = isPrologue && ctx.args !== undefined && ctx.config !== undefined;
   let attrs: import('../torque/qstat.js').JobAttributes | undefined;
-  if (canAsk && (err instanceof JobFault || err instanceof NodeFault)) {
+  if (canAsk) {
     try {
       const { qstatJob } = await import('../torque/qstat.js');
       attrs = await qstatJob(ctx.config!, jobId);
@@ -45,7 +45,7 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
 
   // Torque requeues a job whose prologue exits 2 and restarts it at once, so a
   // sick node would loop it forever. Past max_start_count, stop the loop.
-  if (err instanceof NodeFault && ctx.config && attrs?.startCount !== undefined && attrs.startCount >= ctx.config.policy.max_start_count) {
+  if (isNodeFault(err) && ctx.config && attrs?.startCount !== undefined && attrs.startCount >= ctx.config.policy.max_start_count) {
     log?.error({ startCount: attrs.startCount, max: ctx.config.policy.max_start_count }, 'start count reached: aborting instead of requeueing');
     err = new JobFault(`it was started ${attrs.startCount} times and each time a node could not prepare it (last: ${err.message})`, [
       ...err.problems,
@@ -53,13 +53,13 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
     ]);
   }
 
-  const lines = err instanceof JobFault
+  const lines = isJobFault(err)
     ? jobFaultReport(jobId, err.message, err.problems, ctx.source)
     : nodeFaultReport(jobId, shortHostname(), err.message, err.problems);
   const text = lines.join('\n') + '\n';
   ctx.io.err(text);
 
-  if (err instanceof JobFault && canAsk) {
+  if (isJobFault(err) && canAsk) {
     try {
       const { deliverReport } = await import('../report/deliver.js');
       const path = await deliverReport({ config: ctx.config!, args: ctx.args!, env: ctx.env, attrs, text });

@@ -22,10 +22,19 @@ export function problemLine(p: Problem, indent = '  '): string {
   return line(`${indent}${where}${p.message}${fix}`);
 }
 
+/** A hostile script can produce thousands of problems; the job output gets the first ones. */
+export const MAX_PROBLEM_LINES = 20;
+
+function capped(problems: readonly Problem[], map: (p: Problem) => string): string[] {
+  const shown = problems.slice(0, MAX_PROBLEM_LINES).map(map);
+  if (problems.length > MAX_PROBLEM_LINES) shown.push(line(`  ... and ${problems.length - MAX_PROBLEM_LINES} more`));
+  return shown;
+}
+
 export function jobFaultReport(jobId: string, summary: string, problems: readonly Problem[], source?: string): string[] {
   return [
     line(`job ${jobId} was not started: ${summary}${source ? ` (${source})` : ''}`),
-    ...problems.map((p) => problemLine(p)),
+    ...capped(problems, (p) => problemLine(p)),
     line('try a job script before submitting it: vtorque-prologue check --job SCRIPT'),
   ];
 }
@@ -33,6 +42,6 @@ export function jobFaultReport(jobId: string, summary: string, problems: readonl
 export function nodeFaultReport(jobId: string, node: string, summary: string, problems: readonly Problem[]): string[] {
   return [
     line(`node ${node} cannot prepare VM job ${jobId} now: ${summary}. The job goes back to the queue; this is not your fault.`),
-    ...problems.map((p) => problemLine({ ...p, fix: p.fix ? `(admin) ${p.fix}` : undefined })),
+    ...capped(problems, (p) => problemLine({ ...p, fix: p.fix ? `(admin) ${p.fix}` : undefined })),
   ];
 }

@@ -55,7 +55,7 @@ export function resolveRequest(input: ResolveInput): VmRequest {
     firstLine[key] = d.line;
     const ctl = controlCharIn(d.value);
     if (ctl) {
-      problems.push({ id: key, where, message: `${key} value contains ${ctl}`, fix: `e.g. ${VM_KEYS[key].example}` });
+      problems.push({ id: key, where, message: `${key} value contains ${ctl}`, fix: `retype the line in a plain text editor, e.g. #VM ${VM_KEYS[key].example}` });
       continue;
     }
     const r = VM_KEYS[key].type.parse(d.value);

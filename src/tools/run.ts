@@ -47,8 +47,10 @@ export async function runTool(path: string, args: readonly string[], opts: RunOp
   const cmd = [path, ...args].join(' ');
   const execaOpts: Options = {
     reject: false,
-    timeout: opts.timeout,
-    forceKillAfterDelay: 2000,
+    // Its own process group, so a timeout kills the grandchildren too: a shell
+    // wrapper's `sleep` or guestfish's qemu would otherwise hold our pipes open.
+    detached: true,
+    cleanup: true,
     input: opts.input,
     stdin: opts.input === undefined ? 'ignore' : undefined,
     env: { LANG: 'C.UTF-8', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...opts.env },
@@ -56,12 +58,38 @@ export async function runTool(path: string, args: readonly string[], opts: RunOp
     cwd: opts.cwd ?? '/',
     uid: opts.uid,
     gid: opts.gid,
-    cancelSignal: opts.signal,
     maxBuffer: opts.maxBuffer ?? 64 * 1024 * 1024,
     stripFinalNewline: false,
     encoding: 'utf8',
   };
-  const r = await execa(path, args as string[], execaOpts);
+  const child = execa(path, args as string[], execaOpts);
+  let timedOut = false;
+  let canceled = false;
+  const killGroup = (sig: NodeJS.Signals) => {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, sig);
+    } catch {
+      /* already gone */
+    }
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup('SIGTERM');
+    setTimeout(() => killGroup('SIGKILL'), 2000).unref();
+  }, opts.timeout);
+  const onAbort = () => {
+    canceled = true;
+    killGroup('SIGKILL');
+  };
+  if (opts.signal?.aborted) onAbort();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let r;
+  try {
+    r = await child;
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
   const ms = performance.now() - t0;
   const stdout = String(r.stdout ?? '');
   const stderr = String(r.stderr ?? '');
@@ -74,10 +102,10 @@ export async function runTool(path: string, args: readonly string[], opts: RunOp
     if (code === 'EACCES' || (r.cause as NodeJS.ErrnoException | undefined)?.code === 'EACCES') {
       throw new ToolError(cmd, undefined, '', `${path} is not executable`, `fix its permissions, or set ${key}`);
     }
-    if (r.timedOut) {
+    if (timedOut) {
       throw new ToolError(cmd, undefined, firstLines(stderr), `${path} did not finish within ${Math.round(opts.timeout / 1000)} s`, 'check the node (load, hung filesystems) or raise [timeouts] tool');
     }
-    if (r.isCanceled) {
+    if (canceled) {
       throw new ToolError(cmd, undefined, firstLines(stderr), `${path} was stopped at the prologue's deadline`, 'check the node or raise [timeouts] total');
     }
     const exit = r.exitCode;

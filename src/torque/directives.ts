@@ -23,7 +23,7 @@ export interface ScanResult {
   vmLines: number;
 }
 
-const VM = /^#VM(?:[ \t]+(.*))?$/;
+const VM = /^#VM(?:[ \t]+([\s\S]*))?$/;
 // "#vm img=x", "# VM img=x", "  #VM img=x": meant as directives, ignored by the rule.
 const LOOKALIKE = /^\s*#\s*vm\b\s*:?\s*[A-Za-z_]+\s*=/i;
 

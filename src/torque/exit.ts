@@ -23,6 +23,8 @@ export interface Problem {
 
 abstract class VtorqueError extends Error {
   abstract readonly exitCode: ExitCode;
+  /** A brand, not instanceof: the fast path and the rest are separate bundles with separate classes. */
+  readonly vtorqueFault = true;
   readonly problems: readonly Problem[];
   constructor(summary: string, problems: readonly Problem[] = []) {
     super(summary);
@@ -43,7 +45,15 @@ export class NodeFault extends VtorqueError {
 }
 
 export function isVtorqueError(e: unknown): e is JobFault | NodeFault {
-  return e instanceof JobFault || e instanceof NodeFault;
+  return typeof e === 'object' && e !== null && (e as { vtorqueFault?: unknown }).vtorqueFault === true;
+}
+
+export function isJobFault(e: unknown): e is JobFault {
+  return isVtorqueError(e) && e.exitCode === EXIT_JOB_FAULT;
+}
+
+export function isNodeFault(e: unknown): e is NodeFault {
+  return isVtorqueError(e) && e.exitCode === EXIT_NODE_FAULT;
 }
 
 /** Anything we did not anticipate is the node's fault: requeue rather than blame the user. */

@@ -1,21 +1,37 @@
 // What pbs_mom runs. The non-VM path lives here and must stay tiny: argv,
-// the ini, the first 64 KiB of the job script, nothing else. Everything heavy
-// (pino, execa, the stages) is imported only once a job turns out to want VMs.
-import { existsSync } from 'node:fs';
-import { loadConfig } from '../config/load.js';
+// two keys of the ini, the first 64 KiB of the job script, nothing else.
+// Everything heavy (pino, execa, the stages) is loaded only once a job turns
+// out to want VMs, or something fails.
+import { existsSync, writeSync } from 'node:fs';
+import { loadConfig, peekConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { defaultScriptPath, parseJobArgs, readJobEnv, type JobArgs, type ScriptKind } from './contract.js';
 import { readScriptHeader, scanDirectives } from './directives.js';
 import { EXIT_RUN, type ExitCode } from './exit.js';
+import { heavy } from '../lazy.js';
 
 export interface HookIO {
   out: (text: string) => void;
   err: (text: string) => void;
 }
 
+// Plain write(2) on fds 1 and 2: pbs_mom points them at the spool files, and
+// touching process.stdout would build a stream object (~3 ms) for one line.
+function writeAll(fd: number, text: string): void {
+  const buf = Buffer.from(text);
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(fd, buf, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return; // a closed stdout must not fail the job
+    }
+  }
+}
+
 export const processIO: HookIO = {
-  out: (t) => process.stdout.write(t),
-  err: (t) => process.stderr.write(t),
+  out: (t) => writeAll(1, t),
+  err: (t) => writeAll(2, t),
 };
 
 export async function runHook(kind: ScriptKind, argv: readonly string[], configFile: string, io: HookIO = processIO): Promise<ExitCode> {
@@ -24,25 +40,27 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
   let config: Config | undefined;
   try {
     args = parseJobArgs(kind, argv);
-    const loaded = loadConfig(configFile);
-    config = loaded.config;
     if (kind === 'prologue' || kind === 'prologue-parallel') {
-      const scriptPath = args.scriptPath ?? defaultScriptPath(config.paths.torque_home, args.jobId);
+      const peek = peekConfig(configFile);
+      const scriptPath = args.scriptPath ?? defaultScriptPath(peek.torqueHome, args.jobId);
       const header = readScriptHeader(scriptPath);
       const scan = header ? scanDirectives(header.text, header.truncated) : undefined;
-      const forced = config.policy.vm_queues.includes(args.queue);
+      const forced = peek.vmQueues.includes(args.queue);
       if ((scan === undefined || scan.vmLines === 0) && !forced) {
         io.out(`vtorque: not a VM job${header ? '' : ' (no job script on this node)'}\n`);
         return EXIT_RUN;
       }
-      const { prepareVmJob } = await import('../pipeline/prologue.js');
+      const loaded = loadConfig(configFile);
+      config = loaded.config;
+      const { prepareVmJob } = await heavy();
       return await prepareVmJob({ args, env, config, configWarnings: loaded.warnings, scan, scriptPath, forcedByQueue: forced, io });
     }
+    config = loadConfig(configFile).config;
     if (!existsSync(`${config.paths.job_dir}/${args.jobId}`)) return EXIT_RUN;
-    const { cleanUpJob } = await import('../pipeline/epilogue.js');
+    const { cleanUpJob } = await heavy();
     return await cleanUpJob({ args, env, config, io });
   } catch (e) {
-    const { handleFailure } = await import('../pipeline/failure.js');
+    const { handleFailure } = await heavy();
     return handleFailure(e, { kind, args, env, config, io });
   }
 }

@@ -1,0 +1,9 @@
+// Everything the non-VM fast path must not load: the VM pipeline, the failure
+// handler (pino, execa), and the commands. The build bundles this file
+// separately (dist/vtorque-heavy.cjs), and src/lazy.ts loads it on demand.
+export { prepareVmJob } from './pipeline/prologue.js';
+export { cleanUpJob } from './pipeline/epilogue.js';
+export { handleFailure } from './pipeline/failure.js';
+export { checkJob } from './check/job.js';
+export { appendAsOwner } from './report/append-as-owner.js';
+export { problemLine, line } from './report/user.js';

@@ -1,0 +1,184 @@
+// The prologue end to end, driven exactly as pbs_mom drives it.
+import t from 'tap';
+import { chownSync, existsSync, readFileSync, statSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Mom, NOBODY, type Job } from './harness/mom.js';
+
+const VM_SCRIPT = '#!/bin/bash\n#PBS -l nodes=1:ppn=2\n#VM img=debian12.qcow2,vcpus=2,ram=4G\n#VM vms_per_node=2\nhostname\n';
+const BAD_SCRIPT = '#!/bin/bash\n#VM ram=12X\nhostname\n';
+
+t.test('an ordinary job says "not a VM job", exits 0 and leaves nothing behind', async (t) => {
+  const mom = new Mom();
+  const r = await mom.prologue({ id: '1.srv', script: '#!/bin/sh\n#PBS -N plain\necho hi\n' });
+  t.equal(r.code, 0);
+  t.equal(r.ou, 'vtorque: not a VM job\n');
+  t.equal(r.er, '');
+  t.notOk(existsSync(join(mom.jobDir, '1.srv')));
+  t.same(mom.qstatCalls(), [], 'the fast path asks Torque nothing');
+});
+
+t.test('a VM job gets a manifest with the resolved request and a summary in its output', async (t) => {
+  const mom = new Mom();
+  const r = await mom.prologue({ id: '2.srv', script: VM_SCRIPT });
+  t.equal(r.code, 0, r.er);
+  t.match(r.ou, /VM job 2\.srv: 2 VMs of debian12\.qcow2 \(debian, x86_64\), 2 vCPUs and 4G RAM each/);
+  const path = join(mom.jobDir, '2.srv', 'manifest.json');
+  const m = JSON.parse(readFileSync(path, 'utf8'));
+  t.equal(m.request.vcpus, 2);
+  t.equal(m.request.sources.ram, 'job');
+  t.equal(m.job.user, NOBODY.name);
+  t.equal(m.vms.length, 2);
+  t.equal(statSync(path).mode & 0o777, 0o644, 'modes are set explicitly despite umask 0077');
+});
+
+t.test('every admin log line carries job id, node and stage', async (t) => {
+  const mom = new Mom();
+  await mom.prologue({ id: '3.srv', script: VM_SCRIPT });
+  await mom.prologue({ id: '4.srv', script: BAD_SCRIPT });
+  const lines = mom.logLines();
+  t.ok(lines.length >= 4);
+  for (const l of lines) {
+    t.ok(typeof l.job === 'string' && typeof l.node === 'string' && typeof l.stage === 'string', JSON.stringify(l));
+  }
+  t.ok(lines.some((l) => l.job === '4.srv' && l.stage === 'report'));
+});
+
+t.test('old Torque (7 arguments) is served from TORQUE_HOME/mom_priv/jobs/<jobid>.SC', async (t) => {
+  const mom = new Mom();
+  const r = await mom.prologue({ id: '5.srv', script: VM_SCRIPT }, { oldTorque: true });
+  t.equal(r.code, 0);
+  t.match(r.ou, /VM job 5\.srv/);
+});
+
+t.test('a rejected job gets its report in its error path, written as its owner', async (t) => {
+  const mom = new Mom();
+  const errPath = join(mom.workdir, 'custom.err');
+  const job: Job = { id: '6.srv', name: 'bad', script: BAD_SCRIPT, qstat: { Error_Path: `login1:${errPath}`, Output_Path: `login1:${mom.workdir}/o`, Join_Path: 'n', start_count: '1' } };
+  const r = await mom.prologue(job);
+  t.equal(r.code, 1);
+  t.match(r.er, /line 2: ram: "12X" is not a size/);
+  const st = statSync(errPath);
+  t.equal(st.uid, NOBODY.uid, 'owned by the job owner, not root');
+  t.equal(st.mode & 0o777, 0o600);
+  const delivered = readFileSync(errPath, 'utf8');
+  t.match(delivered, /job 6\.srv was not started/);
+  t.match(delivered, /ram: "12X" is not a size/);
+  t.match(r.er, new RegExp(`also written to ${errPath}`));
+  t.same(mom.qstatCalls(), ['-f -1 6.srv']);
+});
+
+t.test('with Join_Path=oe the report goes to the output path', async (t) => {
+  const mom = new Mom();
+  const out = join(mom.workdir, 'joined.out');
+  await mom.prologue({ id: '7.srv', script: BAD_SCRIPT, qstat: { Error_Path: `h:${mom.workdir}/e`, Output_Path: `h:${out}`, Join_Path: 'oe' } });
+  t.match(readFileSync(out, 'utf8'), /job 7\.srv was not started/);
+});
+
+t.test('without qstat the report goes to Torque\'s default PBS_O_WORKDIR/<name>.e<seq>', async (t) => {
+  const mom = new Mom();
+  const r = await mom.prologue({ id: '8[3].srv', name: 'arr', script: BAD_SCRIPT });
+  t.equal(r.code, 1);
+  t.match(readFileSync(join(mom.workdir, 'arr.e8-3'), 'utf8'), /was not started/);
+  t.ok(mom.logLines().some((l) => /qstat unavailable/.test(String(l.msg))));
+});
+
+t.test('a symlink at the error path is not followed', async (t) => {
+  const mom = new Mom();
+  const victim = join(mom.root, 'victim');
+  writeFileSync(victim, 'untouched\n');
+  const link = join(mom.workdir, 'bad.e9');
+  symlinkSync(victim, link);
+  chownSync(link, NOBODY.uid, NOBODY.gid, );
+  const r = await mom.prologue({ id: '9.srv', name: 'bad', script: BAD_SCRIPT });
+  t.equal(r.code, 1, 'the job is still rejected with exit 1');
+  t.equal(readFileSync(victim, 'utf8'), 'untouched\n');
+  t.ok(mom.logLines().some((l) => l.msg === 'report could not be delivered to the job owner'));
+});
+
+t.test('a file at the error path that the owner does not own is not written', async (t) => {
+  const mom = new Mom();
+  const f = join(mom.workdir, 'bad.e10');
+  writeFileSync(f, 'root data\n', { mode: 0o666 });
+  await mom.prologue({ id: '10.srv', name: 'bad', script: BAD_SCRIPT });
+  t.equal(readFileSync(f, 'utf8'), 'root data\n');
+});
+
+t.test('a hung qstat is killed at [timeouts] qstat and the default path is used', async (t) => {
+  const mom = new Mom({ ini: '[timeouts]\nqstat = 1\n' });
+  writeFileSync(join(mom.root, 'qstat.sleep'), '30');
+  const r = await mom.prologue({ id: '11.srv', name: 'slow', script: BAD_SCRIPT });
+  t.equal(r.code, 1);
+  t.ok(r.ms < 20_000, `took ${Math.round(r.ms)} ms`);
+  t.ok(existsSync(join(mom.workdir, 'slow.e11')));
+});
+
+function brokenJobDirMom(): Mom {
+  const mom = new Mom();
+  writeFileSync(join(mom.root, 'notadir'), '');
+  writeFileSync(mom.configFile, mom.defaultIni().replace(`job_dir = ${mom.jobDir}`, `job_dir = ${join(mom.root, 'notadir', 'jobs')}`));
+  return mom;
+}
+
+t.test('a node fault exits 2, tells the user it is not their fault, and the admin what to fix', async (t) => {
+  const mom = brokenJobDirMom();
+  const r = await mom.prologue({ id: '12.srv', script: VM_SCRIPT, qstat: { start_count: '1' } });
+  t.equal(r.code, 2);
+  t.match(r.er, /cannot prepare VM job 12\.srv now: cannot write the job manifest .*goes back to the queue; this is not your fault/);
+  t.match(r.er, /Fix: \(admin\) check \[paths\] job_dir/);
+});
+
+t.test('past max_start_count a node fault aborts the job (exit 1) instead of looping', async (t) => {
+  const mom = brokenJobDirMom();
+  const r = await mom.prologue({ id: '13.srv', name: 'loop', script: VM_SCRIPT, qstat: { start_count: '5' } });
+  t.equal(r.code, 1);
+  t.match(r.er, /was started 5 times and each time a node could not prepare it/);
+  t.match(readFileSync(join(mom.workdir, 'loop.e13'), 'utf8'), /aborted after 5 starts/);
+});
+
+t.test('a queue listed in vm_queues runs its jobs in VMs even without #VM lines', async (t) => {
+  const mom = new Mom({ ini: '[policy]\nvm_queues = vmq, other\n' });
+  const r = await mom.prologue({ id: '14.srv', queue: 'vmq', script: '#!/bin/sh\necho\n' });
+  t.equal(r.code, 0);
+  t.match(r.ou, /VM job 14\.srv: 1 VM of debian12\.qcow2/);
+  t.ok(existsSync(join(mom.jobDir, '14.srv', 'manifest.json')));
+});
+
+t.test('the epilogue removes this job\'s files and nothing else', async (t) => {
+  const mom = new Mom();
+  await mom.prologue({ id: '15.srv', script: VM_SCRIPT });
+  await mom.prologue({ id: '16.srv', script: VM_SCRIPT });
+  const r = await mom.run('epilogue', { id: '15.srv' });
+  t.equal(r.code, 0);
+  t.notOk(existsSync(join(mom.jobDir, '15.srv')));
+  t.ok(existsSync(join(mom.jobDir, '16.srv', 'manifest.json')));
+  const plain = await mom.run('epilogue.parallel', { id: '17.srv' });
+  t.equal(plain.code, 0);
+});
+
+t.test('the whole run has a deadline that ends before $prologalarm', async (t) => {
+  // A qstat that hangs past [timeouts] total: the run must end by itself with exit 2.
+  const mom = new Mom({ ini: '[timeouts]\ntotal = 10\ntool = 5\nqstat = 60\n' });
+  writeFileSync(join(mom.root, 'qstat.sleep'), '100');
+  const r = await mom.prologue({ id: '18.srv', script: BAD_SCRIPT }, { alarm: 40 });
+  t.notOk(r.killedByAlarm, 'ended before pbs_mom would kill it');
+  t.equal(r.code, 2);
+  t.match(r.er, /did not prepare job 18\.srv within 10 s/);
+});
+
+t.test('a sister node without the job script treats it as not a VM job', async (t) => {
+  const mom = new Mom();
+  mkdirSync(join(mom.momPriv, 'jobs'), { recursive: true });
+  const r = await mom.run('prologue.parallel', { id: '19.srv' });
+  t.equal(r.code, 0);
+  t.match(r.ou, /not a VM job/);
+});
+
+t.test('a broken ini stops VM jobs (exit 2) but not ordinary jobs', async (t) => {
+  const mom = new Mom({ iniText: '[policy\nvm_queues = x\n' });
+  const plain = await mom.prologue({ id: '20.srv', script: '#!/bin/sh\necho\n' });
+  t.equal(plain.code, 0);
+  t.match(plain.ou, /not a VM job/);
+  const vm = await mom.prologue({ id: '21.srv', script: VM_SCRIPT });
+  t.equal(vm.code, 2);
+  t.match(vm.er, /is not a valid ini file/);
+});
