@@ -44,7 +44,7 @@ export function resolveRequest(input: ResolveInput): VmRequest {
       problems.push({
         id: 'unknown-key', where,
         message: `unknown key ${quote(d.key, 40)}`,
-        fix: hint ? `did you mean ${hint}? (known keys: ${VM_KEY_NAMES.join(', ')})` : `use one of: ${VM_KEY_NAMES.join(', ')}`,
+        fix: hint ? `did you mean ${hint}?` : `use one of: ${VM_KEY_NAMES.join(', ')}`,
       });
       continue;
     }

@@ -1,0 +1,69 @@
+// The README's first command: plays pbs_mom's part for a few jobs on a
+// throw-away TORQUE_HOME and shows what the user and Torque would see.
+import { readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Mom, NOBODY, type Job } from '../test/harness/mom.js';
+
+const TORQUE_DOES: Record<number, string> = {
+  0: 'Torque starts the job',
+  1: "Torque aborts the job (its .o/.e files are not delivered; our report was written to the job's error path)",
+  2: 'Torque requeues the job (a node fault; the job is not to blame)',
+};
+
+interface DemoJob {
+  title: string;
+  job: Job;
+}
+
+function banner(s: string): void {
+  console.log(`\n\x1b[1m== ${s} ==\x1b[0m`);
+}
+
+function indent(text: string, prefix = '  | '): string {
+  return text.replace(/\n$/, '').split('\n').map((l) => prefix + l).join('\n');
+}
+
+async function main(): Promise<void> {
+  const mom = new Mom();
+  console.log(`A throw-away node: TORQUE_HOME=${mom.torqueHome}`);
+  console.log(`config: ${mom.configFile}; jobs run as user ${NOBODY.name}; example scripts in examples/`);
+  const ex = (f: string) => readFileSync(new URL(`../../examples/${f}`, import.meta.url), 'utf8');
+  const jobs: DemoJob[] = [
+    { title: 'an ordinary batch job', job: { id: '101.demo', name: 'plain', script: ex('plain.pbs') } },
+    { title: 'a VM job: 2 Debian VMs per node', job: { id: '102.demo', name: 'vmjob', script: ex('vm-job.pbs') } },
+    { title: 'a VM job with mistakes in its #VM lines', job: { id: '103.demo', name: 'typo', script: ex('bad-request.pbs'), qstat: { Error_Path: `login1:${mom.workdir}/typo.err`, Join_Path: 'n', start_count: '1' } } },
+  ];
+  for (const { title, job } of jobs) {
+    banner(`job ${job.id}: ${title}`);
+    console.log('job script header:');
+    console.log(indent(String(job.script).split('\n').slice(0, 8).join('\n')));
+    const r = await mom.prologue(job);
+    console.log(`pbs_mom ran mom_priv/prologue: exit ${r.code} after ${Math.round(r.ms)} ms -> ${TORQUE_DOES[r.code ?? 2]}`);
+    if (r.ou) console.log(`job output (.OU):\n${indent(r.ou)}`);
+    if (r.er) console.log(`job errors (.ER):\n${indent(r.er)}`);
+    const dir = join(mom.jobDir, job.id);
+    if (existsSync(dir)) {
+      console.log(`files prepared in ${dir}:`);
+      for (const f of readdirSync(dir, { recursive: true }) as string[]) {
+        const st = statSync(join(dir, f));
+        console.log(`  ${(st.mode & 0o777).toString(8)} ${String(st.size).padStart(8)}  ${f}`);
+      }
+      const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+      console.log(`manifest.json: ${m.vms.length} VMs, request ${JSON.stringify({ img: m.request.img, distro: m.request.distro, vcpus: m.request.vcpus, ram: m.request.ram })}`);
+    }
+    if (r.code === 1 && job.qstat?.Error_Path) {
+      const p = job.qstat.Error_Path.split(':')[1]!;
+      console.log(`delivered to the user at ${p} (owner uid ${statSync(p).uid}):\n${indent(readFileSync(p, 'utf8'))}`);
+    }
+  }
+  banner('epilogue for job 102.demo');
+  const e = await mom.run('epilogue', { id: '102.demo' });
+  console.log(`exit ${e.code}; ${existsSync(join(mom.jobDir, '102.demo')) ? 'files still there!' : 'its files are gone'}`);
+  console.log(`\nadmin log (${mom.logFile}), first lines:`);
+  console.log(indent(readFileSync(mom.logFile, 'utf8').split('\n').slice(0, 4).join('\n')));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
