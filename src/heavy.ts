@@ -4,6 +4,8 @@
 export { prepareVmJob } from './pipeline/prologue.js';
 export { cleanUpJob } from './pipeline/epilogue.js';
 export { handleFailure } from './pipeline/failure.js';
-export { checkJob } from './check/job.js';
+export { checkJob, configForCheck } from './check/job.js';
+export { checkImages } from './check/image.js';
+export { VM_KEYS } from './request/keys.js';
 export { appendAsOwner } from './report/append-as-owner.js';
 export { problemLine, line } from './report/user.js';

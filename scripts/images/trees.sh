@@ -282,6 +282,7 @@ osv_tree() {
   for f in libenviron.so libvdso.so tools/mount-fs.so tools/cpiod.so usr/mgmt/cloud-init.so; do
     printf 'OSv placeholder: /%s (not a real shared object)\n' "$f" | put "$t/$f"
   done
+  printf '127.0.0.1 localhost\n' | put "$t/etc/hosts"
   printf 'OSv test image (placeholder files only)\n' | put "$t/README.osv"
 }
 

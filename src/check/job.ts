@@ -2,6 +2,7 @@
 // lines, without touching the node. Users run it before qsub.
 import { realpathSync } from 'node:fs';
 import { loadConfig, parseConfig, DEFAULT_CONFIG_FILE } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import { readScriptHeader, scanDirectives } from '../torque/directives.js';
 import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, isJobFault, type ExitCode, type Problem } from '../torque/exit.js';
@@ -19,16 +20,20 @@ export interface CheckJobOptions {
   io: HookIO;
 }
 
+/** Users may run check where the admin's ini is not readable: then the built-in defaults, said out loud. */
+export function configForCheck(configFile: string, explicit: boolean, notes: string[]): Config {
+  try {
+    return loadConfig(configFile).config;
+  } catch (e) {
+    if (explicit || configFile !== DEFAULT_CONFIG_FILE) throw e;
+    notes.push(`${DEFAULT_CONFIG_FILE} is not readable here; using the built-in defaults, which may differ from the cluster's`);
+    return parseConfig('', '(built-in defaults)').config;
+  }
+}
+
 export function checkJob(o: CheckJobOptions): ExitCode {
   const notes: string[] = [];
-  let config;
-  try {
-    config = loadConfig(o.configFile).config;
-  } catch (e) {
-    if (o.configExplicit || o.configFile !== DEFAULT_CONFIG_FILE) throw e;
-    config = parseConfig('', '(built-in defaults)').config;
-    notes.push(`${DEFAULT_CONFIG_FILE} is not readable here; using the built-in defaults, which may differ from the cluster's`);
-  }
+  const config = configForCheck(o.configFile, o.configExplicit, notes);
   let real: string;
   try {
     real = realpathSync(o.script);

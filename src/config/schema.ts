@@ -24,7 +24,12 @@ export const SECTION_DOCS: Record<string, string> = {
   timeouts: "Deadlines in seconds. Keep `total` well below Torque's $prologalarm (300 s unless mom_priv/config sets it).",
   tools: 'Absolute paths of every external program. pbs_mom gives us PATH=/bin:/usr/bin only, so nothing is looked up on PATH.',
   logging: 'The admin log: JSON lines (pino), one per event, each with job id, node and stage.',
+  limits: 'Resource limits for tools that parse untrusted images (applied with prlimit).',
+  guestfs: 'How libguestfs looks inside images.',
+  requirements: "The guest image rules (doc/guest-images.md). Each is error (the job is rejected), warn (logged and shown, the job runs) or off.",
 };
+
+const level = (doc: string) => key(enumType(['error', 'warn', 'off'] as const), 'error', doc);
 
 export const SCHEMA = {
   paths: {
@@ -46,7 +51,8 @@ export const SCHEMA = {
     vcpu_pinning: key(VM_KEYS.vcpu_pinning.type, 'false', VM_KEYS.vcpu_pinning.doc),
   },
   policy: {
-    allow_user_images: key(boolType, 'false', 'allow images outside the pool that the job user owns (still fully verified)'),
+    allow_user_images: key(boolType, 'false', 'allow img=/absolute/path to an image the job user owns (still fully verified, never trusted by path)'),
+    require_checksums: key(boolType, 'false', 'pool images must be listed, with a matching sha256, in <image_pool>/SHA256SUMS (sha256sum format)'),
     formats: key(listType(enumType(['qcow2', 'raw', 'vmdk'] as const), 'image formats'), 'qcow2,raw', 'image formats a job may use'),
     max_virtual_size: key(sizeType(1024 ** 2, 64 * 1024 ** 4), '200G', 'largest virtual disk size an image may declare'),
     max_vcpus: key(intType(1, 1024), '64', 'most vcpus one VM may ask for'),
@@ -66,6 +72,27 @@ export const SCHEMA = {
     qstat: tool('/usr/local/bin/qstat', "Torque's qstat; used for the job's output path and start count"),
     pbsnodes: tool('/usr/local/bin/pbsnodes', "Torque's pbsnodes"),
     getent: tool('/usr/bin/getent', 'getent, to look users up through NSS (LDAP/SSSD included)'),
+    prlimit: tool('/usr/bin/prlimit', 'prlimit (util-linux), to cap memory and CPU of qemu-img'),
+  },
+  limits: {
+    qemu_img_memory: key(sizeType(64 * 1024 ** 2, 64 * 1024 ** 3), '2G', 'address-space limit for qemu-img info/check on an image'),
+    qemu_img_cpu: key(intType(1, 3600), '60', 'CPU-seconds limit for qemu-img info/check on an image'),
+  },
+  guestfs: {
+    accel: key(enumType(['auto', 'kvm', 'tcg'] as const), 'auto', 'auto probes once whether libguestfs can use KVM (result kept in <cache_dir>/accel.json), else TCG'),
+    memsize: key(intType(256, 8192), '768', 'appliance memory in MiB'),
+  },
+  requirements: {
+    'os-family': level('the image is Debian/Ubuntu, RedHat/CentOS/Rocky/Alma/Fedora, or OSv'),
+    'distro-match': level("the job's distro (or the default) is the family the image really holds"),
+    'arch-match': level("the image's architecture is the job's arch"),
+    'cloud-init-installed': level('cloud-init is installed (package database, or its binary and Python module)'),
+    'cloud-init-enabled': level('/etc/cloud/cloud-init.disabled does not exist'),
+    'nocloud-enabled': level('the effective datasource_list (cloud.cfg, then cloud.cfg.d/*.cfg in order) includes NoCloud, or nothing restricts it'),
+    'workspace-dir': level('/workspace is a directory'),
+    'home-default': level('homes are under /home (/etc/default/useradd HOME, and /home exists)'),
+    'opt-unused': level("/opt is empty or absent, because the cluster's /opt is mounted over it"),
+    'opt-vm-present': level('/opt-vm exists, for software that would otherwise go to /opt'),
   },
   logging: {
     level: key(enumType(['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const), 'info', 'least severe level written to the log'),

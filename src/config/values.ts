@@ -161,6 +161,22 @@ export function relNameType(what: string, opts: { optional?: boolean } = {}): Va
   };
 }
 
+/** An image: a name inside the pool, or (where the site allows user images) an absolute path. */
+export function imageRefType(): ValueType<string> {
+  const rel = relNameType('image name');
+  return {
+    allowed: `${rel.allowed}; or an absolute path where the site allows user images`,
+    parse(raw) {
+      const s = raw.trim();
+      if (!s.startsWith('/')) return rel.parse(raw);
+      if (s.length > 1024) return bad('image path is longer than 1024 characters', 'use a shorter path');
+      const why = checkSegments(s, 'image path');
+      if (why) return bad(why, 'give a plain path');
+      return ok(s);
+    },
+  };
+}
+
 /** A path the user names (their own files): absolute or relative to the job's working directory. */
 export function userPathType(what: string): ValueType<string> {
   const allowed = `a path made of A-Z a-z 0-9 . _ - + /, absolute or relative to the job's working directory`;

@@ -8,6 +8,9 @@ import type { ScanResult } from '../torque/directives.js';
 import { EXIT_NODE_FAULT, EXIT_RUN, NodeFault, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
 import { resolveRequest, type VmRequest } from '../request/resolve.js';
+import { authoriseImage } from '../image/authorise.js';
+import { failedRules, verifyImages, warnedRules, type ImageReport } from '../image/verify.js';
+import { JobFault } from '../torque/exit.js';
 import { line } from '../report/user.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { jobLogger, shortHostname, startDeadline, type JobContext } from './context.js';
@@ -32,6 +35,16 @@ export interface Manifest {
   node: string;
   createdAt: string;
   request: VmRequest;
+  image: {
+    name: string;
+    path: string;
+    sha256: string;
+    format: string;
+    virtualSize: number;
+    family?: string;
+    inspected?: { distro: string; arch: string; product: string };
+    verdictFromCache: boolean;
+  };
   vms: { index: number }[];
 }
 
@@ -58,12 +71,18 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
       const all = [...scan.problems, ...rest].sort((a, b) => lineNo(a.where) - lineNo(b.where));
       throw new JobFault(`the #VM request has ${all.length} problem${all.length > 1 ? 's' : ''}`, all);
     }
-    const request = resolveRequest({ directives: scan.directives, config, forcedByQueue: input.forcedByQueue });
-    rlog.info({ request }, 'request resolved');
+    const resolved = resolveRequest({ directives: scan.directives, config, forcedByQueue: input.forcedByQueue });
+    rlog.info({ request: resolved }, 'request resolved');
 
-    const manifestPath = writeManifest(ctx, request);
+    const report = await checkImage(ctx, resolved);
+    // A job that named no distro for a non-default image gets the one the image holds.
+    const request: VmRequest = resolved.distro === null && report.family
+      ? Object.freeze({ ...resolved, family: report.family, sources: Object.freeze({ ...resolved.sources, distro: 'image' as const }) })
+      : resolved;
+
+    const manifestPath = writeManifest(ctx, request, report);
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
-    for (const l of summary(args.jobId, request, manifestPath)) io.out(line(l) + '\n');
+    for (const l of summary(args.jobId, request, manifestPath, report)) io.out(line(l) + '\n');
     return EXIT_RUN;
   } catch (e) {
     return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log, source: input.scriptPath });
@@ -87,7 +106,27 @@ function safeResolveProblems(scan: ScanResult, config: Config, forced: boolean) 
   }
 }
 
-function writeManifest(ctx: JobContext, request: VmRequest): string {
+async function checkImage(ctx: JobContext, request: VmRequest): Promise<ImageReport> {
+  const ilog = ctx.log.child({ stage: 'image' });
+  let ownerUid: number | undefined;
+  if (request.img.startsWith('/') && ctx.config.policy.allow_user_images) {
+    const { lookupOwner } = await import('../report/deliver.js');
+    ownerUid = (await lookupOwner(ctx.config, ctx.args.user, ctx.args.group)).uid;
+  }
+  const img = authoriseImage({ img: request.img, config: ctx.config, ownerUid });
+  const t0 = performance.now();
+  const [report] = await verifyImages([img], { config: ctx.config, want: { distro: request.distro, arch: request.arch }, signal: ctx.signal, log: ilog });
+  const r = report!;
+  ilog.info({ image: img.path, sha256: r.digest, fromCache: r.fromCache, hashed: r.hashed, ms: Math.round(performance.now() - t0), rules: r.rules.filter((x) => !x.ok).map((x) => x.id) }, 'image checked');
+  for (const w of warnedRules(r)) ctx.io.out(line(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`) + '\n');
+  const failed = failedRules(r);
+  if (failed.length > 0) {
+    throw new JobFault(`image ${img.name} does not meet this site's guest image requirements (${failed.length} rule${failed.length > 1 ? 's' : ''})`, failed);
+  }
+  return r;
+}
+
+function writeManifest(ctx: JobContext, request: VmRequest, report: ImageReport): string {
   const dir = `${ctx.config.paths.job_dir}/${ctx.args.jobId}`;
   try {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
@@ -98,6 +137,16 @@ function writeManifest(ctx: JobContext, request: VmRequest): string {
       node: ctx.node,
       createdAt: new Date().toISOString(),
       request,
+      image: {
+        name: report.image.name,
+        path: report.image.path,
+        sha256: report.digest,
+        format: report.verdict.format.format,
+        virtualSize: report.verdict.format.virtualSize,
+        family: report.family,
+        inspected: report.verdict.facts.os ? { distro: report.verdict.facts.os.distro, arch: report.verdict.facts.os.arch, product: report.verdict.facts.os.product } : undefined,
+        verdictFromCache: report.fromCache,
+      },
       vms: Array.from({ length: request.vms_per_node }, (_, i) => ({ index: i })),
     };
     writeFileAtomic(`${dir}/manifest.json`, JSON.stringify(m, null, 2) + '\n', 0o644);
@@ -110,9 +159,11 @@ function writeManifest(ctx: JobContext, request: VmRequest): string {
   return `${dir}/manifest.json`;
 }
 
-function summary(jobId: string, r: VmRequest, manifest: string): string[] {
-  const distro = r.distro ?? 'distro from the image';
+function summary(jobId: string, r: VmRequest, manifest: string, img: ImageReport): string[] {
+  const distro = r.distro ?? r.family ?? 'distro from the image';
+  const os = img.verdict.facts.os ? `${img.verdict.facts.os.distro} ${img.verdict.facts.os.major}` : img.family ?? 'unknown OS';
   return [
+    `image ${img.image.name}: ${img.verdict.format.format}, ${os}, sha256 ${img.digest.slice(0, 12)}; meets the guest image requirements${img.fromCache ? ' (verdict cached)' : ''}`,
     `VM job ${jobId}: ${r.vms_per_node} VM${r.vms_per_node > 1 ? 's' : ''} of ${r.img} (${distro}, ${r.arch}), ${r.vcpus} vCPU${r.vcpus > 1 ? 's' : ''} and ${formatSize(r.ram)} RAM each, disks on ${r.fs_type}`,
     `manifest: ${manifest}`,
   ];

@@ -2,7 +2,7 @@
 // key's type and meaning; the directive parser, the [defaults] section of the
 // ini, `check` and doc/user.md all read it.
 import {
-  boolType, enumType, intType, relNameType, sizeType, userPathType, type ValueType,
+  boolType, enumType, imageRefType, intType, sizeType, userPathType, type ValueType,
 } from '../config/values.js';
 
 export const DISTROS = ['debian', 'ubuntu', 'redhat', 'rhel', 'centos', 'rocky', 'alma', 'fedora', 'osv'] as const;
@@ -27,7 +27,7 @@ interface KeyDef<T> {
 const def = <T>(type: ValueType<T>, example: string, doc: string): KeyDef<T> => ({ type, doc, example });
 
 export const VM_KEYS = {
-  img: def(relNameType('image name'), 'img=debian12.qcow2', 'guest image, by its name in the image pool'),
+  img: def(imageRefType(), 'img=debian12.qcow2', 'guest image, by its name in the image pool'),
   distro: def(enumType(DISTROS), 'distro=debian', "the image's OS; checked against what the image really holds"),
   arch: def(enumType(ARCHES), 'arch=x86_64', 'guest CPU architecture'),
   vcpus: def(intType(1, 1024), 'vcpus=4', 'virtual CPUs per VM'),

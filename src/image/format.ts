@@ -1,0 +1,134 @@
+// Format safety in two layers: our own header reading, then qemu-img as a
+// cross-check. Either layer alone can be fooled; together they must agree.
+import type { Config } from '../config/schema.js';
+import { formatSize } from '../config/values.js';
+import { JobFault, type Problem } from '../torque/exit.js';
+import { runTool } from '../tools/run.js';
+import type { AuthorisedImage } from './authorise.js';
+import { readHeader, type HeaderFacts } from './header.js';
+
+export interface FormatVerdict {
+  format: 'qcow2' | 'raw' | 'vmdk';
+  virtualSize: number;
+  actualSize: number;
+  /** qemu-img check found leaked clusters: harmless, but worth a log line. */
+  leaks?: number;
+}
+
+interface QemuInfo {
+  format?: string;
+  'virtual-size'?: number;
+  'actual-size'?: number;
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+  'format-specific'?: { type?: string; data?: { 'data-file'?: string; encrypt?: unknown; corrupt?: boolean } };
+  encrypted?: boolean;
+}
+
+const hazard = (img: AuthorisedImage, id: string, message: string, fix: string): Problem => ({ id, where: img.name, message, fix });
+
+/** Layer 1: decide from the bytes alone, before any tool parses the file. */
+export function checkHeader(img: AuthorisedImage, h: HeaderFacts, config: Config): { problems: Problem[]; format?: FormatVerdict['format'] } {
+  const problems: Problem[] = [];
+  const allowed = config.policy.formats as readonly string[];
+  const rebuild = 'convert it to a standalone image: qemu-img convert -O qcow2 SRC DST';
+  switch (h.format) {
+    case 'qed':
+      problems.push(hazard(img, 'format-not-allowed', 'is a QED image; QED is not accepted', rebuild));
+      break;
+    case 'luks':
+      problems.push(hazard(img, 'encrypted', 'is LUKS-encrypted; the node cannot open it without a key', 'use an unencrypted image'));
+      break;
+    case 'iso':
+      problems.push(hazard(img, 'format-not-allowed', 'is an ISO 9660 (CD) image, not a disk image', 'use a qcow2 or raw disk image'));
+      break;
+    case 'vmdk':
+      if (!allowed.includes('vmdk')) problems.push(hazard(img, 'format-not-allowed', 'is a VMDK image; this site does not accept VMDK', `${rebuild} (or the admin adds vmdk to [policy] formats)`));
+      break;
+    case 'qcow2': {
+      const q = h.qcow2!;
+      if (q.version !== 2 && q.version !== 3) problems.push(hazard(img, 'corrupt', `has qcow2 version ${q.version}; only 2 and 3 exist`, rebuild));
+      if (q.backingFileOffset !== 0 || q.backingFileSize !== 0) {
+        problems.push(hazard(img, 'backing-file', 'is a qcow2 overlay with a backing file; it would read another file on the node', rebuild));
+      }
+      if (q.externalDataFile) problems.push(hazard(img, 'data-file', 'keeps its data in an external data file; it would read another file on the node', rebuild));
+      if (q.cryptMethod !== 0) problems.push(hazard(img, 'encrypted', 'is encrypted', 'use an unencrypted image'));
+      if (q.corruptBit) problems.push(hazard(img, 'corrupt', 'is marked corrupt in its qcow2 header', 'repair it with qemu-img check -r all, or rebuild it'));
+      if (q.unknownIncompatible !== 0n) problems.push(hazard(img, 'format-not-allowed', `uses qcow2 features this checker does not know (0x${q.unknownIncompatible.toString(16)})`, rebuild));
+      break;
+    }
+    case 'raw':
+      break;
+  }
+  const fmt = h.format === 'qcow2' || h.format === 'raw' || h.format === 'vmdk' ? h.format : undefined;
+  if (fmt && img.declaredFormat && img.declaredFormat !== fmt) {
+    problems.push(hazard(img, 'format-mismatch', `is named as ${img.declaredFormat} but is really ${fmt}`, `rename it to match its format, or convert it: qemu-img convert -O ${img.declaredFormat} SRC DST`));
+  }
+  if (fmt && !allowed.includes(fmt) && !(fmt === 'vmdk')) {
+    problems.push(hazard(img, 'format-not-allowed', `is ${fmt}; this site accepts ${allowed.join(', ')}`, `convert it: qemu-img convert -O ${allowed[0] ?? 'qcow2'} SRC DST`));
+  }
+  return { problems, format: problems.length === 0 ? fmt : undefined };
+}
+
+/** Layer 2: qemu-img, always with -f, under prlimit, and it must agree with layer 1. */
+export async function checkWithQemuImg(img: AuthorisedImage, format: FormatVerdict['format'], config: Config, signal?: AbortSignal): Promise<{ problems: Problem[]; verdict?: FormatVerdict }> {
+  const limited = (args: string[]) => [
+    `--as=${config.limits.qemu_img_memory}`, `--cpu=${config.limits.qemu_img_cpu}`, config.tools.qemu_img, ...args,
+  ];
+  const opts = { timeout: config.timeouts.tool * 1000, toolKey: 'qemu_img', signal, maxBuffer: 16 * 1024 * 1024 };
+  const info = await runTool(config.tools.prlimit, limited(['info', '-f', format, '--output=json', '--force-share', img.path]), opts).catch((e) => {
+    // qemu-img refusing to parse the file as the format both layers agree on: the image is broken, not the node.
+    if ((e as { exitCode2?: number }).exitCode2 === 1) return undefined;
+    throw e;
+  });
+  if (!info) return { problems: [hazard(img, 'corrupt', `qemu-img cannot read it as ${format}`, 'rebuild the image')] };
+  let j: QemuInfo;
+  try {
+    j = JSON.parse(info.stdout) as QemuInfo;
+  } catch {
+    return { problems: [hazard(img, 'corrupt', 'qemu-img gave no readable description of it', 'rebuild the image')] };
+  }
+  const problems: Problem[] = [];
+  if (j.format !== format) problems.push(hazard(img, 'format-mismatch', `qemu-img reads it as ${String(j.format)}, not ${format}`, 'rebuild the image'));
+  if (j['backing-filename'] || j['full-backing-filename']) problems.push(hazard(img, 'backing-file', 'has a backing file (qemu-img)', 'convert it to a standalone image'));
+  if (j['format-specific']?.data?.['data-file']) problems.push(hazard(img, 'data-file', 'has an external data file (qemu-img)', 'convert it to a standalone image'));
+  if (j.encrypted || j['format-specific']?.data?.encrypt) problems.push(hazard(img, 'encrypted', 'is encrypted (qemu-img)', 'use an unencrypted image'));
+  const vsize = j['virtual-size'] ?? 0;
+  if (vsize > config.policy.max_virtual_size) {
+    problems.push(hazard(img, 'too-large', `declares a virtual disk of ${formatSize(vsize)}, more than this site allows (${formatSize(config.policy.max_virtual_size)})`, 'use a smaller image, or ask your admin to raise [policy] max_virtual_size'));
+  }
+  let leaks: number | undefined;
+  if (format === 'qcow2' && problems.length === 0) {
+    // Exit 2: corruption; 3: leaked clusters only (harmless); 1: could not check.
+    const c = await runTool(config.tools.prlimit, limited(['check', '-f', 'qcow2', '--output=json', '--force-share', img.path]), { ...opts, okExitCodes: [1, 2, 3] });
+    if (c.exitCode === 2 || c.exitCode === 1) {
+      let detail = '';
+      try {
+        const cj = JSON.parse(c.stdout) as { corruptions?: number };
+        if (cj.corruptions) detail = ` (${cj.corruptions} corruptions)`;
+      } catch {
+        /* qemu-img check may print nothing parseable for badly broken files */
+      }
+      problems.push(hazard(img, 'corrupt', `fails qemu-img check${detail}`, 'repair it with qemu-img check -r all on a copy, or rebuild it'));
+    } else if (c.exitCode === 3) {
+      try {
+        leaks = (JSON.parse(c.stdout) as { leaks?: number }).leaks;
+      } catch {
+        leaks = undefined;
+      }
+    }
+  }
+  if (problems.length > 0) return { problems };
+  return { problems, verdict: { format, virtualSize: vsize, actualSize: j['actual-size'] ?? img.stat.size, leaks } };
+}
+
+export async function checkFormat(img: AuthorisedImage, config: Config, signal?: AbortSignal): Promise<FormatVerdict> {
+  const h = readHeader(img.path);
+  const layer1 = checkHeader(img, h, config);
+  if (layer1.problems.length > 0 || !layer1.format) {
+    throw new JobFault(`image ${img.name} is not a safe disk image`, layer1.problems);
+  }
+  const layer2 = await checkWithQemuImg(img, layer1.format, config, signal);
+  if (!layer2.verdict) throw new JobFault(`image ${img.name} is not a safe disk image`, layer2.problems);
+  return layer2.verdict;
+}

@@ -1,0 +1,177 @@
+// Verify once, reuse many times. A verdict (format facts and guest facts) is
+// keyed by the image's sha256, the checker version and the policy it was
+// checked under; the rules are evaluated against the job's request each time,
+// which costs nothing. A stat memo spares re-hashing an unchanged pool image.
+import { createHash } from 'node:crypto';
+import { createReadStream, mkdirSync, readFileSync } from 'node:fs';
+import type { Config } from '../config/schema.js';
+import { JobFault, NodeFault, type Problem } from '../torque/exit.js';
+import { writeFileAtomic } from '../tools/atomic.js';
+import type { AuthorisedImage } from './authorise.js';
+import { checkHeader, checkWithQemuImg, type FormatVerdict } from './format.js';
+import { readHeader } from './header.js';
+import { gatherGuestFacts, type GuestFacts } from './guestfs.js';
+import { resolveAccel } from './accel.js';
+import { evaluateRules, familyOf, type Expectation, type RuleResult } from './rules.js';
+import type { Family } from '../request/keys.js';
+
+/** Bump when a change to the checks could change a verdict. */
+export const CHECKER_VERSION = 1;
+
+export interface Verdict {
+  checker: number;
+  policy: string;
+  digest: string;
+  format: FormatVerdict;
+  facts: GuestFacts;
+  checkedAt: string;
+  ms: { qemuImg: number; guestfs: number };
+}
+
+export interface ImageReport {
+  image: AuthorisedImage;
+  digest: string;
+  verdict: Verdict;
+  rules: RuleResult[];
+  /** What the image really is; fills the request's distro when the job gave none. */
+  family?: Family;
+  fromCache: boolean;
+  hashed: boolean;
+}
+
+export interface Logish {
+  info(o: object, msg: string): void;
+  warn(o: object, msg: string): void;
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export function policyHash(config: Config): string {
+  return sha256(JSON.stringify({ formats: config.policy.formats, max: config.policy.max_virtual_size })).slice(0, 16);
+}
+
+export async function hashFile(path: string, signal?: AbortSignal): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+function memoPath(config: Config, img: AuthorisedImage): string {
+  return `${config.paths.cache_dir}/statmemo/${sha256(img.path).slice(0, 32)}.json`;
+}
+
+/** sha256 of the image, from the stat memo when the pool file is unchanged. User images are always hashed. */
+export async function digestOf(img: AuthorisedImage, config: Config, signal?: AbortSignal): Promise<{ digest: string; hashed: boolean }> {
+  const key = { path: img.path, dev: img.stat.dev, ino: img.stat.ino, size: img.stat.size, mtimeMs: img.stat.mtimeMs, ctimeMs: img.stat.ctimeMs };
+  const memo = memoPath(config, img);
+  if (img.origin === 'pool') {
+    try {
+      const m = JSON.parse(readFileSync(memo, 'utf8')) as typeof key & { sha256?: string };
+      if (JSON.stringify({ ...m, sha256: undefined }) === JSON.stringify({ ...key, sha256: undefined }) && /^[0-9a-f]{64}$/.test(m.sha256 ?? '')) {
+        return { digest: m.sha256!, hashed: false };
+      }
+    } catch {
+      /* no memo, or a broken one: hash */
+    }
+  }
+  const digest = await hashFile(img.path, signal);
+  if (img.origin === 'pool') {
+    mkdirSync(`${config.paths.cache_dir}/statmemo`, { recursive: true, mode: 0o700 });
+    writeFileAtomic(memo, JSON.stringify({ ...key, sha256: digest }) + '\n', 0o600);
+  }
+  return { digest, hashed: true };
+}
+
+function checkSums(img: AuthorisedImage, digest: string, config: Config): void {
+  if (!config.policy.require_checksums || img.origin !== 'pool') return;
+  const file = `${config.paths.image_pool}/SHA256SUMS`;
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    throw new NodeFault(`${file} is missing`, [{ id: 'checksums', where: file, message: 'is missing but [policy] require_checksums is on', fix: 'create it with: cd POOL && sha256sum IMAGES > SHA256SUMS' }]);
+  }
+  const rel = img.path.slice(img.path.lastIndexOf('/') + 1);
+  const listed = text.split('\n').map((l) => /^([0-9a-fA-F]{64}) [ *](.+)$/.exec(l)).find((m) => m && (m[2] === img.name || m[2] === rel));
+  if (!listed) throw new JobFault(`image ${img.name} is not listed in SHA256SUMS`, [{ id: 'checksum', where: img.name, message: 'is not listed in the pool\'s SHA256SUMS', fix: 'ask your admin to add it (sha256sum IMAGE >> SHA256SUMS)' }]);
+  if (listed[1]!.toLowerCase() !== digest) throw new JobFault(`image ${img.name} does not match SHA256SUMS`, [{ id: 'checksum', where: img.name, message: `has sha256 ${digest.slice(0, 12)}…, SHA256SUMS says ${listed[1]!.slice(0, 12)}…`, fix: 'the image changed after it was listed: ask your admin' }]);
+}
+
+function verdictPath(config: Config, digest: string): string {
+  return `${config.paths.cache_dir}/verdicts/${digest}-v${CHECKER_VERSION}-${policyHash(config)}.json`;
+}
+
+/** A corrupt or foreign verdict file means "verify again", never a crash. */
+export function readVerdict(config: Config, digest: string): Verdict | undefined {
+  try {
+    const v = JSON.parse(readFileSync(verdictPath(config, digest), 'utf8')) as Verdict;
+    if (v.checker === CHECKER_VERSION && v.digest === digest && v.policy === policyHash(config) && v.facts && typeof v.facts.exists === 'object' && v.format?.format) return v;
+  } catch {
+    /* verify again */
+  }
+  return undefined;
+}
+
+export interface VerifyOptions {
+  config: Config;
+  want: Expectation;
+  signal?: AbortSignal;
+  log?: Logish;
+  /** Stop after the format checks: no libguestfs launch (check --image uses it to report bad images one by one). */
+  dryGuest?: boolean;
+}
+
+/** Layer-1 format check, digest, verdict (cached or fresh), rules. Throws JobFault listing every failed rule. */
+export async function verifyImages(images: readonly AuthorisedImage[], o: VerifyOptions): Promise<ImageReport[]> {
+  const { config } = o;
+  const pending: { img: AuthorisedImage; digest: string; hashed: boolean; format?: FormatVerdict; qemuMs?: number }[] = [];
+  const done = new Map<AuthorisedImage, ImageReport>();
+  for (const img of images) {
+    const layer1 = checkHeader(img, readHeader(img.path), config);
+    if (layer1.problems.length > 0 || !layer1.format) throw new JobFault(`image ${img.name} is not a safe disk image`, layer1.problems);
+    const { digest, hashed } = await digestOf(img, config, o.signal);
+    checkSums(img, digest, config);
+    const cached = readVerdict(config, digest);
+    if (cached) {
+      done.set(img, report(img, digest, cached, o, true, hashed));
+      continue;
+    }
+    const t0 = performance.now();
+    const layer2 = await checkWithQemuImg(img, layer1.format, config, o.signal);
+    if (!layer2.verdict) throw new JobFault(`image ${img.name} is not a safe disk image`, layer2.problems);
+    if (layer2.verdict.leaks) o.log?.warn({ image: img.path, leaks: layer2.verdict.leaks }, 'qemu-img check found leaked clusters (harmless)');
+    pending.push({ img, digest, hashed, format: layer2.verdict, qemuMs: performance.now() - t0 });
+  }
+  if (o.dryGuest) return [];
+  if (pending.length > 0) {
+    const { accel, how } = await resolveAccel(config, o.signal);
+    const t0 = performance.now();
+    o.log?.info({ images: pending.map((p) => p.img.path), accel, how }, 'inspecting images with libguestfs');
+    const facts = await gatherGuestFacts(pending.map((p) => ({ path: p.img.path, format: p.format!.format })), config, { accel, signal: o.signal });
+    const gms = performance.now() - t0;
+    mkdirSync(`${config.paths.cache_dir}/verdicts`, { recursive: true, mode: 0o755 });
+    pending.forEach((p, i) => {
+      const v: Verdict = {
+        checker: CHECKER_VERSION, policy: policyHash(config), digest: p.digest, format: p.format!, facts: facts[i]!,
+        checkedAt: new Date().toISOString(), ms: { qemuImg: Math.round(p.qemuMs ?? 0), guestfs: Math.round(gms) },
+      };
+      writeFileAtomic(verdictPath(config, p.digest), JSON.stringify(v) + '\n', 0o644);
+      o.log?.info({ image: p.img.path, digest: p.digest, ms: v.ms }, 'verdict stored');
+      done.set(p.img, report(p.img, p.digest, v, o, false, p.hashed));
+    });
+  }
+  return images.map((i) => done.get(i)!);
+}
+
+function report(img: AuthorisedImage, digest: string, verdict: Verdict, o: VerifyOptions, fromCache: boolean, hashed: boolean): ImageReport {
+  return { image: img, digest, verdict, rules: evaluateRules(verdict.facts, o.want, o.config), family: familyOf(verdict.facts), fromCache, hashed };
+}
+
+/** The rules that stop the job, as problems with their fix hints. */
+export function failedRules(r: ImageReport): Problem[] {
+  return r.rules.filter((x) => !x.ok && x.level === 'error').map((x) => ({ id: x.id, where: `image ${r.image.name}`, message: `fails ${x.id}: ${x.message}`, fix: x.fix }));
+}
+
+export function warnedRules(r: ImageReport): RuleResult[] {
+  return r.rules.filter((x) => !x.ok && x.level === 'warn');
+}
