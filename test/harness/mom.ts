@@ -5,7 +5,7 @@
 // session, stdout/stderr appended to spool/<jobid>.OU/.ER, and a
 // $prologalarm-style SIGKILL. Every end-to-end test and the demo go through it.
 import { spawn, execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -25,6 +25,20 @@ export function lookupUser(name: string): User {
   const group = execFileSync('getent', ['group', String(gid)], { encoding: 'utf8' }).trim().split(':')[0]!;
   return { name, group, uid: Number(pw[2]), gid };
 }
+
+let imagesDir: string | undefined;
+
+/** The test images built by scripts/build-test-images (cached by a hash of the builder). */
+export function testImages(): string {
+  if (!imagesDir) {
+    const out = execFileSync(join(REPO, 'scripts/build-test-images'), [], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    imagesDir = out.trim().split('\n').pop()!;
+  }
+  return imagesDir;
+}
+
+/** Verdicts are keyed by image digest, so every test node can share them: one libguestfs launch per image per run. */
+export const SHARED_CACHE = join(REPO, '.cache', 'test-node-cache');
 
 /** The unprivileged job owner the tests use; exists on every Debian system. */
 export const NOBODY = lookupUser('nobody');
@@ -67,6 +81,10 @@ export interface MomOptions {
   /** Replace the whole ini. */
   iniText?: string;
   root?: string;
+  /** Pool name -> test image file (scripts/images/cases.tsv); default: debian12.qcow2 -> debian-ok.qcow2. */
+  pool?: Record<string, string>;
+  /** Use a cache directory of this node's own instead of the shared one. */
+  privateCache?: boolean;
 }
 
 export class Mom {
@@ -88,7 +106,7 @@ export class Mom {
     this.jobDir = join(this.root, 'jobs');
     this.logFile = join(this.root, 'log', 'prologue.log');
     this.poolDir = join(this.root, 'pool');
-    this.cacheDir = join(this.root, 'cache');
+    this.cacheDir = opts.privateCache ? join(this.root, 'cache') : SHARED_CACHE;
     this.workdir = join(this.root, 'home');
     for (const d of [this.momPriv, join(this.momPriv, 'jobs'), join(this.torqueHome, 'spool'), join(this.root, 'bin'), join(this.root, 'qstat'), this.poolDir]) {
       mkdirSync(d, { recursive: true, mode: 0o755 });
@@ -98,7 +116,21 @@ export class Mom {
     this.configFile = join(this.root, 'prologue.ini');
     writeFileSync(this.configFile, opts.iniText ?? this.defaultIni() + (opts.ini ?? ''));
     this.installStandIns();
+    for (const [name, file] of Object.entries(opts.pool ?? { 'debian12.qcow2': 'debian-ok.qcow2' })) this.addImage(name, file);
     for (const kind of ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel']) this.installWrapper(kind);
+  }
+
+  /** Puts a test image into the pool, as an admin would: root-owned, 0644. */
+  addImage(name: string, file: string): string {
+    const dst = join(this.poolDir, name);
+    mkdirSync(join(dst, '..'), { recursive: true, mode: 0o755 });
+    const src = join(testImages(), file);
+    try {
+      linkSync(src, dst);
+    } catch {
+      copyFileSync(src, dst);
+    }
+    return dst;
   }
 
   defaultIni(): string {
@@ -113,6 +145,9 @@ export class Mom {
       '[tools]',
       `qstat = ${join(this.root, 'bin', 'qstat')}`,
       `pbsnodes = ${join(this.root, 'bin', 'pbsnodes')}`,
+      // TCG, not auto: the tests must not spend a KVM probe (up to 90 s) on a nested /dev/kvm.
+      '[guestfs]',
+      'accel = tcg',
       '',
     ].join('\n');
   }
