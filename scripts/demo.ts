@@ -24,13 +24,15 @@ function indent(text: string, prefix = '  | '): string {
 }
 
 async function main(): Promise<void> {
-  const mom = new Mom();
+  console.log('building the test images (cached after the first run) and looking inside them; the first run takes a few minutes without KVM');
+  const mom = new Mom({ pool: { 'debian12.qcow2': 'debian-ok.qcow2', 'tools.qcow2': 'debian-opt-used.qcow2' } });
   console.log(`A throw-away node: TORQUE_HOME=${mom.torqueHome}`);
   console.log(`config: ${mom.configFile}; jobs run as user ${NOBODY.name}; example scripts in examples/`);
   const ex = (f: string) => readFileSync(new URL(`../../examples/${f}`, import.meta.url), 'utf8');
   const jobs: DemoJob[] = [
     { title: 'an ordinary batch job', job: { id: '101.demo', name: 'plain', script: ex('plain.pbs') } },
     { title: 'a VM job: 2 Debian VMs per node', job: { id: '102.demo', name: 'vmjob', script: ex('vm-job.pbs') } },
+    { title: 'a VM job whose image puts software in /opt', job: { id: '104.demo', name: 'tools', script: ex('bad-image.pbs'), qstat: { Error_Path: `login1:${mom.workdir}/tools.err`, Join_Path: 'n', start_count: '1' } } },
     { title: 'a VM job with mistakes in its #VM lines', job: { id: '103.demo', name: 'typo', script: ex('bad-request.pbs'), qstat: { Error_Path: `login1:${mom.workdir}/typo.err`, Join_Path: 'n', start_count: '1' } } },
   ];
   for (const { title, job } of jobs) {

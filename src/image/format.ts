@@ -2,10 +2,10 @@
 // cross-check. Either layer alone can be fooled; together they must agree.
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
-import { JobFault, type Problem } from '../torque/exit.js';
+import type { Problem } from '../torque/exit.js';
 import { runTool } from '../tools/run.js';
 import type { AuthorisedImage } from './authorise.js';
-import { readHeader, type HeaderFacts } from './header.js';
+import type { HeaderFacts } from './header.js';
 
 export interface FormatVerdict {
   format: 'qcow2' | 'raw' | 'vmdk';
@@ -78,7 +78,7 @@ export async function checkWithQemuImg(img: AuthorisedImage, format: FormatVerdi
   const opts = { timeout: config.timeouts.tool * 1000, toolKey: 'qemu_img', signal, maxBuffer: 16 * 1024 * 1024 };
   const info = await runTool(config.tools.prlimit, limited(['info', '-f', format, '--output=json', '--force-share', img.path]), opts).catch((e) => {
     // qemu-img refusing to parse the file as the format both layers agree on: the image is broken, not the node.
-    if ((e as { exitCode2?: number }).exitCode2 === 1) return undefined;
+    if ((e as { toolExitCode?: number }).toolExitCode === 1) return undefined;
     throw e;
   });
   if (!info) return { problems: [hazard(img, 'corrupt', `qemu-img cannot read it as ${format}`, 'rebuild the image')] };
@@ -120,15 +120,4 @@ export async function checkWithQemuImg(img: AuthorisedImage, format: FormatVerdi
   }
   if (problems.length > 0) return { problems };
   return { problems, verdict: { format, virtualSize: vsize, actualSize: j['actual-size'] ?? img.stat.size, leaks } };
-}
-
-export async function checkFormat(img: AuthorisedImage, config: Config, signal?: AbortSignal): Promise<FormatVerdict> {
-  const h = readHeader(img.path);
-  const layer1 = checkHeader(img, h, config);
-  if (layer1.problems.length > 0 || !layer1.format) {
-    throw new JobFault(`image ${img.name} is not a safe disk image`, layer1.problems);
-  }
-  const layer2 = await checkWithQemuImg(img, layer1.format, config, signal);
-  if (!layer2.verdict) throw new JobFault(`image ${img.name} is not a safe disk image`, layer2.problems);
-  return layer2.verdict;
 }

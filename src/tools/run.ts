@@ -31,7 +31,7 @@ export interface RunResult {
 export class ToolError extends NodeFault {
   constructor(
     readonly command: string,
-    readonly exitCode2: number | undefined,
+    readonly toolExitCode: number | undefined,
     readonly stderrHead: string,
     summary: string,
     fix: string,
