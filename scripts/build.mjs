@@ -12,7 +12,7 @@ await build({
   plugins: [{
     name: 'heavy-is-separate',
     setup(b) {
-      b.onResolve({ filter: /\/heavy\.js$/ }, () => ({ path: './vtorque-heavy.cjs', external: true }));
+      b.onResolve({ filter: /(\/heavy\.js|vtorque-heavy\.cjs)$/ }, () => ({ path: './vtorque-heavy.cjs', external: true }));
     },
   }],
 });

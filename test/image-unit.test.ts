@@ -5,7 +5,8 @@ import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync, chownSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseHeader } from '../src/image/header.js';
-import { effectiveDatasources, evaluateRules } from '../src/image/rules.js';
+import { evaluateRules } from '../src/image/rules.js';
+import { effectiveDatasources } from '../src/image/datasources.js';
 import { authoriseImage } from '../src/image/authorise.js';
 import { readVerdict } from '../src/image/verify.js';
 import { resolveAccel } from '../src/image/accel.js';
@@ -44,7 +45,7 @@ t.test('QED, VMDK, LUKS, ISO and raw are told apart', async (t) => {
   t.equal(parseHeader(Buffer.alloc(512), noIso, 1).format, 'raw');
 });
 
-const facts = (over: Partial<GuestFacts> = {}): GuestFacts => ({
+const facts = (over: Partial<GuestFacts> = {}): GuestFacts => withDs({
   os: { type: 'linux', distro: 'debian', arch: 'x86_64', major: '12', product: 'Debian 12', root: '/dev/sda' },
   osv: false,
   exists: { '/usr/bin/cloud-init': true, '/workspace': true, '/home': true, '/opt-vm': true },
@@ -53,6 +54,9 @@ const facts = (over: Partial<GuestFacts> = {}): GuestFacts => ({
   notes: [],
   ...over,
 });
+function withDs(f: GuestFacts): GuestFacts {
+  return { ...f, datasources: effectiveDatasources(f) };
+}
 const config = parseConfig('', 'x').config;
 
 t.test('datasource_list: cloud.cfg, then cloud.cfg.d in order, the last one set wins', async (t) => {

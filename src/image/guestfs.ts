@@ -5,7 +5,7 @@
 // text for the rules to judge, never run, and escaped before anyone sees it.
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
-import { execa, type ResultPromise } from 'execa';
+import type { ResultPromise, execa as Execa } from 'execa';
 import { NodeFault } from '../torque/exit.js';
 
 export interface DiskInput {
@@ -29,6 +29,14 @@ export interface GuestFacts {
   optEntries?: string[];
   /** Things that could not be read; reported, not fatal by themselves. */
   notes: string[];
+  /** The effective datasource_list, worked out from cloudCfg and cloudCfgD when the verdict is made. */
+  datasources?: Datasources;
+}
+
+export interface Datasources {
+  list?: string[];
+  from?: string;
+  errors: string[];
 }
 
 /** Paths whose existence the rules ask about. */
@@ -53,7 +61,7 @@ class Fish {
   private exited = false;
   private readonly child: ResultPromise;
 
-  constructor(private readonly config: Config, args: string[], env: Record<string, string>, private readonly timeoutMs: number, signal?: AbortSignal) {
+  constructor(execa: typeof Execa, private readonly config: Config, args: string[], env: Record<string, string>, private readonly timeoutMs: number, signal?: AbortSignal) {
     this.child = execa(config.tools.guestfish, args, {
       env: { LANG: 'C.UTF-8', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, extendEnv: false, cwd: '/',
       stdin: 'pipe', buffer: false, reject: false, detached: true, cancelSignal: signal, encoding: 'utf8',
@@ -116,7 +124,8 @@ function guestfsEnv(config: Config, accel: 'kvm' | 'tcg'): Record<string, string
 
 export async function gatherGuestFacts(disks: readonly DiskInput[], config: Config, opts: GuestfsOptions): Promise<GuestFacts[]> {
   const add = disks.flatMap((d) => [`--format=${d.format}`, '-a', d.path]);
-  const fish = new Fish(config, ['--ro', ...add], guestfsEnv(config, opts.accel), config.timeouts.tool * 1000, opts.signal);
+  const { execa } = await import('execa');
+  const fish = new Fish(execa, config, ['--ro', ...add], guestfsEnv(config, opts.accel), config.timeouts.tool * 1000, opts.signal);
   try {
     await fish.ask(['run']); // no '-': a failed launch must stop here and say why
     const [roots, fss, devices] = await fish.ask(['-inspect-os', '-list-filesystems', '-list-devices']);

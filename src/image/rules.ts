@@ -1,7 +1,6 @@
 // The guest image requirements, one small named function per rule, each with
 // a stable id and a one-line message an admin or user can act on. Facts come
 // from guestfs.ts; the request supplies what the job expects.
-import { parse as parseYaml } from 'yaml';
 import type { Config } from '../config/schema.js';
 import { FAMILY_OF, type Distro, type Family } from '../request/keys.js';
 import { quote } from '../config/values.js';
@@ -84,33 +83,11 @@ const cloudInitEnabled: Check = (f) => {
   return pass('not disabled');
 };
 
-/** The effective datasource_list: cloud.cfg, then cloud.cfg.d/*.cfg in sorted order; the last one set wins. */
-export function effectiveDatasources(f: GuestFacts): { list?: string[]; from?: string; errors: string[] } {
-  const errors: string[] = [];
-  let list: string[] | undefined;
-  let from: string | undefined;
-  const docs = [{ name: '/etc/cloud/cloud.cfg', text: f.cloudCfg ?? '' }, ...f.cloudCfgD];
-  for (const d of docs) {
-    if (d.text.trim() === '') continue;
-    let y: unknown;
-    try {
-      y = parseYaml(d.text, { maxAliasCount: 50, prettyErrors: false, uniqueKeys: false });
-    } catch (e) {
-      errors.push(`${d.name} is not valid YAML (${quote(String((e as Error).message).split('\n')[0]!, 60)})`);
-      continue;
-    }
-    const v = (y && typeof y === 'object' ? (y as Record<string, unknown>).datasource_list : undefined);
-    if (v === undefined) continue;
-    list = Array.isArray(v) ? v.map((x) => String(x)) : typeof v === 'string' ? v.split(',').map((s) => s.trim()) : [];
-    from = d.name;
-  }
-  return { list, from, errors };
-}
-
 // Fails when the effective datasource_list leaves NoCloud out.
 const nocloudEnabled: Check = (f) => {
   if (f.osv) return pass('OSv cloud-init reads NoCloud seed media');
-  const { list, from, errors } = effectiveDatasources(f);
+  if (!f.datasources) return fail('the verdict holds no datasource facts', 'verify the image again (delete its verdict)');
+  const { list, from, errors } = f.datasources;
   if (errors.length > 0) return fail(errors[0]!, 'fix the YAML; cloud-init would fail on it too');
   if (list === undefined) return pass('no datasource_list restricts the datasources');
   if (list.some((d) => d.toLowerCase() === 'nocloud')) return pass(`datasource_list from ${from} includes NoCloud`);

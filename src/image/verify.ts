@@ -16,7 +16,7 @@ import { evaluateRules, familyOf, type Expectation, type RuleResult } from './ru
 import type { Family } from '../request/keys.js';
 
 /** Bump when a change to the checks could change a verdict. */
-export const CHECKER_VERSION = 1;
+export const CHECKER_VERSION = 2;
 
 export interface Verdict {
   checker: number;
@@ -148,6 +148,8 @@ export async function verifyImages(images: readonly AuthorisedImage[], o: Verify
     const t0 = performance.now();
     o.log?.info({ images: pending.map((p) => p.img.path), accel, how }, 'inspecting images with libguestfs');
     const facts = await gatherGuestFacts(pending.map((p) => ({ path: p.img.path, format: p.format!.format })), config, { accel, signal: o.signal });
+    const { effectiveDatasources } = await import('./datasources.js');
+    for (const f of facts) f.datasources = effectiveDatasources(f);
     const gms = performance.now() - t0;
     mkdirSync(`${config.paths.cache_dir}/verdicts`, { recursive: true, mode: 0o755 });
     pending.forEach((p, i) => {
