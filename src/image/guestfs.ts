@@ -61,8 +61,8 @@ class Fish {
   private exited = false;
   private readonly child: ResultPromise;
 
-  constructor(execa: typeof Execa, private readonly config: Config, args: string[], env: Record<string, string>, private readonly timeoutMs: number, signal?: AbortSignal) {
-    this.child = execa(config.tools.guestfish, args, {
+  constructor(execa: typeof Execa, guestfish: string, args: string[], env: Record<string, string>, private readonly timeoutMs: number, signal?: AbortSignal) {
+    this.child = execa(guestfish, args, {
       env: { LANG: 'C.UTF-8', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, extendEnv: false, cwd: '/',
       stdin: 'pipe', buffer: false, reject: false, detached: true, cancelSignal: signal, encoding: 'utf8',
     });
@@ -125,7 +125,7 @@ function guestfsEnv(config: Config, accel: 'kvm' | 'tcg'): Record<string, string
 export async function gatherGuestFacts(disks: readonly DiskInput[], config: Config, opts: GuestfsOptions): Promise<GuestFacts[]> {
   const add = disks.flatMap((d) => [`--format=${d.format}`, '-a', d.path]);
   const { execa } = await import('execa');
-  const fish = new Fish(execa, config, ['--ro', ...add], guestfsEnv(config, opts.accel), config.timeouts.tool * 1000, opts.signal);
+  const fish = new Fish(execa, config.tools.guestfish, ['--ro', ...add], guestfsEnv(config, opts.accel), config.timeouts.tool * 1000, opts.signal);
   try {
     await fish.ask(['run']); // no '-': a failed launch must stop here and say why
     const [roots, fss, devices] = await fish.ask(['-inspect-os', '-list-filesystems', '-list-devices']);
