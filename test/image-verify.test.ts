@@ -97,3 +97,18 @@ t.test('a verified image is not inspected again: the verdict is reused by digest
   t.equal(third.hashed, true);
   t.equal(third.fromCache, true);
 });
+
+t.test('with require_checksums, a pool image must be in SHA256SUMS with its digest', async (t) => {
+  const mom = new Mom({ ini: '[policy]\nrequire_checksums = true\n' });
+  const sums = join(mom.poolDir, 'SHA256SUMS');
+  writeFileSync(sums, `${'0'.repeat(64)}  other.qcow2\n`);
+  const missing = checkImages(mom, ['debian12.qcow2']);
+  t.equal(missing.status, 1);
+  t.equal(missing.results[0]!.problems![0]!.id, 'checksum');
+  writeFileSync(sums, `${'0'.repeat(64)}  debian12.qcow2\n`);
+  t.equal(checkImages(mom, ['debian12.qcow2']).results[0]!.problems![0]!.id, 'checksum', 'a wrong digest is refused');
+  const digest = spawnSync('sha256sum', [join(mom.poolDir, 'debian12.qcow2')], { encoding: 'utf8' }).stdout.split(' ')[0]!;
+  writeFileSync(sums, `${digest}  debian12.qcow2\n`);
+  const ok = checkImages(mom, ['debian12.qcow2']);
+  t.equal(ok.status, 0, JSON.stringify(ok.results));
+});
