@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import { readScriptHeader, scanDirectives } from '../torque/directives.js';
 import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, isJobFault, type ExitCode, type Problem } from '../torque/exit.js';
-import { resolveRequest, type VmRequest } from '../request/resolve.js';
+import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { VM_KEY_NAMES } from '../request/keys.js';
 import { line, problemLine } from '../report/user.js';
 import type { HookIO } from '../torque/hook.js';
@@ -48,15 +48,14 @@ export function checkJob(o: CheckJobOptions): ExitCode {
   const vmJob = scan.vmLines > 0 || forced;
 
   let request: VmRequest | undefined;
-  let problems: Problem[] = [...scan.problems];
+  let problems: readonly Problem[] = [];
   if (vmJob) {
     try {
-      request = resolveRequest({ directives: scan.directives, config, forcedByQueue: forced });
+      request = resolveScanned(scan, config, forced);
     } catch (e) {
       if (!isJobFault(e)) throw e;
-      problems = [...problems, ...e.problems];
+      problems = e.problems;
     }
-    if (problems.length > 0) request = undefined;
   }
 
   if (o.json) {

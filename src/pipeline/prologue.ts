@@ -1,16 +1,15 @@
-// The VM path of the prologue: request -> (image, cache, seeds: later stages)
-// -> manifest -> summary. Each stage takes a plain value and returns one.
+// The VM path of the prologue: request -> authorised, verified image ->
+// (cache, seeds: later stages) -> manifest -> summary. Each stage takes a plain value and returns one.
 import { mkdirSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import type { JobArgs, JobEnv } from '../torque/contract.js';
 import type { ScanResult } from '../torque/directives.js';
-import { EXIT_NODE_FAULT, EXIT_RUN, NodeFault, type ExitCode } from '../torque/exit.js';
+import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
-import { resolveRequest, type VmRequest } from '../request/resolve.js';
+import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { authoriseImage } from '../image/authorise.js';
 import { failedRules, verifyImages, warnedRules, type ImageReport } from '../image/verify.js';
-import { JobFault } from '../torque/exit.js';
 import { line } from '../report/user.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { jobLogger, shortHostname, startDeadline, type JobContext } from './context.js';
@@ -65,13 +64,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const scan = input.scan ?? { directives: [], problems: [], notes: [], vmLines: 0 };
     for (const n of scan.notes) io.out(line(n) + '\n');
     rlog.info({ vmLines: scan.vmLines, forcedByQueue: input.forcedByQueue }, 'VM job');
-    if (scan.problems.length > 0) {
-      const { JobFault } = await import('../torque/exit.js');
-      const rest = safeResolveProblems(scan, config, input.forcedByQueue);
-      const all = [...scan.problems, ...rest].sort((a, b) => lineNo(a.where) - lineNo(b.where));
-      throw new JobFault(`the #VM request has ${all.length} problem${all.length > 1 ? 's' : ''}`, all);
-    }
-    const resolved = resolveRequest({ directives: scan.directives, config, forcedByQueue: input.forcedByQueue });
+    const resolved = resolveScanned(scan, config, input.forcedByQueue);
     rlog.info({ request: resolved }, 'request resolved');
 
     const report = await checkImage(ctx, resolved);
@@ -88,21 +81,6 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log, source: input.scriptPath });
   } finally {
     deadline.stop();
-  }
-}
-
-function lineNo(where: string | undefined): number {
-  const m = /^line ([0-9]+)/.exec(where ?? '');
-  return m ? Number(m[1]) : Infinity;
-}
-
-/** With syntax errors present, still report the key problems of the lines that did parse. */
-function safeResolveProblems(scan: ScanResult, config: Config, forced: boolean) {
-  try {
-    resolveRequest({ directives: scan.directives, config, forcedByQueue: forced });
-    return [];
-  } catch (e) {
-    return (e as { problems?: [] }).problems ?? [];
   }
 }
 

@@ -4,7 +4,7 @@
 import type { Config } from '../config/schema.js';
 import { closest, controlCharIn, formatSize, quote } from '../config/values.js';
 import { JobFault, type Problem } from '../torque/exit.js';
-import type { Directive } from '../torque/directives.js';
+import type { Directive, ScanResult } from '../torque/directives.js';
 import {
   DEFAULTABLE, FAMILY_OF, VM_KEYS, VM_KEY_NAMES, isVmKey, type Distro, type Family, type VmKey, type VmValues,
 } from './keys.js';
@@ -117,4 +117,29 @@ function checkPolicy(v: Required & Optional, config: Config, line: Partial<Recor
       fix: 'make iocm_min_cores at most iocm_max_cores',
     });
   }
+}
+
+function lineNo(where: string | undefined): number {
+  const m = /^line ([0-9]+)/.exec(where ?? '');
+  return m ? Number(m[1]) : Infinity;
+}
+
+/**
+ * The whole header at once: the scanner's syntax problems and the resolver's
+ * key problems together, in line order, so the user fixes everything in one go.
+ */
+export function resolveScanned(scan: Pick<ScanResult, 'directives' | 'problems'>, config: Config, forcedByQueue = false): VmRequest {
+  let request: VmRequest | undefined;
+  let problems: Problem[] = [...scan.problems];
+  try {
+    request = resolveRequest({ directives: scan.directives, config, forcedByQueue });
+  } catch (e) {
+    if (!(e instanceof JobFault)) throw e;
+    problems = [...problems, ...e.problems];
+  }
+  if (problems.length > 0 || !request) {
+    problems.sort((a, b) => lineNo(a.where) - lineNo(b.where));
+    throw new JobFault(`the #VM request has ${problems.length} problem${problems.length > 1 ? 's' : ''}`, problems);
+  }
+  return request;
 }
