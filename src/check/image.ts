@@ -4,8 +4,8 @@
 import { lstatSync, realpathSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
-import { authoriseImage, declaredFormatOf, type AuthorisedImage } from '../image/authorise.js';
-import { verifyImages, type ImageReport } from '../image/verify.js';
+import { authoriseImage, describeImage, type AuthorisedImage } from '../image/authorise.js';
+import { inspectImages, screenImage, type ImageReport, type Screened } from '../image/verify.js';
 import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, isJobFault, type ExitCode, type Problem } from '../torque/exit.js';
 import type { Distro } from '../request/keys.js';
 import { clean, line } from '../report/user.js';
@@ -26,28 +26,25 @@ function locate(name: string, config: Config): AuthorisedImage {
   const real = realpathSync(name);
   const st = lstatSync(real);
   if (!st.isFile()) throw new JobFault(`${name} is not a regular file`, [{ id: 'not-regular', where: name, message: 'is not a regular file', fix: 'name an image file' }]);
-  return { name, path: real, origin: 'user', declaredFormat: declaredFormatOf(real), stat: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, uid: st.uid } };
+  return describeImage(name, real, st, 'user');
 }
 
 export async function checkImages(o: CheckImageOptions): Promise<ExitCode> {
   const results: { name: string; problems?: Problem[]; report?: ImageReport }[] = [];
-  const ok: AuthorisedImage[] = [];
+  const vo = { config: o.config, want: { distro: o.distro, arch: o.arch } };
+  const screened: Screened[] = [];
   for (const name of o.names) {
     try {
-      const img = locate(name, o.config);
-      // Header, digest and qemu-img first, one image at a time, so one bad image does not hide the others.
-      await verifyImages([img], { config: o.config, want: { distro: o.distro, arch: o.arch }, dryGuest: true });
-      ok.push(img);
+      // The cheap checks one image at a time, so one bad image does not hide the others.
+      screened.push(await screenImage(locate(name, o.config), vo));
       results.push({ name });
     } catch (e) {
       if (!isJobFault(e)) throw e;
       results.push({ name, problems: [...e.problems] });
     }
   }
-  if (ok.length > 0) {
-    const reports = await verifyImages(ok, { config: o.config, want: { distro: o.distro, arch: o.arch } });
-    reports.forEach((r) => { results.find((x) => x.name === r.image.name && !x.problems)!.report = r; });
-  }
+  const reports = screened.length > 0 ? await inspectImages(screened, vo) : [];
+  reports.forEach((r) => { results.find((x) => x.name === r.image.name && !x.problems)!.report = r; });
   const failed = results.filter((r) => r.problems || r.report!.rules.some((x) => !x.ok && x.level === 'error'));
   if (o.json) {
     o.io.out(JSON.stringify(results.map((r) => ({

@@ -41,8 +41,10 @@ function unsafeMode(st: Stats): string | undefined {
   return undefined;
 }
 
-function statOf(st: Stats): AuthorisedImage['stat'] {
-  return { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, uid: st.uid };
+/** The value later stages use, from a path that already passed its checks. */
+export function describeImage(name: string, real: string, st: Stats, origin: AuthorisedImage['origin']): AuthorisedImage {
+  const stat = { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, uid: st.uid };
+  return { name, path: real, origin, declaredFormat: declaredFormatOf(real), stat };
 }
 
 export function authoriseImage(input: AuthoriseInput): AuthorisedImage {
@@ -98,7 +100,7 @@ export function authoriseImage(input: AuthoriseInput): AuthorisedImage {
     if (d === pool || !d.startsWith(pool + sep)) break;
   }
   if (problems.length > 0) throw new JobFault(`image ${JSON.stringify(img)} is not protected from tampering`, problems);
-  return { name: img, path: real, origin: 'pool', declaredFormat: declaredFormatOf(real), stat: statOf(st) };
+  return describeImage(img, real, st, 'pool');
 }
 
 function authoriseUserImage(input: AuthoriseInput): AuthorisedImage {
@@ -117,5 +119,5 @@ function authoriseUserImage(input: AuthoriseInput): AuthorisedImage {
   if (ownerUid === undefined || st.uid !== ownerUid) {
     throw reject(img, 'not-owner', `is owned by uid ${st.uid}, not by the job owner`, 'use an image file you own');
   }
-  return { name: img, path: real, origin: 'user', declaredFormat: declaredFormatOf(real), stat: statOf(st) };
+  return describeImage(img, real, st, 'user');
 }

@@ -40,7 +40,8 @@ export interface Datasources {
 }
 
 /** Paths whose existence the rules ask about. */
-export const PROBED = ['/usr/bin/cloud-init', '/etc/cloud/cloud-init.disabled', '/workspace', '/home', '/opt-vm', '/libenviron.so', '/tools/mount-fs.so', '/usr/mgmt/cloud-init.so'] as const;
+// /workspace, /home and /opt-vm are asked with is-dir below, not here: a file of that name is no directory.
+export const PROBED = ['/usr/bin/cloud-init', '/etc/cloud/cloud-init.disabled', '/libenviron.so', '/tools/mount-fs.so', '/usr/mgmt/cloud-init.so'] as const;
 const OSV_MARKERS = ['/libenviron.so', '/tools/mount-fs.so'];
 
 export interface GuestfsOptions {

@@ -67,7 +67,8 @@ export async function digestOf(img: AuthorisedImage, config: Config, signal?: Ab
   if (img.origin === 'pool') {
     try {
       const m = JSON.parse(readFileSync(memo, 'utf8')) as typeof key & { sha256?: string };
-      if (JSON.stringify({ ...m, sha256: undefined }) === JSON.stringify({ ...key, sha256: undefined }) && /^[0-9a-f]{64}$/.test(m.sha256 ?? '')) {
+      const same = (Object.keys(key) as (keyof typeof key)[]).every((k) => m[k] === key[k]);
+      if (same && /^[0-9a-f]{64}$/.test(m.sha256 ?? '')) {
         return { digest: m.sha256!, hashed: false };
       }
     } catch {
@@ -117,52 +118,62 @@ export interface VerifyOptions {
   want: Expectation;
   signal?: AbortSignal;
   log?: Logish;
-  /** Stop after the format checks: no libguestfs launch (check --image uses it to report bad images one by one). */
-  dryGuest?: boolean;
 }
 
 /** Layer-1 format check, digest, verdict (cached or fresh), rules. Throws JobFault listing every failed rule. */
-export async function verifyImages(images: readonly AuthorisedImage[], o: VerifyOptions): Promise<ImageReport[]> {
+/** An image past the cheap checks: either its verdict is known, or it waits for libguestfs. */
+export type Screened =
+  | { img: AuthorisedImage; digest: string; hashed: boolean; cached: Verdict }
+  | { img: AuthorisedImage; digest: string; hashed: boolean; cached?: undefined; format: FormatVerdict; qemuMs: number };
+
+/** Header, digest, checksums, cached verdict, else qemu-img. Throws a JobFault for an unsafe image. */
+export async function screenImage(img: AuthorisedImage, o: VerifyOptions): Promise<Screened> {
   const { config } = o;
-  const pending: { img: AuthorisedImage; digest: string; hashed: boolean; format?: FormatVerdict; qemuMs?: number }[] = [];
-  const done = new Map<AuthorisedImage, ImageReport>();
-  for (const img of images) {
-    const layer1 = checkHeader(img, readHeader(img.path), config);
-    if (layer1.problems.length > 0 || !layer1.format) throw new JobFault(`image ${img.name} is not a safe disk image`, layer1.problems);
-    const { digest, hashed } = await digestOf(img, config, o.signal);
-    checkSums(img, digest, config);
-    const cached = readVerdict(config, digest);
-    if (cached) {
-      done.set(img, report(img, digest, cached, o, true, hashed));
-      continue;
-    }
-    const t0 = performance.now();
-    const layer2 = await checkWithQemuImg(img, layer1.format, config, o.signal);
-    if (!layer2.verdict) throw new JobFault(`image ${img.name} is not a safe disk image`, layer2.problems);
-    if (layer2.verdict.leaks) o.log?.warn({ image: img.path, leaks: layer2.verdict.leaks }, 'qemu-img check found leaked clusters (harmless)');
-    pending.push({ img, digest, hashed, format: layer2.verdict, qemuMs: performance.now() - t0 });
-  }
-  if (o.dryGuest) return [];
+  const layer1 = checkHeader(img, readHeader(img.path), config);
+  if (layer1.problems.length > 0 || !layer1.format) throw new JobFault(`image ${img.name} is not a safe disk image`, layer1.problems);
+  const { digest, hashed } = await digestOf(img, config, o.signal);
+  checkSums(img, digest, config);
+  const cached = readVerdict(config, digest);
+  if (cached) return { img, digest, hashed, cached };
+  const t0 = performance.now();
+  const layer2 = await checkWithQemuImg(img, layer1.format, config, o.signal);
+  if (!layer2.verdict) throw new JobFault(`image ${img.name} is not a safe disk image`, layer2.problems);
+  if (layer2.verdict.leaks) o.log?.warn({ image: img.path, leaks: layer2.verdict.leaks }, 'qemu-img check found leaked clusters (harmless)');
+  return { img, digest, hashed, format: layer2.verdict, qemuMs: performance.now() - t0 };
+}
+
+/** Verdicts for screened images: the cached ones as they are, the rest from one libguestfs appliance. */
+export async function inspectImages(screened: readonly Screened[], o: VerifyOptions): Promise<ImageReport[]> {
+  const { config } = o;
+  const pending = screened.filter((s): s is Extract<Screened, { cached?: undefined }> => s.cached === undefined);
+  const fresh = new Map<Screened, Verdict>();
   if (pending.length > 0) {
     const { accel, how } = await resolveAccel(config, o.signal);
     const t0 = performance.now();
     o.log?.info({ images: pending.map((p) => p.img.path), accel, how }, 'inspecting images with libguestfs');
-    const facts = await gatherGuestFacts(pending.map((p) => ({ path: p.img.path, format: p.format!.format })), config, { accel, signal: o.signal });
+    const facts = await gatherGuestFacts(pending.map((p) => ({ path: p.img.path, format: p.format.format })), config, { accel, signal: o.signal });
     const { effectiveDatasources } = await import('./datasources.js');
     for (const f of facts) f.datasources = effectiveDatasources(f);
     const gms = performance.now() - t0;
     mkdirSync(`${config.paths.cache_dir}/verdicts`, { recursive: true, mode: 0o755 });
     pending.forEach((p, i) => {
       const v: Verdict = {
-        checker: CHECKER_VERSION, policy: policyHash(config), digest: p.digest, format: p.format!, facts: facts[i]!,
-        checkedAt: new Date().toISOString(), ms: { qemuImg: Math.round(p.qemuMs ?? 0), guestfs: Math.round(gms) },
+        checker: CHECKER_VERSION, policy: policyHash(config), digest: p.digest, format: p.format, facts: facts[i]!,
+        checkedAt: new Date().toISOString(), ms: { qemuImg: Math.round(p.qemuMs), guestfs: Math.round(gms) },
       };
       writeFileAtomic(verdictPath(config, p.digest), JSON.stringify(v) + '\n', 0o644);
       o.log?.info({ image: p.img.path, digest: p.digest, ms: v.ms }, 'verdict stored');
-      done.set(p.img, report(p.img, p.digest, v, o, false, p.hashed));
+      fresh.set(p, v);
     });
   }
-  return images.map((i) => done.get(i)!);
+  return screened.map((s) => report(s.img, s.digest, s.cached ?? fresh.get(s)!, o, s.cached !== undefined, s.hashed));
+}
+
+/** Both phases for images that must all pass the cheap checks (the prologue's case). */
+export async function verifyImages(images: readonly AuthorisedImage[], o: VerifyOptions): Promise<ImageReport[]> {
+  const screened: Screened[] = [];
+  for (const img of images) screened.push(await screenImage(img, o));
+  return inspectImages(screened, o);
 }
 
 function report(img: AuthorisedImage, digest: string, verdict: Verdict, o: VerifyOptions, fromCache: boolean, hashed: boolean): ImageReport {
