@@ -84,12 +84,12 @@ if [ "$UNINSTALL" = 1 ]; then
   exit 0
 fi
 
-if [ ! -f "$SRC/dist/vtorque-prologue.cjs" ] || [ ! -f "$SRC/dist/vtorque-heavy.cjs" ]; then
+if [ ! -f "$SRC/dist/vtorque-prologue.cjs" ] || [ ! -f "$SRC/dist/vtorque-heavy.cjs" ] || [ ! -f "$SRC/dist/vendor-execa.cjs" ]; then
   run bash -c "cd '$SRC' && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build"
 fi
 
 # The bundles carry every runtime dependency; nothing else from node_modules is needed.
-for f in bin/vtorque-prologue bin/package.json dist/vtorque-prologue.cjs dist/vtorque-heavy.cjs; do
+for f in bin/vtorque-prologue bin/package.json dist/vtorque-prologue.cjs dist/vtorque-heavy.cjs dist/vendor-execa.cjs dist/vendor-yaml.cjs; do
   mode=0644; [ "$f" = bin/vtorque-prologue ] && mode=0755
   put "$mode" "$P/$f" < "$SRC/$f"
 done

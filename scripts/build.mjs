@@ -1,19 +1,31 @@
-// Two CommonJS bundles: the fast path (cli, config, #VM scanning) and, loaded
-// only for VM jobs and failures, everything else. A single bundle made the
-// non-VM prologue parse ~500 KB of pino/execa it never runs.
+// CommonJS bundles, split so that each path parses only what it runs:
+// - vtorque-prologue.cjs: the fast path (cli, config, #VM scanning), every job;
+// - vtorque-heavy.cjs: the VM path, failures and commands;
+// - vendor-execa.cjs, vendor-yaml.cjs: needed only when a tool runs or a new
+//   image is inspected, not by a VM job whose verdict is cached.
+// Each is taken with require: import() of a .cjs makes Node lex it for export
+// names first. One bundle made the non-VM prologue parse ~500 KB it never ran.
 import { build } from 'esbuild';
 
 const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', logLevel: 'warning' };
+const external = (name, filter, path) => ({
+  name,
+  setup(b) {
+    b.onResolve({ filter }, () => ({ path, external: true }));
+  },
+});
 
 await build({
   ...common,
   entryPoints: ['src/cli.ts'],
   outfile: 'dist/vtorque-prologue.cjs',
-  plugins: [{
-    name: 'heavy-is-separate',
-    setup(b) {
-      b.onResolve({ filter: /(\/heavy\.js|vtorque-heavy\.cjs)$/ }, () => ({ path: './vtorque-heavy.cjs', external: true }));
-    },
-  }],
+  plugins: [external('heavy', /(\/heavy\.js|vtorque-heavy\.cjs)$/, './vtorque-heavy.cjs')],
 });
-await build({ ...common, entryPoints: ['src/heavy.ts'], outfile: 'dist/vtorque-heavy.cjs' });
+await build({
+  ...common,
+  entryPoints: ['src/heavy.ts'],
+  outfile: 'dist/vtorque-heavy.cjs',
+  plugins: [external('execa', /^(execa|\.\/vendor-execa\.cjs)$/, './vendor-execa.cjs'), external('yaml', /^yaml$/, './vendor-yaml.cjs')],
+});
+await build({ ...common, stdin: { contents: "module.exports = require('execa');", resolveDir: '.' }, outfile: 'dist/vendor-execa.cjs' });
+await build({ ...common, stdin: { contents: "module.exports = require('yaml');", resolveDir: '.' }, outfile: 'dist/vendor-yaml.cjs' });

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
 import type { ResultPromise, execa as Execa } from 'execa';
+import { loadExeca } from '../tools/execa.js';
 import { NodeFault } from '../torque/exit.js';
 
 export interface DiskInput {
@@ -125,7 +126,7 @@ function guestfsEnv(config: Config, accel: 'kvm' | 'tcg'): Record<string, string
 
 export async function gatherGuestFacts(disks: readonly DiskInput[], config: Config, opts: GuestfsOptions): Promise<GuestFacts[]> {
   const add = disks.flatMap((d) => [`--format=${d.format}`, '-a', d.path]);
-  const { execa } = await import('execa');
+  const { execa } = await loadExeca();
   const fish = new Fish(execa, config.tools.guestfish, ['--ro', ...add], guestfsEnv(config, opts.accel), config.timeouts.tool * 1000, opts.signal);
   try {
     await fish.ask(['run']); // no '-': a failed launch must stop here and say why

@@ -2,6 +2,7 @@
 // shell), a timeout, a clean environment, and a typed error with the command,
 // exit code and the first lines of stderr when it fails.
 import type { Options } from 'execa';
+import { loadExeca } from './execa.js';
 import { NodeFault } from '../torque/exit.js';
 
 export interface RunOptions {
@@ -62,9 +63,7 @@ export async function runTool(path: string, args: readonly string[], opts: RunOp
     stripFinalNewline: false,
     encoding: 'utf8',
   };
-  // Loaded on first use: execa and its dependencies cost ~40 ms to load, and a
-  // VM job whose image verdict is cached runs no tool at all.
-  const { execa } = await import('execa');
+  const { execa } = await loadExeca();
   const child = execa(path, args as string[], execaOpts);
   let timedOut = false;
   let canceled = false;
