@@ -73,3 +73,9 @@ t.test('the built bundle is what bin/ runs', async (t) => {
   t.match(readFileSync(BIN, 'utf8'), /dist\/vtorque-prologue\.cjs/);
   t.doesNotThrow(() => execFileSync(process.execPath, [BIN, '--version']));
 });
+
+t.test('check --image on a path that does not exist says so, as the image\'s fault', async (t) => {
+  const r = run('check', '--image', '/nonexistent/x.qcow2');
+  t.equal(r.status, 1);
+  t.match(r.stdout, /FAIL not-found\s+cannot be found \(ENOENT\)/);
+});

@@ -23,7 +23,13 @@ export interface CheckImageOptions {
 /** Absolute paths are checked where they are (an admin trying an image before it enters the pool). */
 function locate(name: string, config: Config): AuthorisedImage {
   if (!name.startsWith('/')) return authoriseImage({ img: name, config });
-  const real = realpathSync(name);
+  let real: string;
+  try {
+    real = realpathSync(name);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? String(e);
+    throw new JobFault(`${name} cannot be found`, [{ id: 'not-found', where: name, message: `cannot be found (${code})`, fix: 'check the path' }]);
+  }
   const st = lstatSync(real);
   if (!st.isFile()) throw new JobFault(`${name} is not a regular file`, [{ id: 'not-regular', where: name, message: 'is not a regular file', fix: 'name an image file' }]);
   return describeImage(name, real, st, 'user');
