@@ -2,7 +2,7 @@
 // default and a one-line doc. Validation, conf/prologue.ini and the admin
 // reference are all generated from this table, so they cannot drift apart.
 import {
-  absPathType, boolType, enumType, intType, listType, relNameType, sizeType, stringType, type ValueType,
+  absPathType, boolType, durationType, enumType, intType, listType, modeType, relNameType, sizeType, stringType, type ValueType,
 } from './values.js';
 import { VM_KEYS } from '../request/keys.js';
 
@@ -26,6 +26,9 @@ export const SECTION_DOCS: Record<string, string> = {
   logging: 'The admin log: JSON lines (pino), one per event, each with job id, node and stage.',
   limits: 'Resource limits for tools that parse untrusted images (applied with prlimit).',
   guestfs: 'How libguestfs looks inside images.',
+  cache: 'The node-local image cache: one verified copy per content digest, shared by every job, each VM on a copy-on-write overlay.',
+  jobfiles: 'Ownership and modes of the per-job files (overlays, seeds, manifest), so that whatever launches the VMs can open them. Directories stay root-owned.',
+  torque: 'How the prologue talks back to Torque.',
   requirements: "The guest image rules (doc/guest-images.md). Each is error (the job is rejected), warn (logged and shown, the job runs) or off.",
 };
 
@@ -38,6 +41,7 @@ export const SCHEMA = {
     job_dir: key(absPathType(), '/var/lib/vtorque/jobs', 'per-job overlays, seeds and manifest.json, under <job_dir>/<jobid>/'),
     ramdisk_dir: key(absPathType(), '/dev/shm/vtorque', 'VM disks of jobs that ask for fs_type=ramdisk'),
     torque_home: key(absPathType(), '/var/spool/torque', 'TORQUE_HOME; job scripts are read from <torque_home>/mom_priv/jobs/<jobid>.SC when Torque does not pass the path'),
+    shared_verdicts: key(absPathType({ optional: true }), '', 'optional verdict directory shared by all nodes (e.g. on NFS); submit-filter reads it to refuse known-bad images at qsub time'),
     log_file: key(absPathType({ optional: true }), '/var/log/vtorque/prologue.log', 'admin log file (JSON lines); empty logs to stderr of the prologue instead'),
   },
   defaults: {
@@ -65,6 +69,7 @@ export const SCHEMA = {
     total: key(seconds(10, 3600), '240', 'deadline for the whole prologue; past it the job is requeued (exit 2)'),
     tool: key(seconds(1, 3600), '120', 'deadline for any one external program (qemu-img, guestfish, ...)'),
     qstat: key(seconds(1, 300), '10', 'deadline for one qstat call'),
+    lock: key(seconds(1, 3600), '200', 'longest wait for another prologue on this node that is caching or verifying the same image'),
   },
   tools: {
     qemu_img: tool('/usr/bin/qemu-img', 'qemu-img, from qemu-utils (Debian) or qemu-img (RHEL)'),
@@ -93,6 +98,21 @@ export const SCHEMA = {
     'home-default': level('homes are under /home (/etc/default/useradd HOME, and /home exists)'),
     'opt-unused': level("/opt is empty or absent, because the cluster's /opt is mounted over it"),
     'opt-vm-present': level('/opt-vm exists, for software that would otherwise go to /opt'),
+  },
+  cache: {
+    max_size: key(sizeType(1024 ** 3, 1024 ** 5), '200G', 'most space the cached base images may take together; past it, the least recently used images no job holds are evicted'),
+    min_free: key(sizeType(0, 1024 ** 5), '5G', 'free space to keep on the cache filesystem after an ingest; evicts like max_size'),
+    lease_max_age: key(durationType(3600, 366 * 86400), '14d', "a job's hold on its images ends after this long even if its epilogue never ran, once Torque no longer has the job"),
+    lock_stale: key(durationType(2, 300), '10s', 'a lock whose holder stopped refreshing it this long ago (a killed prologue) is taken over'),
+  },
+  jobfiles: {
+    owner: key(stringType(/^(?:root|job|[a-z_][a-z0-9_-]{0,31})$/, 'root, job (the job owner) or a user name'), 'job', 'owner of the overlays, seeds and manifest: root, job (the job owner) or a user such as libvirt-qemu'),
+    group: key(stringType(/^(?:root|job|[a-z_][a-z0-9_-]{0,31})$/, 'root, job (the job group) or a group name'), 'job', 'group of the per-job files and directories: root, job (the job group) or a group such as kvm'),
+    file_mode: key(modeType(), '0600', 'mode of the per-job files; seeds hold user data, so keep others out'),
+    dir_mode: key(modeType(), '0750', 'mode of the per-job directories (root-owned, in the group above)'),
+  },
+  torque: {
+    offline_on_fault: key(boolType, 'true', 'on a node fault, take the node out of scheduling with pbsnodes -o and a "vtorque:" note, so Torque does not loop the requeued job on it'),
   },
   logging: {
     level: key(enumType(['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const), 'info', 'least severe level written to the log'),

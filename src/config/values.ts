@@ -208,6 +208,37 @@ export function stringType(pattern: RegExp, allowed: string): ValueType<string> 
   };
 }
 
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** Durations in seconds from "90", "30s", "15m", "12h", "14d". */
+export function durationType(min: number, max: number): ValueType<number> {
+  const show = (n: number) => (n % 86400 === 0 ? `${n / 86400}d` : n % 3600 === 0 ? `${n / 3600}h` : n % 60 === 0 ? `${n / 60}m` : `${n}s`);
+  const allowed = `a duration from ${show(min)} to ${show(max)}: a number with s, m, h or d (e.g. 14d)`;
+  return {
+    allowed,
+    parse(raw) {
+      const m = /^([0-9]{1,9})\s*([smhd]?)$/i.exec(raw.trim());
+      if (!m) return bad(`${quote(raw)} is not a duration`, `write a number with s, m, h or d, e.g. 14d`);
+      const n = Number(m[1]) * (DURATION_UNITS[(m[2] || 's').toLowerCase()] ?? 1);
+      if (n < min || n > max) return bad(`${show(n)} is out of range`, `use ${allowed}`);
+      return ok(n);
+    },
+  };
+}
+
+/** A file mode written in octal, as chmod takes it ("0640"). Never set-id or sticky bits. */
+export function modeType(): ValueType<number> {
+  const allowed = 'an octal file mode from 0000 to 0777 (e.g. 0640)';
+  return {
+    allowed,
+    parse(raw) {
+      const s = raw.trim();
+      if (!/^0?[0-7]{3}$/.test(s)) return bad(`${quote(raw)} is not an octal mode`, `use ${allowed}`);
+      return ok(parseInt(s, 8));
+    },
+  };
+}
+
 /** Edit distance, for "did you mean" on misspelt keys. */
 export function closest(word: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;
