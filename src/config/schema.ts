@@ -113,6 +113,7 @@ export const SCHEMA = {
   },
   torque: {
     offline_on_fault: key(boolType, 'true', 'on a node fault, take the node out of scheduling with pbsnodes -o and a "vtorque:" note, so Torque does not loop the requeued job on it'),
+    node_name: key(stringType(/^(?:|[A-Za-z0-9][A-Za-z0-9._-]{0,254})$/, 'a host name, or empty'), '', "this node's name in Torque's nodes file, for pbsnodes; empty: the host name (hostname)"),
   },
   logging: {
     level: key(enumType(['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const), 'info', 'least severe level written to the log'),

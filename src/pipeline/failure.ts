@@ -14,6 +14,8 @@ export interface FailureContext {
   args?: JobArgs;
   env: JobEnv;
   config?: Config;
+  /** The ini file, for a config that did not load: offlining still needs its [torque] and [tools] keys. */
+  configFile?: string;
   io: HookIO;
   log?: Logger;
   /** The job script, named in the user's report. */
@@ -53,9 +55,13 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
     ]);
   }
 
+  const offlined = isNodeFault(err) && isPrologue ? await offlineOnFault(err, ctx, jobId, log) : undefined;
+
   const lines = isJobFault(err)
     ? jobFaultReport(jobId, err.message, err.problems, ctx.source)
     : nodeFaultReport(jobId, shortHostname(), err.message, err.problems);
+  // Said in the job's .ER too: with a broken ini there is no admin log to say it in.
+  if (offlined) lines.push(line(`(admin) ${offlined}`));
   const text = lines.join('\n') + '\n';
   ctx.io.err(text);
 
@@ -71,4 +77,36 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
   }
   log?.flush?.();
   return exitCodeOf(err) === EXIT_JOB_FAULT ? EXIT_JOB_FAULT : EXIT_NODE_FAULT;
+}
+
+// Torque restarts a requeued job at once, about four times a second, so a node
+// that cannot prepare VM jobs takes itself out of scheduling, as LBNL NHC
+// does. Only the prologue: an epilogue failure requeues nothing. A job fault,
+// or a node fault turned into a job fault at max_start_count, never gets here.
+async function offlineOnFault(err: NodeFault, ctx: FailureContext, jobId: string, log: Logger | undefined): Promise<string | undefined> {
+  const p = await import('../torque/pbsnodes.js');
+  const settings = ctx.config
+    ? (ctx.config.torque.offline_on_fault ? p.pbsnodesSettings(ctx.config) : undefined)
+    : ctx.configFile !== undefined ? p.pbsnodesSettingsFromFile(ctx.configFile) : undefined;
+  if (!settings) {
+    log?.info('node not offlined: [torque] offline_on_fault is off');
+    return undefined;
+  }
+  const first = err.problems[0];
+  const detail = first && !err.message.includes(first.message) ? `: ${first.where ? `${first.where}: ` : ''}${first.message}` : '';
+  const when = `(job ${jobId}, ${new Date().toISOString().slice(0, 16)}Z; vtorque-prologue doctor --clear once fixed)`;
+  try {
+    const r = await p.offlineNode(settings, `${err.message}${detail}`, when);
+    const said = r.action === 'offlined'
+      ? `node ${r.node} was taken offline with the note "${r.note}"`
+      : r.action === 'offlined-kept-note'
+        ? `node ${r.node} was taken offline; the operator's note "${r.note}" was kept`
+        : `node ${r.node} was not offlined: ${r.why}`;
+    log?.warn({ pbsnodes: r }, said);
+    return said;
+  } catch (e) {
+    const said = `node ${settings.node} could not be taken offline (${(e as Error).message}); Torque may restart this job here at once. Fix: check [tools] pbsnodes, and that this host may run pbsnodes -o (Torque operator or manager)`;
+    log?.error({ err: String((e as Error).message) }, said);
+    return said;
+  }
 }

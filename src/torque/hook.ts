@@ -61,6 +61,6 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
     return await cleanUpJob({ args, env, config, io });
   } catch (e) {
     const { handleFailure } = await heavy();
-    return handleFailure(e, { kind, args, env, config, io });
+    return handleFailure(e, { kind, args, env, config, configFile, io });
   }
 }

@@ -145,6 +145,9 @@ export class Mom {
       '[tools]',
       `qstat = ${join(this.root, 'bin', 'qstat')}`,
       `pbsnodes = ${join(this.root, 'bin', 'pbsnodes')}`,
+      // The node name pbsnodes is asked about; the harness's PBS_MSHOST.
+      '[torque]',
+      'node_name = node01',
       // TCG, not auto: the tests must not spend a KVM probe (up to 90 s) on a nested /dev/kvm.
       '[guestfs]',
       'accel = tcg',
@@ -171,9 +174,62 @@ if [ ! -f "$f" ]; then echo "qstat: Unknown Job Id $3" >&2; exit 153; fi
 cat "$f"
 `);
     chmodSync(qstat, 0o755);
+    // pbsnodes keeps each node's state and note in pbsnodes/<node>/{state,note}
+    // and answers as Torque's does (src/cmds/pbsnodes.c): -l -n prints
+    // "%-20.20s %-26.26s %s", -o/-c add or clear offline, -N sets the note
+    // ("-N n" clears it). pbsnodes.fail makes it fail as an unreachable server.
     const pbsnodes = join(this.root, 'bin', 'pbsnodes');
-    writeFileSync(pbsnodes, `#!/bin/sh\necho "$*" >> ${this.root}/pbsnodes.calls\n`);
+    writeFileSync(pbsnodes, `#!/bin/sh
+echo "$*" >> ${this.root}/pbsnodes.calls
+if [ -f ${this.root}/pbsnodes.fail ]; then cat ${this.root}/pbsnodes.fail >&2; exit 1; fi
+mode=all setnote=0 note= node=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o) mode=offline ;;
+    -c|-r) mode=clear ;;
+    -l) mode=list ;;
+    -n|-q) ;;
+    -N) setnote=1; note=$2; [ "$note" = n ] && note=; shift ;;
+    all) [ "$mode" = list ] || node=$1 ;;
+    *) node=$1 ;;
+  esac
+  shift
+done
+d=${this.root}/pbsnodes/$node
+mkdir -p "$d"
+[ -f "$d/state" ] || echo free > "$d/state"
+[ -f "$d/note" ] || : > "$d/note"
+[ "$setnote" = 1 ] && printf '%s' "$note" > "$d/note"
+state=$(cat "$d/state")
+case "$mode" in
+  offline) case ",$state," in *,offline,*) ;; ,free,) echo offline > "$d/state" ;; *) echo "$state,offline" > "$d/state" ;; esac ;;
+  clear) s=$(echo "$state" | tr , '\\n' | grep -v '^offline$' | paste -sd, -); echo "\${s:-free}" > "$d/state" ;;
+  list) n=$(cat "$d/note"); if [ -n "$n" ]; then printf '%-20.20s %-26.26s %s\\n' "$node" "$state" "$n"; else printf '%-20.20s %s\\n' "$node" "$state"; fi ;;
+  all) printf '%s\\n     state = %s\\n' "$node" "$state"; n=$(cat "$d/note"); [ -n "$n" ] && printf '     note = %s\\n' "$n"; echo ;;
+esac
+exit 0
+`);
     chmodSync(pbsnodes, 0o755);
+  }
+
+  /** Sets what the pbsnodes stand-in says of a node, as an operator's pbsnodes -o -N would. */
+  setNode(node: string, state: string, note = ''): void {
+    const d = join(this.root, 'pbsnodes', node);
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, 'state'), state + '\n');
+    writeFileSync(join(d, 'note'), note);
+  }
+
+  /** What the pbsnodes stand-in now holds for a node (free, no note, if never touched). */
+  nodeState(node: string): { state: string; note: string } {
+    const d = join(this.root, 'pbsnodes', node);
+    const read = (f: string, dflt: string) => (existsSync(join(d, f)) ? readFileSync(join(d, f), 'utf8').trim() : dflt);
+    return { state: read('state', 'free'), note: read('note', '') };
+  }
+
+  pbsnodesCalls(): string[] {
+    const f = join(this.root, 'pbsnodes.calls');
+    return existsSync(f) ? readFileSync(f, 'utf8').trim().split('\n') : [];
   }
 
   scriptPath(job: Job): string {
