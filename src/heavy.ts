@@ -9,3 +9,4 @@ export { checkImages } from './check/image.js';
 export { VM_KEYS } from './request/keys.js';
 export { appendAsOwner } from './report/append-as-owner.js';
 export { problemLine, line } from './report/user.js';
+export { doctorCommand } from './doctor/doctor.js';

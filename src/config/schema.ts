@@ -78,6 +78,7 @@ export const SCHEMA = {
     pbsnodes: tool('/usr/local/bin/pbsnodes', "Torque's pbsnodes"),
     getent: tool('/usr/bin/getent', 'getent, to look users up through NSS (LDAP/SSSD included)'),
     prlimit: tool('/usr/bin/prlimit', 'prlimit (util-linux), to cap memory and CPU of qemu-img'),
+    qemu_system: tool('/usr/bin/qemu-system-x86_64', 'qemu-system for this node, from qemu-system-x86 (Debian) or qemu-kvm (RHEL); doctor starts it paused to see whether KVM works'),
   },
   limits: {
     qemu_img_memory: key(sizeType(64 * 1024 ** 2, 64 * 1024 ** 3), '2G', 'address-space limit for qemu-img info/check on an image'),

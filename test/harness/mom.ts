@@ -169,6 +169,12 @@ export class Mom {
     writeFileSync(qstat, `#!/bin/sh
 echo "$*" >> ${this.root}/qstat.calls
 [ -f ${this.root}/qstat.sleep ] && sleep "$(cat ${this.root}/qstat.sleep)"
+[ "$1" = --version ] && { echo "Version: 6.1.2 (test stand-in)"; exit 0; }
+if [ "$1" = -B ]; then
+  [ -f ${this.root}/qstat.fail ] && { cat ${this.root}/qstat.fail >&2; exit 1; }
+  printf 'Server           Max   Tot   Que   Run   Hld   Wat   Trn   Ext Status\\n---------------- ----- ----- ----- ----- ----- ----- ----- ----- -----------\\nhead                 0     0     0     0     0     0     0     0 Active\\n'
+  exit 0
+fi
 f="${this.root}/qstat/$3"
 if [ ! -f "$f" ]; then echo "qstat: Unknown Job Id $3" >&2; exit 153; fi
 cat "$f"
@@ -181,6 +187,7 @@ cat "$f"
     const pbsnodes = join(this.root, 'bin', 'pbsnodes');
     writeFileSync(pbsnodes, `#!/bin/sh
 echo "$*" >> ${this.root}/pbsnodes.calls
+[ "$1" = --version ] && { echo "version: 6.1.2 (test stand-in)" >&2; exit 0; }
 if [ -f ${this.root}/pbsnodes.fail ]; then cat ${this.root}/pbsnodes.fail >&2; exit 1; fi
 mode=all setnote=0 note= node=
 while [ $# -gt 0 ]; do

@@ -1,0 +1,183 @@
+// `doctor` against a staged node: the harness Mom gives a torque_home with
+// wrappers, a pool, recording qstat/pbsnodes stand-ins and an ini. Real
+// qemu-img, guestfish and qemu-system; only Torque's tools are stand-ins.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, Mom, NOBODY, type MomOptions } from './harness/mom.js';
+
+const FAST = ['--skip', 'guestfs,kvm'];
+
+/** A node as install.sh leaves it: cache, job and log directories exist. */
+function stagedNode(opts: MomOptions = {}): Mom {
+  const mom = new Mom({ privateCache: true, ...opts });
+  for (const d of [mom.jobDir, mom.cacheDir, join(mom.root, 'log')]) mkdirSync(d, { recursive: true, mode: 0o755 });
+  return mom;
+}
+
+function doctor(mom: Mom, ...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, '--config', mom.configFile, 'doctor', ...args], { encoding: 'utf8', timeout: 300_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr, lines: r.stdout.split('\n') };
+}
+
+const linesOf = (out: string, check: string) => out.split('\n').filter((l) => l.slice(6).startsWith(check + ' '));
+
+t.test('a healthy staged node passes every check, libguestfs launch timed, in one line each', async (t) => {
+  const mom = stagedNode({ ini: '[cache]\nmax_size = 1G\nmin_free = 1M\n' });
+  const r = doctor(mom);
+  t.equal(r.code, 0, r.out + r.err);
+  t.match(r.out, /^ok {4}config {4}.* is valid$/m);
+  t.match(r.out, /^ok {4}tools {5}\[tools\] qemu_img \/usr\/bin\/qemu-img: qemu-img version \d/m);
+  t.match(r.out, /^ok {4}tools {5}\[tools\] pbsnodes .*: version: 6\.1\.2/m, "a tool's --version on stderr counts");
+  t.match(r.out, /^ok {4}guestfs {3}libguestfs launched with TCG in \d+\.\d s \(\[guestfs\] accel\)/m);
+  t.match(r.out, /^(ok|WARN) {2,3}kvm {7}/m, 'KVM is probed');
+  t.equal(linesOf(r.out, 'mom_priv').filter((l) => l.startsWith('ok ')).length, 4, 'four hooks, all ours');
+  t.match(r.out, /^ok {4}torque {4}qstat -B reaches pbs_server/m);
+  t.match(r.out, /^ok {4}torque {4}pbsnodes: node node01 is free$/m);
+  t.match(r.out, /^healthy/m);
+  t.notMatch(r.out, /^FAIL/m);
+});
+
+t.test('--json gives every check with status, message and fix', async (t) => {
+  const mom = stagedNode();
+  const r = doctor(mom, '--json', ...FAST);
+  const j = JSON.parse(r.out);
+  t.equal(j.config, mom.configFile);
+  t.same([...new Set(j.checks.map((c: { check: string }) => c.check))], ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'torque']);
+  t.equal(j.checks.find((c: { check: string }) => c.check === 'guestfs').status, 'skip');
+  t.equal(j.healthy, r.code === 0);
+});
+
+t.test('an invalid ini fails the config check with file, key and fix; the other checks are skipped', async (t) => {
+  const mom = stagedNode({ ini: '[defaults]\nram = 12X\n' });
+  const r = doctor(mom);
+  t.equal(r.code, 1);
+  t.match(r.out, /^FAIL {2}config {4}.*prologue\.ini \[defaults\] ram: "12X" is not a size\. Fix: allowed: /m);
+  t.match(r.out, /^skip {2}guestfs {3}needs a valid config$/m);
+  t.match(r.out, /^1 problem/m);
+});
+
+t.test('a missing tool is named with its [tools] key and what provides it', async (t) => {
+  const mom = stagedNode({ ini: '[tools]\nqemu_img = /nonexistent/qemu-img\n' });
+  const r = doctor(mom, ...FAST);
+  t.equal(r.code, 1);
+  t.match(r.out, /^FAIL {2}tools {5}\[tools\] qemu_img \/nonexistent\/qemu-img does not exist\. Fix: install it \(qemu-img, from qemu-utils/m);
+});
+
+t.test('a tool that others may write is a problem, since root runs it', async (t) => {
+  const mom = stagedNode();
+  chmodSync(join(mom.root, 'bin', 'qstat'), 0o777);
+  const r = doctor(mom, ...FAST);
+  t.match(r.out, /^FAIL {2}tools {5}\[tools\] qstat .* mode 0777; should be root-owned and writable only by root/m);
+});
+
+t.test('mom_priv hooks: wrong mode, another program, a missing hook, a user-owned .orig', async (t) => {
+  const mom = stagedNode();
+  chmodSync(join(mom.momPriv, 'prologue'), 0o755);
+  writeFileSync(join(mom.momPriv, 'epilogue'), '#!/bin/sh\nexit 0\n', { mode: 0o500 });
+  rmSync(join(mom.momPriv, 'epilogue.parallel'));
+  writeFileSync(join(mom.momPriv, 'prologue.parallel.orig'), '#!/bin/sh\n', { mode: 0o500 });
+  chownSync(join(mom.momPriv, 'prologue.parallel.orig'), NOBODY.uid, NOBODY.gid);
+  const r = doctor(mom, ...FAST);
+  t.equal(r.code, 1);
+  t.match(r.out, /^FAIL {2}mom_priv {2}.*mom_priv\/prologue is owned by uid 0 with mode 0755; should be root-owned, mode 0500, as pbs_mom requires\. Fix: chown root:root .* && chmod 0500/m);
+  t.match(r.out, /^FAIL {2}mom_priv {2}.*mom_priv\/epilogue does not run vtorque-prologue epilogue\. Fix: run install\.sh/m);
+  t.match(r.out, /^FAIL {2}mom_priv {2}.*mom_priv\/epilogue\.parallel is missing/m);
+  t.match(r.out, new RegExp(`^FAIL {2}mom_priv {2}.*prologue\\.parallel\\.orig, run first by the wrapper, is owned by uid ${NOBODY.uid}`, 'm'));
+});
+
+t.test('a hook that reads another ini is a warning naming both files', async (t) => {
+  const mom = stagedNode();
+  const other = join(mom.root, 'other.ini');
+  writeFileSync(other, mom.defaultIni());
+  const r = spawnSync(process.execPath, [BIN, '--config', other, 'doctor', ...FAST, '--json'], { encoding: 'utf8' });
+  const j = JSON.parse(r.stdout);
+  const w = j.checks.filter((c: { check: string; status: string }) => c.check === 'mom_priv' && c.status === 'warn');
+  t.equal(w.length, 4);
+  t.match(w[0].message, new RegExp(`uses --config ${mom.configFile.replace(/[.]/g, '\\.')}, not ${other.replace(/[.]/g, '\\.')}`));
+});
+
+t.test('a pool writable by others, or a missing pool, fails; missing cache and job directories warn', async (t) => {
+  const mom = stagedNode();
+  chmodSync(mom.poolDir, 0o777);
+  rmSync(mom.jobDir, { recursive: true });
+  const r = doctor(mom, ...FAST);
+  t.equal(r.code, 1);
+  t.match(r.out, /^FAIL {2}dirs {6}\[paths\] image_pool .*pool has mode 0777, writable by group; should be 0755 or stricter/m);
+  t.match(r.out, /^WARN {2}dirs {6}\[paths\] job_dir .* does not exist\. Fix: install -d -o root -g root -m 0755/m);
+  rmSync(mom.poolDir, { recursive: true });
+  t.match(doctor(mom, ...FAST).out, /^FAIL {2}dirs {6}\[paths\] image_pool .* does not exist/m);
+});
+
+t.test('a directory above the pool that others may write fails too', async (t) => {
+  const mom = stagedNode();
+  const up = join(mom.root, 'shared');
+  mkdirSync(join(up, 'pool'), { recursive: true });
+  chmodSync(up, 0o777);
+  writeFileSync(mom.configFile, mom.defaultIni().replace(`image_pool = ${mom.poolDir}`, `image_pool = ${join(up, 'pool')}`));
+  t.match(doctor(mom, ...FAST).out, /^FAIL {2}dirs {6}\[paths\] image_pool .*shared\/pool: .*\/shared has mode 0777/m);
+});
+
+t.test('free space below [cache] min_free fails; a max_size the filesystem cannot hold warns', async (t) => {
+  const mom = stagedNode({ ini: '[cache]\nmin_free = 1000T\n' });
+  t.match(doctor(mom, ...FAST).out, /^FAIL {2}space {5}the cache filesystem \(.*\) has \S+ free; \[cache\] min_free is 1000T/m);
+  const big = stagedNode({ ini: '[cache]\nmax_size = 1000T\nmin_free = 1M\n' });
+  const r = doctor(big, ...FAST);
+  t.match(r.out, /^WARN {2}space {5}the cache \(0B now\) can grow to \S+ .*less than \[cache\] max_size 1000T/m);
+});
+
+t.test('an unreachable pbs_server fails the torque check for qstat and pbsnodes', async (t) => {
+  const mom = stagedNode();
+  writeFileSync(join(mom.root, 'qstat.fail'), 'qstat: cannot connect to server head (errno=111) Connection refused\n');
+  writeFileSync(join(mom.root, 'pbsnodes.fail'), 'pbsnodes: cannot connect to server head, error=111 (Connection refused)\n');
+  const r = doctor(mom, ...FAST);
+  t.equal(r.code, 1);
+  t.match(r.out, /^FAIL {2}torque {4}qstat -B fails: .*Connection refused/m);
+  t.match(r.out, /^FAIL {2}torque {4}pbsnodes -l -n all node01 fails: .*Connection refused/m);
+});
+
+t.test('doctor --clear brings back a healthy node that vtorque took offline, and clears our note', async (t) => {
+  const mom = stagedNode({ ini: '[cache]\nmax_size = 1G\nmin_free = 1M\n' });
+  mom.setNode('node01', 'offline', 'vtorque: cannot create the job directory (job 1.srv)');
+  const before = doctor(mom, ...FAST);
+  t.match(before.out, /^WARN {2}torque {4}pbsnodes: node node01 is offline, taken out by vtorque: .*Fix: fix the cause, then run: vtorque-prologue doctor --clear/m);
+  const r = doctor(mom, ...FAST, '--clear');
+  t.equal(r.code, 0, r.out);
+  t.match(r.out, /^ok {4}clear {5}node node01 is back online; our note "vtorque: cannot create the job directory \(job 1\.srv\)" is cleared$/m);
+  t.same(mom.nodeState('node01'), { state: 'free', note: '' });
+  t.ok(mom.pbsnodesCalls().includes('-c -N n node01'));
+});
+
+t.test("doctor --clear never touches an operator's offline or note", async (t) => {
+  const mom = stagedNode({ ini: '[cache]\nmax_size = 1G\nmin_free = 1M\n' });
+  mom.setNode('node01', 'offline', 'alice: firmware update');
+  const r = doctor(mom, ...FAST, '--clear');
+  t.match(r.out, /^ok {4}clear {5}node node01 left as it is: its note is not ours: "alice: firmware update"$/m);
+  t.same(mom.nodeState('node01'), { state: 'offline', note: 'alice: firmware update' });
+  mom.setNode('node01', 'offline');
+  t.match(doctor(mom, ...FAST, '--clear').out, /left as it is: offline without a note: an operator took it out/);
+  t.same(mom.nodeState('node01'), { state: 'offline', note: '' });
+  t.notOk(mom.pbsnodesCalls().some((c) => c.startsWith('-c')), 'pbsnodes -c never ran');
+});
+
+t.test('doctor --clear leaves the node offline while a problem remains', async (t) => {
+  const mom = stagedNode({ ini: '[tools]\nqemu_img = /nonexistent/qemu-img\n' });
+  mom.setNode('node01', 'offline', 'vtorque: /nonexistent/qemu-img is not installed');
+  const r = doctor(mom, ...FAST, '--clear');
+  t.equal(r.code, 1);
+  t.match(r.out, /^FAIL {2}clear {5}node left as it is: 1 problem remains; fix it and run doctor --clear again$/m);
+  t.equal(mom.nodeState('node01').state, 'offline');
+});
+
+t.test('bad options exit 2 with a pointer to help; --help teaches', async (t) => {
+  const mom = stagedNode();
+  const bad = doctor(mom, '--skip', 'config');
+  t.equal(bad.code, 2);
+  t.match(bad.err, /"config" is not a check that can be skipped; checks: tools, guestfs, kvm, dirs, space, mom_priv, torque/);
+  t.equal(doctor(mom, '--frobnicate').code, 2);
+  const h = doctor(mom, '--help');
+  t.equal(h.code, 0);
+  t.match(h.out, /Exit codes: 0 healthy/);
+  t.match(h.out, /Examples:\n {2}vtorque-prologue doctor\n/);
+});
