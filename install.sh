@@ -7,23 +7,36 @@ usage() {
 Usage: ./install.sh [options]
 
 Builds vtorque-prologue, installs it under PREFIX, installs the config without
-overwriting an existing one, and writes mom_priv/prologue, prologue.parallel,
+overwriting an existing one, creates the image pool, cache, job and log
+directories named in its [paths] (root-owned, 0755; the log directory 0750),
+installs a logrotate snippet, and writes mom_priv/prologue, prologue.parallel,
 epilogue and epilogue.parallel wrappers (root-owned, mode 0500, as Torque
 requires). A script already there is kept as <name>.orig and run first, with
-the same arguments; its non-zero exit code wins.
+the same arguments; its non-zero exit code wins. Then it runs
+`vtorque-prologue doctor` on the node. A second run changes nothing.
 
 Options:
   --prefix DIR        where the program goes        (default /opt/vtorque-prologue)
   --torque-home DIR   TORQUE_HOME                   (default /var/spool/torque)
   --config DIR        where prologue.ini goes       (default /etc/vtorque)
-  --root DIR          install into a staging root instead of /
+  --logrotate DIR     where the logrotate snippet goes      (default /etc/logrotate.d)
+  --root DIR          install into a staging root instead of / (doctor is skipped:
+                      the staged config names the node's real paths)
+  --deps              first install the system packages with apt-get or dnf:
+                      qemu-img, libguestfs tools, genisoimage or xorriso, mtools,
+                      dosfstools, qemu-system, and Node.js if missing or older than 20
+  --no-doctor         do not run doctor at the end
   --dry-run           print every action, change nothing
-  --uninstall         remove the wrappers (restoring any .orig) and the program; keeps config and cache
+  --uninstall         remove the wrappers (restoring any .orig), the program and the
+                      logrotate snippet; keeps config, images, cache and logs
   -h, --help          this text
 
-Example:
-  sudo ./install.sh --torque-home /var/spool/torque
-Exit codes: 0 done, 1 bad usage, 2 a step failed.
+Examples:
+  sudo ./install.sh --deps
+  sudo ./install.sh --torque-home /var/spool/torque --dry-run
+  ./install.sh --root /tmp/stage                 # for packagers
+Exit codes: 0 done and doctor is happy; 1 bad usage; 2 a step failed;
+3 installed, but doctor found problems (fix them, then run doctor again).
 USAGE
 }
 
@@ -33,8 +46,14 @@ CONFIG_DIR=/etc/vtorque
 ROOT=
 DRY=0
 UNINSTALL=0
+DEPS=0
+DOCTOR=1
+LOGROTATE_DIR=/etc/logrotate.d
 while [ $# -gt 0 ]; do
   case "$1" in
+    --deps) DEPS=1; shift ;;
+    --logrotate) LOGROTATE_DIR=$2; shift 2 ;;
+    --no-doctor) DOCTOR=0; shift ;;
     --prefix) PREFIX=$2; shift 2 ;;
     --torque-home) TORQUE_HOME=$2; shift 2 ;;
     --config) CONFIG_DIR=$2; shift 2 ;;
@@ -47,13 +66,62 @@ while [ $# -gt 0 ]; do
 done
 
 SRC=$(cd "$(dirname "$0")" && pwd)
-NODE=$(command -v node || true)
-[ -n "$NODE" ] || { echo "install.sh: node not found; install Node.js 20 or newer" >&2; exit 2; }
-NODE=$(readlink -f "$NODE")
 
 run() {
   if [ "$DRY" = 1 ]; then echo "would: $*"; else "$@"; fi
 }
+
+node_major() { # the major version of the node on PATH, or 0
+  local n
+  n=$(command -v node || true)
+  [ -n "$n" ] || { echo 0; return; }
+  "$n" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0
+}
+
+# The system packages the prologue and doctor run (conf/prologue.ini [tools]),
+# and the seed media tools. Node.js only when missing or older than 20, and
+# only from a package that really is 20 or newer.
+install_deps() {
+  if command -v apt-get >/dev/null; then
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      qemu-utils qemu-system-x86 libguestfs-tools genisoimage xorriso mtools dosfstools util-linux libc-bin
+    if [ "$(node_major)" -lt 20 ]; then
+      local cand
+      cand=$(apt-cache policy nodejs 2>/dev/null | awk '/Candidate:/ {print $2}')
+      if [ -n "$cand" ] && [ "$cand" != "(none)" ] && [ "${cand%%.*}" -ge 20 ] 2>/dev/null; then
+        run env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs
+      else
+        echo "install.sh: no Node.js 20 or newer package here (apt offers ${cand:-none}). Add one, e.g. NodeSource's node_20.x repository or nodejs.org's binaries, then run ./install.sh again" >&2
+        exit 2
+      fi
+    fi
+  elif command -v dnf >/dev/null; then
+    # dnf installs by file, so one list fits RHEL, Rocky, Alma and Fedora whatever the package names.
+    run dnf install -y /usr/bin/qemu-img /usr/bin/guestfish /usr/bin/xorriso /usr/bin/mcopy /usr/sbin/mkfs.vfat /usr/bin/prlimit /usr/bin/getent
+    run dnf install -y qemu-kvm
+    if [ "$(node_major)" -lt 20 ]; then
+      if dnf module list nodejs 2>/dev/null | grep -Eq '^nodejs +(2[0-9]|[3-9][0-9]) '; then
+        run dnf module install -y nodejs:20/common
+      else
+        echo "install.sh: no Node.js 20 or newer package here. Add one (nodejs.org binaries, or NodeSource's rpm repository), then run ./install.sh again" >&2
+        exit 2
+      fi
+    fi
+  else
+    echo "install.sh: --deps knows apt-get and dnf, and this system has neither; install the packages named in --help by hand" >&2
+    exit 2
+  fi
+}
+
+if [ "$DEPS" = 1 ]; then install_deps; fi
+
+NODE=$(command -v node || true)
+[ -n "$NODE" ] || { echo "install.sh: node not found; install Node.js 20 or newer (./install.sh --deps does)" >&2; exit 2; }
+NODE=$(readlink -f "$NODE")
+if [ "$(node_major)" -lt 20 ]; then
+  echo "install.sh: $NODE is Node.js $("$NODE" --version); vtorque-prologue needs 20 or newer (./install.sh --deps installs it where a package exists)" >&2
+  exit 2
+fi
 
 # Writes a file only if its content differs, so a second install changes nothing.
 put() { # put MODE DEST  (content on stdin)
@@ -71,6 +139,39 @@ P=$ROOT$PREFIX
 MOM=$ROOT$TORQUE_HOME/mom_priv
 CONF=$ROOT$CONFIG_DIR
 HOOKS=(prologue prologue.parallel epilogue epilogue.parallel)
+LOGROTATE=$ROOT$LOGROTATE_DIR/vtorque-prologue
+
+# A value from the [paths] of the installed ini, or the default: an admin who
+# moved the cache gets their directory made, not ours.
+ini_get() { # ini_get SECTION KEY DEFAULT
+  local v=""
+  if [ -f "$CONF/prologue.ini" ]; then
+    v=$(awk -v sec="$1" -v key="$2" '
+      # As the ini package reads it: [section], key = value, ; or # starts a comment.
+      /^[ \t]*\[/ { ins = ($0 ~ "^[ \t]*\\[" sec "\\]"); next }
+      ins && /^[ \t]*[^;# \t]/ {
+        k = $0; sub(/[ \t]*=.*/, "", k); sub(/^[ \t]+/, "", k)
+        if (k == key) { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t]*[;#].*$/, "", v); sub(/[ \t]+$/, "", v); print "=" v; exit }
+      }' "$CONF/prologue.ini")
+  fi
+  # "=" marks a key that is there, so "log_file =" (log to stderr) is not the default.
+  if [ -n "$v" ]; then echo "${v#=}"; else echo "$3"; fi
+}
+
+# Creates a root-owned directory, or makes an existing one root's and not
+# writable by others; leaves alone one that is already safe (its mode is the
+# admin's choice), so a second run changes nothing.
+ensure_dir() { # ensure_dir MODE DIR
+  local mode=$1 dir=$2
+  if [ ! -d "$dir" ]; then
+    run install -d -o root -g root -m "$mode" "$dir"
+    [ "$DRY" = 1 ] || echo "created $dir (root, $mode)"
+  elif [ "$(stat -c %u "$dir")" != 0 ] || [ $(( 0$(stat -c %a "$dir") & 022 )) != 0 ]; then
+    run chown root:root "$dir"
+    run chmod "$mode" "$dir"
+    [ "$DRY" = 1 ] || echo "fixed $dir: now root's, mode $mode (others could change what root trusts)"
+  fi
+}
 
 if [ "$UNINSTALL" = 1 ]; then
   for h in "${HOOKS[@]}"; do
@@ -80,7 +181,8 @@ if [ "$UNINSTALL" = 1 ]; then
     fi
   done
   run rm -rf "$P"
-  echo "uninstalled; kept $CONF and the cache"
+  if [ -f "$LOGROTATE" ]; then run rm -f "$LOGROTATE"; fi
+  echo "uninstalled; kept $CONF, the image pool, the cache and the logs"
   exit 0
 fi
 
@@ -103,6 +205,27 @@ else
   put 0644 "$CONF/prologue.ini" < "$SRC/conf/prologue.ini"
 fi
 
+# State directories, from the ini's [paths] (the ini was just installed or kept).
+ensure_dir 0755 "$ROOT$(ini_get paths image_pool /var/lib/vtorque/images)"
+ensure_dir 0755 "$ROOT$(ini_get paths cache_dir /var/cache/vtorque)"
+ensure_dir 0755 "$ROOT$(ini_get paths job_dir /var/lib/vtorque/jobs)"
+LOG_FILE=$(ini_get paths log_file /var/log/vtorque/prologue.log)
+if [ -n "$LOG_FILE" ]; then
+  # The log names users and jobs: not for everyone.
+  ensure_dir 0750 "$ROOT$(dirname "$LOG_FILE")"
+  # Each prologue opens the log anew, so plain rotation is safe: no copytruncate.
+  put 0644 "$LOGROTATE" <<ROTATE
+# vtorque-prologue admin log, written by install.sh
+$LOG_FILE {
+    weekly
+    rotate 8
+    compress
+    delaycompress
+    missingok
+    notifempty
+}
+ROTATE
+fi
 
 for h in "${HOOKS[@]}"; do
   sub=${h/./-}
@@ -122,3 +245,20 @@ exec $NODE $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini $sub "
 WRAPPER
 done
 echo "installed in $P; wrappers in $MOM"
+
+if [ "$DOCTOR" = 0 ]; then
+  exit 0
+elif [ -n "$ROOT" ]; then
+  echo "doctor skipped: --root stages files whose config names the node's real paths; on the node run: $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini doctor"
+  exit 0
+elif [ "$DRY" = 1 ]; then
+  echo "would: $NODE $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini doctor"
+  exit 0
+fi
+echo "checking the node: vtorque-prologue doctor"
+rc=0
+"$NODE" "$PREFIX/bin/vtorque-prologue" --config "$CONFIG_DIR/prologue.ini" doctor || rc=$?
+if [ "$rc" != 0 ]; then
+  echo "install.sh: installed, but doctor found problems (above); fix them, then run: $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini doctor" >&2
+  exit 3
+fi

@@ -2,7 +2,7 @@
 // chaining of a site's own prologue, idempotence, uninstall.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Mom, REPO } from './harness/mom.js';
@@ -25,9 +25,15 @@ t.test('install into a staging root: modes, chaining, idempotence, uninstall', a
   t.match(readFileSync(join(mom, 'prologue'), 'utf8'), /prologue\.orig" "\$@" \|\| exit \$\?/);
   t.ok(existsSync(join(root, 'etc/vtorque/prologue.ini')));
   t.ok(existsSync(join(root, 'opt/vtorque-prologue/dist/vtorque-prologue.cjs')));
+  for (const [dir, mode] of [['var/lib/vtorque/images', 0o755], ['var/cache/vtorque', 0o755], ['var/lib/vtorque/jobs', 0o755], ['var/log/vtorque', 0o750]] as const) {
+    const st = statSync(join(root, dir));
+    t.ok(st.isDirectory() && st.uid === 0 && (st.mode & 0o777) === mode, `${dir} is root's, ${mode.toString(8)}`);
+  }
+  t.match(readFileSync(join(root, 'etc/logrotate.d/vtorque-prologue'), 'utf8'), /^\/var\/log\/vtorque\/prologue\.log \{\n {4}weekly\n/m);
+  t.match(first.stdout, /doctor skipped: --root stages files/);
   const second = install('--root', root);
   t.equal(second.status, 0);
-  t.notMatch(second.stdout, /wrote/, 'a second run changes nothing');
+  t.notMatch(second.stdout, /wrote|created|fixed|would/, 'a second run changes nothing');
   writeFileSync(join(root, 'etc/vtorque/prologue.ini'), '[logging]\nlevel = debug\n');
   const third = install('--root', root);
   t.match(third.stdout, /kept your .*prologue\.ini; the shipped one is .*prologue\.ini\.new/);
@@ -40,20 +46,87 @@ t.test('install into a staging root: modes, chaining, idempotence, uninstall', a
   t.equal(readFileSync(join(mom, 'prologue'), 'utf8'), '#!/bin/sh\necho site\n', 'the original is back');
   t.notOk(existsSync(join(mom, 'epilogue')));
   t.notOk(existsSync(join(root, 'opt/vtorque-prologue')));
+  t.notOk(existsSync(join(root, 'etc/logrotate.d/vtorque-prologue')), 'the logrotate snippet goes');
+  t.ok(existsSync(join(root, 'var/cache/vtorque')) && existsSync(join(root, 'var/log/vtorque')), 'cache and logs stay');
   rmSync(root, { recursive: true, force: true });
 });
 
-t.test('the installed wrapper runs through the pbs_mom harness, after the site prologue', async (t) => {
-  const node = new Mom();
-  for (const h of ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel']) rmSync(join(node.momPriv, h), { force: true });
-  writeFileSync(join(node.momPriv, 'prologue'), '#!/bin/sh\necho "site prologue for $1"\n', { mode: 0o500 });
-  const r = install('--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome, '--config', join(node.root, 'etc'));
+t.test('--dry-run on a fresh root prints every action and changes nothing', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  const r = install('--root', root, '--dry-run');
   t.equal(r.status, 0, r.stderr);
+  for (const action of [
+    /^would: write .*\/opt\/vtorque-prologue\/dist\/vtorque-heavy\.cjs \(mode 0644\)$/m,
+    /^would: write .*\/etc\/vtorque\/prologue\.ini \(mode 0644\)$/m,
+    /^would: install -d -o root -g root -m 0755 .*\/var\/cache\/vtorque$/m,
+    /^would: install -d -o root -g root -m 0755 .*\/var\/lib\/vtorque\/images$/m,
+    /^would: install -d -o root -g root -m 0750 .*\/var\/log\/vtorque$/m,
+    /^would: write .*\/etc\/logrotate\.d\/vtorque-prologue \(mode 0644\)$/m,
+    /^would: write .*\/mom_priv\/epilogue\.parallel \(mode 0500\)$/m,
+  ]) t.match(r.stdout, action);
+  t.same(readdirSync(root), [], 'nothing was written');
+  rmSync(root, { recursive: true, force: true });
+});
+
+t.test('--deps --dry-run names the packages for this system', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  const r = install('--root', root, '--deps', '--dry-run');
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^would: env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-utils qemu-system-x86 libguestfs-tools genisoimage xorriso mtools dosfstools /m);
+  rmSync(root, { recursive: true, force: true });
+});
+
+t.test("the config's [paths] decide the directories; an unsafe one is made root's", async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  mkdirSync(join(root, 'etc/vtorque'), { recursive: true });
+  writeFileSync(join(root, 'etc/vtorque/prologue.ini'), '[paths]\ncache_dir = /srv/vtcache ; on the big disk\njob_dir = /srv/vtjobs\nlog_file =\n');
+  mkdirSync(join(root, 'srv/vtjobs'), { recursive: true, mode: 0o777 });
+  chmodSync(join(root, 'srv/vtjobs'), 0o777);
+  const r = install('--root', root, '--no-doctor');
+  t.equal(r.status, 0, r.stderr);
+  t.ok(statSync(join(root, 'srv/vtcache')).isDirectory(), 'cache_dir from the ini, inline comment dropped');
+  t.match(r.stdout, /fixed .*\/srv\/vtjobs: now root's, mode 0755/);
+  t.equal(statSync(join(root, 'srv/vtjobs')).mode & 0o777, 0o755);
+  t.notOk(existsSync(join(root, 'var/cache/vtorque')), 'not the default');
+  t.notOk(existsSync(join(root, 'etc/logrotate.d/vtorque-prologue')), 'log_file empty: no log, no rotation');
+  rmSync(root, { recursive: true, force: true });
+});
+
+/** A harness node stripped of its wrappers, with its ini where install.sh will keep it. */
+function bareNode(): Mom {
+  const node = new Mom({ privateCache: true });
+  for (const h of ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel']) rmSync(join(node.momPriv, h), { force: true });
+  mkdirSync(join(node.root, 'etc'));
   copyFileSync(node.configFile, join(node.root, 'etc', 'prologue.ini'));
+  return node;
+}
+
+const installInto = (node: Mom, ...more: string[]) =>
+  install('--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome, '--config', join(node.root, 'etc'), '--logrotate', join(node.root, 'logrotate.d'), ...more);
+
+t.test('the installed wrapper runs through the pbs_mom harness, after the site prologue', async (t) => {
+  const node = bareNode();
+  writeFileSync(join(node.momPriv, 'prologue'), '#!/bin/sh\necho "site prologue for $1"\n', { mode: 0o500 });
+  const r = installInto(node, '--no-doctor');
+  t.equal(r.status, 0, r.stderr);
   const out = await node.prologue({ id: '50.srv', script: '#!/bin/sh\necho\n' });
   t.equal(out.code, 0, out.er);
   t.equal(out.ou, 'site prologue for 50.srv\nvtorque: not a VM job\n');
   writeFileSync(join(node.momPriv, 'prologue.orig'), '#!/bin/sh\nexit 3\n', { mode: 0o500 });
   const failed = await node.prologue({ id: '51.srv', script: '#!/bin/sh\necho\n' });
   t.equal(failed.code, 3, "the site prologue's failure wins");
+});
+
+t.test('install.sh ends with doctor, and a freshly installed harness node is healthy', async (t) => {
+  const node = bareNode();
+  const r = installInto(node);
+  t.equal(r.status, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /^checking the node: vtorque-prologue doctor$/m);
+  t.equal(r.stdout.match(/^ok {4}mom_priv {2}/gm)?.length, 4, 'doctor sees the four wrappers install.sh wrote');
+  t.match(r.stdout, /^ok {4}guestfs {3}libguestfs launched/m);
+  t.match(r.stdout, /^healthy/m);
+  t.ok(statSync(node.jobDir).isDirectory(), 'the job directory of the ini was made');
+  chmodSync(join(node.momPriv, 'epilogue'), 0o755);
+  const broken = installInto(node, '--dry-run');
+  t.match(broken.stdout, /^would: write .*mom_priv\/epilogue \(mode 0500\)$/m, 'a wrong mode is put right on the next run');
 });
