@@ -32,6 +32,7 @@ Commands:
   epilogue            run by pbs_mom as mom_priv/epilogue: removes the job's VM files
   epilogue-parallel   the same on sister nodes
   check               try a job script before submitting it: check --job SCRIPT
+  submit-filter       Torque's SUBMITFILTER: refuses bad #VM requests at qsub time
   doctor              check this node (config, tools, libguestfs, KVM, dirs, mom_priv, Torque)
   help COMMAND        what a command does, its options and an example
 
@@ -148,6 +149,79 @@ Examples:
 Exit codes: 0 healthy (warnings allowed); 1 problems found (or --clear could
 not reach pbsnodes); 2 doctor could not run (bad options).`;
 
+HELP['submit-filter'] = `vtorque-prologue [--config FILE] submit-filter [QSUB-ARGS...] < SCRIPT > FILTERED
+
+Run by qsub, as the submitting user, before a job is submitted: the job script
+on stdin, qsub's own arguments as argv. It reads the #VM lines as the prologue
+does and checks them against [defaults] and [policy]; checks that the image is
+in the pool and allowed, and that its header is a safe disk image; and, when
+[paths] shared_verdicts holds a verdict for the image (found through the
+digest in the pool's SHA256SUMS), refuses an image that fails the guest image
+requirements. A bad request is refused there and then, with the messages the
+prologue would print when the job starts.
+
+A VM job's script comes back byte for byte, plus one line after its #PBS lines:
+  #PBS -v VTORQUE_REQUEST=v1:img=debian12.qcow2:vcpus=4
+so the job's sister nodes, which never see the script, get the request from
+the job's variables. Other scripts come back unchanged.
+
+Where the admin's ini is not readable by users, only the form of the request is
+checked (the node checks the limits and the image when the job starts).
+
+Install (on every host users run qsub on), in TORQUE_HOME/torque.cfg:
+  SUBMITFILTER /usr/local/sbin/vtorque-submitfilter
+with that file a root-owned, 0755 script:
+  #!/bin/sh
+  exec /usr/bin/node /opt/vtorque-prologue/bin/vtorque-prologue submit-filter "$@"
+(qsub also runs /usr/local/sbin/torque_submitfilter when torque.cfg names none.)
+Users can skip a filter, so it is a convenience: the prologue still checks everything.
+
+Options: qsub's own; -q, -v, -V, -C and -l are read, the rest ignored.
+
+Example:
+  vtorque-prologue submit-filter -q batch < job.pbs > /dev/null && echo accepted
+
+Exit codes: 0 submit (stdout is the script); 1 the request is bad, qsub refuses
+the job and shows why; 2 the filter or the site config is broken, qsub refuses
+the job (a broken filter never lets a script through unchecked).`;
+
+HELP.doctor = `vtorque-prologue [--config FILE] doctor [--json] [--clear] [--skip CHECK,...]
+
+Checks this node the way the prologue will use it, one line per finding, each
+with what to fix. Run it as root after installing or editing the ini, and
+after the node was taken offline with a "vtorque:" note.
+
+Checks, in order:
+  config     the ini is valid (unknown keys are warnings)
+  tools      every [tools] program exists, is root's, and its --version
+  guestfs    libguestfs launches its appliance, with KVM or TCG, and how long
+             it took (TCG: ~30 s; [guestfs] accel = auto probes KVM once)
+  kvm        qemu starts a KVM machine with -cpu host, or only with
+             -cpu host,-arch-capabilities (a nested-host quirk: a warning)
+  dirs       pool, cache, job, ramdisk and log directories: root-owned, not
+             writable by others, nor is any directory above them
+  space      free space on the cache filesystem against [cache] min_free and max_size
+  mom_priv   prologue, prologue.parallel, epilogue, epilogue.parallel: root,
+             0500, and running vtorque-prologue with this ini
+  torque     qstat -B reaches pbs_server; pbsnodes knows this node, and
+             whether it is offline and whose note it carries
+
+Options:
+  --json          machine-readable output
+  --clear         once every check passes, bring the node back online and
+                  clear its note, only if the note is ours ("vtorque: ...");
+                  an operator's offline or note is never touched
+  --skip CHECKS   leave out some checks, e.g. --skip guestfs,kvm (quicker;
+                  config always runs)
+
+Examples:
+  vtorque-prologue doctor
+  vtorque-prologue --config /etc/vtorque/prologue.ini doctor --clear
+  vtorque-prologue doctor --skip guestfs --json
+
+Exit codes: 0 healthy (warnings allowed); 1 problems found (or --clear could
+not reach pbsnodes); 2 doctor could not run (bad options).`;
+
 function helpFor(cmd: string | undefined): string | undefined {
   return HELP[cmd ?? 'main'];
 }
@@ -191,6 +265,14 @@ export async function main(argv: readonly string[], io: HookIO = processIO): Pro
     return runHook(cmd as ScriptKind, rest, configFile, io);
   }
   if (cmd === 'check') return runCheck(rest, configFile, configExplicit, io);
+  if (cmd === 'submit-filter') {
+    if (rest[0] === '--help' || rest[0] === '-h') {
+      io.out(HELP['submit-filter'] + '\n');
+      return EXIT_RUN;
+    }
+    const { runSubmitFilter } = await import('./submit/filter.js');
+    return runSubmitFilter({ argv: rest, configFile, configExplicit, env: process.env, inFd: 0, outFd: 1, err: io.err });
+  }
   if (cmd === 'doctor') return (await heavy()).doctorCommand(rest, configFile, io, HELP.doctor!);
   if (cmd === '__append-as-owner') {
     const { appendAsOwner } = await heavy();

@@ -9,4 +9,5 @@ export { checkImages } from './check/image.js';
 export { VM_KEYS } from './request/keys.js';
 export { appendAsOwner } from './report/append-as-owner.js';
 export { problemLine, line } from './report/user.js';
+export { filterVmJob, filterFailureReport, filterExitCode } from './submit/vm.js';
 export { doctorCommand } from './doctor/doctor.js';
