@@ -8,7 +8,6 @@ import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, u
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, NOBODY } from './harness/mom.js';
-import { CASES } from './hostile.test.js';
 import { parseConfig } from '../src/config/load.js';
 import { scanDirectives } from '../src/torque/directives.js';
 import { resolveScanned } from '../src/request/resolve.js';
@@ -19,6 +18,10 @@ import { evaluateRules } from '../src/image/rules.js';
 import { problemLine } from '../src/report/user.js';
 import { nodeCount } from '../src/submit/vm.js';
 import { parseQsubArgs, qsubHeader, splitDirective } from '../src/submit/qsub.js';
+
+// The hostile corpus, without running it against the prologue here (see the flag in hostile.test.ts).
+(globalThis as { vtorqueCasesOnly?: boolean }).vtorqueCasesOnly = true;
+const { CASES } = await import('./hostile.test.js');
 
 // A site: a root-owned pool with real qcow2 images, a shared verdict dir, an ini users can read.
 const root = mkdtempSync(join(tmpdir(), 'vt-filter-'));

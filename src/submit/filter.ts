@@ -36,9 +36,7 @@ function readSome(fd: number, buf: Buffer, off: number): number {
     try {
       return readSync(fd, buf, off, buf.length - off, null);
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EOF') return 0;
-      if (code !== 'EAGAIN') throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
       Atomics.wait(sleeper, 0, 0, 2);
     }
   }
@@ -83,7 +81,6 @@ function copyRest(inFd: number, outFd: number | undefined): void {
 export interface FilterContext {
   /** The script's first bytes, cut after the last whole line when more follow. */
   head: Buffer;
-  truncated: boolean;
   qsub: QsubArgs;
   prefix: string;
   queue?: string;
@@ -132,7 +129,7 @@ export async function runSubmitFilter(o: SubmitFilterOptions): Promise<ExitCode>
     // The command line is read after the script, so its -q wins, as in qsub.
     let queue = qsub.queue;
     if (queue === undefined) for (const d of header.directives) queue = directiveOptions(d).queue ?? queue;
-    const c: FilterContext = { head: view, truncated: more, qsub, prefix, queue, env: o.env, configFile: o.configFile, configExplicit: o.configExplicit };
+    const c: FilterContext = { head: view, qsub, prefix, queue, env: o.env, configFile: o.configFile, configExplicit: o.configExplicit };
 
     if (!needsVmPath(c, scan.vmLines, latin1.slice(0, header.lines.at(-1)?.end ?? 0))) {
       // Not a VM job. Still worth saying: a #VM line the prologue will ignore.
