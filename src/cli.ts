@@ -43,8 +43,13 @@ Global options:
 
 ${EXIT_CODES}
 
+Examples:
+  vtorque-prologue check --job run.pbs     try a job script before submitting it
+  vtorque-prologue help check              what check does, its options, examples
+  vtorque-prologue doctor                  (root) is this node ready for VM jobs?
+
 Admins: the log is JSON lines, path in [paths] log_file; every key is documented
-in conf/prologue.ini.`,
+in conf/prologue.ini and doc/admin.md.`,
   prologue: `vtorque-prologue [--config FILE] prologue JOBID USER GROUP JOBNAME RESOURCES QUEUE ACCOUNT [SCRIPT]
 
 Run by pbs_mom as root before the job starts, with Torque's argv. Older Torque
@@ -55,7 +60,9 @@ request against [defaults] and [policy], prepares the VMs' files under
 
 On exit 1 Torque does not deliver the job's .o/.e files, so the report is also
 appended to the job's error path (qstat's Error_Path, or PBS_O_WORKDIR/JOBNAME.eNNN),
-written as the job's owner.
+written as the job's owner. On exit 2 (a node fault) the node is taken
+offline with a "vtorque:" note ([torque] offline_on_fault); see 'help doctor'.
+It takes no options of its own; --config FILE comes before the command.
 
 Example (what pbs_mom does):
   cd /var/spool/torque/mom_priv && ./prologue 42.head alice users job1 \\
@@ -66,18 +73,33 @@ ${EXIT_CODES}`,
 
 Run by pbs_mom on each sister node of a multi-node job, with the prologue's
 argv. Sisters have no job script; a job without one is treated as not a VM job.
+It takes no options of its own; --config FILE comes before the command.
+
+Example (what pbs_mom does on a sister node):
+  cd /var/spool/torque/mom_priv && ./prologue.parallel 42.head alice users job1 \\
+     walltime=01:00:00,nodes=2:ppn=4 batch ''
 
 ${EXIT_CODES}`,
   epilogue: `vtorque-prologue [--config FILE] epilogue JOBID USER GROUP JOBNAME SESSION RESOURCES USED QUEUE ACCOUNT EXITCODE [SCRIPT]
 
 Run by pbs_mom after the job. Removes <job_dir>/JOBID/ (overlays, seeds,
 manifest) on this node and nothing else. A job without such a directory costs
-one stat.
+one stat. It takes no options of its own; --config FILE comes before the command.
+
+Example (what pbs_mom does):
+  cd /var/spool/torque/mom_priv && ./epilogue 42.head alice users job1 4242 \\
+     walltime=01:00:00,nodes=1:ppn=4 cput=00:10:00,mem=2gb batch '' 0 \\
+     /var/spool/torque/mom_priv/jobs/42.head.SC
 
 Exit codes: 0 cleaned up or nothing to do; 2 cleanup failed (see the log).`,
   'epilogue-parallel': `vtorque-prologue [--config FILE] epilogue-parallel JOBID USER GROUP JOBNAME SESSION RESOURCES USED QUEUE ACCOUNT EXITCODE [SCRIPT]
 
-The epilogue on sister nodes; same argv and behaviour as epilogue.
+The epilogue on sister nodes; same argv and behaviour as epilogue: removes
+<job_dir>/JOBID/ on this node, if there is one.
+
+Example (what pbs_mom does on a sister node):
+  cd /var/spool/torque/mom_priv && ./epilogue.parallel 42.head alice users job1 4242 \\
+     walltime=01:00:00,nodes=2:ppn=4 cput=00:10:00,mem=2gb batch '' 0
 
 Exit codes: 0 cleaned up or nothing to do; 2 cleanup failed (see the log).`,
   check: `vtorque-prologue [--config FILE] check --job SCRIPT [--queue QUEUE] [--json]
