@@ -116,6 +116,23 @@ t.test('a script without a VM request comes back byte for byte, with nothing on 
   }
 });
 
+t.test('a script without a VM request never loads the heavy bundle; a VM job does', async (t) => {
+  // A preload that lists, at exit, the modules node loaded.
+  const probe = join(root, 'probe.cjs');
+  writeFileSync(probe, "process.on('exit', () => require('fs').writeFileSync(process.env.PROBE_OUT, Object.keys(require.cache).join('\\n')));\n", { mode: 0o644 });
+  const loaded = (script: string) => {
+    const out = join(mkdtempSync(join(root, 'probe-')), 'modules');
+    chmodSync(join(out, '..'), 0o777);
+    const r = spawnSync('/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, '-r', probe, BIN, '--config', siteIni, 'submit-filter'], {
+      input: script, uid: NOBODY.uid, gid: NOBODY.gid, env: { PATH: '/usr/bin:/bin', PROBE_OUT: out },
+    });
+    t.equal(r.status, 0, r.stderr.toString());
+    return readFileSync(out, 'utf8');
+  };
+  t.notMatch(loaded('#!/bin/sh\n#PBS -N x\necho\n'), /vtorque-heavy|vendor-/, 'plain script: the fast bundle only');
+  t.match(loaded('#!/bin/sh\n#VM vcpus=2\necho\n'), /vtorque-heavy\.cjs/, 'VM job: the heavy bundle');
+});
+
 t.test('a #VM line qsub would ignore is pointed out, and the script still passes unchanged', async (t) => {
   const s = '#!/bin/sh\necho hi\n#VM img=debian12.qcow2\n';
   const r = filter(s);
@@ -221,6 +238,12 @@ t.test('qsub -v drops the added line (Torque keeps the last -v): refused for mul
   t.match(one.err, /warning: qsub -v replaces the script's #PBS -v lines/);
   t.equal(filter('#!/bin/sh\n#VM vcpus=2\necho\n', { args: ['-l', 'nodes=3', '-v', 'A=1,VM_VCPUS=2'] }).code, 0, 'unless the request is in the -v itself');
   t.equal(filter('#!/bin/sh\n#VM vcpus=2,ram=4G\necho\n', { args: ['-l', 'nodes=3', '-v', 'A=1,VM_VCPUS=2'] }).code, 1, 'in full: the sisters would miss ram=4G');
+  t.equal(filter('#!/bin/sh\n#PBS -l nodes=2\n#PBS -v VM_VCPUS=2\necho\n', { args: ['-v', 'A=1'] }).code, 1, 'VM_ variables of the script are dropped by qsub -v as well');
+  const noPrefix = filter('#!/bin/sh\n#VM vcpus=2\necho\n', { args: ['-C', ''] });
+  t.equal(noPrefix.code, 0, 'qsub -C \'\' turns directives off: nothing can be added');
+  t.equal(noPrefix.out.toString(), '#!/bin/sh\n#VM vcpus=2\necho\n', 'and no shell command is added either');
+  t.match(noPrefix.err, /warning: the directive prefix "" cannot carry VTORQUE_REQUEST/);
+  t.equal(filter('#!/bin/sh\n#VM vcpus=2\necho\n', { args: ['-C', '', '-l', 'nodes=2'] }).code, 1);
 });
 
 t.test('VM_<KEY> job variables are a request too, checked like #VM lines', async (t) => {
@@ -234,6 +257,7 @@ t.test('VM_<KEY> job variables are a request too, checked like #VM lines', async
   const clash = filter('#!/bin/sh\n#VM vcpus=2\necho\n', { args: ['-v', 'VM_VCPUS=4'] });
   t.equal(clash.code, 1);
   t.match(clash.err, /VM_VCPUS: #VM gives vcpus=2 but VM_VCPUS=4/);
+  t.equal(filter('#!/bin/sh\n#PBS -V\necho\n', { env: { VM_RAM: 'lots' } }).code, 1, '#PBS -V in the script too');
   const exported = filter(plain, { args: ['-V'], env: { VM_RAM: 'lots' } });
   t.equal(exported.code, 1, 'qsub -V passes the environment, VM_ variables included');
   t.match(exported.err, /VM_RAM: ram: "lots" is not a size/);

@@ -82,6 +82,8 @@ export interface FilterContext {
   /** The script's first bytes, cut after the last whole line when more follow. */
   head: Buffer;
   qsub: QsubArgs;
+  /** -V on the command line or in a directive: qsub's environment becomes job variables. */
+  exportEnv: boolean;
   prefix: string;
   queue?: string;
   env: NodeJS.ProcessEnv;
@@ -100,7 +102,7 @@ function needsVmPath(c: FilterContext, vmLines: number, latin1: string): boolean
   if (latin1.includes('VTORQUE_REQUEST') || latin1.includes('VM_')) return true;
   if (c.qsub.vLists.some((v) => v.includes('VTORQUE_REQUEST') || v.includes('VM_'))) return true;
   // qsub -V passes the whole environment, a stale VTORQUE_REQUEST from a VM job included.
-  if (c.qsub.exportEnv && Object.keys(c.env).some((k) => k === 'VTORQUE_REQUEST' || k.startsWith('VM_'))) return true;
+  if (c.exportEnv && Object.keys(c.env).some((k) => k === 'VTORQUE_REQUEST' || k.startsWith('VM_'))) return true;
   if (c.queue !== undefined) {
     const q = c.queue.split('@')[0]!;
     if (q !== '' && peekConfig(c.configFile).vmQueues.includes(q)) return true;
@@ -128,8 +130,13 @@ export async function runSubmitFilter(o: SubmitFilterOptions): Promise<ExitCode>
     const header = qsubHeader(latin1, prefix);
     // The command line is read after the script, so its -q wins, as in qsub.
     let queue = qsub.queue;
-    if (queue === undefined) for (const d of header.directives) queue = directiveOptions(d).queue ?? queue;
-    const c: FilterContext = { head: view, qsub, prefix, queue, env: o.env, configFile: o.configFile, configExplicit: o.configExplicit };
+    let exportEnv = qsub.exportEnv;
+    for (const d of header.directives) {
+      const opts = directiveOptions(d);
+      if (qsub.queue === undefined) queue = opts.queue ?? queue;
+      exportEnv ||= opts.exportEnv;
+    }
+    const c: FilterContext = { head: view, qsub, exportEnv, prefix, queue, env: o.env, configFile: o.configFile, configExplicit: o.configExplicit };
 
     if (!needsVmPath(c, scan.vmLines, latin1.slice(0, header.lines.at(-1)?.end ?? 0))) {
       // Not a VM job. Still worth saying: a #VM line the prologue will ignore.

@@ -72,7 +72,7 @@ function jobVariables(c: FilterContext, vLines: readonly VSource[]): Record<stri
   };
   for (const v of vLines) add(v.list);
   for (const l of c.qsub.vLists) add(l);
-  if (c.qsub.exportEnv) {
+  if (c.exportEnv) {
     for (const [k, v] of Object.entries(c.env)) if (v !== undefined && (k === REQUEST_VARIABLE || k.startsWith('VM_'))) vars[k] = v;
   }
   return vars;
@@ -147,7 +147,6 @@ export async function filterVmJob(c: FilterContext, scan: ScanResult, notes: str
   const queue = c.queue?.split('@')[0];
   const forced = queue !== undefined && config.policy.vm_queues.includes(queue);
   let request: VmRequest | undefined;
-  let fromVariables = false;
   if (scan.vmLines > 0 || forced) {
     request = resolveScanned(scan, config, forced);
     if (Object.keys(vmOnly).length > 0) {
@@ -164,13 +163,10 @@ export async function filterVmJob(c: FilterContext, scan: ScanResult, notes: str
     }
   } else if (Object.keys(vmOnly).length > 0) {
     const r = requestFromVariables(vmOnly, config);
-    if (r.source !== 'none') {
-      request = r.request;
-      fromVariables = true;
-    }
+    if (r.source !== 'none') request = r.request;
   }
 
-  const envRequest = c.qsub.exportEnv ? c.env[REQUEST_VARIABLE] : undefined;
+  const envRequest = c.exportEnv ? c.env[REQUEST_VARIABLE] : undefined;
   if (!request) {
     if (envRequest !== undefined) throw staleEnv();
     if (refresh) {
@@ -189,17 +185,26 @@ export async function filterVmJob(c: FilterContext, scan: ScanResult, notes: str
   const encoded = encodeRequest(request);
   if (envRequest !== undefined && envRequest !== encoded) throw staleEnv();
 
-  // Torque 6: a command-line -v replaces the script's -v lines, the added one included.
-  if (c.qsub.vLists.length > 0 && !fromVariables && !carriedByCommandLine(c, request, config)) {
-    const resources = [...header.directives.flatMap((d) => directiveOptions(d).resources), ...c.qsub.resources];
-    const nodes = nodeCount(resources);
-    const vmForm = asVmVariables(request);
-    const fix = `pass your variables as '#PBS -v NAME=value' lines in the script instead${vmForm ? `, or add the request to qsub -v: ${vmForm}` : ''}`;
-    const why = `qsub -v replaces the script's #PBS -v lines (Torque keeps the last -v), so ${REQUEST_VARIABLE} would not reach the job's other nodes`;
+  // When the added line cannot reach pbs_server, the sister nodes would not
+  // know the job wants VMs: refused for a job that has sisters, a warning otherwise.
+  const lost = (where: string, why: string, fix: string): void => {
+    if (carriedByCommandLine(c, request!, config)) return;
+    const nodes = nodeCount([...header.directives.flatMap((d) => directiveOptions(d).resources), ...c.qsub.resources]);
+    const vmForm = asVmVariables(request!);
+    const fixAll = `${fix}${vmForm ? `, or add the request to qsub -v: ${vmForm}` : ''}`;
     if (nodes !== undefined && nodes > 1) {
-      throw new JobFault(`the VM request would not reach the other ${nodes - 1} node${nodes > 2 ? 's' : ''} of this job`, [{ id: 'qsub-v', where: 'qsub -v', message: why, fix }]);
+      throw new JobFault(`the VM request would not reach the other ${nodes - 1} node${nodes > 2 ? 's' : ''} of this job`, [{ id: 'qsub-v', where, message: why, fix: fixAll }]);
     }
-    notes.push(`warning: ${why}; fine for a one-node job. Fix: ${fix}`);
+    notes.push(`warning: ${why}; fine for a one-node job. Fix: ${fixAll}`);
+  };
+  // Only a '#' prefix without blanks makes a line that is a directive to qsub and a comment to the shell.
+  if (!/^#[!-~]*$/.test(c.prefix)) {
+    lost('qsub -C', `the directive prefix ${JSON.stringify(c.prefix)} cannot carry ${REQUEST_VARIABLE} safely, so it would not reach the job's other nodes`, 'submit with the default #PBS prefix');
+    return { head: c.head };
+  }
+  // Torque 6: a command-line -v replaces the script's -v lines, the added one included.
+  if (c.qsub.vLists.length > 0) {
+    lost('qsub -v', `qsub -v replaces the script's #PBS -v lines (Torque keeps the last -v), so ${REQUEST_VARIABLE} would not reach the job's other nodes`, "pass your variables as '#PBS -v NAME=value' lines in the script instead");
   }
 
   return { head: withRequestLine(c, header.lines, header.directives, scan, refresh, encoded) };
