@@ -207,43 +207,6 @@ Exit codes: 0 submit (stdout is the script); 1 the request is bad, qsub refuses
 the job and shows why; 2 the filter or the site config is broken, qsub refuses
 the job (a broken filter never lets a script through unchecked).`;
 
-HELP.doctor = `vtorque-prologue [--config FILE] doctor [--json] [--clear] [--skip CHECK,...]
-
-Checks this node the way the prologue will use it, one line per finding, each
-with what to fix. Run it as root after installing or editing the ini, and
-after the node was taken offline with a "vtorque:" note.
-
-Checks, in order:
-  config     the ini is valid (unknown keys are warnings)
-  tools      every [tools] program exists, is root's, and its --version
-  guestfs    libguestfs launches its appliance, with KVM or TCG, and how long
-             it took (TCG: ~30 s; [guestfs] accel = auto probes KVM once)
-  kvm        qemu starts a KVM machine with -cpu host, or only with
-             -cpu host,-arch-capabilities (a nested-host quirk: a warning)
-  dirs       pool, cache, job, ramdisk and log directories: root-owned, not
-             writable by others, nor is any directory above them
-  space      free space on the cache filesystem against [cache] min_free and max_size
-  mom_priv   prologue, prologue.parallel, epilogue, epilogue.parallel: root,
-             0500, and running vtorque-prologue with this ini
-  torque     qstat -B reaches pbs_server; pbsnodes knows this node, and
-             whether it is offline and whose note it carries
-
-Options:
-  --json          machine-readable output
-  --clear         once every check passes, bring the node back online and
-                  clear its note, only if the note is ours ("vtorque: ...");
-                  an operator's offline or note is never touched
-  --skip CHECKS   leave out some checks, e.g. --skip guestfs,kvm (quicker;
-                  config always runs)
-
-Examples:
-  vtorque-prologue doctor
-  vtorque-prologue --config /etc/vtorque/prologue.ini doctor --clear
-  vtorque-prologue doctor --skip guestfs --json
-
-Exit codes: 0 healthy (warnings allowed); 1 problems found (or --clear could
-not reach pbsnodes); 2 doctor could not run (bad options).`;
-
 function helpFor(cmd: string | undefined): string | undefined {
   return HELP[cmd ?? 'main'];
 }
