@@ -106,8 +106,9 @@ function asVmVariables(request: VmRequest): string {
   }).join(',');
 }
 
-// The words of the added line go through qsub's make_argv again: escape what it would split or unquote.
-const escapeWord = (w: string) => w.replace(/[\s\\"']/g, (ch) => `\\${ch}`);
+// The words of the added line go through qsub's make_argv again: escape what it
+// would split (C-locale isspace) or unquote; other bytes, UTF-8 included, pass as they are.
+const escapeWord = (w: string) => w.replace(/[ \t\n\v\f\r\\"']/g, (ch) => `\\${ch}`);
 
 /**
  * The VM path. Pushes what the user should read to `notes` as it goes, so the
