@@ -32,8 +32,9 @@ Commands:
   epilogue            run by pbs_mom as mom_priv/epilogue: removes the job's VM files
   epilogue-parallel   the same on sister nodes
   check               try a job script before submitting it: check --job SCRIPT
-  submit-filter       Torque's SUBMITFILTER: refuses bad #VM requests at qsub time
   doctor              check this node (config, tools, libguestfs, KVM, dirs, mom_priv, Torque)
+  submit-filter       Torque's SUBMITFILTER: refuses bad #VM requests at qsub time
+  cache               the node's image cache: cache list | gc | verify | evict DIGEST
   help COMMAND        what a command does, its options and an example
 
 Global options:
@@ -134,42 +135,30 @@ Examples:
 Exit codes: 0 fine (or not a VM job), 1 the job or an image would be rejected, 2 config or node broken.`,
 };
 
-HELP.doctor = `vtorque-prologue [--config FILE] doctor [--json] [--clear] [--skip CHECK,...]
+HELP.cache = `vtorque-prologue [--config FILE] cache list|gc|verify|evict DIGEST [--json]
 
-Checks this node the way the prologue will use it, one line per finding, each
-with what to fix. Run it as root after installing or editing the ini, and
-after the node was taken offline with a "vtorque:" note.
+The node's image cache under [paths] cache_dir: one verified copy of each
+image, named by its sha256 and shared by every job; each VM runs on its own
+copy-on-write overlay of it. Run as root.
 
-Checks, in order:
-  config     the ini is valid (unknown keys are warnings)
-  tools      every [tools] program exists, is root's, and its --version
-  guestfs    libguestfs launches its appliance, with KVM or TCG, and how long
-             it took (TCG: ~30 s; [guestfs] accel = auto probes KVM once)
-  kvm        qemu starts a KVM machine with -cpu host, or only with
-             -cpu host,-arch-capabilities (a nested-host quirk: a warning)
-  dirs       pool, cache, job, ramdisk and log directories: root-owned, not
-             writable by others, nor is any directory above them
-  space      free space on the cache filesystem against [cache] min_free and max_size
-  mom_priv   prologue, prologue.parallel, epilogue, epilogue.parallel: root,
-             0500, and running vtorque-prologue with this ini
-  torque     qstat -B reaches pbs_server; pbsnodes knows this node, and
-             whether it is offline and whose note it carries
-
-Options:
-  --json          machine-readable output
-  --clear         once every check passes, bring the node back online and
-                  clear its note, only if the note is ours ("vtorque: ...");
-                  an operator's offline or note is never touched
-  --skip CHECKS   leave out some checks, e.g. --skip guestfs,kvm (quicker;
-                  config always runs)
+  list           every cached image: digest, size, last use, the jobs that hold
+                 it (leases) and the pool names that map to it; then the space
+                 used against [cache] max_size and min_free
+  gc             remove partial copies left by killed prologues, leases of jobs
+                 Torque no longer has (older than [cache] lease_max_age), and
+                 evict least recently used images until the limits hold
+  verify         re-hash every cached image; a mismatch is moved to
+                 <cache_dir>/quarantine/ and the next job copies the image afresh
+  evict DIGEST   remove one image (a unique prefix of 8+ digits will do);
+                 refused while a job holds it
+  --json         machine-readable output
 
 Examples:
-  vtorque-prologue doctor
-  vtorque-prologue --config /etc/vtorque/prologue.ini doctor --clear
-  vtorque-prologue doctor --skip guestfs --json
+  vtorque-prologue cache list
+  vtorque-prologue cache evict 3f2a9c01
+  vtorque-prologue cache verify --json
 
-Exit codes: 0 healthy (warnings allowed); 1 problems found (or --clear could
-not reach pbsnodes); 2 doctor could not run (bad options).`;
+Exit codes: 0 done; 1 verify found a mismatch, or evict was refused; 2 cannot run (config, permissions).`;
 
 HELP['submit-filter'] = `vtorque-prologue [--config FILE] submit-filter [QSUB-ARGS...] < SCRIPT > FILTERED
 
@@ -206,6 +195,43 @@ Example:
 Exit codes: 0 submit (stdout is the script); 1 the request is bad, qsub refuses
 the job and shows why; 2 the filter or the site config is broken, qsub refuses
 the job (a broken filter never lets a script through unchecked).`;
+
+HELP.doctor = `vtorque-prologue [--config FILE] doctor [--json] [--clear] [--skip CHECK,...]
+
+Checks this node the way the prologue will use it, one line per finding, each
+with what to fix. Run it as root after installing or editing the ini, and
+after the node was taken offline with a "vtorque:" note.
+
+Checks, in order:
+  config     the ini is valid (unknown keys are warnings)
+  tools      every [tools] program exists, is root's, and its --version
+  guestfs    libguestfs launches its appliance, with KVM or TCG, and how long
+             it took (TCG: ~30 s; [guestfs] accel = auto probes KVM once)
+  kvm        qemu starts a KVM machine with -cpu host, or only with
+             -cpu host,-arch-capabilities (a nested-host quirk: a warning)
+  dirs       pool, cache, job, ramdisk and log directories: root-owned, not
+             writable by others, nor is any directory above them
+  space      free space on the cache filesystem against [cache] min_free and max_size
+  mom_priv   prologue, prologue.parallel, epilogue, epilogue.parallel: root,
+             0500, and running vtorque-prologue with this ini
+  torque     qstat -B reaches pbs_server; pbsnodes knows this node, and
+             whether it is offline and whose note it carries
+
+Options:
+  --json          machine-readable output
+  --clear         once every check passes, bring the node back online and
+                  clear its note, only if the note is ours ("vtorque: ...");
+                  an operator's offline or note is never touched
+  --skip CHECKS   leave out some checks, e.g. --skip guestfs,kvm (quicker;
+                  config always runs)
+
+Examples:
+  vtorque-prologue doctor
+  vtorque-prologue --config /etc/vtorque/prologue.ini doctor --clear
+  vtorque-prologue doctor --skip guestfs --json
+
+Exit codes: 0 healthy (warnings allowed); 1 problems found (or --clear could
+not reach pbsnodes); 2 doctor could not run (bad options).`;
 
 function helpFor(cmd: string | undefined): string | undefined {
   return HELP[cmd ?? 'main'];
@@ -250,6 +276,7 @@ export async function main(argv: readonly string[], io: HookIO = processIO): Pro
     return runHook(cmd as ScriptKind, rest, configFile, io);
   }
   if (cmd === 'check') return runCheck(rest, configFile, configExplicit, io);
+  if (cmd === 'doctor') return (await heavy()).doctorCommand(rest, configFile, io, HELP.doctor!);
   if (cmd === 'submit-filter') {
     if (rest[0] === '--help' || rest[0] === '-h') {
       io.out(HELP['submit-filter'] + '\n');
@@ -258,12 +285,35 @@ export async function main(argv: readonly string[], io: HookIO = processIO): Pro
     const { runSubmitFilter } = await import('./submit/filter.js');
     return runSubmitFilter({ argv: rest, configFile, configExplicit, env: process.env, inFd: 0, outFd: 1, err: io.err });
   }
-  if (cmd === 'doctor') return (await heavy()).doctorCommand(rest, configFile, io, HELP.doctor!);
+  if (cmd === 'cache') return runCache(rest, configFile, io);
   if (cmd === '__append-as-owner') {
     const { appendAsOwner } = await heavy();
     return appendAsOwner(rest[0]) === 0 ? EXIT_RUN : EXIT_NODE_FAULT;
   }
   return usage(io, `unknown command ${JSON.stringify(cmd)}`);
+}
+
+async function runCache(args: readonly string[], configFile: string, io: HookIO): Promise<ExitCode> {
+  const action = args[0];
+  if (action === undefined || action === '--help' || action === '-h') {
+    io.out(HELP.cache + '\n');
+    return action === undefined ? EXIT_NODE_FAULT : EXIT_RUN;
+  }
+  if (action !== 'list' && action !== 'gc' && action !== 'verify' && action !== 'evict') return usage(io, `cache: unknown action ${JSON.stringify(action)}; use list, gc, verify or evict`);
+  const json = args.includes('--json');
+  const operands = args.slice(1).filter((a) => a !== '--json');
+  if (operands.some((a) => a.startsWith('-'))) return usage(io, `cache ${action}: unknown option ${JSON.stringify(operands.find((a) => a.startsWith('-')))}`);
+  if (action === 'evict' ? operands.length !== 1 : operands.length !== 0) return usage(io, action === 'evict' ? 'cache evict needs one DIGEST' : `cache ${action} takes no operands`);
+  try {
+    const h = await heavy();
+    const { config } = h.loadConfig(configFile);
+    return await h.runCacheCommand({ action, digest: operands[0], json, config, io });
+  } catch (e) {
+    if (!isVtorqueError(e)) throw e;
+    const { problemLine, line } = await heavy();
+    io.err([line(e.message), ...e.problems.map((p) => problemLine(p))].join('\n') + '\n');
+    return EXIT_NODE_FAULT;
+  }
 }
 
 function usage(io: HookIO, why: string): ExitCode {

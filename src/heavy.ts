@@ -10,4 +10,6 @@ export { VM_KEYS } from './request/keys.js';
 export { appendAsOwner } from './report/append-as-owner.js';
 export { problemLine, line } from './report/user.js';
 export { filterVmJob, filterFailureReport, filterExitCode } from './submit/vm.js';
+export { runCacheCommand } from './cache/admin.js';
+export { loadConfig } from './config/load.js';
 export { doctorCommand } from './doctor/doctor.js';

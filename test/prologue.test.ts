@@ -28,7 +28,9 @@ t.test('a VM job gets a manifest with the resolved request and a summary in its 
   t.equal(m.request.sources.ram, 'job');
   t.equal(m.job.user, NOBODY.name);
   t.equal(m.vms.length, 2);
-  t.equal(statSync(path).mode & 0o777, 0o644, 'modes are set explicitly despite umask 0077');
+  const st = statSync(path);
+  t.equal(st.mode & 0o777, 0o600, 'modes are set explicitly ([jobfiles] file_mode), despite umask 0077');
+  t.equal(st.uid, NOBODY.uid, '[jobfiles] owner = job: the job owner can read it');
 });
 
 t.test('every admin log line carries job id, node and stage', async (t) => {
@@ -123,7 +125,7 @@ t.test('a node fault exits 2, tells the user it is not their fault, and the admi
   const mom = brokenJobDirMom();
   const r = await mom.prologue({ id: '12.srv', script: VM_SCRIPT, qstat: { start_count: '1' } });
   t.equal(r.code, 2);
-  t.match(r.er, /cannot prepare VM job 12\.srv now: cannot write the job manifest .*goes back to the queue; this is not your fault/);
+  t.match(r.er, /cannot prepare VM job 12\.srv now: cannot create the job directory .*goes back to the queue; this is not your fault/);
   t.match(r.er, /Fix: \(admin\) check \[paths\] job_dir/);
 });
 

@@ -101,7 +101,7 @@ export const SCHEMA = {
     'opt-vm-present': level('/opt-vm exists, for software that would otherwise go to /opt'),
   },
   cache: {
-    max_size: key(sizeType(1024 ** 3, 1024 ** 5), '200G', 'most space the cached base images may take together; past it, the least recently used images no job holds are evicted'),
+    max_size: key(sizeType(1024 ** 2, 1024 ** 5), '200G', 'most space the cached base images may take together; past it, the least recently used images no job holds are evicted'),
     min_free: key(sizeType(0, 1024 ** 5), '5G', 'free space to keep on the cache filesystem after an ingest; evicts like max_size'),
     lease_max_age: key(durationType(3600, 366 * 86400), '14d', "a job's hold on its images ends after this long even if its epilogue never ran, once Torque no longer has the job"),
     lock_stale: key(durationType(2, 300), '10s', 'a lock whose holder stopped refreshing it this long ago (a killed prologue) is taken over'),

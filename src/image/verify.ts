@@ -3,7 +3,7 @@
 // checked under; the rules are evaluated against the job's request each time,
 // which costs nothing. A stat memo spares re-hashing an unchanged pool image.
 import { createHash } from 'node:crypto';
-import { createReadStream, mkdirSync, readFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault, type Problem } from '../torque/exit.js';
 import { writeFileAtomic } from '../tools/atomic.js';
@@ -60,30 +60,40 @@ function memoPath(config: Config, img: AuthorisedImage): string {
   return `${config.paths.cache_dir}/statmemo/${sha256(img.path).slice(0, 32)}.json`;
 }
 
+/** The digest the stat memo remembers for an unchanged pool image; undefined means "hash it". */
+export function memoDigest(img: AuthorisedImage, config: Config): string | undefined {
+  if (img.origin !== 'pool') return undefined;
+  try {
+    const m = JSON.parse(readFileSync(memoPath(config, img), 'utf8')) as Record<string, unknown>;
+    const key = memoKey(img);
+    const same = (Object.keys(key) as (keyof typeof key)[]).every((k) => m[k] === key[k]);
+    if (same && typeof m.sha256 === 'string' && /^[0-9a-f]{64}$/.test(m.sha256)) return m.sha256;
+  } catch {
+    /* no memo, or a broken one */
+  }
+  return undefined;
+}
+
+const memoKey = (img: AuthorisedImage) => ({ path: img.path, dev: img.stat.dev, ino: img.stat.ino, size: img.stat.size, mtimeMs: img.stat.mtimeMs, ctimeMs: img.stat.ctimeMs });
+
+/** Forgets a pool image's digest, so the next run hashes it again (its content changed under an unchanged stat). */
+export function forgetDigest(img: AuthorisedImage, config: Config): void {
+  rmSync(memoPath(config, img), { force: true });
+}
+
 /** sha256 of the image, from the stat memo when the pool file is unchanged. User images are always hashed. */
 export async function digestOf(img: AuthorisedImage, config: Config, signal?: AbortSignal): Promise<{ digest: string; hashed: boolean }> {
-  const key = { path: img.path, dev: img.stat.dev, ino: img.stat.ino, size: img.stat.size, mtimeMs: img.stat.mtimeMs, ctimeMs: img.stat.ctimeMs };
-  const memo = memoPath(config, img);
-  if (img.origin === 'pool') {
-    try {
-      const m = JSON.parse(readFileSync(memo, 'utf8')) as typeof key & { sha256?: string };
-      const same = (Object.keys(key) as (keyof typeof key)[]).every((k) => m[k] === key[k]);
-      if (same && /^[0-9a-f]{64}$/.test(m.sha256 ?? '')) {
-        return { digest: m.sha256!, hashed: false };
-      }
-    } catch {
-      /* no memo, or a broken one: hash */
-    }
-  }
+  const known = memoDigest(img, config);
+  if (known) return { digest: known, hashed: false };
   const digest = await hashFile(img.path, signal);
   if (img.origin === 'pool') {
     mkdirSync(`${config.paths.cache_dir}/statmemo`, { recursive: true, mode: 0o700 });
-    writeFileAtomic(memo, JSON.stringify({ ...key, sha256: digest }) + '\n', 0o600);
+    writeFileAtomic(memoPath(config, img), JSON.stringify({ ...memoKey(img), sha256: digest }) + '\n', 0o600);
   }
   return { digest, hashed: true };
 }
 
-function checkSums(img: AuthorisedImage, digest: string, config: Config): void {
+export function checkSums(img: AuthorisedImage, digest: string, config: Config): void {
   if (!config.policy.require_checksums || img.origin !== 'pool') return;
   const file = `${config.paths.image_pool}/SHA256SUMS`;
   let text = '';
@@ -120,23 +130,28 @@ export interface VerifyOptions {
   log?: Logish;
 }
 
-/** Layer-1 format check, digest, verdict (cached or fresh), rules. Throws JobFault listing every failed rule. */
 /** An image past the cheap checks: either its verdict is known, or it waits for libguestfs. */
 export type Screened =
   | { img: AuthorisedImage; digest: string; hashed: boolean; cached: Verdict }
   | { img: AuthorisedImage; digest: string; hashed: boolean; cached?: undefined; format: FormatVerdict; qemuMs: number };
 
-/** Header, digest, checksums, cached verdict, else qemu-img. Throws a JobFault for an unsafe image. */
-export async function screenImage(img: AuthorisedImage, o: VerifyOptions): Promise<Screened> {
-  const { config } = o;
+/** Our own reading of the header: the cheap first layer, before anything reads the whole file. */
+export function checkFormatHeader(img: AuthorisedImage, config: Config): NonNullable<ReturnType<typeof checkHeader>['format']> {
   const layer1 = checkHeader(img, readHeader(img.path), config);
   if (layer1.problems.length > 0 || !layer1.format) throw new JobFault(`image ${img.name} is not a safe disk image`, layer1.problems);
-  const { digest, hashed } = await digestOf(img, config, o.signal);
-  checkSums(img, digest, config);
-  const cached = readVerdict(config, digest);
+  return layer1.format;
+}
+
+/** Header, digest, checksums, cached verdict, else qemu-img. Throws a JobFault for an unsafe image. */
+export async function screenImage(img: AuthorisedImage, o: VerifyOptions, known?: { digest: string }): Promise<Screened> {
+  const { config } = o;
+  const format = checkFormatHeader(img, config);
+  const { digest, hashed } = known ? { digest: known.digest, hashed: false } : await digestOf(img, config, o.signal);
+  if (!known) checkSums(img, digest, config);
+  const cached = known ? undefined : readVerdict(config, digest);
   if (cached) return { img, digest, hashed, cached };
   const t0 = performance.now();
-  const layer2 = await checkWithQemuImg(img, layer1.format, config, o.signal);
+  const layer2 = await checkWithQemuImg(img, format, config, o.signal);
   if (!layer2.verdict) throw new JobFault(`image ${img.name} is not a safe disk image`, layer2.problems);
   if (layer2.verdict.leaks) o.log?.warn({ image: img.path, leaks: layer2.verdict.leaks }, 'qemu-img check found leaked clusters (harmless)');
   return { img, digest, hashed, format: layer2.verdict, qemuMs: performance.now() - t0 };
@@ -166,23 +181,25 @@ export async function inspectImages(screened: readonly Screened[], o: VerifyOpti
       fresh.set(p, v);
     });
   }
-  return screened.map((s) => report(s.img, s.digest, s.cached ?? fresh.get(s)!, o, s.cached !== undefined, s.hashed));
+  return screened.map((s) => reportFor(s.img, s.digest, s.cached ?? fresh.get(s)!, o, s.cached !== undefined, s.hashed));
 }
 
-/** Both phases for images that must all pass the cheap checks (the prologue's case). */
-export async function verifyImages(images: readonly AuthorisedImage[], o: VerifyOptions): Promise<ImageReport[]> {
-  const screened: Screened[] = [];
-  for (const img of images) screened.push(await screenImage(img, o));
-  return inspectImages(screened, o);
-}
-
-function report(img: AuthorisedImage, digest: string, verdict: Verdict, o: VerifyOptions, fromCache: boolean, hashed: boolean): ImageReport {
+/** The job's view of a verdict: the rules evaluated against what it asked for. */
+export function reportFor(img: AuthorisedImage, digest: string, verdict: Verdict, o: VerifyOptions, fromCache: boolean, hashed: boolean): ImageReport {
   return { image: img, digest, verdict, rules: evaluateRules(verdict.facts, o.want, o.config), family: familyOf(verdict.facts), fromCache, hashed };
 }
 
 /** The rules that stop the job, as problems with their fix hints. */
 export function failedRules(r: ImageReport): Problem[] {
   return r.rules.filter((x) => !x.ok && x.level === 'error').map((x) => ({ id: x.id, where: `image ${r.image.name}`, message: `fails ${x.id}: ${x.message}`, fix: x.fix }));
+}
+
+/** Throws the JobFault that rejects a job whose image fails any rule at level error. */
+export function assertCompliant(r: ImageReport): void {
+  const failed = failedRules(r);
+  if (failed.length > 0) {
+    throw new JobFault(`image ${r.image.name} does not meet this site's guest image requirements (${failed.length} rule${failed.length > 1 ? 's' : ''})`, failed);
+  }
 }
 
 export function warnedRules(r: ImageReport): RuleResult[] {

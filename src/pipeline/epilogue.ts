@@ -1,6 +1,8 @@
-// The epilogue removes what the prologue made for this job on this node, and
-// nothing else.
-import { rmSync } from 'node:fs';
+// The epilogue removes what the prologue made for this job on this node (its
+// directories and its lease on the cached image), and nothing else.
+import { removeJobDirs } from '../cache/jobdir.js';
+import { layoutOf } from '../cache/layout.js';
+import { removeLease } from '../cache/leases.js';
 import type { Config } from '../config/schema.js';
 import type { JobArgs, JobEnv } from '../torque/contract.js';
 import { EXIT_RUN, type ExitCode } from '../torque/exit.js';
@@ -20,10 +22,10 @@ export async function cleanUpJob(input: EpilogueInput): Promise<ExitCode> {
   const log = jobLogger(config, args.kind, args.jobId, io);
   const clog = log.child({ stage: 'cleanup' });
   try {
-    // jobId passed parseJobArgs' pattern, so this stays inside job_dir.
-    const dir = `${config.paths.job_dir}/${args.jobId}`;
-    rmSync(dir, { recursive: true, force: true });
-    clog.info({ dir, jobExitCode: args.jobExitCode }, 'job files removed');
+    // jobId passed parseJobArgs' pattern, so these stay inside job_dir, ramdisk_dir and leases/.
+    const removed = removeJobDirs(config, args.jobId);
+    const lease = removeLease(layoutOf(config), args.jobId);
+    clog.info({ removed, lease, jobExitCode: args.jobExitCode }, removed.length > 0 || lease ? 'job files removed' : 'nothing to remove');
     return EXIT_RUN;
   } catch (e) {
     return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log });

@@ -1,15 +1,18 @@
-// The VM path of the prologue: request -> authorised, verified image ->
-// (cache, seeds: later stages) -> manifest -> summary. Each stage takes a plain value and returns one.
-import { mkdirSync } from 'node:fs';
+// The VM path of the prologue: request -> authorised image -> verified and
+// cached base -> overlays -> (seeds: later) -> manifest -> summary. Each stage
+// takes a plain value and returns one.
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import type { JobArgs, JobEnv } from '../torque/contract.js';
 import type { ScanResult } from '../torque/directives.js';
-import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../torque/exit.js';
+import { EXIT_NODE_FAULT, EXIT_RUN, NodeFault, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
 import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { authoriseImage } from '../image/authorise.js';
-import { failedRules, verifyImages, warnedRules, type ImageReport } from '../image/verify.js';
+import { warnedRules, type ImageReport } from '../image/verify.js';
+import { acquireImage, type Acquired, type CachedBase } from '../cache/acquire.js';
+import { freshJobDirs, jobDirsOf, ownFile, resolveOwner, type FileOwner, type JobDirs } from '../cache/jobdir.js';
+import { createOverlays, type Overlay } from '../cache/overlays.js';
 import { line } from '../report/user.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { jobLogger, shortHostname, startDeadline, type JobContext } from './context.js';
@@ -44,7 +47,9 @@ export interface Manifest {
     inspected?: { distro: string; arch: string; product: string };
     verdictFromCache: boolean;
   };
-  vms: { index: number }[];
+  /** The cached base every overlay is backed by. */
+  base: CachedBase & { ingested: boolean; ramdiskCopy?: string };
+  vms: { index: number; dir: string; overlay: string; backing: string; format: 'qcow2' }[];
 }
 
 export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
@@ -67,15 +72,24 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const resolved = resolveScanned(scan, config, input.forcedByQueue);
     rlog.info({ request: resolved }, 'request resolved');
 
-    const report = await checkImage(ctx, resolved);
+    const acquired = await checkImage(ctx, resolved);
+    const report = acquired.report;
     // A job that named no distro for a non-default image gets the one the image holds.
     const request: VmRequest = resolved.distro === null && report.family
       ? Object.freeze({ ...resolved, family: report.family, sources: Object.freeze({ ...resolved.sources, distro: 'image' as const }) })
       : resolved;
 
-    const manifestPath = writeManifest(ctx, request, report);
+    const olog = log.child({ stage: 'overlays' });
+    const owner = await resolveOwner(config, args.user, args.group);
+    const dirs = jobDirsOf(config, args.jobId, request.fs_type === 'ramdisk');
+    freshJobDirs(dirs, owner);
+    const o0 = performance.now();
+    const overlays = await createOverlays({ config, base: acquired.base, dirs, count: request.vms_per_node, owner, signal: ctx.signal });
+    olog.info({ count: overlays.length, base: acquired.base.path, ramdisk: dirs.ramdisk, ms: Math.round(performance.now() - o0) }, 'overlays created');
+
+    const manifestPath = writeManifest(ctx, request, acquired, dirs, overlays, owner);
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
-    for (const l of summary(args.jobId, request, manifestPath, report)) io.out(line(l) + '\n');
+    for (const l of summary(args.jobId, request, manifestPath, acquired)) io.out(line(l) + '\n');
     return EXIT_RUN;
   } catch (e) {
     return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log, source: input.scriptPath });
@@ -84,7 +98,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
   }
 }
 
-async function checkImage(ctx: JobContext, request: VmRequest): Promise<ImageReport> {
+async function checkImage(ctx: JobContext, request: VmRequest): Promise<Acquired> {
   const ilog = ctx.log.child({ stage: 'image' });
   let ownerUid: number | undefined;
   if (request.img.startsWith('/') && ctx.config.policy.allow_user_images) {
@@ -93,21 +107,17 @@ async function checkImage(ctx: JobContext, request: VmRequest): Promise<ImageRep
   }
   const img = authoriseImage({ img: request.img, config: ctx.config, ownerUid });
   const t0 = performance.now();
-  const [report] = await verifyImages([img], { config: ctx.config, want: { distro: request.distro, arch: request.arch }, signal: ctx.signal, log: ilog });
-  const r = report!;
-  ilog.info({ image: img.path, sha256: r.digest, fromCache: r.fromCache, hashed: r.hashed, ms: Math.round(performance.now() - t0), rules: r.rules.filter((x) => !x.ok).map((x) => x.id) }, 'image checked');
+  const a = await acquireImage({ config: ctx.config, img, want: { distro: request.distro, arch: request.arch }, job: ctx.args.jobId, node: ctx.node, signal: ctx.signal, log: ilog });
+  const r = a.report;
+  ilog.info({ image: img.path, sha256: r.digest, base: a.base.path, ingested: a.ingested, verified: a.verified, ms: Math.round(performance.now() - t0), rules: r.rules.filter((x) => !x.ok).map((x) => x.id) }, 'image ready');
   for (const w of warnedRules(r)) ctx.io.out(line(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`) + '\n');
-  const failed = failedRules(r);
-  if (failed.length > 0) {
-    throw new JobFault(`image ${img.name} does not meet this site's guest image requirements (${failed.length} rule${failed.length > 1 ? 's' : ''})`, failed);
-  }
-  return r;
+  return a;
 }
 
-function writeManifest(ctx: JobContext, request: VmRequest, report: ImageReport): string {
-  const dir = `${ctx.config.paths.job_dir}/${ctx.args.jobId}`;
+function writeManifest(ctx: JobContext, request: VmRequest, a: Acquired, dirs: JobDirs, overlays: Overlay[], owner: FileOwner): string {
+  const report: ImageReport = a.report;
+  const path = `${dirs.dir}/manifest.json`;
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
     const m: Manifest = {
       version: 1,
       vtorque: VERSION,
@@ -125,24 +135,29 @@ function writeManifest(ctx: JobContext, request: VmRequest, report: ImageReport)
         inspected: report.verdict.facts.os ? { distro: report.verdict.facts.os.distro, arch: report.verdict.facts.os.arch, product: report.verdict.facts.os.product } : undefined,
         verdictFromCache: report.fromCache,
       },
-      vms: Array.from({ length: request.vms_per_node }, (_, i) => ({ index: i })),
+      base: { ...a.base, ingested: a.ingested, ramdiskCopy: dirs.ramdisk ? overlays[0]?.backing : undefined },
+      vms: overlays.map((o) => ({ index: o.index, dir: o.path.slice(0, o.path.lastIndexOf('/')), overlay: o.path, backing: o.backing, format: 'qcow2' as const })),
     };
-    writeFileAtomic(`${dir}/manifest.json`, JSON.stringify(m, null, 2) + '\n', 0o644);
+    // Written as root, then handed over: the launcher reads it as [jobfiles] owner.
+    writeFileAtomic(path, JSON.stringify(m, null, 2) + '\n', 0o600);
+    ownFile(path, owner);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
-    throw new NodeFault(`cannot write the job manifest in ${dir} (${code})`, [
-      { id: 'job-dir', where: dir, message: `cannot be written: ${code}`, fix: 'check [paths] job_dir: it must exist or be creatable by root, with free space' },
+    throw new NodeFault(`cannot write the job manifest in ${dirs.dir} (${code})`, [
+      { id: 'job-dir', where: dirs.dir, message: `cannot be written: ${code}`, fix: 'check [paths] job_dir: it must exist or be creatable by root, with free space' },
     ]);
   }
-  return `${dir}/manifest.json`;
+  return path;
 }
 
-function summary(jobId: string, r: VmRequest, manifest: string, img: ImageReport): string[] {
+function summary(jobId: string, r: VmRequest, manifest: string, a: Acquired): string[] {
+  const img = a.report;
   const distro = r.distro ?? r.family ?? 'distro from the image';
   const os = img.verdict.facts.os ? `${img.verdict.facts.os.distro} ${img.verdict.facts.os.major}` : img.family ?? 'unknown OS';
   return [
     `image ${img.image.name}: ${img.verdict.format.format}, ${os}, sha256 ${img.digest.slice(0, 12)}; meets the guest image requirements${img.fromCache ? ' (verdict cached)' : ''}`,
     `VM job ${jobId}: ${r.vms_per_node} VM${r.vms_per_node > 1 ? 's' : ''} of ${r.img} (${distro}, ${r.arch}), ${r.vcpus} vCPU${r.vcpus > 1 ? 's' : ''} and ${formatSize(r.ram)} RAM each, disks on ${r.fs_type}`,
+    `disks: ${r.vms_per_node} copy-on-write overlay${r.vms_per_node > 1 ? 's' : ''} on the node's cached copy (${a.ingested ? 'copied into the cache for this job' : 'already cached'})`,
     `manifest: ${manifest}`,
   ];
 }

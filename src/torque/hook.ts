@@ -56,7 +56,9 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
       return await prepareVmJob({ args, env, config, configWarnings: loaded.warnings, scan, scriptPath, forcedByQueue: forced, io });
     }
     config = loadConfig(configFile).config;
-    if (!existsSync(`${config.paths.job_dir}/${args.jobId}`)) return EXIT_RUN;
+    // A prologue killed before it made the job directory may still have leased an image.
+    const { job_dir, ramdisk_dir, cache_dir } = config.paths;
+    if (![`${job_dir}/${args.jobId}`, `${ramdisk_dir}/${args.jobId}`, `${cache_dir}/leases/${args.jobId}.json`].some((p) => existsSync(p))) return EXIT_RUN;
     const { cleanUpJob } = await heavy();
     return await cleanUpJob({ args, env, config, io });
   } catch (e) {

@@ -63,6 +63,8 @@ export interface RunOptions {
   argv?: string[];
   /** $prologalarm in seconds. */
   alarm?: number;
+  /** Called with the pid (also the process group) once the script runs, e.g. to kill it at a chosen moment. */
+  onSpawn?: (pid: number) => void;
   env?: Record<string, string>;
 }
 
@@ -310,6 +312,7 @@ exit 0
       closeSync(ouFd);
       closeSync(erFd);
     }
+    opts.onSpawn?.(child.pid!);
     return new Promise((resolveRun, reject) => {
       let killedByAlarm = false;
       const timer = setTimeout(() => {

@@ -1,0 +1,190 @@
+// A job's image, verified and cached on this node, with the job's lease on it.
+//
+// The order is what makes it safe:
+// 1. the cheap header check and the digest (from the stat memo; on a miss,
+//    hashed under a per-source lock so concurrent prologues hash once);
+// 2. everything else under the digest's lock, so exactly one prologue copies
+//    and verifies a new image while the others wait and then find it cached;
+// 3. the copy goes to tmp/, is hashed as it is written and must match the
+//    digest; libguestfs then inspects that private copy, not the pool file a
+//    writer could still change; only a compliant copy is renamed into images/;
+// 4. the lease is written under the same lock that eviction takes, so an
+//    image cannot be evicted between "it is cached" and "this job holds it".
+import { createHash } from 'node:crypto';
+import { chmodSync, lstatSync, renameSync, rmSync } from 'node:fs';
+import type { Config } from '../config/schema.js';
+import { formatBytes } from '../config/values.js';
+import { NodeFault } from '../torque/exit.js';
+import { fsyncDir } from '../tools/atomic.js';
+import type { AuthorisedImage } from '../image/authorise.js';
+import type { Expectation } from '../image/rules.js';
+import {
+  assertCompliant, checkFormatHeader, checkSums, digestOf, forgetDigest, inspectImages, memoDigest, readVerdict, reportFor, screenImage,
+  type ImageReport, type Logish,
+} from '../image/verify.js';
+import { copyAndHash, SourceChanged } from './copy.js';
+import { findBase, readMeta, touch, writeMeta } from './entries.js';
+import { basePath, ensureLayout, layoutOf, type CacheLayout } from './layout.js';
+import { writeLease } from './leases.js';
+import { withLock, type LockOptions } from './lock.js';
+import { makeRoom, reservations } from './space.js';
+
+export interface CachedBase {
+  digest: string;
+  path: string;
+  format: string;
+  size: number;
+}
+
+export interface Acquired {
+  report: ImageReport;
+  base: CachedBase;
+  /** This run copied the image into the cache. */
+  ingested: boolean;
+  /** This run ran qemu-img and libguestfs on it. */
+  verified: boolean;
+}
+
+export interface AcquireOptions {
+  config: Config;
+  img: AuthorisedImage;
+  want: Expectation;
+  job: string;
+  node: string;
+  signal?: AbortSignal;
+  log?: Logish;
+}
+
+const short = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 32);
+
+export async function acquireImage(o: AcquireOptions): Promise<Acquired> {
+  const { config, img } = o;
+  const l = layoutOf(config);
+  ensureLayout(l);
+  reservations(l); // partial copies of killed prologues go first
+  const locks = lockOptions(o, l);
+  checkFormatHeader(img, config);
+
+  let digest = memoDigest(img, config);
+  if (!digest) {
+    digest = await withLock(`src-${short(img.path)}`, locks('hashing'), async () => (await digestOf(img, config, o.signal)).digest);
+  }
+  checkSums(img, digest, config);
+  const d = digest;
+  return withLock(`img-${d}`, locks('caching or verifying'), () => underDigestLock(o, l, d));
+}
+
+async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string): Promise<Acquired> {
+  const { config, img } = o;
+  const vo = { config, want: o.want, signal: o.signal, log: o.log };
+  let verdict = readVerdict(config, digest);
+  let report = verdict ? reportFor(img, digest, verdict, vo, true, false) : undefined;
+  // A known verdict refuses a non-compliant image before a single byte is copied.
+  if (report) assertCompliant(report);
+  let found = findBase(l, digest, verdict?.format.format);
+  let ingested = false;
+  let verified = false;
+
+  if (!found) {
+    const tmp = await ingest(o, l, digest);
+    try {
+      if (!report) {
+        report = await verifyCopy(o, tmp, digest);
+        verified = true;
+        assertCompliant(report);
+      }
+      const format = report.verdict.format.format;
+      chmodSync(tmp, 0o444);
+      renameSync(tmp, basePath(l, digest, format));
+      fsyncDir(l.images);
+      found = { path: basePath(l, digest, format), format };
+      ingested = true;
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw e;
+    }
+  } else if (!report) {
+    // Cached, but the verdict is gone (checker or policy changed): verify the cached base itself.
+    report = await verifyCopy(o, found.path, digest);
+    verified = true;
+    assertCompliant(report);
+  }
+
+  const size = lstatSync(found.path).size;
+  const meta = readMeta(l, digest);
+  if (!meta || !meta.sources.includes(img.name)) {
+    writeMeta(l, {
+      digest, format: found.format, size, ingestedAt: meta?.ingestedAt ?? new Date().toISOString(),
+      sources: [...(meta?.sources ?? []), img.name].slice(-20),
+    });
+  }
+  touch(l, digest);
+  writeLease(l, { job: o.job, node: o.node, digests: [digest], createdAt: new Date().toISOString() });
+  // The image report names the pool image the job asked for, whatever path was inspected.
+  return { report: { ...report, image: img }, base: { digest, path: found.path, format: found.format, size }, ingested, verified };
+}
+
+/** Copies the source into tmp/, hashing it; the result must have the expected digest. */
+async function ingest(o: AcquireOptions, l: CacheLayout, digest: string): Promise<string> {
+  const { config, img } = o;
+  const st = lstatSync(img.path);
+  // What the source occupies (a sparse raw image is copied sparse), plus the
+  // slack of our 64 KiB zero-block granularity against the source's 4 KiB blocks.
+  const need = Math.min(st.size, st.blocks * 512 + 4 * 1024 * 1024);
+  const tmp = await withLock('space', lockOptions(o, l)('making room'), async () => {
+    await makeRoom({ config, layout: l, need, keep: new Set([digest]), log: o.log });
+    return `${l.tmp}/${digest}.${process.pid}.${need}.part`;
+  });
+  o.log?.info({ image: img.path, bytes: st.size, allocated: need }, 'copying the image into the cache');
+  try {
+    const r = await copyAndHash(img.path, tmp, {
+      expect: { dev: img.stat.dev, ino: img.stat.ino },
+      signal: o.signal,
+      onProgress: (p) => o.log?.info({ bytes: p.bytes, total: p.total, percent: Math.floor((100 * p.bytes) / Math.max(1, p.total)), MBps: Math.round(p.bytes / 1048576 / (p.ms / 1000)) }, 'copy progress'),
+    });
+    if (r.digest !== digest) {
+      forgetDigest(img, config);
+      throw new NodeFault(`image ${img.name} changed while it was being cached`, [
+        { id: 'cache-digest', where: img.path, message: `sha256 was ${digest.slice(0, 12)}… when checked and ${r.digest.slice(0, 12)}… when copied`, fix: 'do not modify pool images in place: write a new file and rename it over the old one' },
+      ]);
+    }
+    o.log?.info({ image: img.path, digest, bytes: r.bytes, ms: Math.round(r.ms), MBps: Math.round(r.bytes / 1048576 / Math.max(0.001, r.ms / 1000)), cloned: r.cloned }, 'image ingested');
+    return tmp;
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    if (e instanceof SourceChanged) {
+      throw new NodeFault(`image ${img.name} changed while it was being cached`, [{ id: 'cache-source', where: img.path, message: e.message, fix: 'replace pool images by rename, never in place' }]);
+    }
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') {
+      throw new NodeFault(`the cache filesystem filled up while caching image ${img.name}`, [
+        { id: 'cache-full', where: l.root, message: `${code} while writing a ${formatBytes(need)} copy; nothing was kept`, fix: 'free space on the cache filesystem or lower [cache] max_size so that eviction starts earlier' },
+      ]);
+    }
+    if (code) {
+      throw new NodeFault(`cannot copy image ${img.name} into the cache (${code})`, [{ id: 'cache-io', where: l.tmp, message: (e as Error).message, fix: 'check the cache filesystem (dmesg, df)' }]);
+    }
+    throw e;
+  }
+}
+
+/** qemu-img and libguestfs on our own copy; stores the verdict under the digest. */
+async function verifyCopy(o: AcquireOptions, path: string, digest: string): Promise<ImageReport> {
+  const st = lstatSync(path);
+  const copy: AuthorisedImage = { ...o.img, path, stat: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, uid: st.uid } };
+  const vo = { config: o.config, want: o.want, signal: o.signal, log: o.log };
+  const screened = await screenImage(copy, vo, { digest });
+  const [r] = await inspectImages([screened], vo);
+  return r!;
+}
+
+function lockOptions(o: AcquireOptions, l: CacheLayout): (what: string) => LockOptions {
+  return (what) => ({
+    dir: l.locks,
+    waitSeconds: o.config.timeouts.lock,
+    staleSeconds: o.config.cache.lock_stale,
+    signal: o.signal,
+    onWait: () => o.log?.info({ image: o.img.path }, `another prologue is ${what} this image: waiting for it`),
+    onCompromised: (err) => o.log?.warn({ err: err.message }, 'a cache lock was taken over while held (this run stalled past lock_stale)'),
+  });
+}

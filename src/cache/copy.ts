@@ -1,0 +1,132 @@
+// Copy and hash in one streaming pass. Three rotating buffers keep a read and a
+// write in flight while the main thread hashes, so the copy costs about
+// max(read, hash, write) rather than their sum, in constant memory. All-zero
+// 64 KiB blocks are not written, so a sparse raw image stays about as sparse
+// in the cache as in the pool, and eviction's size estimate holds. Where the
+// filesystem can clone (btrfs, XFS), the clone is made first and then hashed:
+// one read, no data written.
+import { createHash } from 'node:crypto';
+import { constants, copyFileSync, fstatSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+
+export interface CopyProgress {
+  bytes: number;
+  total: number;
+  ms: number;
+}
+
+export interface CopyOptions {
+  /** The source must still be this file (authorised by dev/ino); a swap is caught here. */
+  expect?: { dev: number; ino: number };
+  signal?: AbortSignal;
+  onProgress?: (p: CopyProgress) => void;
+  progressEveryMs?: number;
+  /** Try a reflink clone first (default true). */
+  clone?: boolean;
+}
+
+export interface CopyResult {
+  digest: string;
+  bytes: number;
+  ms: number;
+  cloned: boolean;
+}
+
+const CHUNK = 4 * 1024 * 1024;
+const BLOCK = 64 * 1024;
+const ZERO = Buffer.alloc(BLOCK);
+
+/** Writes the non-zero blocks of chunk at pos, as few runs as possible. */
+function writeRuns(to: FileHandle, chunk: Buffer, pos: number): Promise<unknown> {
+  const writes: Promise<unknown>[] = [];
+  let start = -1;
+  const flush = (end: number) => {
+    if (start >= 0) writes.push(to.write(chunk, start, end - start, pos + start));
+    start = -1;
+  };
+  for (let off = 0; off < chunk.length; off += BLOCK) {
+    const end = Math.min(off + BLOCK, chunk.length);
+    if (chunk.subarray(off, end).equals(ZERO.subarray(0, end - off))) flush(off);
+    else if (start < 0) start = off;
+  }
+  flush(chunk.length);
+  return Promise.all(writes);
+}
+
+export class SourceChanged extends Error {}
+
+/** Copies src to dst (which must not exist) and returns the sha256 of what dst holds. dst is fsynced, not renamed. */
+export async function copyAndHash(src: string, dst: string, o: CopyOptions = {}): Promise<CopyResult> {
+  const t0 = performance.now();
+  const input = await open(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(input.fd);
+    if (o.expect && (st.dev !== o.expect.dev || st.ino !== o.expect.ino)) throw new SourceChanged(`${src} was replaced after it was checked`);
+    if (!st.isFile()) throw new SourceChanged(`${src} is no longer a regular file`);
+    if (o.clone !== false && tryClone(src, dst)) {
+      const out = await open(dst, constants.O_RDWR | constants.O_NOFOLLOW);
+      try {
+        const { digest, bytes } = await stream(out, undefined, st.size, t0, o);
+        await out.sync();
+        return { digest, bytes, ms: performance.now() - t0, cloned: true };
+      } finally {
+        await out.close();
+      }
+    }
+    const out = await open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      const { digest, bytes } = await stream(input, out, st.size, t0, o);
+      await out.truncate(bytes); // skipped zero chunks at the end still count
+      await out.sync();
+      return { digest, bytes, ms: performance.now() - t0, cloned: false };
+    } finally {
+      await out.close();
+    }
+  } finally {
+    await input.close();
+  }
+}
+
+function tryClone(src: string, dst: string): boolean {
+  try {
+    copyFileSync(src, dst, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+    return true;
+  } catch {
+    return false; // ext4, tmpfs, NFS: copy the bytes
+  }
+}
+
+/** Reads `from` to its end, hashing; writes each non-zero chunk to `to` at the same offset. */
+async function stream(from: FileHandle, to: FileHandle | undefined, total: number, t0: number, o: CopyOptions): Promise<{ digest: string; bytes: number }> {
+  const h = createHash('sha256');
+  const bufs = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
+  const every = o.progressEveryMs ?? 5000;
+  let nextReport = every;
+  let pos = 0;
+  let i = 0;
+  let writing: Promise<unknown> = Promise.resolve();
+  // A failure mid-loop leaves the other operation pending: keep its rejection from going unhandled.
+  const quiet = <T>(p: Promise<T>) => (p.catch(() => undefined), p);
+  let reading = quiet(from.read(bufs[0]!, 0, CHUNK, 0));
+  for (;;) {
+    const { bytesRead } = await reading;
+    if (bytesRead === 0) break;
+    if (o.signal?.aborted) throw o.signal.reason ?? new Error('aborted');
+    const buf = bufs[i % 3]!;
+    // The buffer read next was last written two chunks ago; that write was awaited below.
+    reading = quiet(from.read(bufs[(i + 1) % 3]!, 0, CHUNK, pos + bytesRead));
+    const chunk = buf.subarray(0, bytesRead);
+    h.update(chunk);
+    await writing;
+    writing = to ? quiet(writeRuns(to, chunk, pos)) : Promise.resolve();
+    pos += bytesRead;
+    i++;
+    const ms = performance.now() - t0;
+    if (o.onProgress && ms >= nextReport) {
+      nextReport = ms + every;
+      o.onProgress({ bytes: pos, total, ms });
+    }
+  }
+  await writing;
+  return { digest: h.digest('hex'), bytes: pos };
+}

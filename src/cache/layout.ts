@@ -1,0 +1,78 @@
+// Where the cache keeps what, in one place. Under [paths] cache_dir:
+//   images/<sha256>.<fmt>     immutable base images, root-owned, 0444
+//   images/<sha256>.json      what we know of each: size, format, pool names (optional; the base is the truth)
+//   verdicts/, statmemo/      from image verification
+//   leases/<jobid>.json       the digests a job's VMs use; eviction never takes them
+//   locks/                    proper-lockfile locks, one per digest or source
+//   tmp/                      ingests in progress; swept when their process is gone
+// Per job, under [paths] job_dir/<jobid>/ (and ramdisk_dir/<jobid>/ for fs_type=ramdisk).
+import { chmodSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import type { Config } from '../config/schema.js';
+import { NodeFault } from '../torque/exit.js';
+
+export interface CacheLayout {
+  root: string;
+  images: string;
+  leases: string;
+  locks: string;
+  tmp: string;
+}
+
+export const layoutOf = (config: Config): CacheLayout => {
+  const root = config.paths.cache_dir;
+  return { root, images: `${root}/images`, leases: `${root}/leases`, locks: `${root}/locks`, tmp: `${root}/tmp` };
+};
+
+export const basePath = (l: CacheLayout, digest: string, format: string) => `${l.images}/${digest}.${format}`;
+export const metaPath = (l: CacheLayout, digest: string) => `${l.images}/${digest}.json`;
+export const leasePath = (l: CacheLayout, jobId: string) => `${l.leases}/${jobId}.json`;
+
+export const DIGEST = /^[0-9a-f]{64}$/;
+/** images/<digest>.<fmt>: the only names that count as cached bases. */
+export const BASE_NAME = /^([0-9a-f]{64})\.(qcow2|raw|vmdk)$/;
+
+export function ensureLayout(l: CacheLayout): void {
+  try {
+    // Bases must be readable by whatever launches the VMs; locks and tmp are ours alone.
+    for (const [dir, mode] of [[l.root, 0o755], [l.images, 0o755], [l.leases, 0o755], [l.locks, 0o700], [l.tmp, 0o700]] as const) {
+      mkdirSync(dir, { recursive: true, mode });
+      chmodSync(dir, mode); // pbs_mom's umask 0077 would leave the bases unreadable to a non-root launcher
+    }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? String(e);
+    throw new NodeFault(`cannot create the image cache in ${l.root} (${code})`, [
+      { id: 'cache-dir', where: l.root, message: `cannot be created: ${code}`, fix: 'check [paths] cache_dir: it must be a local directory root can write' },
+    ]);
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** writeFileAtomic's ".name.tmp-<pid>-<hex>" files left by a killed process: never read, but never left either. */
+export function sweepStrays(dir: string): string[] {
+  const swept: string[] = [];
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return swept;
+  }
+  for (const n of names) {
+    const m = /^\..+\.tmp-([0-9]+)-[0-9a-f]{8}$/.exec(n);
+    if (!m || processAlive(Number(m[1]))) continue;
+    try {
+      unlinkSync(`${dir}/${n}`);
+      swept.push(n);
+    } catch {
+      /* gone */
+    }
+  }
+  return swept;
+}

@@ -1,0 +1,70 @@
+// One copy-on-write overlay per VM on the cached base: the VM writes only its
+// own qcow2, the base stays immutable and shared. For fs_type=ramdisk the base
+// is first copied into RAM (ramdisk_dir), so the VMs' reads never touch disk.
+import { copyFileSync, lstatSync, mkdirSync, renameSync, rmSync, statfsSync } from 'node:fs';
+import type { Config } from '../config/schema.js';
+import { formatBytes } from '../config/values.js';
+import { NodeFault } from '../torque/exit.js';
+import { runTool } from '../tools/run.js';
+import type { CachedBase } from './acquire.js';
+import { ownDir, ownFile, type FileOwner, type JobDirs } from './jobdir.js';
+
+export interface Overlay {
+  index: number;
+  path: string;
+  /** The backing file the overlay names (absolute). */
+  backing: string;
+}
+
+export interface OverlayOptions {
+  config: Config;
+  base: CachedBase;
+  dirs: JobDirs;
+  count: number;
+  owner: FileOwner;
+  signal?: AbortSignal;
+}
+
+export async function createOverlays(o: OverlayOptions): Promise<Overlay[]> {
+  const home = o.dirs.ramdisk ?? o.dirs.dir;
+  const backing = o.dirs.ramdisk ? copyToRamdisk(o.base, o.dirs.ramdisk, o.owner) : o.base.path;
+  const one = async (index: number): Promise<Overlay> => {
+    const dir = `${home}/vm-${index}`;
+    mkdirSync(dir, { mode: 0o700 });
+    ownDir(dir, o.owner);
+    const path = `${dir}/disk.qcow2`;
+    const tmp = `${dir}/.disk.qcow2.tmp`;
+    // -F names the base's format so qemu never probes it; the absolute backing path keeps the overlay valid wherever it is opened from.
+    await runTool(o.config.tools.qemu_img, ['create', '-q', '-f', 'qcow2', '-F', o.base.format, '-b', backing, tmp], {
+      timeout: o.config.timeouts.tool * 1000, toolKey: 'qemu_img', signal: o.signal,
+    });
+    ownFile(tmp, o.owner);
+    renameSync(tmp, path);
+    return { index, path, backing };
+  };
+  return Promise.all(Array.from({ length: o.count }, (_, i) => one(i)));
+}
+
+function copyToRamdisk(base: CachedBase, dir: string, owner: FileOwner): string {
+  const need = lstatSync(base.path).blocks * 512;
+  const fs = statfsSync(dir);
+  const free = fs.bavail * fs.bsize;
+  if (free < need) {
+    throw new NodeFault(`the ramdisk has no room for the job's VM disks`, [
+      { id: 'ramdisk-full', where: dir, message: `needs ${formatBytes(need)} for the base image; ${formatBytes(free)} free`, fix: 'use fs_type=sharedfs, or give [paths] ramdisk_dir more room' },
+    ]);
+  }
+  const path = `${dir}/base.${base.format}`;
+  try {
+    copyFileSync(base.path, path);
+  } catch (e) {
+    rmSync(path, { force: true });
+    const code = (e as NodeJS.ErrnoException).code ?? String(e);
+    throw new NodeFault(`cannot copy the base image to the ramdisk (${code})`, [
+      { id: 'ramdisk-full', where: dir, message: `copying ${formatBytes(need)} failed: ${code}`, fix: 'use fs_type=sharedfs, or give [paths] ramdisk_dir more room' },
+    ]);
+  }
+  // The VMs only read it; make that so.
+  ownFile(path, { ...owner, fileMode: owner.fileMode & 0o444 });
+  return path;
+}

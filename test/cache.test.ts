@@ -1,0 +1,254 @@
+// The node image cache end to end, through the pbs_mom harness: single-flight
+// ingest, overlays, leases, epilogue cleanup, kills at random moments, a full
+// disk and eviction. Real qemu-img, real libguestfs, real files.
+import t from 'tap';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, openSync, writeFileSync, writeSync, ftruncateSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, Mom, NOBODY, testImages, type Job } from './harness/mom.js';
+
+const script = (vm: string) => `#!/bin/bash\n#PBS -l nodes=1:ppn=2\n#VM ${vm}\nhostname\n`;
+const sha256sum = (p: string) => execFileSync('sha256sum', [p], { encoding: 'utf8' }).split(' ')[0]!;
+const count = (mom: Mom, msg: string) => mom.logLines().filter((l) => l.msg === msg).length;
+const manifestOf = (mom: Mom, id: string) => JSON.parse(readFileSync(join(mom.jobDir, id, 'manifest.json'), 'utf8'));
+const ls = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
+
+function cache(mom: Mom, ...args: string[]): { code: number | null; out: string; err: string } {
+  const r = spawnSync(process.execPath, [BIN, '--config', mom.configFile, 'cache', ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+/** A compliant raw image of its own digest: the Debian test image plus `mib` MiB of non-zero bytes after its filesystem. */
+function variant(mom: Mom, name: string, mib: number, seed: number): string {
+  const dst = join(mom.poolDir, name);
+  execFileSync('cp', ['--sparse=always', join(testImages(), 'debian-ok.raw'), dst]);
+  const chunk = Buffer.alloc(1024 * 1024, (seed % 250) + 1);
+  for (let i = 0; i < mib; i++) {
+    chunk.writeUInt32LE(i, 0);
+    appendFileSync(dst, chunk);
+  }
+  return dst;
+}
+
+function qemuInfo(path: string): Record<string, unknown> {
+  return JSON.parse(execFileSync('qemu-img', ['info', '--output=json', '--force-share', path], { encoding: 'utf8' }));
+}
+
+t.test('8 prologues at once on a cold node: one ingest, one verification, an overlay per VM; a second job copies nothing; epilogues clean up', async (t) => {
+  const mom = new Mom({ privateCache: true });
+  const jobs: Job[] = Array.from({ length: 8 }, (_, i) => ({ id: `${100 + i}.srv`, script: script('img=debian12.qcow2,vms_per_node=2') }));
+  const rs = await Promise.all(jobs.map((j) => mom.prologue(j)));
+  rs.forEach((r, i) => t.equal(r.code, 0, `job ${jobs[i]!.id}: ${r.er}`));
+  t.equal(count(mom, 'image ingested'), 1, 'exactly one prologue copied the image');
+  t.equal(count(mom, 'verdict stored'), 1, 'exactly one prologue ran libguestfs');
+  t.ok(count(mom, 'another prologue is caching or verifying this image: waiting for it') >= 1, 'the others said why they waited');
+
+  const m = manifestOf(mom, '100.srv');
+  const base = m.base.path as string;
+  t.equal(base, join(mom.cacheDir, 'images', `${m.image.sha256}.qcow2`));
+  t.equal(sha256sum(base), m.image.sha256, 'the cached base is named by its content');
+  const bst = statSync(base);
+  t.equal(bst.mode & 0o777, 0o444, 'base images are immutable');
+  t.equal(bst.uid, 0);
+  t.equal(m.vms.length, 2);
+  for (const vm of m.vms) {
+    const info = qemuInfo(vm.overlay);
+    t.equal(info.format, 'qcow2');
+    t.equal(info['backing-filename'], base, 'backed by the cached base, by absolute path');
+    t.equal(info['backing-filename-format'], 'qcow2');
+    const st = statSync(vm.overlay);
+    t.equal(st.uid, NOBODY.uid, '[jobfiles] owner = job');
+    t.equal(st.mode & 0o777, 0o600);
+    t.equal(statSync(vm.dir).uid, 0, 'directories stay root-owned');
+  }
+  t.same(ls(join(mom.cacheDir, 'leases')).sort(), jobs.map((j) => `${j.id}.json`).sort(), 'one lease per job');
+
+  const r2 = await mom.prologue({ id: '200.srv', script: script('img=debian12.qcow2') });
+  t.equal(r2.code, 0, r2.er);
+  t.match(r2.ou, /already cached/);
+  t.equal(count(mom, 'image ingested'), 1, 'the second job did not copy');
+  t.equal(count(mom, 'verdict stored'), 1, 'nor verify');
+
+  // fs_type=ramdisk: the base is copied into RAM and the overlays live there.
+  const r3 = await mom.prologue({ id: '201.srv', script: script('img=debian12.qcow2,fs_type=ramdisk,vms_per_node=2') });
+  t.equal(r3.code, 0, r3.er);
+  const rm = manifestOf(mom, '201.srv');
+  const shm = join(mom.root, 'shm', '201.srv');
+  t.equal(rm.base.ramdiskCopy, join(shm, 'base.qcow2'));
+  t.equal(rm.vms[1].overlay, join(shm, 'vm-1', 'disk.qcow2'));
+  t.equal(qemuInfo(rm.vms[1].overlay)['backing-filename'], join(shm, 'base.qcow2'));
+  t.equal(sha256sum(join(shm, 'base.qcow2')), m.image.sha256);
+
+  const listed = JSON.parse(cache(mom, 'list', '--json').out);
+  t.equal(listed.images.length, 1);
+  t.equal(listed.images[0].leases.length, 10, 'cache list shows every job holding it');
+  t.same(listed.images[0].sources, ['debian12.qcow2'], 'and the pool name that maps to it');
+
+  for (const j of [...jobs, { id: '200.srv' }, { id: '201.srv' }]) {
+    const e = await mom.run('epilogue', j);
+    t.equal(e.code, 0, e.er);
+  }
+  t.same(ls(mom.jobDir), [], 'every job directory is gone');
+  t.notOk(existsSync(shm), 'the ramdisk copy is gone');
+  t.same(ls(join(mom.cacheDir, 'leases')), [], 'every lease is gone');
+  t.ok(existsSync(base), 'the cached base stays for the next job');
+});
+
+t.test('a prologue killed at 20 random moments of a cold ingest leaves nothing the next one trips over', async (t) => {
+  const mom = new Mom({ privateCache: true, ini: '[cache]\nlock_stale = 2s\n[timeouts]\nlock = 60\n' });
+  variant(mom, 'big.raw', 448, 7);
+  const job = (id: string): Job => ({ id, script: script('img=big.raw') });
+  // The first run verifies (libguestfs); then measure a cold ingest alone.
+  const first = await mom.prologue(job('1.srv'));
+  t.equal(first.code, 0, first.er);
+  const digest = manifestOf(mom, '1.srv').image.sha256 as string;
+  await mom.run('epilogue', job('1.srv'));
+  t.equal(cache(mom, 'evict', digest).code, 0);
+  const cold = await mom.prologue(job('2.srv'));
+  t.equal(cold.code, 0, cold.er);
+  await mom.run('epilogue', job('2.srv'));
+  const span = cold.ms;
+  const images = join(mom.cacheDir, 'images');
+  // 12 kills at random times spread over a cold run, and 8 at the moments that
+  // matter, found in the log: copy started, copy done (before the rename),
+  // image ready (after the rename, lease written), overlays made (before the manifest).
+  const marks = ['copying the image into the cache', 'image ingested', 'image ready', 'overlays created'];
+  const plan = [...Array.from({ length: 12 }, (_, i) => ({ at: ((i + Math.random()) / 12) * span * 0.9 })), ...[...marks, ...marks].map((mark) => ({ mark }))];
+  const phases = { copying: 0, lockHeld: 0, afterRename: 0, total: 0 };
+  let slowest = 0;
+  for (const [i, p] of plan.entries()) {
+    const ev = cache(mom, 'evict', digest);
+    t.equal(ev.code, 0, `round ${i}: evicted ${ev.err}`);
+    const id = `${1000 + i}.srv`;
+    let killed = false;
+    const kill = (pid: number) => {
+      try {
+        process.kill(-pid, 'SIGKILL');
+        killed = true;
+      } catch {
+        /* it had ended */
+      }
+    };
+    await mom.prologue(job(id), {
+      onSpawn: (pid) => {
+        if ('at' in p) return void setTimeout(() => kill(pid), p.at!);
+        const poll = setInterval(() => {
+          if (mom.logLines().some((l) => l.job === id && l.msg === p.mark)) {
+            clearInterval(poll);
+            kill(pid);
+          }
+        }, 2);
+        setTimeout(() => clearInterval(poll), 30_000).unref();
+      },
+    });
+    if (killed) {
+      phases.total++;
+      if (ls(join(mom.cacheDir, 'tmp')).some((n) => n.endsWith('.part'))) phases.copying++;
+      if (ls(join(mom.cacheDir, 'locks')).some((n) => n.startsWith('img-') && n.endsWith('.lock'))) phases.lockHeld++;
+      if (ls(images).some((n) => n === `${digest}.raw`)) phases.afterRename++;
+    }
+    const next = await mom.prologue(job(`${2000 + i}.srv`));
+    t.equal(next.code, 0, `round ${i} (${JSON.stringify(p)}): the next prologue succeeds: ${next.er}`);
+    slowest = Math.max(slowest, next.ms);
+    t.same(ls(images).filter((n) => !n.endsWith('.json')), [`${digest}.raw`], 'only the complete base is visible');
+    t.same(ls(join(mom.cacheDir, 'tmp')), [], 'no partial copy survives the next run');
+    await mom.run('epilogue', job(id));
+    await mom.run('epilogue', job(`${2000 + i}.srv`));
+  }
+  t.equal(sha256sum(join(images, `${digest}.raw`)), digest, 'the base is intact');
+  t.ok(phases.total >= 20, `20 kills landed inside the run (${JSON.stringify(phases)})`);
+  t.ok(phases.copying >= 2, `kills mid-copy (${phases.copying})`);
+  t.ok(phases.lockHeld >= 4, `kills with the lock held (${phases.lockHeld})`);
+  t.ok(phases.afterRename >= 4, `kills after the rename (${phases.afterRename})`);
+  t.ok(slowest < span + 2000 + 10_000, `a stale lock was recovered within the bounded wait (slowest next run ${Math.round(slowest)} ms)`);
+});
+
+t.test('a cache on a full filesystem: exit 2 with the space needed and found, and nothing left behind', async (t) => {
+  const mom = new Mom({ privateCache: true });
+  const small = join(mom.root, 'small');
+  mkdirSync(small);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', small]);
+  t.teardown(() => void spawnSync('umount', [small]));
+  const ini = readFileSync(mom.configFile, 'utf8').replace(`cache_dir = ${mom.cacheDir}`, `cache_dir = ${small}/cache`);
+  writeFileSync(mom.configFile, ini + '[cache]\nmin_free = 0\n');
+
+  // Too big by its own size: refused before a byte is written.
+  variant(mom, 'big.raw', 80, 3);
+  const r = await mom.prologue({ id: '1.srv', script: script('img=big.raw') });
+  t.equal(r.code, 2, 'the node cannot take it: requeue');
+  t.match(r.er, /the image cache has no room for a 8\d\.\d MiB image/);
+  t.match(r.er, /needs 8\d\.\d MiB; found 4\d\.\d MiB/);
+  t.match(r.er, /Fix: \(admin\) free space on the cache filesystem/);
+
+  // Small on disk (sparse: 4 KiB in every 64 KiB) but not once copied in 64 KiB blocks: the disk fills mid-copy.
+  const sparse = join(mom.poolDir, 'sparse.raw');
+  const fd = openSync(sparse, 'w');
+  for (let kib = 0; kib < 160 * 1024; kib += 64) writeSync(fd, Buffer.from('x'), 0, 1, kib * 1024 + 7);
+  ftruncateSync(fd, 160 * 1024 * 1024);
+  closeSync(fd);
+  const r2 = await mom.prologue({ id: '2.srv', script: script('img=sparse.raw') });
+  t.equal(r2.code, 2, r2.er);
+  t.match(r2.er, /the cache filesystem filled up while caching image sparse\.raw/);
+  t.match(r2.er, /ENOSPC/);
+  t.same(ls(join(small, 'cache', 'tmp')), [], 'no partial copy left');
+  t.same(ls(join(small, 'cache', 'images')), [], 'no entry');
+  t.same(ls(join(small, 'cache', 'locks')).filter((n) => n.endsWith('.lock')), [], 'no lock left');
+  t.ok(statSync(small).isDirectory());
+});
+
+t.test('eviction: past max_size the least recently used unleased image goes, a leased one stays', async (t) => {
+  const mom = new Mom({ privateCache: true });
+  for (const [n, seed] of [['a.raw', 11], ['b.raw', 12], ['c.raw', 13]] as const) variant(mom, n, 24, seed);
+  // One appliance verifies all three; the jobs then only copy.
+  const chk = spawnSync(process.execPath, [BIN, '--config', mom.configFile, 'check', '--image', 'a.raw', 'b.raw', 'c.raw'], { encoding: 'utf8', timeout: 600_000 });
+  t.equal(chk.status, 0, chk.stdout + chk.stderr);
+  const run = async (id: string, img: string) => {
+    const r = await mom.prologue({ id, script: script(`img=${img}`) });
+    t.equal(r.code, 0, `${id} on ${img}: ${r.er}`);
+    return manifestOf(mom, id).image.sha256 as string;
+  };
+  const B = await run('1.srv', 'b.raw'); // keeps running: leased
+  await new Promise((r) => setTimeout(r, 50));
+  const A = await run('2.srv', 'a.raw');
+  await mom.run('epilogue', { id: '2.srv' });
+  const one = (JSON.parse(cache(mom, 'list', '--json').out).images as { allocated: number }[])[0]!.allocated;
+  // Room for two, not three.
+  appendFileSync(mom.configFile, `[cache]\nmax_size = ${Math.floor(one * 2.5)}\nmin_free = 0\n`);
+
+  const C = await run('3.srv', 'c.raw');
+  const held = () => ls(join(mom.cacheDir, 'images')).filter((n) => n.endsWith('.raw')).map((n) => n.slice(0, 64)).sort();
+  t.same(held(), [B, C].sort(), 'A (unleased) was evicted although B was used longer ago: B is leased');
+  t.ok(mom.logLines().some((l) => l.msg === 'evicted from the cache' && l.digest === A));
+
+  // Now everything cached is leased: no room for A again.
+  const r = await mom.prologue({ id: '4.srv', script: script('img=a.raw') });
+  t.equal(r.code, 2);
+  t.match(r.er, /no room for a .* image/);
+  t.match(r.er, /held by running jobs/);
+  t.same(held(), [B, C].sort(), 'nothing leased was touched');
+  t.match(cache(mom, 'evict', B.slice(0, 12)).err, /in use by job 1\.srv; not evicted/);
+
+  // Least recently used first: B ends, then C is used again; A must displace B.
+  await mom.run('epilogue', { id: '1.srv' });
+  await mom.run('epilogue', { id: '3.srv' });
+  await run('5.srv', 'c.raw');
+  await mom.run('epilogue', { id: '5.srv' });
+  await run('6.srv', 'a.raw');
+  t.same(held(), [A, C].sort(), 'B, the least recently used, went');
+
+  // cache verify catches a base whose bytes changed, and moves it aside.
+  await mom.run('epilogue', { id: '6.srv' });
+  const victim = join(mom.cacheDir, 'images', `${C}.raw`);
+  execFileSync('chmod', ['u+w', victim]);
+  const fd = openSync(victim, 'r+');
+  writeSync(fd, Buffer.from('rot'), 0, 3, 1000);
+  closeSync(fd);
+  const v = cache(mom, 'verify', '--json');
+  t.equal(v.code, 1, 'a mismatch is reported with exit 1');
+  const vr = JSON.parse(v.out);
+  t.equal(vr.mismatches, 1);
+  t.notOk(existsSync(victim), 'the bad base is no longer used');
+  t.ok(existsSync(vr.images.find((i: { ok: boolean }) => !i.ok).quarantined), 'it is kept in quarantine for the admin');
+  const gc = JSON.parse(cache(mom, 'gc', '--json').out);
+  t.same(gc.tmpRemoved, []);
+});
