@@ -73,7 +73,13 @@ ${EXIT_CODES}`,
   'prologue-parallel': `vtorque-prologue [--config FILE] prologue-parallel JOBID USER GROUP JOBNAME RESOURCES QUEUE ACCOUNT [SCRIPT]
 
 Run by pbs_mom on each sister node of a multi-node job, with the prologue's
-argv. Sisters have no job script; a job without one is treated as not a VM job.
+argv, before Mother Superior's prologue. A sister has no job script, so it asks
+Torque (qstat -f) for the job's variables: VTORQUE_REQUEST, which the
+submit-filter adds at qsub time, or VM_IMG=..., VM_VCPUS=... given with
+qsub -v. Neither: not a VM job. No answer from qstat: exit 2 (requeue).
+Each node takes its place in the job's host list (PBS_NODEFILE, else qstat's
+exec_host), so VM hostnames (v<host>-<n>) and indices are unique across the
+job; each node prepares its own VMs and writes its own manifest.json.
 It takes no options of its own; --config FILE comes before the command.
 
 Example (what pbs_mom does on a sister node):
@@ -84,8 +90,9 @@ ${EXIT_CODES}`,
   epilogue: `vtorque-prologue [--config FILE] epilogue JOBID USER GROUP JOBNAME SESSION RESOURCES USED QUEUE ACCOUNT EXITCODE [SCRIPT]
 
 Run by pbs_mom after the job. Removes <job_dir>/JOBID/ (overlays, seeds,
-manifest) on this node and nothing else. A job without such a directory costs
-one stat. It takes no options of its own; --config FILE comes before the command.
+manifest), <ramdisk_dir>/JOBID/ and the job's lease on the cached image, on
+this node and nothing else. A job without any of them costs
+three stats. It takes no options of its own; --config FILE comes before the command.
 
 Example (what pbs_mom does):
   cd /var/spool/torque/mom_priv && ./epilogue 42.head alice users job1 4242 \\

@@ -1,6 +1,6 @@
 // The prologue end to end, driven exactly as pbs_mom drives it.
 import t from 'tap';
-import { chownSync, existsSync, readFileSync, statSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { chownSync, existsSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom, NOBODY, type Job } from './harness/mom.js';
 
@@ -165,14 +165,6 @@ t.test('the whole run has a deadline that ends before $prologalarm', async (t) =
   t.notOk(r.killedByAlarm, 'ended before pbs_mom would kill it');
   t.equal(r.code, 2);
   t.match(r.er, /did not prepare job 18\.srv within 10 s/);
-});
-
-t.test('a sister node without the job script treats it as not a VM job', async (t) => {
-  const mom = new Mom();
-  mkdirSync(join(mom.momPriv, 'jobs'), { recursive: true });
-  const r = await mom.run('prologue.parallel', { id: '19.srv' });
-  t.equal(r.code, 0);
-  t.match(r.ou, /not a VM job/);
 });
 
 t.test('a broken ini stops VM jobs (exit 2) but not ordinary jobs', async (t) => {

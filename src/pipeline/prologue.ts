@@ -7,7 +7,9 @@ import type { JobArgs, JobEnv } from '../torque/contract.js';
 import type { ScanResult } from '../torque/directives.js';
 import { EXIT_NODE_FAULT, EXIT_RUN, NodeFault, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
-import { resolveScanned, type VmRequest } from '../request/resolve.js';
+import type { VmRequest } from '../request/resolve.js';
+import type { Placement, PlacedVm } from '../request/placement.js';
+import { placement, requestFromAttributes, requestFromScript, type JobRequest } from './request.js';
 import { authoriseImage } from '../image/authorise.js';
 import { warnedRules, type ImageReport } from '../image/verify.js';
 import { acquireImage, type Acquired, type CachedBase } from '../cache/acquire.js';
@@ -24,6 +26,7 @@ export interface PrologueInput {
   env: JobEnv;
   config: Config;
   configWarnings: string[];
+  /** undefined on a sister, which has no job script: the request then comes from qstat. */
   scan: ScanResult | undefined;
   scriptPath: string;
   forcedByQueue: boolean;
@@ -33,10 +36,18 @@ export interface PrologueInput {
 export interface Manifest {
   version: 1;
   vtorque: string;
-  job: { id: string; user: string; group: string; name: string; queue: string };
+  job: {
+    id: string; user: string; group: string; name: string; queue: string;
+    /** The job's hosts in Torque's order, and every VM of the job (on every host), for the VM launcher's node file. */
+    hosts: string[];
+    vms: PlacedVm[];
+  };
   node: string;
+  /** This node's position in job.hosts. */
+  position: number;
   createdAt: string;
   request: VmRequest;
+  requestSource: JobRequest['source'];
   image: {
     name: string;
     path: string;
@@ -49,7 +60,7 @@ export interface Manifest {
   };
   /** The cached base every overlay is backed by. */
   base: CachedBase & { ingested: boolean; ramdiskCopy?: string };
-  vms: { index: number; dir: string; overlay: string; backing: string; format: 'qcow2' }[];
+  vms: { index: number; jobIndex: number; hostname: string; dir: string; overlay: string; backing: string; format: 'qcow2' }[];
 }
 
 export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
@@ -66,11 +77,14 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const clog = log.child({ stage: 'config' });
     for (const w of input.configWarnings) clog.warn(w);
     const rlog = log.child({ stage: 'request' });
-    const scan = input.scan ?? { directives: [], problems: [], notes: [], vmLines: 0 };
-    for (const n of scan.notes) io.out(line(n) + '\n');
-    rlog.info({ vmLines: scan.vmLines, forcedByQueue: input.forcedByQueue }, 'VM job');
-    const resolved = resolveScanned(scan, config, input.forcedByQueue);
-    rlog.info({ request: resolved }, 'request resolved');
+    const jr = input.scan ? await requestFromScript(ctx, input.scan, input.forcedByQueue) : await requestFromAttributes(ctx, input.forcedByQueue);
+    if (!jr) {
+      io.out('vtorque: not a VM job (no job script on this sister; the job\'s variables ask for no VMs)\n');
+      return EXIT_RUN;
+    }
+    const resolved = jr.request;
+    const place = placement(ctx, jr);
+    rlog.info({ request: resolved, source: jr.source, position: place.position, hosts: place.hosts.length }, 'request resolved');
 
     const acquired = await checkImage(ctx, resolved);
     const report = acquired.report;
@@ -87,7 +101,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const overlays = await createOverlays({ config, base: acquired.base, dirs, count: request.vms_per_node, owner, signal: ctx.signal });
     olog.info({ count: overlays.length, base: acquired.base.path, ramdisk: dirs.ramdisk, ms: Math.round(performance.now() - o0) }, 'overlays created');
 
-    const manifestPath = writeManifest(ctx, request, acquired, dirs, overlays, owner);
+    const manifestPath = writeManifest(ctx, { ...jr, request }, place, acquired, dirs, overlays, owner);
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
     for (const l of summary(args.jobId, request, manifestPath, acquired)) io.out(line(l) + '\n');
     return EXIT_RUN;
@@ -114,17 +128,21 @@ async function checkImage(ctx: JobContext, request: VmRequest): Promise<Acquired
   return a;
 }
 
-function writeManifest(ctx: JobContext, request: VmRequest, a: Acquired, dirs: JobDirs, overlays: Overlay[], owner: FileOwner): string {
+function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acquired, dirs: JobDirs, overlays: Overlay[], owner: FileOwner): string {
   const report: ImageReport = a.report;
+  const request = jr.request;
+  const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
   const path = `${dirs.dir}/manifest.json`;
   try {
     const m: Manifest = {
       version: 1,
       vtorque: VERSION,
-      job: { id: ctx.args.jobId, user: ctx.args.user, group: ctx.args.group, name: ctx.args.jobName, queue: ctx.args.queue },
+      job: { id: ctx.args.jobId, user: ctx.args.user, group: ctx.args.group, name: ctx.args.jobName, queue: ctx.args.queue, hosts: place.hosts, vms: place.vms },
       node: ctx.node,
+      position: place.position,
       createdAt: new Date().toISOString(),
       request,
+      requestSource: jr.source,
       image: {
         name: report.image.name,
         path: report.image.path,
@@ -136,7 +154,10 @@ function writeManifest(ctx: JobContext, request: VmRequest, a: Acquired, dirs: J
         verdictFromCache: report.fromCache,
       },
       base: { ...a.base, ingested: a.ingested, ramdiskCopy: dirs.ramdisk ? overlays[0]?.backing : undefined },
-      vms: overlays.map((o) => ({ index: o.index, dir: o.path.slice(0, o.path.lastIndexOf('/')), overlay: o.path, backing: o.backing, format: 'qcow2' as const })),
+      vms: overlays.map((o) => ({
+        index: o.index, jobIndex: mine[o.index]!.jobIndex, hostname: mine[o.index]!.hostname,
+        dir: o.path.slice(0, o.path.lastIndexOf('/')), overlay: o.path, backing: o.backing, format: 'qcow2' as const,
+      })),
     };
     // Written as root, then handed over: the launcher reads it as [jobfiles] owner.
     writeFileAtomic(path, JSON.stringify(m, null, 2) + '\n', 0o600);

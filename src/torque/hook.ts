@@ -46,7 +46,9 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
       const header = readScriptHeader(scriptPath);
       const scan = header ? scanDirectives(header.text, header.truncated) : undefined;
       const forced = peek.vmQueues.includes(args.queue);
-      if ((scan === undefined || scan.vmLines === 0) && !forced) {
+      // A sister has no script: only the job's attributes (qstat) can say whether it wants VMs.
+      const sister = kind === 'prologue-parallel' && header === undefined;
+      if (!sister && (scan === undefined || scan.vmLines === 0) && !forced) {
         io.out(`vtorque: not a VM job${header ? '' : ' (no job script on this node)'}\n`);
         return EXIT_RUN;
       }

@@ -1,0 +1,99 @@
+// The job's VM request and where its VMs go. Mother Superior reads the #VM
+// lines of the job script; a sister has no script and takes the request that
+// the submit filter put into the job's Variable_List (VTORQUE_REQUEST), or the
+// VM_<KEY> variables of `qsub -v`. Both sides derive their place in the job's
+// host list, so every VM of the job gets a distinct index and hostname.
+import { readFileSync } from 'node:fs';
+import type { ScanResult } from '../torque/directives.js';
+import { NodeFault } from '../torque/exit.js';
+import type { JobAttributes } from '../torque/qstat.js';
+import { resolveScanned, type VmRequest } from '../request/resolve.js';
+import { describeDisagreement, requestDisagreement, requestFromVariables } from '../request/sister.js';
+import { hostsFromExecHost, noHostList, placeVms, soloPlacement, type Placement } from '../request/placement.js';
+import { line } from '../report/user.js';
+import type { JobContext } from './context.js';
+
+export interface JobRequest {
+  request: VmRequest;
+  /** Where the request came from, for the log and the manifest. */
+  source: 'script' | 'queue' | 'VTORQUE_REQUEST' | 'VM_variables';
+  attrs?: JobAttributes;
+}
+
+/** Mother Superior: the script decides; VTORQUE_REQUEST is only compared, and a disagreement logged. */
+export async function requestFromScript(ctx: JobContext, scan: ScanResult, forcedByQueue: boolean): Promise<JobRequest> {
+  const rlog = ctx.log.child({ stage: 'request' });
+  for (const n of scan.notes) ctx.io.out(line(n) + '\n');
+  rlog.info({ vmLines: scan.vmLines, forcedByQueue }, 'VM job');
+  const request = resolveScanned(scan, ctx.config, forcedByQueue);
+  const attrs = await askTorque(ctx, false);
+  if (attrs) {
+    try {
+      const other = requestFromVariables(attrs.variables, ctx.config);
+      const diffs = other.source === 'none' ? [] : requestDisagreement(request, other.request);
+      if (diffs.length > 0) {
+        rlog.warn({ differences: diffs, other: other.source }, `the job script and ${other.source} disagree; the script wins here, sisters follow ${other.source}`);
+        ctx.io.out(line(`warning: your #VM lines and ${other.source} differ (${describeDisagreement(diffs, other.source)}); this node follows the #VM lines, the job's other nodes follow ${other.source}. Fix: resubmit the script through qsub unchanged`) + '\n');
+      }
+    } catch (e) {
+      rlog.warn({ err: (e as Error).message }, 'the job carries a VM request in its variables that does not resolve here; the script wins');
+    }
+  }
+  return { request, source: scan.vmLines > 0 ? 'script' : 'queue', attrs };
+}
+
+/** A sister: the request from the job's variables; undefined when the job asked for no VMs. */
+export async function requestFromAttributes(ctx: JobContext, forcedByQueue: boolean): Promise<JobRequest | undefined> {
+  const rlog = ctx.log.child({ stage: 'request' });
+  const attrs = (await askTorque(ctx, true))!;
+  const vr = requestFromVariables(attrs.variables, ctx.config);
+  if (vr.source === 'none') {
+    if (!forcedByQueue) return undefined;
+    return { request: resolveScanned({ directives: [], problems: [] }, ctx.config, true), source: 'queue', attrs };
+  }
+  rlog.info({ source: vr.source }, 'VM job (request from the job\'s variables)');
+  return { request: vr.request, source: vr.source, attrs };
+}
+
+/** qstat -f for this job. A sister cannot work without it; Mother Superior only loses a cross-check. */
+async function askTorque(ctx: JobContext, required: boolean): Promise<JobAttributes | undefined> {
+  const { qstatJob } = await import('../torque/qstat.js');
+  try {
+    return await qstatJob(ctx.config, ctx.args.jobId);
+  } catch (e) {
+    if (!required) {
+      ctx.log.child({ stage: 'request' }).info({ err: (e as Error).message }, 'qstat unavailable: the script\'s request is not compared with VTORQUE_REQUEST');
+      return undefined;
+    }
+    throw new NodeFault(`cannot get job ${ctx.args.jobId}'s VM request from Torque on this sister node`, [
+      {
+        id: 'sister-request',
+        where: `qstat -f -1 ${ctx.args.jobId}`,
+        message: (e as Error).message.split('\n')[0]!.slice(0, 300),
+        fix: "a sister has no job script and learns the VM request from qstat: check [tools] qstat and that this node can reach pbs_server",
+      },
+    ]);
+  }
+}
+
+/** This node's name as Torque knows it. */
+export function torqueNodeName(ctx: JobContext): string {
+  return ctx.config.torque.node_name || ctx.node;
+}
+
+/** The job's hosts from PBS_NODEFILE, else qstat's exec_host; Mother Superior alone may fall back to itself. */
+export function placement(ctx: JobContext, r: JobRequest): Placement {
+  const me = torqueNodeName(ctx);
+  let list: string | undefined;
+  try {
+    if (ctx.env.nodefile) list = readFileSync(ctx.env.nodefile, 'utf8');
+  } catch {
+    /* sisters may not have it */
+  }
+  if (!list?.trim() && r.attrs?.raw.exec_host) list = hostsFromExecHost(r.attrs.raw.exec_host);
+  if (!list?.trim()) {
+    if (ctx.args.kind === 'prologue') return soloPlacement(me, r.request.vms_per_node);
+    throw noHostList('PBS_NODEFILE is missing or empty and qstat shows no exec_host');
+  }
+  return placeVms(list, me, r.request.vms_per_node);
+}
