@@ -1,8 +1,9 @@
 // The README's first command: plays pbs_mom's part for a few jobs on a
 // throw-away TORQUE_HOME and shows what the user and Torque would see.
+import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Mom, NOBODY, type Job } from '../test/harness/mom.js';
+import { BIN, Mom, NOBODY, type Job } from '../test/harness/mom.js';
 
 const TORQUE_DOES: Record<number, string> = {
   0: 'Torque starts the job',
@@ -25,7 +26,8 @@ function indent(text: string, prefix = '  | '): string {
 
 async function main(): Promise<void> {
   console.log('building the test images (cached after the first run) and looking inside them; the first run takes a few minutes without KVM');
-  const mom = new Mom({ pool: { 'debian12.qcow2': 'debian-ok.qcow2', 'tools.qcow2': 'debian-opt-used.qcow2' } });
+  // A node of its own: cold cache, so the demo shows the first job on an image too.
+  const mom = new Mom({ privateCache: true, pool: { 'debian12.qcow2': 'debian-ok.qcow2', 'tools.qcow2': 'debian-opt-used.qcow2' } });
   console.log(`A throw-away node: TORQUE_HOME=${mom.torqueHome}`);
   console.log(`config: ${mom.configFile}; jobs run as user ${NOBODY.name}; example scripts in examples/`);
   const ex = (f: string) => readFileSync(new URL(`../../examples/${f}`, import.meta.url), 'utf8');
@@ -45,22 +47,30 @@ async function main(): Promise<void> {
     if (r.er) console.log(`job errors (.ER):\n${indent(r.er)}`);
     const dir = join(mom.jobDir, job.id);
     if (existsSync(dir)) {
-      console.log(`files prepared in ${dir}:`);
-      for (const f of readdirSync(dir, { recursive: true }) as string[]) {
+      console.log(`files prepared in ${dir} (mode, owner, bytes):`);
+      for (const f of (readdirSync(dir, { recursive: true }) as string[]).sort()) {
         const st = statSync(join(dir, f));
-        console.log(`  ${(st.mode & 0o777).toString(8)} ${String(st.size).padStart(8)}  ${f}`);
+        const who = st.uid === 0 ? 'root' : st.uid === NOBODY.uid ? NOBODY.name : String(st.uid);
+        console.log(`  ${(st.mode & 0o777).toString(8).padStart(4, '0')} ${who.padEnd(7)} ${String(st.size).padStart(8)}  ${f}${st.isDirectory() ? '/' : ''}`);
       }
       const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
-      console.log(`manifest.json: ${m.vms.length} VMs, request ${JSON.stringify({ img: m.request.img, distro: m.request.distro, vcpus: m.request.vcpus, ram: m.request.ram })}`);
+      console.log(`manifest.json: request ${JSON.stringify({ img: m.request.img, distro: m.request.distro, vcpus: m.request.vcpus, ram: m.request.ram, vms_per_node: m.request.vms_per_node })}`);
+      console.log(`  base: ${m.base.path} (${m.base.format}, sha256 ${m.base.digest.slice(0, 12)}, ${m.base.ingested ? 'copied into the cache by this job' : 'already cached'})`);
+      for (const vm of m.vms) {
+        const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', '--force-share', vm.overlay], { encoding: 'utf8' }));
+        console.log(`  VM ${vm.index} ${vm.hostname}: ${vm.overlay}, ${info.format} overlay of ${info['virtual-size'] / 1048576} MiB backed by ${info['backing-filename']}${vm.seed ? `; seed ${vm.seed.path} (${vm.seed.media})` : ''}`);
+      }
     }
     if (r.code === 1 && job.qstat?.Error_Path) {
       const p = job.qstat.Error_Path.split(':')[1]!;
       console.log(`delivered to the user at ${p} (owner uid ${statSync(p).uid}):\n${indent(readFileSync(p, 'utf8'))}`);
     }
   }
+  banner('the node\'s image cache (vtorque-prologue cache list)');
+  console.log(indent(execFileSync(process.execPath, [BIN, '--config', mom.configFile, 'cache', 'list'], { encoding: 'utf8' })));
   banner('epilogue for job 102.demo');
   const e = await mom.run('epilogue', { id: '102.demo' });
-  console.log(`exit ${e.code}; ${existsSync(join(mom.jobDir, '102.demo')) ? 'files still there!' : 'its files are gone'}`);
+  console.log(`exit ${e.code}; ${existsSync(join(mom.jobDir, '102.demo')) ? 'files still there!' : 'its overlays, manifest and lease are gone; the cached image stays for the next job'}`);
   console.log(`\nadmin log (${mom.logFile}), first lines:`);
   console.log(indent(readFileSync(mom.logFile, 'utf8').split('\n').slice(0, 4).join('\n')));
 }

@@ -11,7 +11,7 @@
 // 4. the lease is written under the same lock that eviction takes, so an
 //    image cannot be evicted between "it is cached" and "this job holds it".
 import { createHash } from 'node:crypto';
-import { chmodSync, lstatSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, constants, lstatSync, openSync, renameSync, rmSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { formatBytes } from '../config/values.js';
 import { NodeFault } from '../torque/exit.js';
@@ -67,7 +67,7 @@ export async function acquireImage(o: AcquireOptions): Promise<Acquired> {
 
   let digest = memoDigest(img, config);
   if (!digest) {
-    digest = await withLock(`src-${short(img.path)}`, locks('hashing'), async () => (await digestOf(img, config, o.signal)).digest);
+    digest = await withLock(`src-${short(img.path)}`, locks('hashing'), async () => (await digestOf(img, config, o.signal)).digest); // digestOf looks at the memo again: the holder before us may have written it
   }
   checkSums(img, digest, config);
   const d = digest;
@@ -131,13 +131,17 @@ async function ingest(o: AcquireOptions, l: CacheLayout, digest: string): Promis
   // What the source occupies (a sparse raw image is copied sparse), plus the
   // slack of our 64 KiB zero-block granularity against the source's 4 KiB blocks.
   const need = Math.min(st.size, st.blocks * 512 + 4 * 1024 * 1024);
-  const tmp = await withLock('space', lockOptions(o, l)('making room'), async () => {
+  const tmp = await withLock('space', lockOptions(o, l)('making room in the cache for'), async () => {
     await makeRoom({ config, layout: l, need, keep: new Set([digest]), log: o.log });
-    return `${l.tmp}/${digest}.${process.pid}.${need}.part`;
+    // Created before the lock is released, so the next prologue to make room counts it.
+    const path = `${l.tmp}/${digest}.${process.pid}.${need}.part`;
+    closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
+    return path;
   });
   o.log?.info({ image: img.path, bytes: st.size, allocated: need }, 'copying the image into the cache');
   try {
     const r = await copyAndHash(img.path, tmp, {
+      reserved: true,
       expect: { dev: img.stat.dev, ino: img.stat.ino },
       signal: o.signal,
       onProgress: (p) => o.log?.info({ bytes: p.bytes, total: p.total, percent: Math.floor((100 * p.bytes) / Math.max(1, p.total)), MBps: Math.round(p.bytes / 1048576 / (p.ms / 1000)) }, 'copy progress'),

@@ -23,6 +23,8 @@ export interface CopyOptions {
   progressEveryMs?: number;
   /** Try a reflink clone first (default true). */
   clone?: boolean;
+  /** dst already exists as an empty placeholder (a space reservation) and is overwritten. */
+  reserved?: boolean;
 }
 
 export interface CopyResult {
@@ -63,7 +65,7 @@ export async function copyAndHash(src: string, dst: string, o: CopyOptions = {})
     const st = fstatSync(input.fd);
     if (o.expect && (st.dev !== o.expect.dev || st.ino !== o.expect.ino)) throw new SourceChanged(`${src} was replaced after it was checked`);
     if (!st.isFile()) throw new SourceChanged(`${src} is no longer a regular file`);
-    if (o.clone !== false && tryClone(src, dst)) {
+    if (o.clone !== false && tryClone(src, dst, !o.reserved)) {
       const out = await open(dst, constants.O_RDWR | constants.O_NOFOLLOW);
       try {
         const { digest, bytes } = await stream(out, undefined, st.size, t0, o);
@@ -73,7 +75,7 @@ export async function copyAndHash(src: string, dst: string, o: CopyOptions = {})
         await out.close();
       }
     }
-    const out = await open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    const out = await open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | (o.reserved ? constants.O_TRUNC : constants.O_EXCL), 0o600);
     try {
       const { digest, bytes } = await stream(input, out, st.size, t0, o);
       await out.truncate(bytes); // skipped zero chunks at the end still count
@@ -87,9 +89,9 @@ export async function copyAndHash(src: string, dst: string, o: CopyOptions = {})
   }
 }
 
-function tryClone(src: string, dst: string): boolean {
+function tryClone(src: string, dst: string, exclusive: boolean): boolean {
   try {
-    copyFileSync(src, dst, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+    copyFileSync(src, dst, (exclusive ? constants.COPYFILE_EXCL : 0) | constants.COPYFILE_FICLONE_FORCE);
     return true;
   } catch {
     return false; // ext4, tmpfs, NFS: copy the bytes
