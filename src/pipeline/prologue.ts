@@ -86,6 +86,10 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const place = placement(ctx, jr);
     rlog.info({ request: resolved, source: jr.source, position: place.position, hosts: place.hosts.length }, 'request resolved');
 
+    // Independent of the image: run them while it is prepared.
+    const ownerP = resolveOwner(config, args.user, args.group);
+    ownerP.catch(() => undefined);
+    jr.crossCheck?.catch(() => undefined);
     const acquired = await checkImage(ctx, resolved);
     const report = acquired.report;
     // A job that named no distro for a non-default image gets the one the image holds.
@@ -94,13 +98,14 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
       : resolved;
 
     const olog = log.child({ stage: 'overlays' });
-    const owner = await resolveOwner(config, args.user, args.group);
+    const owner = await ownerP;
     const dirs = jobDirsOf(config, args.jobId, request.fs_type === 'ramdisk');
     freshJobDirs(dirs, owner);
     const o0 = performance.now();
     const overlays = await createOverlays({ config, base: acquired.base, dirs, count: request.vms_per_node, owner, signal: ctx.signal });
     olog.info({ count: overlays.length, base: acquired.base.path, ramdisk: dirs.ramdisk, ms: Math.round(performance.now() - o0) }, 'overlays created');
 
+    await jr.crossCheck;
     const manifestPath = writeManifest(ctx, { ...jr, request }, place, acquired, dirs, overlays, owner);
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
     for (const l of summary(args.jobId, request, manifestPath, acquired)) io.out(line(l) + '\n');

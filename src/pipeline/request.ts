@@ -18,6 +18,8 @@ export interface JobRequest {
   /** Where the request came from, for the log and the manifest. */
   source: 'script' | 'queue' | 'VTORQUE_REQUEST' | 'VM_variables';
   attrs?: JobAttributes;
+  /** Mother Superior's comparison with VTORQUE_REQUEST, running while the image is prepared; await before finishing. */
+  crossCheck?: Promise<void>;
 }
 
 /** Mother Superior: the script decides; VTORQUE_REQUEST is only compared, and a disagreement logged. */
@@ -26,7 +28,12 @@ export async function requestFromScript(ctx: JobContext, scan: ScanResult, force
   for (const n of scan.notes) ctx.io.out(line(n) + '\n');
   rlog.info({ vmLines: scan.vmLines, forcedByQueue }, 'VM job');
   const request = resolveScanned(scan, ctx.config, forcedByQueue);
-  const attrs = await askTorque(ctx, false);
+  const crossCheck = askTorque(ctx, false).then((attrs) => compareWithVariables(ctx, request, attrs));
+  return { request, source: scan.vmLines > 0 ? 'script' : 'queue', crossCheck };
+}
+
+function compareWithVariables(ctx: JobContext, request: VmRequest, attrs: JobAttributes | undefined): void {
+  const rlog = ctx.log.child({ stage: 'request' });
   if (attrs) {
     try {
       const other = requestFromVariables(attrs.variables, ctx.config);
@@ -39,7 +46,6 @@ export async function requestFromScript(ctx: JobContext, scan: ScanResult, force
       rlog.warn({ err: (e as Error).message }, 'the job carries a VM request in its variables that does not resolve here; the script wins');
     }
   }
-  return { request, source: scan.vmLines > 0 ? 'script' : 'queue', attrs };
 }
 
 /** A sister: the request from the job's variables; undefined when the job asked for no VMs. */
