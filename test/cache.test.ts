@@ -56,6 +56,7 @@ t.test('8 prologues at once on a cold node: one ingest, one verification, an ove
     t.equal(info.format, 'qcow2');
     t.equal(info['backing-filename'], base, 'backed by the cached base, by absolute path');
     t.equal(info['backing-filename-format'], 'qcow2');
+    t.equal(vm.baseDigest, m.image.sha256, 'each VM names the digest of its base');
     const st = statSync(vm.overlay);
     t.equal(st.uid, NOBODY.uid, '[jobfiles] owner = job');
     t.equal(st.mode & 0o777, 0o600);

@@ -60,7 +60,7 @@ export interface Manifest {
   };
   /** The cached base every overlay is backed by. */
   base: CachedBase & { ingested: boolean; ramdiskCopy?: string };
-  vms: { index: number; jobIndex: number; hostname: string; dir: string; overlay: string; backing: string; format: 'qcow2' }[];
+  vms: { index: number; jobIndex: number; hostname: string; dir: string; overlay: string; format: 'qcow2'; backing: string; baseDigest: string }[];
 }
 
 export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
@@ -161,7 +161,7 @@ function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acq
       base: { ...a.base, ingested: a.ingested, ramdiskCopy: dirs.ramdisk ? overlays[0]?.backing : undefined },
       vms: overlays.map((o) => ({
         index: o.index, jobIndex: mine[o.index]!.jobIndex, hostname: mine[o.index]!.hostname,
-        dir: o.path.slice(0, o.path.lastIndexOf('/')), overlay: o.path, backing: o.backing, format: 'qcow2' as const,
+        dir: o.path.slice(0, o.path.lastIndexOf('/')), overlay: o.path, format: 'qcow2' as const, backing: o.backing, baseDigest: a.base.digest,
       })),
     };
     // Written as root, then handed over: the launcher reads it as [jobfiles] owner.
