@@ -169,7 +169,10 @@ t.test('a cache on a full filesystem: exit 2 with the space needed and found, an
   const small = join(mom.root, 'small');
   mkdirSync(small);
   const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', small], { encoding: 'utf8' });
-  if (mounted.status !== 0) return void t.skip(`this machine cannot mount a small tmpfs: ${mounted.stderr.trim()}`);
+  if (mounted.status !== 0) {
+    t.comment(`SKIP: this machine cannot mount a small tmpfs: ${mounted.stderr.trim()}`);
+    return void t.pass('skipped: no tmpfs mount here', { skip: true });
+  }
   t.teardown(() => void spawnSync('umount', [small]));
   const ini = readFileSync(mom.configFile, 'utf8').replace(`cache_dir = ${mom.cacheDir}`, `cache_dir = ${small}/cache`);
   writeFileSync(mom.configFile, ini + '[cache]\nmin_free = 0\n');
