@@ -29,9 +29,13 @@ export const SECTION_DOCS: Record<string, string> = {
   cache: 'The node-local image cache: one verified copy per content digest, shared by every job, each VM on a copy-on-write overlay.',
   jobfiles: 'Ownership and modes of the per-job files (overlays, seeds, manifest), so that whatever launches the VMs can open them. Directories stay root-owned.',
   torque: 'How the prologue talks back to Torque.',
+  seed: "What each VM's cloud-init NoCloud seed holds (doc/admin.md, Seeds): mounts, DNS, NTP, packages, SSH keys, network, and the medium it is written to.",
   requirements: "The guest image rules (doc/guest-images.md). Each is error (the job is rejected), warn (logged and shown, the job runs) or off.",
 };
 
+const nfsType = stringType(/^(?:|[A-Za-z0-9][A-Za-z0-9.-]*:\/[A-Za-z0-9._+\/%-]*)$/, 'HOST:/export/path, or empty');
+const hostType = stringType(/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$/, 'a host or domain name');
+const packageType = stringType(/^[a-z0-9][a-z0-9.+_-]{0,127}$/, 'a package name');
 const level = (doc: string) => key(enumType(['error', 'warn', 'off'] as const), 'error', doc);
 
 export const SCHEMA = {
@@ -63,6 +67,7 @@ export const SCHEMA = {
     max_ram: key(sizeType(64 * 1024 ** 2, 16 * 1024 ** 4), '256G', 'most ram one VM may ask for'),
     max_vms_per_node: key(intType(1, 64), '8', 'most VMs one job may start on one node'),
     max_start_count: key(intType(1, 1000), '5', "past this many starts (qstat's start_count), a node fault aborts the job instead of requeueing it once more"),
+    user_cloud_config: key(enumType(['deny', 'allowlist'] as const), 'deny', "#VM metadata=FILE: deny refuses it; allowlist merges only keys that cannot give root (write_files under the user's home or /workspace, owned by the user); anything else is refused by name"),
     vm_queues: key(listType(stringType(/^[A-Za-z0-9._-]{1,64}$/, 'a queue name'), 'queue names'), '', 'queues whose jobs always run in VMs, with [defaults] when they have no #VM lines'),
   },
   timeouts: {
@@ -78,6 +83,9 @@ export const SCHEMA = {
     pbsnodes: tool('/usr/local/bin/pbsnodes', "Torque's pbsnodes"),
     getent: tool('/usr/bin/getent', 'getent, to look users up through NSS (LDAP/SSSD included)'),
     prlimit: tool('/usr/bin/prlimit', 'prlimit (util-linux), to cap memory and CPU of qemu-img'),
+    mkisofs: tool('/usr/bin/genisoimage', 'for [seed] media = iso: genisoimage, or xorriso (then run as xorriso -as mkisofs)'),
+    mkfs_vfat: tool('/usr/sbin/mkfs.vfat', 'for [seed] media = vfat: mkfs.vfat, from dosfstools'),
+    mcopy: tool('/usr/bin/mcopy', 'for [seed] media = vfat: mcopy, from mtools'),
     qemu_system: tool('/usr/bin/qemu-system-x86_64', 'qemu-system for this node, from qemu-system-x86 (Debian) or qemu-kvm (RHEL); doctor starts it paused to see whether KVM works'),
   },
   limits: {
@@ -115,6 +123,21 @@ export const SCHEMA = {
   torque: {
     offline_on_fault: key(boolType, 'true', 'on a node fault, take the node out of scheduling with pbsnodes -o and a "vtorque:" note, so Torque does not loop the requeued job on it'),
     node_name: key(stringType(/^(?:|[A-Za-z0-9][A-Za-z0-9._-]{0,254})$/, 'a host name, or empty'), '', "this node's name in Torque's nodes file, for pbsnodes; empty: the host name (hostname)"),
+  },
+  seed: {
+    media: key(enumType(['iso', 'vfat', 'inject'] as const), 'iso', 'iso: an ISO9660 image labelled cidata; vfat: a FAT image labelled CIDATA; inject: no medium, the files go into the overlay at /var/lib/cloud/seed/nocloud/ (libguestfs, slower)'),
+    nfs_home: key(nfsType, '', "NFS export mounted on /home/<user> in each VM, %u standing for the user name (e.g. head:/export/home/%u); empty: none"),
+    nfs_workspace: key(nfsType, '', 'NFS export mounted on /workspace in each VM; empty: none'),
+    nfs_opt: key(nfsType, '', "NFS export with the cluster's software, mounted on opt_target in each VM; empty: none"),
+    opt_target: key(stringType(/^(?!\/opt\/?$)\/[A-Za-z0-9._+-]+(?:\/[A-Za-z0-9._+-]+)*$/, 'an absolute path other than /opt'), '/opt-vm', 'where nfs_opt is mounted in the VMs; never /opt, which guest images use for their own software'),
+    nameservers: key(listType(stringType(/^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)$/, 'an IPv4 or IPv6 address'), 'IP addresses'), '', 'DNS servers written to resolv.conf in the VMs; empty: whatever DHCP gives'),
+    search: key(listType(hostType, 'domain names'), '', 'DNS search domains for the VMs'),
+    ntp_servers: key(listType(hostType, 'host names or addresses'), '', 'NTP servers for the VMs; empty: the image default'),
+    packages_debian: key(listType(packageType, 'package names'), '', 'packages installed in Debian/Ubuntu VMs at first boot (needs a reachable mirror; slows the boot)'),
+    packages_redhat: key(listType(packageType, 'package names'), '', 'packages installed in RedHat-family VMs at first boot'),
+    ssh_keys_from: key(listType(stringType(/^%h\/[A-Za-z0-9._+\/-]+$/, 'a path under %h (the home directory)'), 'paths under %h'), '%h/.ssh/authorized_keys', "the job owner's files whose public keys are authorised in the VMs, read as the owner (64 KiB at most each); empty: no keys"),
+    network: key(enumType(['dhcp', 'none', 'static'] as const), 'dhcp', 'dhcp: every NIC by DHCP; none: cloud-init leaves the network alone; static: network_command gives each VM its MAC and address'),
+    network_command: key(absPathType({ optional: true }), '', 'for network = static: run as COMMAND JOBID NODE VM-INDEX HOSTNAME (no shell, [timeouts] tool); prints one line: mac=52:54:00:12:34:56 address=10.1.2.3/24 gateway=10.1.2.1'),
   },
   logging: {
     level: key(enumType(['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const), 'info', 'least severe level written to the log'),

@@ -1,0 +1,20 @@
+// The job's PBS environment for login shells in the VM, as a sh file for
+// /etc/profile.d/. Every value is single-quoted (names.ts shQuote), so paths
+// and job names with quotes, $, spaces or non-ASCII arrive exactly.
+import { shQuote } from './names.js';
+
+export const PROFILE_PATH = '/etc/profile.d/vtorque-job.sh';
+
+export function profileVars(o: {
+  jobId: string; jobName: string; workdir?: string; nodefile?: string; distro: string; index: number; count: number; jobIndex: number; hostname: string;
+}): [string, string][] {
+  const vars: [string, string][] = [['PBS_JOBID', o.jobId], ['PBS_JOBNAME', o.jobName]];
+  if (o.workdir !== undefined) vars.push(['PBS_O_WORKDIR', o.workdir]);
+  if (o.nodefile !== undefined) vars.push(['PBS_NODEFILE', o.nodefile]);
+  vars.push(['DISTRO', o.distro], ['VTORQUE_VM_INDEX', String(o.jobIndex)], ['VTORQUE_VM_NODE_INDEX', String(o.index)], ['VTORQUE_VMS_ON_NODE', String(o.count)], ['VTORQUE_HOSTNAME', o.hostname]);
+  return vars;
+}
+
+export function profileText(vars: readonly [string, string][]): string {
+  return ['# Written by vtorque-prologue: the job this VM belongs to.', ...vars.map(([k, v]) => `export ${k}=${shQuote(v)}`), ''].join('\n');
+}

@@ -1,0 +1,62 @@
+// From a SeedInput to the three NoCloud documents. All YAML is produced by
+// the yaml package from data, in YAML 1.1 mode: cloud-init reads with PyYAML
+// (YAML 1.1), where an unquoted no, on or 0644 would not be the string we meant.
+import { JobFault } from '../torque/exit.js';
+import { loadYaml } from '../tools/yaml.js';
+import { lookupAccount } from './account.js';
+import { checkAccountName, checkJobPath, gecosFor, guestHostname, instanceId } from './names.js';
+import { networkConfig } from './network.js';
+import { buildOsvData } from './osv.js';
+import { profileText, profileVars } from './profile.js';
+import { sshKeysOf } from './ssh-keys.js';
+import { buildUserData } from './user-data.js';
+import { userCloudConfig } from './user-metadata.js';
+import type { RenderedSeed, SeedInput } from './index.js';
+
+export async function toYaml(data: unknown): Promise<string> {
+  const { Document } = await loadYaml();
+  const doc = new Document(data, { version: '1.1' });
+  // lineWidth 0: never fold long values (keys, paths) across lines.
+  return doc.toString({ lineWidth: 0, minContentWidth: 0 });
+}
+
+export async function renderDocuments(input: SeedInput & { nonce: string }): Promise<RenderedSeed> {
+  const { config, job, vm } = input;
+  const notes: string[] = [];
+  checkAccountName('user', job.user);
+  checkAccountName('group', job.group);
+  if (job.workdir !== undefined) checkJobPath('PBS_O_WORKDIR', job.workdir);
+  if (job.nodefile !== undefined) checkJobPath('PBS_NODEFILE', job.nodefile);
+  const hostname = guestHostname(input.node, vm.index, vm.count);
+  const iid = instanceId(job.id, vm.jobIndex, input.nonce);
+  const metaData = await toYaml({ 'instance-id': iid, 'local-hostname': hostname });
+  const vars = profileVars({
+    jobId: job.id, jobName: job.name, workdir: job.workdir, nodefile: job.nodefile,
+    distro: input.request.distro ?? input.family, index: vm.index, count: vm.count, jobIndex: vm.jobIndex, hostname,
+  });
+  const profile = profileText(vars);
+
+  if (input.family === 'osv') {
+    if (input.request.metadata !== undefined) {
+      throw new JobFault('metadata= cannot be used with an OSv image', [{ id: 'metadata', where: `metadata=${input.request.metadata}`, message: "OSv's cloud-init reads its own dialect, not cloud-config", fix: 'remove #VM metadata=, or use a Debian or RedHat image' }]);
+    }
+    const userData = await toYaml(buildOsvData({ config, hostname, user: job.user, vars, profile }));
+    return { metaData, userData, networkConfig: undefined, instanceId: iid, hostname, notes };
+  }
+
+  const account = await lookupAccount(config, job.user, job.group, input.signal);
+  const g = gecosFor(account.gecos);
+  if (g.note) notes.push(g.note);
+  const keys = config.seed.ssh_keys_from.length > 0 ? await sshKeysOf(config, account, input.signal) : { keys: [], notes: [] };
+  notes.push(...keys.notes);
+  const user = await userCloudConfig({ config, file: input.request.metadata, workdir: job.workdir, account, signal: input.signal });
+  const data = buildUserData({ config, family: input.family, hostname, account, gecos: g.gecos, sshKeys: keys.keys, profile, user });
+  const userData = `#cloud-config\n${await toYaml(data)}`;
+
+  if (input.dryRun && config.seed.network === 'static') {
+    notes.push(`network = static: ${config.seed.network_command || '[seed] network_command'} was not run; the address shown is a placeholder`);
+  }
+  const n = await networkConfig({ config, jobId: job.id, node: input.node, jobIndex: vm.jobIndex, hostname, nonce: input.nonce, dryRun: input.dryRun, signal: input.signal });
+  return { metaData, userData, networkConfig: await toYaml(n.doc), instanceId: iid, hostname, notes, network: n.nic };
+}
+

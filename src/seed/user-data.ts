@@ -1,0 +1,82 @@
+// user-data for Debian- and RedHat-family guests: one #cloud-config mapping
+// built as data. Only the keys below are ever emitted (the tests hold us to
+// that, because cloud-init's schema check does not report unknown top-level keys).
+import type { Config } from '../config/schema.js';
+import type { Account } from './account.js';
+import { PROFILE_PATH } from './profile.js';
+import type { UserCloudConfig } from './user-metadata.js';
+
+export const USER_DATA_KEYS = [
+  'hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users',
+  'write_files', 'mounts', 'manage_resolv_conf', 'resolv_conf', 'ntp', 'package_update', 'packages', 'timezone',
+] as const;
+type Key = (typeof USER_DATA_KEYS)[number];
+
+export interface UserDataInput {
+  config: Config;
+  family: 'debian' | 'redhat';
+  hostname: string;
+  account: Account;
+  gecos?: string;
+  sshKeys: readonly string[];
+  profile: string;
+  user?: UserCloudConfig;
+}
+
+// nofail: a VM whose NFS server is away still boots, and the user sees why in the mount, not in a hung console.
+const NFS_OPTS = 'nofail,_netdev';
+
+export function nfsMounts(config: Config, user: string): string[][] {
+  const s = config.seed;
+  const m: string[][] = [];
+  if (s.nfs_home) m.push([s.nfs_home.replace(/%u/g, user), `/home/${user}`, 'nfs', NFS_OPTS, '0', '0']);
+  if (s.nfs_workspace) m.push([s.nfs_workspace, '/workspace', 'nfs', NFS_OPTS, '0', '0']);
+  if (s.nfs_opt) m.push([s.nfs_opt, s.opt_target, 'nfs', NFS_OPTS, '0', '0']);
+  return m;
+}
+
+export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
+  const { config, account: a } = i;
+  const s = config.seed;
+  const d: Partial<Record<Key, unknown>> = {
+    hostname: i.hostname,
+    preserve_hostname: false,
+    manage_etc_hosts: true,
+    disable_root: true,
+    ssh_pwauth: false,
+    // cloud-init cannot give a group a chosen gid. An argv list, not a shell
+    // line; cloud-init-per makes it once per instance. -o: the gid may already
+    // name another group in the image, as it may on the node.
+    bootcmd: [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-o', '-g', String(a.gid), a.group]],
+    users: [{
+      name: a.user,
+      uid: a.uid,
+      primary_group: a.group,
+      no_user_group: true,
+      homedir: `/home/${a.user}`,
+      shell: '/bin/bash',
+      lock_passwd: true,
+      ...(i.gecos !== undefined ? { gecos: i.gecos } : {}),
+      ...(i.sshKeys.length > 0 ? { ssh_authorized_keys: [...i.sshKeys] } : {}),
+    }],
+    write_files: [
+      { path: PROFILE_PATH, content: i.profile, owner: 'root:root', permissions: '0644' },
+      ...(i.user?.write_files ?? []),
+    ],
+  };
+  const mounts = nfsMounts(config, a.user);
+  if (mounts.length > 0) d.mounts = mounts;
+  // Debian-family cloud-init ignores resolv_conf; those guests get DNS through network-config.
+  if (i.family === 'redhat' && s.nameservers.length > 0) {
+    d.manage_resolv_conf = true;
+    d.resolv_conf = { nameservers: [...s.nameservers], ...(s.search.length > 0 ? { searchdomains: [...s.search] } : {}) };
+  }
+  if (s.ntp_servers.length > 0) d.ntp = { enabled: true, servers: [...s.ntp_servers] };
+  const packages = [...(i.family === 'debian' ? s.packages_debian : s.packages_redhat), ...(i.user?.packages ?? [])];
+  if (packages.length > 0) {
+    d.package_update = true;
+    d.packages = [...new Set(packages)];
+  }
+  if (i.user?.timezone) d.timezone = i.user.timezone;
+  return d;
+}

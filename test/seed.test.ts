@@ -1,0 +1,428 @@
+// cloud-init seeds, checked by cloud-init itself: every user-data goes through
+// `cloud-init schema -c`, every network-config through cloud-init's own
+// parser and renderer (`cloud-init devel net-convert`), every YAML through
+// PyYAML (what cloud-init reads with), every profile through sh, and every
+// medium is read back with isoinfo or mtools.
+import t from 'tap';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig } from '../src/config/load.js';
+import type { Config } from '../src/config/schema.js';
+import { renderSeed, writeSeed, type SeedInput } from '../src/seed/index.js';
+import { toYaml } from '../src/seed/render.js';
+import { USER_DATA_KEYS, buildUserData } from '../src/seed/user-data.js';
+import { OSV_KEYS } from '../src/seed/osv.js';
+import { checkAccountName, checkJobPath, gecosFor, guestHostname, instanceId } from '../src/seed/names.js';
+import { profileText, profileVars } from '../src/seed/profile.js';
+import { parseStaticLine } from '../src/seed/network.js';
+import type { VmRequest } from '../src/request/resolve.js';
+import { isJobFault, isNodeFault } from '../src/torque/exit.js';
+import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
+
+type Tap = Pick<typeof t, 'equal' | 'match'>;
+
+const work = mkdtempSync(join(tmpdir(), 'vtorque-seed-'));
+chmodSync(work, 0o755);
+
+const TEST_USER = SEED_USER;
+const home = join(work, 'home');
+ensureSeedUser(home);
+mkdirSync(join(home, '.ssh'), { recursive: true });
+const KEY1 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx0dGVzdGtleWZvcnZ0b3JxdWVzZWVkdGVzdHMx alice@laptop';
+const KEY2 = 'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= "quoted #comment"';
+writeFileSync(join(home, '.ssh/authorized_keys'), `# my keys\n${KEY1}\ncommand="/bin/evil" ${KEY1}\n\n${KEY2}\nnot a key\n`);
+for (const p of [home, join(home, '.ssh'), join(home, '.ssh/authorized_keys')]) chownSync(p, TEST_USER.uid, TEST_USER.gid);
+chmodSync(join(home, '.ssh'), 0o700);
+
+/** The error fn throws (undefined if none), for assertions on its fields. */
+function caught(fn: () => unknown): { message: string; problems: { message: string; fix?: string }[] } | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return e as never;
+  }
+  return undefined;
+}
+
+function config(ini = ''): Config {
+  return parseConfig(ini, 'test.ini').config;
+}
+
+const request = (over: Partial<VmRequest> = {}): VmRequest => ({
+  img: 'debian12.qcow2', arch: 'x86_64', vcpus: 1, ram: 2 ** 31, vms_per_node: 1, fs_type: 'sharedfs', vcpu_pinning: false,
+  distro: 'debian', family: 'debian', sources: {}, forcedByQueue: false, ...over,
+} as VmRequest);
+
+function input(cfg: Config, over: Partial<SeedInput> = {}): SeedInput {
+  const dir = mkdtempSync(join(work, 'vm-'));
+  return {
+    config: cfg,
+    job: { id: '42.head', user: TEST_USER.name, group: TEST_USER.group, name: 'job1', workdir: home, nodefile: '/var/spool/torque/aux/42.head' },
+    node: 'node01', vm: { index: 0, count: 1, jobIndex: 0 }, family: 'debian', request: request(),
+    owner: { uid: TEST_USER.uid, gid: TEST_USER.gid, fileMode: 0o600, dirMode: 0o750 },
+    dir, overlay: join(dir, 'disk.qcow2'), ...over,
+  };
+}
+
+/** PyYAML, as cloud-init loads user-data (safe_load, YAML 1.1). */
+function pyyaml(texts: string[]): unknown[] {
+  const dir = mkdtempSync(join(work, 'py-'));
+  const files = texts.map((x, i) => { const f = join(dir, `${i}.yaml`); writeFileSync(f, x); return f; });
+  const out = execFileSync('python3', ['-c', 'import sys,yaml,json\nfor f in sys.argv[1:]: print(json.dumps(yaml.safe_load(open(f, encoding="utf-8")), ensure_ascii=False))', ...files], { encoding: 'utf8' });
+  return out.trim().split('\n').map((l) => JSON.parse(l));
+}
+
+const schemaTimes: number[] = [];
+/** `cloud-init schema -c FILE`: exit 0 and "Valid cloud-config". */
+function cloudInitSchema(t: Tap, text: string, what: string): void {
+  const f = join(mkdtempSync(join(work, 'schema-')), 'user-data');
+  writeFileSync(f, text);
+  const t0 = performance.now();
+  const r = spawnSync('cloud-init', ['schema', '-c', f], { encoding: 'utf8' });
+  schemaTimes.push(performance.now() - t0);
+  t.equal(r.status, 0, `cloud-init schema accepts the ${what}: ${r.stdout}${r.stderr}`);
+  t.match(r.stdout, /Valid cloud-config/, `${what} is valid cloud-config`);
+}
+
+/** cloud-init's own network-config parser and networkd renderer. */
+function netConvert(t: Tap, text: string, what: string): string {
+  const d = mkdtempSync(join(work, 'net-'));
+  writeFileSync(join(d, 'network-config'), text);
+  const r = spawnSync('cloud-init', ['devel', 'net-convert', '-p', join(d, 'network-config'), '-k', 'yaml', '-d', join(d, 'out'), '-D', 'debian', '-O', 'networkd'], { encoding: 'utf8' });
+  t.equal(r.status, 0, `cloud-init net-convert reads the ${what}: ${r.stderr.slice(-500)}`);
+  const dir = join(d, 'out/etc/systemd/network');
+  return execFileSync('sh', ['-c', 'cat "$1"/*', 'sh', dir], { encoding: 'utf8' });
+}
+
+const staticCmd = join(work, 'ip-to-mac');
+writeFileSync(staticCmd, '#!/bin/sh\n# JOBID NODE VM-INDEX HOSTNAME\nprintf "mac=52:54:00:aa:00:%02x address=10.9.0.%d/24 gateway=10.9.0.1\\n" "$3" "$(($3 + 10))"\n');
+chmodSync(staticCmd, 0o755);
+
+const FULL = `[seed]
+nfs_home = head:/export/home/%u
+nfs_workspace = head:/export/workspace
+nfs_opt = head:/export/opt
+nameservers = 10.0.0.2, 10.0.0.3
+search = cluster.example, example
+ntp_servers = ntp1.cluster.example, 10.0.0.5
+packages_debian = htop, nfs-common
+packages_redhat = htop, nfs-utils
+`;
+
+const COMBOS: { name: string; ini: string; family: 'debian' | 'redhat' | 'osv'; keys: string[]; net: 'dhcp' | 'none' | 'static' | undefined }[] = [];
+const LINUX_BASE = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files'];
+for (const family of ['debian', 'redhat'] as const) {
+  COMBOS.push({ name: `${family}, defaults`, ini: '', family, keys: LINUX_BASE, net: 'dhcp' });
+  COMBOS.push({
+    name: `${family}, every [seed] option`, ini: FULL, family, net: 'dhcp',
+    keys: [...LINUX_BASE, 'mounts', ...(family === 'redhat' ? ['manage_resolv_conf', 'resolv_conf'] : []), 'ntp', 'package_update', 'packages'],
+  });
+  COMBOS.push({ name: `${family}, network none, no keys`, ini: '[seed]\nnetwork = none\nssh_keys_from =\n', family, keys: LINUX_BASE, net: 'none' });
+  COMBOS.push({ name: `${family}, network static`, ini: `[seed]\nnetwork = static\nnetwork_command = ${staticCmd}\nnameservers = 10.0.0.2\n`, family, keys: [...LINUX_BASE, ...(family === 'redhat' ? ['manage_resolv_conf', 'resolv_conf'] : [])], net: 'static' });
+}
+COMBOS.push({ name: 'osv, every [seed] option', ini: FULL, family: 'osv', keys: ['hostname', 'files', 'run', 'mounts'], net: undefined });
+COMBOS.push({ name: 'osv, defaults', ini: '', family: 'osv', keys: ['hostname', 'files', 'run'], net: undefined });
+
+t.test('every family and option combination passes cloud-init schema, with exactly the keys we mean to emit', async (t) => {
+  for (const c of COMBOS) {
+    await t.test(c.name, async (t) => {
+      const r = await renderSeed(input(config(c.ini), { family: c.family, request: request({ distro: c.family === 'osv' ? 'osv' : c.family, family: c.family }), nonce: 'abcd0123' }));
+      const [meta, user] = pyyaml([r.metaData, r.userData]) as [Record<string, unknown>, Record<string, unknown>];
+      t.same(meta, { 'instance-id': 'iid-42.head-vm0-abcd0123', 'local-hostname': 'vnode01' }, 'meta-data holds the instance-id and local-hostname only');
+      t.same(Object.keys(user), c.keys, 'user-data has exactly these top-level keys, in this order');
+      if (c.family === 'osv') {
+        t.notOk(r.userData.startsWith('#cloud-config'), "OSv's dialect is plain YAML");
+        t.ok(Object.keys(user).every((k) => (OSV_KEYS as readonly string[]).includes(k)), 'only keys OSv has handlers for');
+        t.equal(r.networkConfig, undefined, 'OSv reads no network-config');
+        const run = user.run as Record<string, string>[];
+        t.same(run[0], { PUT: '/env/PBS_JOBID', val: '42.head' }, 'the environment goes through OSv /env API calls');
+        return;
+      }
+      t.ok(r.userData.startsWith('#cloud-config\n'), 'user-data starts with #cloud-config');
+      t.ok(Object.keys(user).every((k) => (USER_DATA_KEYS as readonly string[]).includes(k)), 'no key outside USER_DATA_KEYS');
+      cloudInitSchema(t, r.userData, `${c.name} user-data`);
+      const u = (user.users as Record<string, unknown>[])[0]!;
+      t.match(u, { name: TEST_USER.name, uid: TEST_USER.uid, primary_group: TEST_USER.group, gecos: TEST_USER.gecos, lock_passwd: true }, 'the job owner with the node uid and exact GECOS');
+      t.same(user.bootcmd, [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-o', '-g', String(TEST_USER.gid), TEST_USER.group]], 'the group gets the node gid, by argv list');
+      t.equal(user.disable_root, true);
+      t.equal(user.ssh_pwauth, false);
+      if (c.ini.includes('ssh_keys_from =')) t.notOk('ssh_authorized_keys' in u, 'no keys when ssh_keys_from is empty');
+      else t.same(u.ssh_authorized_keys, [KEY1, KEY2], 'key lines only: comments, options and junk are left out');
+      if (c.ini === FULL) {
+        t.same(user.mounts, [
+          ['head:/export/home/vtseed', '/home/vtseed', 'nfs', 'nofail,_netdev', '0', '0'],
+          ['head:/export/workspace', '/workspace', 'nfs', 'nofail,_netdev', '0', '0'],
+          ['head:/export/opt', '/opt-vm', 'nfs', 'nofail,_netdev', '0', '0'],
+        ]);
+        t.same(user.packages, c.family === 'debian' ? ['htop', 'nfs-common'] : ['htop', 'nfs-utils']);
+        t.same(user.ntp, { enabled: true, servers: ['ntp1.cluster.example', '10.0.0.5'] });
+      }
+      const net = pyyaml([r.networkConfig!])[0] as Record<string, unknown>;
+      cloudInitSchema(t, `#cloud-config\n${r.networkConfig}`, `${c.name} network-config`);
+      if (c.net === 'none') {
+        t.same(net, { config: 'disabled' }, "network none: cloud-init's own switch-off");
+      } else if (c.net === 'dhcp') {
+        t.same(Object.keys(net), ['version', 'ethernets']);
+        const out = netConvert(t, r.networkConfig!, `${c.name} network-config`);
+        t.match(out, /MACAddress=02(:[0-9a-f]{2}){5}/, 'the NIC is matched by the MAC we chose, which every renderer honours');
+        t.match(out, /Name=eth0/);
+        t.match(out, /DHCP=ipv4/, 'by DHCP');
+        t.match(r.network, { mac: /^02:/ }, 'the MAC is handed back for the launcher');
+        if (c.ini === FULL) t.match(out, /DNS=10\.0\.0\.2 10\.0\.0\.3/);
+      } else {
+        t.same(r.network, { mac: '52:54:00:aa:00:00', address: '10.9.0.10/24', gateway: '10.9.0.1' }, 'the static mapping is handed back for the launcher');
+        const out = netConvert(t, r.networkConfig!, `${c.name} network-config`);
+        t.match(out, /MACAddress=52:54:00:aa:00:00/);
+        t.match(out, /Address=10\.9\.0\.10\/24/);
+        t.match(out, /Gateway=10\.9\.0\.1/);
+      }
+    });
+  }
+  t.comment(`cloud-init schema: ${schemaTimes.length} runs, median ${Math.round([...schemaTimes].sort((a, b) => a - b)[Math.floor(schemaTimes.length / 2)]!)} ms`);
+});
+
+t.test('requeued jobs and each VM get their own instance-id', async (t) => {
+  const cfg = config();
+  const a = await renderSeed(input(cfg));
+  const b = await renderSeed(input(cfg));
+  t.not(a.instanceId, b.instanceId, 'a second start of the same job gets a new instance-id');
+  t.match(a.instanceId, /^iid-42\.head-vm0-[0-9a-f]{8}$/);
+  t.equal(instanceId('42.head:#{x} y', 3, 'n'), 'iid-42.head-x-y-vm3-n', 'odd job ids are sanitised');
+  const two = await renderSeed(input(cfg, { vm: { index: 1, count: 2, jobIndex: 5 }, nonce: 'n' }));
+  t.equal(two.hostname, 'vnode01-1', 'several VMs on a node: v<node>-<index>');
+  t.equal(two.instanceId, 'iid-42.head-vm5-n', 'the job-wide index names the VM');
+});
+
+// Hostile names: each either survives YAML (PyYAML), /etc/passwd and sh exactly, or is refused with a message.
+const HOSTILE_ACCOUNTS: { name: string; ok: boolean }[] = [
+  { name: 'a:b', ok: false }, { name: 'a#b', ok: false }, { name: "o'neil", ok: false }, { name: 'a"b', ok: false },
+  { name: 'a\nb', ok: false }, { name: '{x}', ok: false }, { name: '&*!', ok: false }, { name: 'jürgen', ok: false },
+  { name: '-rf', ok: false }, { name: '.hidden', ok: false }, { name: '', ok: false }, { name: 'a'.repeat(33), ok: false },
+  // YAML 1.1 would read these unquoted as booleans, null or numbers.
+  { name: 'no', ok: true }, { name: 'on', ok: true }, { name: 'y', ok: true }, { name: 'null', ok: true },
+  { name: '0644', ok: true }, { name: '1e3', ok: true }, { name: '1_000', ok: true }, { name: 'True', ok: true }, { name: 'first.last', ok: true },
+];
+
+t.test('hostile user and group names round-trip through PyYAML or are refused with a clear message', async (t) => {
+  const cfg = config(FULL);
+  for (const h of HOSTILE_ACCOUNTS) {
+    for (const kind of ['user', 'group'] as const) {
+      if (!h.ok) {
+        const e = caught(() => checkAccountName(kind, h.name));
+        t.ok(isJobFault(e), `${kind} ${JSON.stringify(h.name)} refused`);
+        t.match(e?.problems[0]?.message, /names in VMs must be 1-32 of/, 'saying what is allowed');
+        continue;
+      }
+      t.equal(checkAccountName(kind, h.name), h.name);
+      const account = { user: kind === 'user' ? h.name : 'alice', uid: 1234, group: kind === 'group' ? h.name : 'staff', gid: 99, gecos: '', home: '/home/x' };
+      const doc = `#cloud-config\n${await toYaml(buildUserData({ config: cfg, family: 'debian', hostname: 'vnode01', account, sshKeys: [], profile: 'x\n' }))}`;
+      const back = pyyaml([doc])[0] as { users: { name: string; primary_group: string }[]; bootcmd: string[][]; mounts: string[][] };
+      t.equal(kind === 'user' ? back.users[0]!.name : back.users[0]!.primary_group, h.name, `${kind} ${JSON.stringify(h.name)} survives YAML 1.1 as a string`);
+      if (kind === 'group') t.equal(back.bootcmd[0]![7], h.name);
+      else t.equal(back.mounts[0]![1], `/home/${h.name}`);
+    }
+  }
+});
+
+const HOSTILE_TEXT = ['colon: here', '#hash', 'single \' quote', 'double " quote', '{braces} [brackets]', '&*! anchors', 'Jürgen Müller ☃', 'a, b, c', '- dash', '| pipe', '> fold', '@at `tick`', '%percent', 'no', '0644', '~', ' leading space', 'trailing space ', '$(touch /tmp/vtorque-pwned) `id` $HOME'];
+
+t.test('hostile GECOS fields round-trip exactly, or are left out with a note when /etc/passwd cannot hold them', async (t) => {
+  for (const g of HOSTILE_TEXT) {
+    const r = gecosFor(g);
+    if (g.includes(':')) {
+      t.equal(r.gecos, undefined, `${JSON.stringify(g)} left out`);
+      t.match(r.note, /which \/etc\/passwd cannot hold/);
+      continue;
+    }
+    t.equal(r.gecos, g);
+    const account = { user: 'alice', uid: 1234, group: 'staff', gid: 99, gecos: g, home: '/home/x' };
+    const doc = `#cloud-config\n${await toYaml(buildUserData({ config: config(), family: 'redhat', hostname: 'vx', account, gecos: g, sshKeys: [], profile: '' }))}`;
+    t.equal((pyyaml([doc])[0] as { users: { gecos: string }[] }).users[0]!.gecos, g, `${JSON.stringify(g)} survives YAML`);
+  }
+  t.match(gecosFor('line\nbreak').note, /control character/, 'a newline is left out too');
+});
+
+t.test('hostile paths and job names survive YAML and the sh profile exactly; control characters are refused', async (t) => {
+  const docs: string[] = [];
+  const cases = HOSTILE_TEXT.map((x) => ({ workdir: `/home/u/${x}/ü`, name: x }));
+  for (const c of cases) {
+    const vars = profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, nodefile: `/aux/${c.name}`, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' });
+    const text = profileText(vars);
+    docs.push(await toYaml({ write_files: [{ path: '/etc/profile.d/x.sh', content: text }] }));
+    // Sourcing it must set the variables to exactly these bytes and run nothing.
+    const f = join(mkdtempSync(join(work, 'profile-')), 'p.sh');
+    writeFileSync(f, text);
+    const r = spawnSync('sh', ['-c', '. "$1" && printf "%s\\0%s\\0%s" "$PBS_O_WORKDIR" "$PBS_JOBNAME" "$PBS_NODEFILE"', 'sh', f], { encoding: 'utf8' });
+    t.equal(r.status, 0);
+    t.same(r.stdout.split('\0'), [c.workdir, c.name, `/aux/${c.name}`], `sh reads back ${JSON.stringify(c.name)}`);
+  }
+  t.notOk(spawnSync('test', ['-e', '/tmp/vtorque-pwned']).status === 0, 'no command substitution ran');
+  const back = pyyaml(docs) as { write_files: { content: string }[] }[];
+  back.forEach((b, i) => t.match(b.write_files[0]!.content, `export PBS_JOBNAME=`, `profile ${i} survives YAML`));
+  t.same(back.map((b) => b.write_files[0]!.content), await Promise.all(cases.map(async (c) => profileText(profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, nodefile: `/aux/${c.name}`, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' })))), 'byte for byte');
+  for (const bad of ['/a\nb', '/a\tb', 'relative/path', '/nul\0byte']) {
+    const e = caught(() => checkJobPath('PBS_O_WORKDIR', bad));
+    t.ok(isJobFault(e), `${JSON.stringify(bad)} refused`);
+    t.match(e?.message, /PBS_O_WORKDIR cannot be passed to the VMs/);
+  }
+  await t.rejects(renderSeed(input(config(), { job: { id: '1', user: TEST_USER.name, group: TEST_USER.group, name: 'j', workdir: '/x\ny' } })), /PBS_O_WORKDIR cannot be passed/, 'renderSeed refuses it too');
+});
+
+t.test('hostile node names never become a guest hostname; good ones follow vTorque', async (t) => {
+  t.equal(guestHostname('Node01', 0, 1), 'vnode01');
+  t.equal(guestHostname('n1', 3, 4), 'vn1-3');
+  for (const bad of ['node_01', 'nöde', 'a:b', 'a b', 'x#', '{x}', '&*!', "o'x", 'a\nb', 'n'.repeat(63), 'node-']) {
+    const e = caught(() => guestHostname(bad, 0, 1));
+    t.ok(isNodeFault(e), `${JSON.stringify(bad)} refused`);
+    t.match(e?.problems[0], { message: /is not a DNS label/, fix: /\[torque\] node_name/ });
+  }
+});
+
+t.test('the real getent path: a GECOS with quotes, #, {} and non-ASCII arrives exactly', async (t) => {
+  const r = await renderSeed(input(config()));
+  const u = (pyyaml([r.userData])[0] as { users: { gecos: string; uid: number }[] }).users[0]!;
+  t.equal(u.gecos, TEST_USER.gecos);
+  t.equal(u.uid, TEST_USER.uid);
+  await t.rejects(renderSeed(input(config(), { job: { id: '1', user: 'vtnosuchuser', group: TEST_USER.group, name: 'j' } })), /is not known on this node/, 'an unknown user is a node fault naming NSS');
+});
+
+function userFile(name: string, text: string | Buffer, mode = 0o644, uid = TEST_USER.uid): string {
+  const p = join(home, name);
+  writeFileSync(p, text);
+  chownSync(p, uid, TEST_USER.gid);
+  chmodSync(p, mode);
+  return name;
+}
+
+t.test('user cloud-config: deny refuses it; allowlist merges safe keys and names every refused key', async (t) => {
+  const deny = config();
+  const allow = config('[policy]\nuser_cloud_config = allowlist\n');
+  const ok = userFile('ok.yaml', '#cloud-config\ntimezone: Europe/Berlin\npackages: [jq]\nwrite_files:\n  - path: /workspace/in.txt\n    content: "hi: #1"\n    permissions: "0640"\n  - path: /home/vtseed/.bashrc.d/x\n    content: x\n');
+  await t.rejects(renderSeed(input(deny, { request: request({ metadata: ok }) })), /cannot be used/, 'deny refuses any metadata');
+  const r = await renderSeed(input(allow, { request: request({ metadata: ok }) }));
+  const u = pyyaml([r.userData])[0] as { write_files: Record<string, unknown>[]; timezone: string; packages: string[] };
+  t.equal(u.timezone, 'Europe/Berlin');
+  t.same(u.packages, ['jq']);
+  t.same(u.write_files.slice(1), [
+    { path: '/workspace/in.txt', content: 'hi: #1', owner: 'vtseed:vtseedgrp', permissions: '0640', defer: true },
+    { path: '/home/vtseed/.bashrc.d/x', content: 'x', owner: 'vtseed:vtseedgrp', permissions: '0644', defer: true },
+  ], 'owned by the user, written after the user exists');
+  cloudInitSchema(t, r.userData, 'merged user-data');
+
+  const refused = async (text: string | Buffer, re: RegExp, what: string, mode = 0o644, uid = TEST_USER.uid, ini = '') => {
+    const f = userFile(`bad-${Math.random().toString(36).slice(2)}.yaml`, text, mode, uid);
+    const e = await renderSeed(input(ini ? config(`[policy]\nuser_cloud_config = allowlist\n${ini}`) : allow, { request: request({ metadata: f }) })).then(() => undefined, (x: unknown) => x);
+    t.ok(isJobFault(e), `${what}: a job fault`);
+    const msg = (e as { problems?: { message: string; fix?: string }[] }).problems?.map((p) => `${p.message} / ${p.fix}`).join('\n') ?? String(e);
+    t.match(msg, re, what);
+  };
+  for (const key of ['runcmd', 'bootcmd', 'users', 'groups', 'chpasswd', 'ssh_authorized_keys', 'disable_root', 'apt', 'mounts', 'yum_repos', 'random_key']) {
+    await refused(`#cloud-config\n${key}: []\n`, new RegExp(`key "${key}" is not allowed`), `${key} refused by name`);
+  }
+  await refused('runcmd: [id]\nbootcmd: [id]\n', /key "runcmd"[^]*key "bootcmd"/, 'every refused key is named at once');
+  await refused('write_files:\n  - path: /etc/sudoers.d/me\n    content: "vtseed ALL=(ALL) NOPASSWD: ALL"\n', /outside your home and \/workspace/, '/etc is out of reach');
+  await refused('write_files:\n  - path: /workspace/../etc/shadow\n', /not a plain absolute path/, '.. is refused');
+  await refused('write_files:\n  - path: /workspace/x\n    owner: root:root\n', /owner "root:root" is not you/, 'another owner is refused');
+  await refused("write_files:\n  - path: /workspace/x\n    permissions: '4755'\n", /set-id/, 'set-id modes are refused');
+  await refused('write_files:\n  - path: /workspace/x\n', /mounted from NFS/, 'NFS-mounted /workspace: write it from the node', 0o644, TEST_USER.uid, '[seed]\nnfs_workspace = head:/ws\n');
+  await refused('#!/bin/sh\nid\n', /only #cloud-config YAML is merged/, 'scripts are refused');
+  await refused('a: [\n', /is not valid YAML/, 'broken YAML names the problem');
+  await refused('- a\n', /not a YAML mapping/, 'a list is not cloud-config');
+  await refused('timezone: x\n', /is not readable by you/, 'read as the user: a root-only file is refused', 0o600, 0);
+  await refused(Buffer.alloc(70 * 1024, 'a'), /larger than 65536 bytes/, 'size cap');
+  const link = join(home, 'link.yaml');
+  symlinkSync('/etc/shadow', link);
+  const e = await renderSeed(input(allow, { request: request({ metadata: 'link.yaml' }) })).then(() => undefined, (x: unknown) => x);
+  t.match((e as unknown as { problems: { message: string }[] }).problems[0]!.message, /symbolic link/, 'metadata=link.yaml (to /etc/shadow) is refused');
+  execFileSync('mkfifo', [join(home, 'fifo.yaml')]);
+  chownSync(join(home, 'fifo.yaml'), TEST_USER.uid, TEST_USER.gid);
+  const f = await renderSeed(input(allow, { request: request({ metadata: 'fifo.yaml' }) })).then(() => undefined, (x: unknown) => x);
+  t.match((f as { problems: { message: string }[] }).problems[0]!.message, /not a regular file/, 'a FIFO does not hang the prologue');
+  const m = await renderSeed(input(allow, { request: request({ metadata: 'missing.yaml' }) })).then(() => undefined, (x: unknown) => x);
+  t.match((m as { problems: { message: string }[] }).problems[0]!.message, /does not exist/);
+  const o = await renderSeed(input(allow, { family: 'osv', request: request({ metadata: ok, distro: 'osv', family: 'osv' }) })).then(() => undefined, (x: unknown) => x);
+  t.match((o as Error).message, /OSv/, 'OSv takes no cloud-config');
+});
+
+t.test('unreadable SSH key files are a note, never a failed job', async (t) => {
+  const cfg = config(`[seed]\nssh_keys_from = %h/.ssh/authorized_keys, %h/secret.pub, %h/none.pub\n`);
+  userFile('secret.pub', `${KEY1}\n`, 0o600, 0);
+  const r = await renderSeed(input(cfg));
+  t.same((pyyaml([r.userData])[0] as { users: { ssh_authorized_keys: string[] }[] }).users[0]!.ssh_authorized_keys, [KEY1, KEY2]);
+  t.equal(r.notes.length, 1, 'a missing file is silent; an unreadable one is noted');
+  t.match(r.notes[0], /secret\.pub is not readable by you/);
+});
+
+t.test('network = static: the command output is validated, and a broken command is a node fault', async (t) => {
+  t.same(parseStaticLine('mac=52:54:00:AA:00:01 address=10.0.0.2/16\n'), { mac: '52:54:00:aa:00:01', address: '10.0.0.2/16', gateway: undefined });
+  for (const [out, re] of [
+    ['', /printed 0 lines/], ['a\nb', /printed 2 lines/], ['mac=52:54:00:aa:00:01 address=10.0.0.2/33', /IPv4\/PREFIX/],
+    ['mac=zz address=10.0.0.2/24', /not a MAC/], ['mac=01:00:5e:00:00:01 address=10.0.0.2/24', /multicast/],
+    ['mac=52:54:00:aa:00:01 address=10.0.0.2/24 gateway=x', /gateway/], ['mac=52:54:00:aa:00:01 address=10.0.0.2/24; rm -rf /', /expected mac=/],
+  ] as const) t.match(parseStaticLine(out), re, JSON.stringify(out));
+  const bad = join(work, 'bad-net');
+  writeFileSync(bad, '#!/bin/sh\necho "mac=nonsense"\n');
+  chmodSync(bad, 0o755);
+  const e = await renderSeed(input(config(`[seed]\nnetwork = static\nnetwork_command = ${bad}\n`))).then(() => undefined, (x: unknown) => x);
+  t.ok(isNodeFault(e), 'the admin command is the node\'s business');
+  t.match((e as unknown as { problems: { message: string }[] }).problems[0]!.message, /not a MAC address/);
+  const none = await renderSeed(input(config('[seed]\nnetwork = static\n'))).then(() => undefined, (x: unknown) => x);
+  t.match((none as { problems: { fix: string }[] }).problems[0]!.fix, /network_command/);
+  const dry = await renderSeed(input(config(`[seed]\nnetwork = static\nnetwork_command = ${bad}\n`), { dryRun: true }));
+  t.match(dry.notes.join('\n'), /was not run/, 'check --render does not run the command');
+});
+
+function seedOf(media: 'iso' | 'vfat', tool?: string): Promise<{ path: string; dir: string; rendered: Awaited<ReturnType<typeof renderSeed>> }> {
+  const cfg = config(`[seed]\nmedia = ${media}\n${tool ? `[tools]\nmkisofs = ${tool}\n` : ''}`);
+  const inp = input(cfg, { nonce: 'feedbeef' });
+  return Promise.all([writeSeed(inp), renderSeed(inp)]).then(([w, r]) => ({ path: w.path, dir: inp.dir, rendered: r }));
+}
+
+t.test('iso media: volume id cidata, Joliet and Rock Ridge, our three files, owner-only', async (t) => {
+  for (const tool of ['/usr/bin/genisoimage', '/usr/bin/xorriso']) {
+    const t0 = performance.now();
+    const s = await seedOf('iso', tool);
+    t.comment(`${tool}: seed.iso in ${Math.round(performance.now() - t0)} ms (render + medium)`);
+    t.equal(s.path, join(s.dir, 'seed.iso'));
+    const st = statSync(s.path);
+    t.equal(st.mode & 0o777, 0o600, 'mode 0600 whatever the umask');
+    t.equal(st.uid, TEST_USER.uid);
+    t.equal(st.gid, TEST_USER.gid);
+    const d = execFileSync('isoinfo', ['-d', '-i', s.path], { encoding: 'utf8' });
+    t.match(d, /Volume id: cidata/);
+    t.match(d, /Joliet with UCS level/);
+    t.match(d, /Rock Ridge signatures/);
+    t.same(execFileSync('isoinfo', ['-R', '-f', '-i', s.path], { encoding: 'utf8' }).trim().split('\n').sort(), ['/meta-data', '/network-config', '/user-data']);
+    const user = execFileSync('isoinfo', ['-R', '-i', s.path, '-x', '/user-data'], { encoding: 'utf8' });
+    t.equal(user, s.rendered.userData, 'user-data read back byte for byte');
+    t.match(execFileSync('isoinfo', ['-R', '-i', s.path, '-x', '/meta-data'], { encoding: 'utf8' }), /instance-id: iid-42\.head-vm0-feedbeef/);
+    t.same(execFileSync('sh', ['-c', 'ls -A "$1"', 'sh', s.dir], { encoding: 'utf8' }).trim().split('\n'), ['seed.iso'], 'no staging or temporary file is left');
+  }
+});
+
+t.test('vfat media: label CIDATA, our three files, owner-only', async (t) => {
+  const t0 = performance.now();
+  const s = await seedOf('vfat');
+  t.comment(`seed.img (vfat) in ${Math.round(performance.now() - t0)} ms (render + medium)`);
+  t.equal(s.path, join(s.dir, 'seed.img'));
+  t.equal(statSync(s.path).mode & 0o777, 0o600);
+  t.equal(statSync(s.path).uid, TEST_USER.uid);
+  const env = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
+  t.match(execFileSync('mlabel', ['-i', s.path, '-s', '::'], { encoding: 'utf8', env }), /Volume label is CIDATA/);
+  t.same(execFileSync('mdir', ['-i', s.path, '-b', '::'], { encoding: 'utf8', env }).trim().split('\n').map((l) => l.replace(/^::\//, '')).sort(), ['meta-data', 'network-config', 'user-data']);
+  t.equal(execFileSync('mtype', ['-i', s.path, '::user-data'], { encoding: 'utf8', env }), s.rendered.userData, 'user-data read back byte for byte');
+  t.equal(execFileSync('mtype', ['-i', s.path, '::network-config'], { encoding: 'utf8', env }), s.rendered.networkConfig);
+});
+
+t.test('a failing media tool leaves no seed and no temporary file behind', async (t) => {
+  const cfg = config('[seed]\nmedia = iso\n[tools]\nmkisofs = /bin/false\n');
+  const inp = input(cfg);
+  await t.rejects(writeSeed(inp), /\/bin\/false failed/);
+  t.equal(execFileSync('sh', ['-c', 'ls -A "$1"', 'sh', inp.dir], { encoding: 'utf8' }).trim(), '', 'the VM directory is as it was');
+});
+
+t.teardown(() => {
+  execFileSync('rm', ['-rf', work]);
+});
