@@ -25,6 +25,9 @@ Options:
   --deps              first install the system packages with apt-get or dnf:
                       qemu-img, libguestfs tools, genisoimage or xorriso, mtools,
                       dosfstools, qemu-system, and Node.js if missing or older than 20
+  --submit-filter FILE  also write Torque's submit filter wrapper at FILE (mode 0755), for
+                      hosts where users run qsub: FILE is /usr/local/sbin/torque_submitfilter
+                      by default in Torque, or what SUBMITFILTER in TORQUE_HOME/torque.cfg names
   --no-doctor         do not run doctor at the end
   --dry-run           print every action, change nothing
   --uninstall         remove the wrappers (restoring any .orig), the program and the
@@ -49,8 +52,10 @@ UNINSTALL=0
 DEPS=0
 DOCTOR=1
 LOGROTATE_DIR=/etc/logrotate.d
+SUBMIT_FILTER=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --submit-filter) SUBMIT_FILTER=$2; shift 2 ;;
     --deps) DEPS=1; shift ;;
     --logrotate) LOGROTATE_DIR=$2; shift 2 ;;
     --no-doctor) DOCTOR=0; shift ;;
@@ -182,6 +187,9 @@ if [ "$UNINSTALL" = 1 ]; then
   done
   run rm -rf "$P"
   if [ -f "$LOGROTATE" ]; then run rm -f "$LOGROTATE"; fi
+  if [ -n "$SUBMIT_FILTER" ] && [ -f "$ROOT$SUBMIT_FILTER" ] && grep -q 'vtorque-prologue submit filter' "$ROOT$SUBMIT_FILTER"; then
+    run rm -f "$ROOT$SUBMIT_FILTER"
+  fi
   echo "uninstalled; kept $CONF, the image pool, the cache and the logs"
   exit 0
 fi
@@ -245,6 +253,20 @@ exec $NODE $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini $sub "
 WRAPPER
 done
 echo "installed in $P; wrappers in $MOM"
+
+if [ -n "$SUBMIT_FILTER" ]; then
+  if [ -f "$ROOT$SUBMIT_FILTER" ] && ! grep -q 'vtorque-prologue submit filter' "$ROOT$SUBMIT_FILTER"; then
+    echo "install.sh: $SUBMIT_FILTER exists and is not ours; chain it by hand or pick another path (SUBMITFILTER in torque.cfg)" >&2
+    exit 2
+  fi
+  # qsub runs it as the submitting user, with the script on stdin.
+  put 0755 "$ROOT$SUBMIT_FILTER" <<FILTER
+#!/bin/sh
+# vtorque-prologue submit filter, written by install.sh. qsub runs it as the user.
+exec $NODE $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini submit-filter "\$@"
+FILTER
+  [ "$SUBMIT_FILTER" = /usr/local/sbin/torque_submitfilter ] || echo "submit filter: add 'SUBMITFILTER $SUBMIT_FILTER' to $TORQUE_HOME/torque.cfg on the hosts users run qsub on"
+fi
 
 if [ "$DOCTOR" = 0 ]; then
   exit 0

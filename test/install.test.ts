@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Mom, REPO } from './harness/mom.js';
+import { Mom, NOBODY, REPO } from './harness/mom.js';
 
 const install = (...args: string[]) => spawnSync('bash', [join(REPO, 'install.sh'), ...args], { encoding: 'utf8' });
 
@@ -129,4 +129,28 @@ t.test('install.sh ends with doctor, and a freshly installed harness node is hea
   chmodSync(join(node.momPriv, 'epilogue'), 0o755);
   const broken = installInto(node, '--dry-run');
   t.match(broken.stdout, /^would: write .*mom_priv\/epilogue \(mode 0500\)$/m, 'a wrong mode is put right on the next run');
+});
+
+t.test('--submit-filter writes a wrapper qsub can run as the user; uninstall removes it', async (t) => {
+  const node = bareNode();
+  const filter = join(node.root, 'sbin', 'torque_submitfilter');
+  const r = installInto(node, '--no-doctor', '--submit-filter', filter);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /add 'SUBMITFILTER .*torque_submitfilter' to .*torque\.cfg/);
+  t.equal(statSync(filter).mode & 0o777, 0o755);
+  const good = spawnSync(filter, [], { input: '#!/bin/sh\n#VM img=debian12.qcow2\necho\n', encoding: 'utf8', uid: NOBODY.uid, gid: NOBODY.gid, cwd: '/' });
+  t.equal(good.status, 0, good.stderr);
+  t.match(good.stdout, /^#PBS -v VTORQUE_REQUEST=v1/m);
+  const bad = spawnSync(filter, [], { input: '#!/bin/sh\n#VM ram=12X\necho\n', encoding: 'utf8', uid: NOBODY.uid, gid: NOBODY.gid, cwd: '/' });
+  t.not(bad.status, 0, 'a bad request is refused at qsub time');
+  t.match(bad.stderr, /ram: "12X" is not a size/);
+  t.equal(bad.stdout, '');
+  t.equal(installInto(node, '--no-doctor', '--submit-filter', filter).stdout.includes(`wrote ${filter}`), false, 'a second run changes nothing');
+  const u = installInto(node, '--uninstall', '--submit-filter', filter);
+  t.equal(u.status, 0, u.stderr);
+  t.notOk(existsSync(filter));
+  writeFileSync(filter, '#!/bin/sh\ncat\n', { mode: 0o755 });
+  const theirs = installInto(node, '--no-doctor', '--submit-filter', filter);
+  t.equal(theirs.status, 2, 'a site filter is never overwritten');
+  t.match(theirs.stderr, /exists and is not ours/);
 });
