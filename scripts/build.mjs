@@ -25,7 +25,7 @@ await build({
   ...common,
   entryPoints: ['src/heavy.ts'],
   outfile: 'dist/vtorque-heavy.cjs',
-  plugins: [external('execa', /^(execa|\.\/vendor-execa\.cjs)$/, './vendor-execa.cjs'), external('yaml', /^yaml$/, './vendor-yaml.cjs')],
+  plugins: [external('execa', /^(execa|\.\/vendor-execa\.cjs)$/, './vendor-execa.cjs'), external('yaml', /^(yaml|\.\/vendor-yaml\.cjs)$/, './vendor-yaml.cjs')],
 });
 await build({ ...common, stdin: { contents: "module.exports = require('execa');", resolveDir: '.' }, outfile: 'dist/vendor-execa.cjs' });
 await build({ ...common, stdin: { contents: "module.exports = require('yaml');", resolveDir: '.' }, outfile: 'dist/vendor-yaml.cjs' });

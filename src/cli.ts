@@ -110,13 +110,16 @@ Example (what pbs_mom does on a sister node):
      walltime=01:00:00,nodes=2:ppn=4 cput=00:10:00,mem=2gb batch '' 0
 
 Exit codes: 0 cleaned up or nothing to do; 2 cleanup failed (see the log).`,
-  check: `vtorque-prologue [--config FILE] check --job SCRIPT [--queue QUEUE] [--json]
+  check: `vtorque-prologue [--config FILE] check --job SCRIPT [--queue QUEUE] [--render DIR] [--json]
 vtorque-prologue [--config FILE] check --image NAME|PATH... [--distro D] [--arch A] [--json]
 
 --job reads the #VM lines of a job script as the prologue would, fills the gaps from
 [defaults] and checks them against [policy]. Prints the resolved request with
 where each value came from, or every problem with its line and a fix. Touches
-nothing on the node; any user can run it.
+nothing on the node; any user can run it. With --render DIR it also writes the
+cloud-init seed each VM would get (DIR/vm-N/meta-data, user-data,
+network-config), as you, from this directory, so you can read exactly what the
+VMs will be told; [seed] network_command is not run.
 
 --image verifies images as the prologue does: format safety (our header
 reading, then qemu-img info/check) and the guest image requirements, looked
@@ -129,6 +132,7 @@ the cache, so a second check of an unchanged image is instant.
 Options:
   --job SCRIPT    the job script to check
   --queue QUEUE   the queue you submit to (queues in [policy] vm_queues force VMs)
+  --render DIR    with --job: write each VM's cloud-init seed files under DIR
   --image NAME..  one or more images
   --distro D      with --image: the distro a job would ask for (checks distro-match)
   --arch A        with --image: the arch a job would ask for (default: [defaults] arch)
@@ -136,6 +140,7 @@ Options:
 
 Examples:
   vtorque-prologue check --job run.pbs
+  vtorque-prologue check --job run.pbs --render /tmp/seeds
   vtorque-prologue check --image debian12.qcow2 rocky9.qcow2
   vtorque-prologue check --image /root/build/new.qcow2 --distro rocky
 
@@ -331,6 +336,7 @@ function usage(io: HookIO, why: string): ExitCode {
 async function runCheck(args: readonly string[], configFile: string, configExplicit: boolean, io: HookIO): Promise<ExitCode> {
   let script: string | undefined;
   let queue: string | undefined;
+  let render: string | undefined;
   let distro: string | undefined;
   let arch: string | undefined;
   const images: string[] = [];
@@ -342,6 +348,7 @@ async function runCheck(args: readonly string[], configFile: string, configExpli
       return EXIT_RUN;
     } else if (a === '--job') script = args[++j];
     else if (a === '--queue') queue = args[++j];
+    else if (a === '--render') render = args[++j];
     else if (a === '--distro') distro = args[++j];
     else if (a === '--arch') arch = args[++j];
     else if (a === '--image') {
@@ -349,6 +356,7 @@ async function runCheck(args: readonly string[], configFile: string, configExpli
     } else if (a === '--json') json = true;
     else return usage(io, `check: unknown option ${JSON.stringify(a)}`);
   }
+  if (render !== undefined && !script) return usage(io, 'check --render DIR goes with --job SCRIPT');
   if (!script && images.length === 0) return usage(io, 'check needs --job SCRIPT or --image NAME');
   try {
     const h = await heavy();
@@ -360,7 +368,7 @@ async function runCheck(args: readonly string[], configFile: string, configExpli
       if (d && !d.ok) return usage(io, `--distro: ${d.message}; ${d.fix}`);
       return await h.checkImages({ names: images, config, distro: d?.ok ? d.value : null, arch: arch ?? config.defaults.arch, json, io });
     }
-    return h.checkJob({ script: script!, configFile, configExplicit, queue, json, io });
+    return await h.checkJob({ script: script!, configFile, configExplicit, queue, json, io, render });
   } catch (e) {
     const { problemLine, line } = await heavy();
     if (!isVtorqueError(e)) throw e;

@@ -5,12 +5,12 @@
 // medium is read back with isoinfo or mtools.
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
-import { renderSeed, writeSeed, type SeedInput } from '../src/seed/index.js';
+import { renderSeed, seedShared, writeSeed, type SeedInput } from '../src/seed/index.js';
 import { toYaml } from '../src/seed/render.js';
 import { USER_DATA_KEYS, buildUserData } from '../src/seed/user-data.js';
 import { OSV_KEYS } from '../src/seed/osv.js';
@@ -20,6 +20,7 @@ import { parseStaticLine } from '../src/seed/network.js';
 import type { VmRequest } from '../src/request/resolve.js';
 import { isJobFault, isNodeFault } from '../src/torque/exit.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
+import { REPO } from './harness/mom.js';
 
 type Tap = Pick<typeof t, 'equal' | 'match'>;
 
@@ -355,6 +356,21 @@ t.test('unreadable SSH key files are a note, never a failed job', async (t) => {
   t.match(r.notes[0], /secret\.pub is not readable by you/);
 });
 
+t.test('one seedShared() per job: the owner and their files are read once for all its VMs', async (t) => {
+  const cfg = config(`[seed]\nssh_keys_from = %h/shared.pub\n`);
+  userFile('shared.pub', `${KEY1}\n`);
+  const shared = seedShared();
+  const a = await renderSeed(input(cfg, { shared }));
+  chmodSync(join(home, 'shared.pub'), 0o000);
+  const b = await renderSeed(input(cfg, { shared, vm: { index: 1, count: 2, jobIndex: 1 } }));
+  const c = await renderSeed(input(cfg));
+  const keysOf = (r: { userData: string }) => (pyyaml([r.userData])[0] as { users: { ssh_authorized_keys?: string[] }[] }).users[0]!.ssh_authorized_keys;
+  t.same(keysOf(a), [KEY1]);
+  t.same(keysOf(b), [KEY1], 'the second VM reuses what the first read');
+  t.equal(keysOf(c), undefined, 'without it, the file is read again (now unreadable: no keys)');
+  t.not(a.instanceId, b.instanceId, 'instance-ids stay per VM');
+});
+
 t.test('network = static: the command output is validated, and a broken command is a node fault', async (t) => {
   t.same(parseStaticLine('mac=52:54:00:AA:00:01 address=10.0.0.2/16\n'), { mac: '52:54:00:aa:00:01', address: '10.0.0.2/16', gateway: undefined });
   for (const [out, re] of [
@@ -414,6 +430,35 @@ t.test('vfat media: label CIDATA, our three files, owner-only', async (t) => {
   t.same(execFileSync('mdir', ['-i', s.path, '-b', '::'], { encoding: 'utf8', env }).trim().split('\n').map((l) => l.replace(/^::\//, '')).sort(), ['meta-data', 'network-config', 'user-data']);
   t.equal(execFileSync('mtype', ['-i', s.path, '::user-data'], { encoding: 'utf8', env }), s.rendered.userData, 'user-data read back byte for byte');
   t.equal(execFileSync('mtype', ['-i', s.path, '::network-config'], { encoding: 'utf8', env }), s.rendered.networkConfig);
+});
+
+t.test('check --job SCRIPT --render DIR writes the seed files each VM would get, as the user, touching nothing else', async (t) => {
+  const ini = join(work, 'render.ini');
+  writeFileSync(ini, `[paths]\njob_dir = ${join(work, 'no-such-jobs')}\ncache_dir = ${join(work, 'no-such-cache')}\n[policy]\nuser_cloud_config = allowlist\n`);
+  chmodSync(ini, 0o644);
+  userFile('render.pbs', '#!/bin/sh\n#PBS -l nodes=1\n#VM vms_per_node=2,metadata=ok-render.yaml\necho hi\n', 0o700);
+  userFile('ok-render.yaml', '#cloud-config\ntimezone: UTC\n');
+  const out = join(home, 'seeds');
+  const r = spawnSync(process.execPath, [join(REPO, 'bin/vtorque-prologue'), '--config', ini, 'check', '--job', 'render.pbs', '--render', out], { cwd: home, uid: TEST_USER.uid, gid: TEST_USER.gid, encoding: 'utf8', env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' } });
+  t.equal(r.status, 0, `exit 0: ${r.stdout}${r.stderr}`);
+  t.match(r.stdout, /seed for VM 1 \(v[a-z0-9-]+-1, iso medium at job start\)/);
+  for (const vm of ['vm-0', 'vm-1']) {
+    const files = execFileSync('ls', [join(out, vm)], { encoding: 'utf8' }).trim().split('\n');
+    t.same(files, ['meta-data', 'network-config', 'user-data'], `${vm}: the three NoCloud files`);
+    t.equal(statSync(join(out, vm, 'user-data')).mode & 0o777, 0o600, 'readable by the user only');
+    t.equal(statSync(join(out, vm, 'user-data')).uid, TEST_USER.uid, 'written as the user');
+    const ud = readFileSync(join(out, vm, 'user-data'), 'utf8');
+    t.match(ud, /timezone: UTC/, 'the merged metadata is shown');
+    t.match(ud, new RegExp(`export PBS_O_WORKDIR='${home}'`), 'the directory check ran in stands for PBS_O_WORKDIR');
+    cloudInitSchema(t, ud, `rendered ${vm} user-data`);
+  }
+  t.notOk(spawnSync('test', ['-e', join(work, 'no-such-jobs')]).status === 0, 'no job directory was made');
+  t.notOk(spawnSync('test', ['-e', join(work, 'no-such-cache')]).status === 0, 'nor a cache');
+  const u = spawnSync(process.execPath, [join(REPO, 'bin/vtorque-prologue'), 'check', '--render', out], { encoding: 'utf8' });
+  t.equal(u.status, 2);
+  t.match(u.stderr, /--render DIR goes with --job SCRIPT/);
+  const h = spawnSync(process.execPath, [join(REPO, 'bin/vtorque-prologue'), 'help', 'check'], { encoding: 'utf8' });
+  t.match(h.stdout, /--render DIR +with --job: write each VM's cloud-init seed files under DIR/, 'documented in help check');
 });
 
 t.test('a failing media tool leaves no seed and no temporary file behind', async (t) => {

@@ -1,13 +1,16 @@
 // `check --job SCRIPT`: what the prologue would make of a job script's #VM
-// lines, without touching the node. Users run it before qsub.
-import { realpathSync } from 'node:fs';
+// lines, without touching the node. Users run it before qsub. With --render
+// DIR it also writes the cloud-init seed files each VM would get.
+import { mkdirSync, realpathSync } from 'node:fs';
+import { userInfo, hostname } from 'node:os';
 import { loadConfig, parseConfig, DEFAULT_CONFIG_FILE } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import { readScriptHeader, scanDirectives } from '../torque/directives.js';
-import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, isJobFault, type ExitCode, type Problem } from '../torque/exit.js';
+import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, NodeFault, isJobFault, type ExitCode, type Problem } from '../torque/exit.js';
 import { resolveScanned, type VmRequest } from '../request/resolve.js';
-import { VM_KEY_NAMES } from '../request/keys.js';
+import { FAMILY_OF, VM_KEY_NAMES } from '../request/keys.js';
+import { basename } from 'node:path';
 import { line, problemLine } from '../report/user.js';
 import type { HookIO } from '../torque/hook.js';
 
@@ -18,6 +21,8 @@ export interface CheckJobOptions {
   queue?: string;
   json: boolean;
   io: HookIO;
+  /** --render DIR: write DIR/vm-<n>/{meta-data,user-data,network-config}. */
+  render?: string;
 }
 
 /** Users may run check where the admin's ini is not readable: then the built-in defaults, said out loud. */
@@ -31,7 +36,7 @@ export function configForCheck(configFile: string, explicit: boolean, notes: str
   }
 }
 
-export function checkJob(o: CheckJobOptions): ExitCode {
+export async function checkJob(o: CheckJobOptions): Promise<ExitCode> {
   const notes: string[] = [];
   const config = configForCheck(o.configFile, o.configExplicit, notes);
   let real: string;
@@ -71,7 +76,53 @@ export function checkJob(o: CheckJobOptions): ExitCode {
       o.io.out(table(request));
     }
   }
-  return problems.length > 0 ? EXIT_JOB_FAULT : EXIT_RUN;
+  if (problems.length > 0) return EXIT_JOB_FAULT;
+  if (o.render !== undefined && request) await renderSeeds(o, config, request);
+  return EXIT_RUN;
+}
+
+/**
+ * The seeds the job's VMs on one node would get, as plain files for reading:
+ * as the user running check, from this directory (PBS_O_WORKDIR), with a
+ * made-up job id. Nothing in the cache or job directories is touched, and
+ * [seed] network_command is not run.
+ */
+async function renderSeeds(o: CheckJobOptions, config: Config, request: VmRequest): Promise<void> {
+  const { renderSeed, seedShared } = await import('../seed/index.js');
+  const { lookupAccount } = await import('../seed/account.js');
+  const { writeFileAtomic } = await import('../tools/atomic.js');
+  const me = userInfo();
+  const group = await primaryGroup(config, me.gid);
+  const node = hostname().split('.')[0] ?? 'localhost';
+  const jobId = `0.${node}`;
+  const family = request.family ?? FAMILY_OF[config.defaults.distro];
+  if (request.family === null) o.io.out(line(`the image decides the distro; rendering for [defaults] distro (${config.defaults.distro})`) + '\n');
+  await lookupAccount(config, me.username, group);
+  mkdirSync(o.render!, { recursive: true, mode: 0o700 });
+  const shared = seedShared();
+  for (let i = 0; i < request.vms_per_node; i++) {
+    const r = await renderSeed({
+      config, request, family, node, dryRun: true, shared,
+      job: { id: jobId, user: me.username, group, name: basename(o.script), workdir: process.cwd(), nodefile: `${config.paths.torque_home}/aux/${jobId}` },
+      vm: { index: i, count: request.vms_per_node, jobIndex: i },
+      owner: { uid: me.uid, gid: me.gid, fileMode: 0o600, dirMode: 0o700 }, dir: o.render!, overlay: '',
+    });
+    const dir = `${o.render}/vm-${i}`;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileAtomic(`${dir}/meta-data`, r.metaData, 0o600);
+    writeFileAtomic(`${dir}/user-data`, r.userData, 0o600);
+    if (r.networkConfig !== undefined) writeFileAtomic(`${dir}/network-config`, r.networkConfig, 0o600);
+    for (const n of r.notes) o.io.out(line(n) + '\n');
+    o.io.out(line(`seed for VM ${i} (${r.hostname}, ${config.seed.media} medium at job start): ${dir}/`) + '\n');
+  }
+}
+
+async function primaryGroup(config: Config, gid: number): Promise<string> {
+  const { runTool } = await import('../tools/run.js');
+  const r = await runTool(config.tools.getent, ['group', String(gid)], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2] });
+  const name = r.stdout.split(':')[0];
+  if (r.exitCode !== 0 || !name) throw new NodeFault(`your group ${gid} is not known to getent`, [{ id: 'seed-account', where: `getent group ${gid}`, message: 'found nothing', fix: "check this host's NSS (LDAP/SSSD)" }]);
+  return name;
 }
 
 function table(r: VmRequest): string {

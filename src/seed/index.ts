@@ -18,6 +18,10 @@
 //     address for network = static) in manifest.json: the launcher must give
 //     the VM's NIC that MAC, or the guest's network-config matches nothing.
 //
+// Pass one seedShared() object as input.shared to all VMs of a job: the
+// owner's NSS entry, key files and metadata= file are then read once, not
+// once per VM (each read as the user costs a process start).
+//
 // Each VM gets a fresh instance-id (job id, VM index, a random nonce), so a
 // requeued job's VMs run cloud-init's first-boot modules again.
 import { randomBytes } from 'node:crypto';
@@ -56,6 +60,17 @@ export interface SeedInput {
   nonce?: string;
   /** check --render: do not run [seed] network_command; show a documentation address instead. */
   dryRun?: boolean;
+  /** One per job (seedShared()), so what is the same for every VM is looked up once. */
+  shared?: SeedShared;
+}
+
+/** Per-job memo of lookups that do not depend on the VM. */
+export interface SeedShared {
+  readonly memo: Map<string, Promise<unknown>>;
+}
+
+export function seedShared(): SeedShared {
+  return { memo: new Map() };
 }
 
 export interface RenderedSeed {

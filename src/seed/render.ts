@@ -44,12 +44,23 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
     return { metaData, userData, networkConfig: undefined, instanceId: iid, hostname, notes };
   }
 
-  const account = await lookupAccount(config, job.user, job.group, input.signal);
+  // Rejected promises are kept too: every VM of the job then fails the same way.
+  const once = <T>(key: string, fn: () => Promise<T>): Promise<T> => {
+    if (!input.shared) return fn();
+    let p = input.shared.memo.get(key) as Promise<T> | undefined;
+    if (!p) {
+      p = fn();
+      p.catch(() => undefined);
+      input.shared.memo.set(key, p);
+    }
+    return p;
+  };
+  const account = await once(`account\0${job.user}\0${job.group}`, () => lookupAccount(config, job.user, job.group, input.signal));
   const g = gecosFor(account.gecos);
   if (g.note) notes.push(g.note);
-  const keys = config.seed.ssh_keys_from.length > 0 ? await sshKeysOf(config, account, input.signal) : { keys: [], notes: [] };
+  const keys = config.seed.ssh_keys_from.length > 0 ? await once(`keys\0${account.user}`, () => sshKeysOf(config, account, input.signal)) : { keys: [], notes: [] };
   notes.push(...keys.notes);
-  const user = await userCloudConfig({ config, file: input.request.metadata, workdir: job.workdir, account, signal: input.signal });
+  const user = await once(`metadata\0${input.request.metadata}`, () => userCloudConfig({ config, file: input.request.metadata, workdir: job.workdir, account, signal: input.signal }));
   const data = buildUserData({ config, family: input.family, hostname, account, gecos: g.gecos, sshKeys: keys.keys, profile, user });
   const userData = `#cloud-config\n${await toYaml(data)}`;
 
