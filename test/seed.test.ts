@@ -181,7 +181,6 @@ t.test('every family and option combination passes cloud-init schema, with exact
       }
     });
   }
-  t.comment(`cloud-init schema: ${schemaTimes.length} runs, median ${Math.round([...schemaTimes].sort((a, b) => a - b)[Math.floor(schemaTimes.length / 2)]!)} ms`);
 });
 
 t.test('requeued jobs and each VM get their own instance-id', async (t) => {
@@ -219,6 +218,7 @@ t.test('hostile user and group names round-trip through PyYAML or are refused wi
       t.equal(checkAccountName(kind, h.name), h.name);
       const account = { user: kind === 'user' ? h.name : 'alice', uid: 1234, group: kind === 'group' ? h.name : 'staff', gid: 99, gecos: '', home: '/home/x' };
       const doc = `#cloud-config\n${await toYaml(buildUserData({ config: cfg, family: 'debian', hostname: 'vnode01', account, sshKeys: [], profile: 'x\n' }))}`;
+      cloudInitSchema(t, doc, `user-data for ${kind} ${JSON.stringify(h.name)}`);
       const back = pyyaml([doc])[0] as { users: { name: string; primary_group: string }[]; bootcmd: string[][]; mounts: string[][] };
       t.equal(kind === 'user' ? back.users[0]!.name : back.users[0]!.primary_group, h.name, `${kind} ${JSON.stringify(h.name)} survives YAML 1.1 as a string`);
       if (kind === 'group') t.equal(back.bootcmd[0]![7], h.name);
@@ -240,6 +240,7 @@ t.test('hostile GECOS fields round-trip exactly, or are left out with a note whe
     t.equal(r.gecos, g);
     const account = { user: 'alice', uid: 1234, group: 'staff', gid: 99, gecos: g, home: '/home/x' };
     const doc = `#cloud-config\n${await toYaml(buildUserData({ config: config(), family: 'redhat', hostname: 'vx', account, gecos: g, sshKeys: [], profile: '' }))}`;
+    cloudInitSchema(t, doc, `user-data for GECOS ${JSON.stringify(g)}`);
     t.equal((pyyaml([doc])[0] as { users: { gecos: string }[] }).users[0]!.gecos, g, `${JSON.stringify(g)} survives YAML`);
   }
   t.match(gecosFor('line\nbreak').note, /control character/, 'a newline is left out too');
@@ -251,7 +252,10 @@ t.test('hostile paths and job names survive YAML and the sh profile exactly; con
   for (const c of cases) {
     const vars = profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, nodefile: `/aux/${c.name}`, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' });
     const text = profileText(vars);
-    docs.push(await toYaml({ write_files: [{ path: '/etc/profile.d/x.sh', content: text }] }));
+    const account = { user: 'alice', uid: 1234, group: 'staff', gid: 99, gecos: '', home: '/home/x' };
+    const doc = `#cloud-config\n${await toYaml(buildUserData({ config: config(), family: 'debian', hostname: 'vx', account, sshKeys: [], profile: text }))}`;
+    cloudInitSchema(t, doc, `user-data for job name ${JSON.stringify(c.name)}`);
+    docs.push(doc);
     // Sourcing it must set the variables to exactly these bytes and run nothing.
     const f = join(mkdtempSync(join(work, 'profile-')), 'p.sh');
     writeFileSync(f, text);
@@ -340,7 +344,7 @@ t.test('user cloud-config: deny refuses it; allowlist merges safe keys and names
   execFileSync('mkfifo', [join(home, 'fifo.yaml')]);
   chownSync(join(home, 'fifo.yaml'), TEST_USER.uid, TEST_USER.gid);
   const f = await renderSeed(input(allow, { request: request({ metadata: 'fifo.yaml' }) })).then(() => undefined, (x: unknown) => x);
-  t.match((f as { problems: { message: string }[] }).problems[0]!.message, /not a regular file/, 'a FIFO does not hang the prologue');
+  t.match((f as { problems: { message: string }[] }).problems[0]!.message, /is empty, or not a regular file/, 'a FIFO does not hang the prologue');
   const m = await renderSeed(input(allow, { request: request({ metadata: 'missing.yaml' }) })).then(() => undefined, (x: unknown) => x);
   t.match((m as { problems: { message: string }[] }).problems[0]!.message, /does not exist/);
   const o = await renderSeed(input(allow, { family: 'osv', request: request({ metadata: ok, distro: 'osv', family: 'osv' }) })).then(() => undefined, (x: unknown) => x);
@@ -469,5 +473,6 @@ t.test('a failing media tool leaves no seed and no temporary file behind', async
 });
 
 t.teardown(() => {
+  t.comment(`cloud-init schema -c: ${schemaTimes.length} runs, median ${Math.round([...schemaTimes].sort((a, b) => a - b)[Math.floor(schemaTimes.length / 2)]!)} ms`);
   execFileSync('rm', ['-rf', work]);
 });

@@ -83,6 +83,7 @@ export const SCHEMA = {
     pbsnodes: tool('/usr/local/bin/pbsnodes', "Torque's pbsnodes"),
     getent: tool('/usr/bin/getent', 'getent, to look users up through NSS (LDAP/SSSD included)'),
     prlimit: tool('/usr/bin/prlimit', 'prlimit (util-linux), to cap memory and CPU of qemu-img'),
+    dd: tool('/usr/bin/dd', "dd (coreutils), run as the job owner to read their SSH keys and #VM metadata= file with the owner's rights"),
     mkisofs: tool('/usr/bin/genisoimage', 'for [seed] media = iso: genisoimage, or xorriso (then run as xorriso -as mkisofs)'),
     mkfs_vfat: tool('/usr/sbin/mkfs.vfat', 'for [seed] media = vfat: mkfs.vfat, from dosfstools'),
     mcopy: tool('/usr/bin/mcopy', 'for [seed] media = vfat: mcopy, from mtools'),

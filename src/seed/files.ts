@@ -1,7 +1,6 @@
 // The NoCloud file set of one VM, and the staging directory media tools read
 // it from: root-only (0700 directory, 0600 files), removed whatever happens.
-import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
-import { writeFileAtomic } from '../tools/atomic.js';
+import { chmodSync, closeSync, constants, fsyncSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 
 export interface SeedFiles {
   'meta-data': string;
@@ -16,9 +15,21 @@ export async function withStaging<T>(dir: string, files: SeedFiles, fn: (staging
   const staging = mkdtempSync(`${dir}/.seed-staging-`);
   try {
     chmodSync(staging, 0o700);
-    for (const n of fileNames(files)) writeFileAtomic(`${staging}/${n}`, files[n]!, 0o600);
+    // Inputs for the media tools in a fresh private directory, gone afterwards:
+    // no rename or fsync needed, only O_EXCL so nothing there is followed.
+    for (const n of fileNames(files)) writeFileSync(`${staging}/${n}`, files[n]!, { mode: 0o600, flag: 'wx' });
     return await fn(staging);
   } finally {
     rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+/** Makes a finished medium durable before it is renamed into place. */
+export function fsyncFile(path: string): void {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -31,8 +31,8 @@ import type { FileOwner } from '../cache/jobdir.js';
 import { ownFile } from '../cache/jobdir.js';
 import type { VmRequest } from '../request/resolve.js';
 import { NodeFault } from '../torque/exit.js';
-import { tmpNameFor } from '../tools/atomic.js';
-import { withStaging, type SeedFiles } from './files.js';
+import { fsyncDir, tmpNameFor } from '../tools/atomic.js';
+import { fsyncFile, withStaging, type SeedFiles } from './files.js';
 import { injectSeed } from './media/inject.js';
 import { makeIso } from './media/iso.js';
 import { makeVfat } from './media/vfat.js';
@@ -119,7 +119,9 @@ export async function writeSeed(input: SeedInput): Promise<SeedResult> {
         if (media === 'iso') await makeIso(input.config, staging, files, tmp, input.signal);
         else await makeVfat(input.config, staging, files, tmp, input.signal);
         ownFile(tmp, input.owner);
+        fsyncFile(tmp);
         renameSync(tmp, path);
+        fsyncDir(input.dir);
       } finally {
         rmSync(tmp, { force: true });
       }

@@ -14,7 +14,7 @@ export async function sshKeysOf(config: Config, account: Account, signal?: Abort
   const notes: string[] = [];
   for (const pattern of config.seed.ssh_keys_from) {
     const path = pattern.replace(/^%h/, account.home.replace(/\/+$/, ''));
-    const r = await readAsUser(path, account, KEY_FILE_CAP, 15_000, signal);
+    const r = await readAsUser(config, path, account, KEY_FILE_CAP, signal);
     if (!r.ok) {
       if (!r.missing) notes.push(`SSH keys: ${path} ${r.why}; no keys were taken from it`);
       continue;

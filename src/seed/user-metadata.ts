@@ -50,9 +50,11 @@ export async function userCloudConfig(o: {
     if (!o.workdir) throw fault(file, [{ id: 'metadata', where, message: 'is a relative path and the job has no working directory (PBS_O_WORKDIR)', fix: 'give an absolute path' }]);
     path = `${o.workdir.replace(/\/+$/, '')}/${path}`;
   }
-  const r = await readAsUser(path, account, METADATA_CAP, 15_000, o.signal);
+  const r = await readAsUser(config, path, account, METADATA_CAP, o.signal);
   if (!r.ok) throw fault(file, [{ id: 'metadata', where: path, message: r.why, fix: r.missing ? 'check the path (relative paths start at the directory you ran qsub in)' : `give a regular file you can read, at most ${METADATA_CAP / 1024} KiB` }]);
   const text = r.text;
+  // A FIFO or device reads as empty (see user-files.ts); an empty file merges nothing either way.
+  if (text.trim() === '') throw fault(file, [{ id: 'metadata', where: path, message: 'is empty, or not a regular file', fix: 'give a #cloud-config file, or remove #VM metadata=' }]);
   const first = text.split('\n', 1)[0]!.trim();
   if (first.startsWith('#') && first !== '#cloud-config') {
     throw fault(file, [{ id: 'metadata', where: `${path} line 1`, message: `starts with ${quote(first, 30)}; only #cloud-config YAML is merged (no scripts, #include or MIME)`, fix: 'make the first line #cloud-config and write YAML keys below it' }]);
@@ -64,7 +66,7 @@ export async function userCloudConfig(o: {
     throw fault(file, [{ id: 'metadata', where: `${path} line ${e.linePos?.[0]?.line ?? '?'}`, message: `is not valid YAML: ${e.message.split('\n')[0]}`, fix: 'check the indentation and quoting there (e.g. with yamllint)' }]);
   }
   const data: unknown = doc.toJS({ maxAliasCount: 50 });
-  if (data === null || data === undefined) return { file, write_files: [], packages: [] };
+  if (data === null || data === undefined) throw fault(file, [{ id: 'metadata', where: path, message: 'holds no keys', fix: 'write keys such as write_files: below #cloud-config, or remove #VM metadata=' }]);
   if (typeof data !== 'object' || Array.isArray(data)) {
     throw fault(file, [{ id: 'metadata', where: path, message: 'is not a YAML mapping of cloud-config keys', fix: 'write keys such as write_files: at the top level' }]);
   }
