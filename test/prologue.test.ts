@@ -31,6 +31,21 @@ t.test('a VM job gets a manifest with the resolved request and a summary in its 
   const st = statSync(path);
   t.equal(st.mode & 0o777, 0o600, 'modes are set explicitly ([jobfiles] file_mode), despite umask 0077');
   t.equal(st.uid, NOBODY.uid, '[jobfiles] owner = job: the job owner can read it');
+  for (const vm of m.vms) {
+    t.equal(vm.seed.media, 'iso');
+    t.equal(vm.seed.path, join(vm.dir, 'seed.iso'));
+    const ss = statSync(vm.seed.path);
+    t.equal(ss.mode & 0o777, 0o600, 'a seed holds user data: its owner only');
+    t.equal(ss.uid, NOBODY.uid);
+  }
+  t.same(m.vms.map((v: { hostname: string }) => v.hostname), ['vnode01-0', 'vnode01-1']);
+  t.match(r.ou, /cloud-init: vnode01-0, vnode01-1 \(NoCloud seeds on iso media\)/);
+  // Torque requeues and restarts: the same VMs get new instance-ids, so cloud-init runs its first-boot modules again.
+  const again = await mom.prologue({ id: '2.srv', script: VM_SCRIPT });
+  t.equal(again.code, 0, again.er);
+  const m2 = JSON.parse(readFileSync(path, 'utf8'));
+  const ids = [...m.vms, ...m2.vms].map((v: { seed: { instanceId: string } }) => v.seed.instanceId);
+  t.equal(new Set(ids).size, 4, `instance-ids are unique per VM and per start: ${ids.join(' ')}`);
 });
 
 t.test('every admin log line carries job id, node and stage', async (t) => {

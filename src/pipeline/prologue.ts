@@ -1,6 +1,6 @@
-// The VM path of the prologue: request -> authorised image -> verified and
-// cached base -> overlays -> (seeds: later) -> manifest -> summary. Each stage
-// takes a plain value and returns one.
+// The VM path of the prologue: request (and where the job's VMs go) ->
+// authorised image -> verified and cached base -> overlays -> cloud-init seeds
+// -> manifest -> summary. Each stage takes a plain value and returns one.
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import type { JobArgs, JobEnv } from '../torque/contract.js';
@@ -15,6 +15,7 @@ import { warnedRules, type ImageReport } from '../image/verify.js';
 import { acquireImage, type Acquired, type CachedBase } from '../cache/acquire.js';
 import { freshJobDirs, jobDirsOf, ownFile, resolveOwner, type FileOwner, type JobDirs } from '../cache/jobdir.js';
 import { createOverlays, type Overlay } from '../cache/overlays.js';
+import { seedShared, writeSeed, type SeedResult } from '../seed/index.js';
 import { line } from '../report/user.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { jobLogger, shortHostname, startDeadline, type JobContext } from './context.js';
@@ -60,7 +61,11 @@ export interface Manifest {
   };
   /** The cached base every overlay is backed by. */
   base: CachedBase & { ingested: boolean; ramdiskCopy?: string };
-  vms: { index: number; jobIndex: number; hostname: string; dir: string; overlay: string; format: 'qcow2'; backing: string; baseDigest: string }[];
+  vms: {
+    index: number; jobIndex: number; hostname: string; dir: string; overlay: string; format: 'qcow2'; backing: string; baseDigest: string;
+    /** The NoCloud seed: the medium to attach (iso, vfat), or the overlay itself (inject); the NIC's MAC the guest's network-config expects. */
+    seed: { media: SeedResult['media']; path: string; instanceId: string; network?: SeedResult['network'] };
+  }[];
 }
 
 export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
@@ -105,10 +110,25 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const overlays = await createOverlays({ config, base: acquired.base, dirs, count: request.vms_per_node, owner, signal: ctx.signal });
     olog.info({ count: overlays.length, base: acquired.base.path, ramdisk: dirs.ramdisk, ms: Math.round(performance.now() - o0) }, 'overlays created');
 
+    const slog = log.child({ stage: 'seeds' });
+    const s0 = performance.now();
+    const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
+    const shared = seedShared();
+    const seeds = await Promise.all(overlays.map((o) => writeSeed({
+      config, node: place.hosts[place.position]!, request, owner, shared, signal: ctx.signal,
+      job: { id: args.jobId, user: args.user, group: args.group, name: args.jobName, workdir: input.env.workdir, nodefile: input.env.nodefile },
+      vm: { index: o.index, count: overlays.length, jobIndex: mine[o.index]!.jobIndex },
+      family: request.family ?? report.family ?? 'debian',
+      dir: o.path.slice(0, o.path.lastIndexOf('/')),
+      overlay: o.path,
+    })));
+    slog.info({ count: seeds.length, media: config.seed.media, instanceIds: seeds.map((x) => x.instanceId), ms: Math.round(performance.now() - s0) }, 'seeds written');
+    for (const n of new Set(seeds.flatMap((x) => x.notes))) io.out(line(`note: ${n}`) + '\n');
+
     await jr.crossCheck;
-    const manifestPath = writeManifest(ctx, { ...jr, request }, place, acquired, dirs, overlays, owner);
+    const manifestPath = writeManifest(ctx, { ...jr, request }, place, acquired, dirs, overlays, seeds, owner);
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
-    for (const l of summary(args.jobId, request, manifestPath, acquired)) io.out(line(l) + '\n');
+    for (const l of summary(args.jobId, request, manifestPath, acquired, seeds)) io.out(line(l) + '\n');
     return EXIT_RUN;
   } catch (e) {
     return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log, source: input.scriptPath });
@@ -133,7 +153,7 @@ async function checkImage(ctx: JobContext, request: VmRequest): Promise<Acquired
   return a;
 }
 
-function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acquired, dirs: JobDirs, overlays: Overlay[], owner: FileOwner): string {
+function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acquired, dirs: JobDirs, overlays: Overlay[], seeds: SeedResult[], owner: FileOwner): string {
   const report: ImageReport = a.report;
   const request = jr.request;
   const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
@@ -162,6 +182,7 @@ function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acq
       vms: overlays.map((o) => ({
         index: o.index, jobIndex: mine[o.index]!.jobIndex, hostname: mine[o.index]!.hostname,
         dir: o.path.slice(0, o.path.lastIndexOf('/')), overlay: o.path, format: 'qcow2' as const, backing: o.backing, baseDigest: a.base.digest,
+        seed: { media: seeds[o.index]!.media, path: seeds[o.index]!.path, instanceId: seeds[o.index]!.instanceId, network: seeds[o.index]!.network },
       })),
     };
     // Written as root, then handed over: the launcher reads it as [jobfiles] owner.
@@ -176,7 +197,7 @@ function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acq
   return path;
 }
 
-function summary(jobId: string, r: VmRequest, manifest: string, a: Acquired): string[] {
+function summary(jobId: string, r: VmRequest, manifest: string, a: Acquired, seeds: SeedResult[]): string[] {
   const img = a.report;
   const distro = r.distro ?? r.family ?? 'distro from the image';
   const os = img.verdict.facts.os ? `${img.verdict.facts.os.distro} ${img.verdict.facts.os.major}` : img.family ?? 'unknown OS';
@@ -184,6 +205,7 @@ function summary(jobId: string, r: VmRequest, manifest: string, a: Acquired): st
     `image ${img.image.name}: ${img.verdict.format.format}, ${os}, sha256 ${img.digest.slice(0, 12)}; meets the guest image requirements${img.fromCache ? ' (verdict cached)' : ''}`,
     `VM job ${jobId}: ${r.vms_per_node} VM${r.vms_per_node > 1 ? 's' : ''} of ${r.img} (${distro}, ${r.arch}), ${r.vcpus} vCPU${r.vcpus > 1 ? 's' : ''} and ${formatSize(r.ram)} RAM each, disks on ${r.fs_type}`,
     `disks: ${r.vms_per_node} copy-on-write overlay${r.vms_per_node > 1 ? 's' : ''} on the node's cached copy (${a.ingested ? 'copied into the cache for this job' : 'already cached'})`,
+    `cloud-init: ${seeds.map((x) => x.hostname).join(', ')} (NoCloud seed${seeds.length > 1 ? 's' : ''} on ${seeds[0]?.media === 'inject' ? 'their disks' : `${seeds[0]?.media} media`})`,
     `manifest: ${manifest}`,
   ];
 }

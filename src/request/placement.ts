@@ -2,6 +2,7 @@
 // node derives its place in the job's host list, so VM indices, hostnames and
 // instance-ids are unique across the job without the nodes talking.
 import { NodeFault } from '../torque/exit.js';
+import { guestHostname } from '../seed/names.js';
 import { nodePosition } from './sister.js';
 
 export interface PlacedVm {
@@ -21,12 +22,6 @@ export interface Placement {
   vms: PlacedVm[];
 }
 
-/** vTorque's convention: v<host>, and v<host>-<n> when a host runs several VMs. Always a valid DNS label. */
-export function vmHostname(host: string, index: number, perNode: number): string {
-  const base = `v${host.toLowerCase().replace(/[^a-z0-9-]/g, '-')}`.slice(0, perNode > 1 ? 58 : 63).replace(/-+$/, '');
-  return perNode > 1 ? `${base}-${index}` : base;
-}
-
 /** Hosts from qstat's exec_host ("node01/0-1+node02/0+..."), for a sister that has no PBS_NODEFILE. */
 export function hostsFromExecHost(execHost: string): string {
   return execHost.split('+').map((s) => s.split('/')[0]!.trim()).filter((h) => h !== '').join('\n');
@@ -34,7 +29,7 @@ export function hostsFromExecHost(execHost: string): string {
 
 export function placeVms(hostList: string, me: string, perNode: number): Placement {
   const { index, hosts } = nodePosition(hostList, me);
-  const vms = hosts.flatMap((host, h) => Array.from({ length: perNode }, (_, i) => ({ host, index: i, jobIndex: h * perNode + i, hostname: vmHostname(host, i, perNode) })));
+  const vms = hosts.flatMap((host, h) => Array.from({ length: perNode }, (_, i) => ({ host, index: i, jobIndex: h * perNode + i, hostname: guestHostname(host, i, perNode) })));
   return { position: index, hosts, vms };
 }
 
