@@ -58,7 +58,13 @@ async function main(): Promise<void> {
       console.log(`  base: ${m.base.path} (${m.base.format}, sha256 ${m.base.digest.slice(0, 12)}, ${m.base.ingested ? 'copied into the cache by this job' : 'already cached'})`);
       for (const vm of m.vms) {
         const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', '--force-share', vm.overlay], { encoding: 'utf8' }));
-        console.log(`  VM ${vm.index} ${vm.hostname}: ${vm.overlay}, ${info.format} overlay of ${info['virtual-size'] / 1048576} MiB backed by ${info['backing-filename']}${vm.seed ? `; seed ${vm.seed.path} (${vm.seed.media})` : ''}`);
+        console.log(`  VM ${vm.index} ${vm.hostname}: ${info.format} overlay of ${info['virtual-size'] / 1048576} MiB backed by the cached base; seed ${vm.seed.path} (${vm.seed.media}, instance-id ${vm.seed.instanceId})`);
+      }
+      const first = m.vms[0];
+      if (first?.seed.media === 'iso') {
+        const userData = execFileSync('isoinfo', ['-i', first.seed.path, '-J', '-x', '/user-data'], { encoding: 'utf8' });
+        console.log(`user-data of ${first.hostname} (read back from its seed with isoinfo), its top-level keys:`);
+        console.log(indent(userData.split('\n').filter((l) => /^[#a-z_]/.test(l)).join('\n')));
       }
     }
     if (r.code === 1 && job.qstat?.Error_Path) {
