@@ -13,3 +13,4 @@ export { filterVmJob, filterFailureReport, filterExitCode } from './submit/vm.js
 export { runCacheCommand } from './cache/admin.js';
 export { loadConfig } from './config/load.js';
 export { doctorCommand } from './doctor/doctor.js';
+export { HELP, helpFor } from './help.js';

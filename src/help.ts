@@ -1,0 +1,248 @@
+// Every command's --help text, in one place. Loaded only when help is asked
+// for (it is bundled with the heavy code), so the fast path of every job does
+// not parse it.
+import { DEFAULT_CONFIG_FILE } from './config/load.js';
+import { VERSION } from './version.js';
+
+const EXIT_CODES = `Exit codes:
+  0  the job runs (or the check passed)
+  1  the job's fault: bad #VM request, image not allowed or not compliant. Torque aborts the job.
+  2  the node's fault: config, tools, disk, locks, deadline. Torque requeues the job.`;
+
+export const HELP: Record<string, string> = {
+  main: `vtorque-prologue ${VERSION}: Torque prologue for jobs that run in VMs
+
+pbs_mom runs this as root before every job. A job asks for VMs with #VM lines
+in its script header, next to its #PBS lines:
+
+  #PBS -l nodes=1:ppn=8
+  #VM img=debian12.qcow2,vcpus=4,ram=8G
+  #VM vms_per_node=2
+
+Jobs without #VM lines are not touched ("not a VM job", exit 0).
+
+Usage: vtorque-prologue [--config FILE] COMMAND [ARGS]
+
+Commands:
+  prologue            run by pbs_mom as mom_priv/prologue on Mother Superior
+  prologue-parallel   run by pbs_mom as mom_priv/prologue.parallel on sister nodes
+  epilogue            run by pbs_mom as mom_priv/epilogue: removes the job's VM files
+  epilogue-parallel   the same on sister nodes
+  check               try a job script before submitting it: check --job SCRIPT
+  doctor              check this node (config, tools, libguestfs, KVM, dirs, mom_priv, Torque)
+  submit-filter       Torque's SUBMITFILTER: refuses bad #VM requests at qsub time
+  cache               the node's image cache: cache list | gc | verify | evict DIGEST
+  help COMMAND        what a command does, its options and an example
+
+Global options:
+  --config FILE   the ini file (default ${DEFAULT_CONFIG_FILE})
+  --help, -h      this text
+  --version, -V   print the version
+
+${EXIT_CODES}
+
+Examples:
+  vtorque-prologue check --job run.pbs     try a job script before submitting it
+  vtorque-prologue help check              what check does, its options, examples
+  vtorque-prologue doctor                  (root) is this node ready for VM jobs?
+
+Admins: the log is JSON lines, path in [paths] log_file; every key is documented
+in conf/prologue.ini and doc/admin.md.`,
+  prologue: `vtorque-prologue [--config FILE] prologue JOBID USER GROUP JOBNAME RESOURCES QUEUE ACCOUNT [SCRIPT]
+
+Run by pbs_mom as root before the job starts, with Torque's argv. Older Torque
+passes 7 arguments; the job script is then read from
+<torque_home>/mom_priv/jobs/JOBID.SC. For a job with #VM lines it resolves the
+request against [defaults] and [policy], prepares the VMs' files under
+<job_dir>/JOBID/ with a manifest.json, and prints a summary into the job output.
+
+On exit 1 Torque does not deliver the job's .o/.e files, so the report is also
+appended to the job's error path (qstat's Error_Path, or PBS_O_WORKDIR/JOBNAME.eNNN),
+written as the job's owner. On exit 2 (a node fault) the node is taken
+offline with a "vtorque:" note ([torque] offline_on_fault); see 'help doctor'.
+It takes no options of its own; --config FILE comes before the command.
+
+Example (what pbs_mom does):
+  cd /var/spool/torque/mom_priv && ./prologue 42.head alice users job1 \\
+     walltime=01:00:00,nodes=1:ppn=4 batch '' /var/spool/torque/mom_priv/jobs/42.head.SC
+
+${EXIT_CODES}`,
+  'prologue-parallel': `vtorque-prologue [--config FILE] prologue-parallel JOBID USER GROUP JOBNAME RESOURCES QUEUE ACCOUNT [SCRIPT]
+
+Run by pbs_mom on each sister node of a multi-node job, with the prologue's
+argv, before Mother Superior's prologue. A sister has no job script, so it asks
+Torque (qstat -f) for the job's variables: VTORQUE_REQUEST, which the
+submit-filter adds at qsub time, or VM_IMG=..., VM_VCPUS=... given with
+qsub -v. Neither: not a VM job. No answer from qstat: exit 2 (requeue).
+Each node takes its place in the job's host list (PBS_NODEFILE, else qstat's
+exec_host), so VM hostnames (v<host>-<n>) and indices are unique across the
+job; each node prepares its own VMs and writes its own manifest.json.
+It takes no options of its own; --config FILE comes before the command.
+
+Example (what pbs_mom does on a sister node):
+  cd /var/spool/torque/mom_priv && ./prologue.parallel 42.head alice users job1 \\
+     walltime=01:00:00,nodes=2:ppn=4 batch ''
+
+${EXIT_CODES}`,
+  epilogue: `vtorque-prologue [--config FILE] epilogue JOBID USER GROUP JOBNAME SESSION RESOURCES USED QUEUE ACCOUNT EXITCODE [SCRIPT]
+
+Run by pbs_mom after the job. Removes <job_dir>/JOBID/ (overlays, seeds,
+manifest), <ramdisk_dir>/JOBID/ and the job's lease on the cached image, on
+this node and nothing else. A job without any of them costs
+three stats. It takes no options of its own; --config FILE comes before the command.
+
+Example (what pbs_mom does):
+  cd /var/spool/torque/mom_priv && ./epilogue 42.head alice users job1 4242 \\
+     walltime=01:00:00,nodes=1:ppn=4 cput=00:10:00,mem=2gb batch '' 0 \\
+     /var/spool/torque/mom_priv/jobs/42.head.SC
+
+Exit codes: 0 cleaned up or nothing to do; 2 cleanup failed (see the log).`,
+  'epilogue-parallel': `vtorque-prologue [--config FILE] epilogue-parallel JOBID USER GROUP JOBNAME SESSION RESOURCES USED QUEUE ACCOUNT EXITCODE [SCRIPT]
+
+The epilogue on sister nodes; same argv and behaviour as epilogue: removes
+<job_dir>/JOBID/ on this node, if there is one.
+
+Example (what pbs_mom does on a sister node):
+  cd /var/spool/torque/mom_priv && ./epilogue.parallel 42.head alice users job1 4242 \\
+     walltime=01:00:00,nodes=2:ppn=4 cput=00:10:00,mem=2gb batch '' 0
+
+Exit codes: 0 cleaned up or nothing to do; 2 cleanup failed (see the log).`,
+  check: `vtorque-prologue [--config FILE] check --job SCRIPT [--queue QUEUE] [--render DIR] [--json]
+vtorque-prologue [--config FILE] check --image NAME|PATH... [--distro D] [--arch A] [--json]
+
+--job reads the #VM lines of a job script as the prologue would, fills the gaps from
+[defaults] and checks them against [policy]. Prints the resolved request with
+where each value came from, or every problem with its line and a fix. Touches
+nothing on the node; any user can run it. With --render DIR it also writes the
+cloud-init seed each VM would get (DIR/vm-N/meta-data, user-data,
+network-config), as you, from this directory, so you can read exactly what the
+VMs will be told; [seed] network_command is not run.
+
+--image verifies images as the prologue does: format safety (our header
+reading, then qemu-img info/check) and the guest image requirements, looked
+up with libguestfs (one appliance for all the images named; ~30 s without
+KVM). It prints one table per image: each rule, ok/FAIL/WARN, and the fix. A
+NAME is looked up in the image pool; an absolute PATH is checked where it is,
+so admins can try an image before putting it in the pool. Verdicts are kept in
+the cache, so a second check of an unchanged image is instant.
+
+Options:
+  --job SCRIPT    the job script to check
+  --queue QUEUE   the queue you submit to (queues in [policy] vm_queues force VMs)
+  --render DIR    with --job: write each VM's cloud-init seed files under DIR
+  --image NAME..  one or more images
+  --distro D      with --image: the distro a job would ask for (checks distro-match)
+  --arch A        with --image: the arch a job would ask for (default: [defaults] arch)
+  --json          machine-readable output
+
+Examples:
+  vtorque-prologue check --job run.pbs
+  vtorque-prologue check --job run.pbs --render /tmp/seeds
+  vtorque-prologue check --image debian12.qcow2 rocky9.qcow2
+  vtorque-prologue check --image /root/build/new.qcow2 --distro rocky
+
+Exit codes: 0 fine (or not a VM job), 1 the job or an image would be rejected, 2 config or node broken.`,
+};
+
+HELP.cache = `vtorque-prologue [--config FILE] cache list|gc|verify|evict DIGEST [--json]
+
+The node's image cache under [paths] cache_dir: one verified copy of each
+image, named by its sha256 and shared by every job; each VM runs on its own
+copy-on-write overlay of it. Run as root.
+
+  list           every cached image: digest, size, last use, the jobs that hold
+                 it (leases) and the pool names that map to it; then the space
+                 used against [cache] max_size and min_free
+  gc             remove partial copies left by killed prologues, leases of jobs
+                 Torque no longer has (older than [cache] lease_max_age), and
+                 evict least recently used images until the limits hold
+  verify         re-hash every cached image; a mismatch is moved to
+                 <cache_dir>/quarantine/ and the next job copies the image afresh
+  evict DIGEST   remove one image (a unique prefix of 8+ digits will do);
+                 refused while a job holds it
+  --json         machine-readable output
+
+Examples:
+  vtorque-prologue cache list
+  vtorque-prologue cache evict 3f2a9c01
+  vtorque-prologue cache verify --json
+
+Exit codes: 0 done; 1 verify found a mismatch, or evict was refused; 2 cannot run (config, permissions).`;
+
+HELP['submit-filter'] = `vtorque-prologue [--config FILE] submit-filter [QSUB-ARGS...] < SCRIPT > FILTERED
+
+Run by qsub, as the submitting user, before a job is submitted: the job script
+on stdin, qsub's own arguments as argv. It reads the #VM lines as the prologue
+does and checks them against [defaults] and [policy]; checks that the image is
+in the pool and allowed, and that its header is a safe disk image; and, when
+[paths] shared_verdicts holds a verdict for the image (found through the
+digest in the pool's SHA256SUMS), refuses an image that fails the guest image
+requirements. A bad request is refused there and then, with the messages the
+prologue would print when the job starts.
+
+A VM job's script comes back byte for byte, plus one line after its #PBS lines:
+  #PBS -v VTORQUE_REQUEST=v1:img=debian12.qcow2:vcpus=4
+so the job's sister nodes, which never see the script, get the request from
+the job's variables. Other scripts come back unchanged.
+
+Where the admin's ini is not readable by users, only the form of the request is
+checked (the node checks the limits and the image when the job starts).
+
+Install (on every host users run qsub on), in TORQUE_HOME/torque.cfg:
+  SUBMITFILTER /usr/local/sbin/vtorque-submitfilter
+with that file a root-owned, 0755 script:
+  #!/bin/sh
+  exec /usr/bin/node /opt/vtorque-prologue/bin/vtorque-prologue submit-filter "$@"
+(qsub also runs /usr/local/sbin/torque_submitfilter when torque.cfg names none.)
+Users can skip a filter, so it is a convenience: the prologue still checks everything.
+
+Options: qsub's own; -q, -v, -V, -C and -l are read, the rest ignored.
+
+Example:
+  vtorque-prologue submit-filter -q batch < job.pbs > /dev/null && echo accepted
+
+Exit codes: 0 submit (stdout is the script); 1 the request is bad, qsub refuses
+the job and shows why; 2 the filter or the site config is broken, qsub refuses
+the job (a broken filter never lets a script through unchecked).`;
+
+HELP.doctor = `vtorque-prologue [--config FILE] doctor [--json] [--clear] [--skip CHECK,...]
+
+Checks this node the way the prologue will use it, one line per finding, each
+with what to fix. Run it as root after installing or editing the ini, and
+after the node was taken offline with a "vtorque:" note.
+
+Checks, in order:
+  config     the ini is valid (unknown keys are warnings)
+  tools      every [tools] program exists, is root's, and its --version
+  guestfs    libguestfs launches its appliance, with KVM or TCG, and how long
+             it took (TCG: ~30 s; [guestfs] accel = auto probes KVM once)
+  kvm        qemu starts a KVM machine with -cpu host, or only with
+             -cpu host,-arch-capabilities (a nested-host quirk: a warning)
+  dirs       pool, cache, job, ramdisk and log directories: root-owned, not
+             writable by others, nor is any directory above them
+  space      free space on the cache filesystem against [cache] min_free and max_size
+  mom_priv   prologue, prologue.parallel, epilogue, epilogue.parallel: root,
+             0500, and running vtorque-prologue with this ini
+  torque     qstat -B reaches pbs_server; pbsnodes knows this node, and
+             whether it is offline and whose note it carries
+
+Options:
+  --json          machine-readable output
+  --clear         once every check passes, bring the node back online and
+                  clear its note, only if the note is ours ("vtorque: ...");
+                  an operator's offline or note is never touched
+  --skip CHECKS   leave out some checks, e.g. --skip guestfs,kvm (quicker;
+                  config always runs)
+
+Examples:
+  vtorque-prologue doctor
+  vtorque-prologue --config /etc/vtorque/prologue.ini doctor --clear
+  vtorque-prologue doctor --skip guestfs --json
+
+Exit codes: 0 healthy (warnings allowed); 1 problems found (or --clear could
+not reach pbsnodes); 2 doctor could not run (bad options).`;
+
+export function helpFor(cmd: string | undefined): string | undefined {
+  return HELP[cmd ?? 'main'];
+}
+
