@@ -3,6 +3,7 @@
 // DIR it also writes the cloud-init seed files each VM would get.
 import { mkdirSync, realpathSync } from 'node:fs';
 import { userInfo, hostname } from 'node:os';
+import { basename } from 'node:path';
 import { loadConfig, parseConfig, DEFAULT_CONFIG_FILE } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
@@ -10,7 +11,6 @@ import { readScriptHeader, scanDirectives } from '../torque/directives.js';
 import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, NodeFault, isJobFault, type ExitCode, type Problem } from '../torque/exit.js';
 import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { FAMILY_OF, VM_KEY_NAMES } from '../request/keys.js';
-import { basename } from 'node:path';
 import { line, problemLine } from '../report/user.js';
 import type { HookIO } from '../torque/hook.js';
 
@@ -89,7 +89,6 @@ export async function checkJob(o: CheckJobOptions): Promise<ExitCode> {
  */
 async function renderSeeds(o: CheckJobOptions, config: Config, request: VmRequest): Promise<void> {
   const { renderSeed, seedShared } = await import('../seed/index.js');
-  const { lookupAccount } = await import('../seed/account.js');
   const { writeFileAtomic } = await import('../tools/atomic.js');
   const me = userInfo();
   const group = await primaryGroup(config, me.gid);
@@ -97,7 +96,6 @@ async function renderSeeds(o: CheckJobOptions, config: Config, request: VmReques
   const jobId = `0.${node}`;
   const family = request.family ?? FAMILY_OF[config.defaults.distro];
   if (request.family === null) o.io.out(line(`the image decides the distro; rendering for [defaults] distro (${config.defaults.distro})`) + '\n');
-  await lookupAccount(config, me.username, group);
   mkdirSync(o.render!, { recursive: true, mode: 0o700 });
   const shared = seedShared();
   for (let i = 0; i < request.vms_per_node; i++) {
