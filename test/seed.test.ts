@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
-import { renderSeed, seedShared, writeSeed, type SeedInput } from '../src/seed/index.js';
+import { renderSeed, seedShared, seedVms, writeSeed, type SeedInput } from '../src/seed/index.js';
 import { toYaml } from '../src/seed/render.js';
 import { USER_DATA_KEYS, buildUserData } from '../src/seed/user-data.js';
 import { OSV_KEYS } from '../src/seed/osv.js';
@@ -463,6 +463,21 @@ t.test('check --job SCRIPT --render DIR writes the seed files each VM would get,
   t.match(u.stderr, /--render DIR goes with --job SCRIPT/);
   const h = spawnSync(process.execPath, [join(REPO, 'bin/vtorque-prologue'), 'help', 'check'], { encoding: 'utf8' });
   t.match(h.stdout, /--render DIR +with --job: write each VM's cloud-init seed files under DIR/, 'documented in help check');
+});
+
+t.test('seedVms: one seed beside each overlay, VM indexes from the node\'s first, hostnames v<node>-<n>', async (t) => {
+  const cfg = config('[seed]\nmedia = iso\n');
+  const base = mkdtempSync(join(work, 'job-'));
+  const vms = [0, 1, 2].map((index) => { const d = join(base, `vm-${index}`); mkdirSync(d); return { index, path: join(d, 'disk.qcow2') }; });
+  const { vm: _vm, dir: _dir, overlay: _o, ...one } = input(cfg);
+  const t0 = performance.now();
+  const res = await seedVms({ ...one, vms, firstJobIndex: 6 });
+  t.comment(`seedVms, 3 VMs, iso: ${Math.round(performance.now() - t0)} ms`);
+  t.same(res.map((r) => r.path), vms.map((v) => v.path.replace('disk.qcow2', 'seed.iso')));
+  t.same(res.map((r) => r.hostname), ['vnode01-0', 'vnode01-1', 'vnode01-2']);
+  t.same(res.map((r) => /-vm([0-9]+)-/.exec(r.instanceId)![1]), ['6', '7', '8'], 'job-wide VM indexes');
+  t.equal(new Set(res.map((r) => r.network!.mac)).size, 3, 'a MAC of its own per VM');
+  for (const r of res) t.match(execFileSync('isoinfo', ['-d', '-i', r.path], { encoding: 'utf8' }), /Volume id: cidata/);
 });
 
 t.test('a failing media tool leaves no seed and no temporary file behind', async (t) => {
