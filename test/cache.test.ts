@@ -112,8 +112,8 @@ t.test('a prologue killed at 20 random moments of a cold ingest leaves nothing t
   const images = join(mom.cacheDir, 'images');
   // 12 kills at random times spread over a cold run, and 8 at the moments that
   // matter, found in the log: copy started, copy done (before the rename),
-  // image ready (after the rename, lease written), overlays made (before the manifest).
-  const marks = ['copying the image into the cache', 'image ingested', 'image ready', 'overlays created'];
+  // image ready (after the rename, lease written), overlays and seeds made (before the manifest).
+  const marks = ['copying the image into the cache', 'image ingested', 'image ready', 'overlays and seeds made'];
   const plan = [...Array.from({ length: 12 }, (_, i) => ({ at: ((i + Math.random()) / 12) * span * 0.9 })), ...[...marks, ...marks].map((mark) => ({ mark }))];
   const phases = { copying: 0, lockHeld: 0, afterRename: 0, total: 0 };
   let slowest = 0;

@@ -26,23 +26,30 @@ export interface OverlayOptions {
 }
 
 export async function createOverlays(o: OverlayOptions): Promise<Overlay[]> {
+  const backing = backingFor(o);
+  return Promise.all(Array.from({ length: o.count }, (_, i) => createOverlay(o, backing, i)));
+}
+
+/** The file the overlays are backed by: the cached base, or its copy in the job's ramdisk directory. */
+export function backingFor(o: Pick<OverlayOptions, 'base' | 'dirs' | 'owner'>): string {
+  return o.dirs.ramdisk ? copyToRamdisk(o.base, o.dirs.ramdisk, o.owner) : o.base.path;
+}
+
+/** One VM's overlay in <home>/vm-<index>/disk.qcow2, made under a temporary name. */
+export async function createOverlay(o: Omit<OverlayOptions, 'count'>, backing: string, index: number): Promise<Overlay> {
   const home = o.dirs.ramdisk ?? o.dirs.dir;
-  const backing = o.dirs.ramdisk ? copyToRamdisk(o.base, o.dirs.ramdisk, o.owner) : o.base.path;
-  const one = async (index: number): Promise<Overlay> => {
-    const dir = `${home}/vm-${index}`;
-    mkdirSync(dir, { mode: 0o700 });
-    ownDir(dir, o.owner);
-    const path = `${dir}/disk.qcow2`;
-    const tmp = `${dir}/.disk.qcow2.tmp`;
-    // -F names the base's format so qemu never probes it; the absolute backing path keeps the overlay valid wherever it is opened from.
-    await runTool(o.config.tools.qemu_img, ['create', '-q', '-f', 'qcow2', '-F', o.base.format, '-b', backing, tmp], {
-      timeout: o.config.timeouts.tool * 1000, toolKey: 'qemu_img', signal: o.signal,
-    });
-    ownFile(tmp, o.owner);
-    renameSync(tmp, path);
-    return { index, path, backing };
-  };
-  return Promise.all(Array.from({ length: o.count }, (_, i) => one(i)));
+  const dir = `${home}/vm-${index}`;
+  mkdirSync(dir, { mode: 0o700 });
+  ownDir(dir, o.owner);
+  const path = `${dir}/disk.qcow2`;
+  const tmp = `${dir}/.disk.qcow2.tmp`;
+  // -F names the base's format so qemu never probes it; the absolute backing path keeps the overlay valid wherever it is opened from.
+  await runTool(o.config.tools.qemu_img, ['create', '-q', '-f', 'qcow2', '-F', o.base.format, '-b', backing, tmp], {
+    timeout: o.config.timeouts.tool * 1000, toolKey: 'qemu_img', signal: o.signal,
+  });
+  ownFile(tmp, o.owner);
+  renameSync(tmp, path);
+  return { index, path, backing };
 }
 
 function copyToRamdisk(base: CachedBase, dir: string, owner: FileOwner): string {

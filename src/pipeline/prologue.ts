@@ -14,7 +14,7 @@ import { authoriseImage } from '../image/authorise.js';
 import { warnedRules, type ImageReport } from '../image/verify.js';
 import { acquireImage, type Acquired, type CachedBase } from '../cache/acquire.js';
 import { freshJobDirs, jobDirsOf, ownFile, resolveOwner, type FileOwner, type JobDirs } from '../cache/jobdir.js';
-import { createOverlays, type Overlay } from '../cache/overlays.js';
+import { backingFor, createOverlay, type Overlay } from '../cache/overlays.js';
 import { seedShared, writeSeed, type SeedResult } from '../seed/index.js';
 import { line } from '../report/user.js';
 import { writeFileAtomic } from '../tools/atomic.js';
@@ -102,27 +102,31 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
       ? Object.freeze({ ...resolved, family: report.family, sources: Object.freeze({ ...resolved.sources, distro: 'image' as const }) })
       : resolved;
 
-    const olog = log.child({ stage: 'overlays' });
+    // Per VM: its overlay, then its seed; the VMs side by side, so one VM's
+    // qemu-img runs while another's seed medium is made.
+    const vlog = log.child({ stage: 'vms' });
     const owner = await ownerP;
     const dirs = jobDirsOf(config, args.jobId, request.fs_type === 'ramdisk');
     freshJobDirs(dirs, owner);
-    const o0 = performance.now();
-    const overlays = await createOverlays({ config, base: acquired.base, dirs, count: request.vms_per_node, owner, signal: ctx.signal });
-    olog.info({ count: overlays.length, base: acquired.base.path, ramdisk: dirs.ramdisk, ms: Math.round(performance.now() - o0) }, 'overlays created');
-
-    const slog = log.child({ stage: 'seeds' });
-    const s0 = performance.now();
+    const v0 = performance.now();
+    const backing = backingFor({ base: acquired.base, dirs, owner });
     const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
     const shared = seedShared();
-    const seeds = await Promise.all(overlays.map((o) => writeSeed({
-      config, node: place.hosts[place.position]!, request, owner, shared, signal: ctx.signal,
-      job: { id: args.jobId, user: args.user, group: args.group, name: args.jobName, workdir: input.env.workdir, nodefile: input.env.nodefile },
-      vm: { index: o.index, count: overlays.length, jobIndex: mine[o.index]!.jobIndex },
-      family: request.family ?? report.family ?? 'debian',
-      dir: o.path.slice(0, o.path.lastIndexOf('/')),
-      overlay: o.path,
-    })));
-    slog.info({ count: seeds.length, media: config.seed.media, instanceIds: seeds.map((x) => x.instanceId), ms: Math.round(performance.now() - s0) }, 'seeds written');
+    const made = await Promise.all(mine.map(async (vm) => {
+      const overlay = await createOverlay({ config, base: acquired.base, dirs, owner, signal: ctx.signal }, backing, vm.index);
+      const seed = await writeSeed({
+        config, node: place.hosts[place.position]!, request, owner, shared, signal: ctx.signal,
+        job: { id: args.jobId, user: args.user, group: args.group, name: args.jobName, workdir: input.env.workdir, nodefile: input.env.nodefile },
+        vm: { index: vm.index, count: mine.length, jobIndex: vm.jobIndex },
+        family: request.family ?? report.family ?? 'debian',
+        dir: overlay.path.slice(0, overlay.path.lastIndexOf('/')),
+        overlay: overlay.path,
+      });
+      return { overlay, seed };
+    }));
+    const overlays = made.map((m) => m.overlay);
+    const seeds = made.map((m) => m.seed);
+    vlog.info({ count: made.length, base: acquired.base.path, ramdisk: dirs.ramdisk, media: config.seed.media, instanceIds: seeds.map((x) => x.instanceId), ms: Math.round(performance.now() - v0) }, 'overlays and seeds made');
     for (const n of new Set(seeds.flatMap((x) => x.notes))) io.out(line(`note: ${n}`) + '\n');
 
     await jr.crossCheck;
