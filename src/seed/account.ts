@@ -29,9 +29,8 @@ const unknown = (what: string, name: string) => new NodeFault(`the job's ${what}
 }]);
 
 export async function lookupAccount(config: Config, user: string, group: string, signal?: AbortSignal): Promise<Account> {
-  const pw = await getent(config, 'passwd', user, signal);
+  const [pw, gr] = await Promise.all([getent(config, 'passwd', user, signal), getent(config, 'group', group, signal)]);
   if (!pw || pw.length < 7 || !/^[0-9]+$/.test(pw[2]!) || !/^[0-9]+$/.test(pw[3]!)) throw unknown('user', user);
-  const gr = await getent(config, 'group', group, signal);
   if (!gr || gr.length < 3 || !/^[0-9]+$/.test(gr[2]!)) throw unknown('group', group);
   // A GECOS with ':' in it (possible through LDAP) splits into extra fields:
   // home and shell are always the last two.
