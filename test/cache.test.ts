@@ -110,11 +110,11 @@ t.test('a prologue killed at 20 random moments of a cold ingest leaves nothing t
   await mom.run('epilogue', job('2.srv'));
   const span = cold.ms;
   const images = join(mom.cacheDir, 'images');
-  // 12 kills at random times spread over a cold run, and 8 at the moments that
+  // 16 kills at random times spread over a cold run, and 8 at the moments that
   // matter, found in the log: copy started, copy done (before the rename),
   // image ready (after the rename, lease written), overlays and seeds made (before the manifest).
   const marks = ['copying the image into the cache', 'image ingested', 'image ready', 'overlays and seeds made'];
-  const plan = [...Array.from({ length: 12 }, (_, i) => ({ at: ((i + Math.random()) / 12) * span * 0.9 })), ...[...marks, ...marks].map((mark) => ({ mark }))];
+  const plan = [...Array.from({ length: 16 }, (_, i) => ({ at: ((i + Math.random()) / 16) * span * 0.8 })), ...[...marks, ...marks].map((mark) => ({ mark }))];
   const phases = { copying: 0, lockHeld: 0, afterRename: 0, total: 0 };
   let slowest = 0;
   for (const [i, p] of plan.entries()) {

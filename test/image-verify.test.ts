@@ -84,7 +84,7 @@ t.test('a verified image is not inspected again: the verdict is reused by digest
   const b = await mom.prologue({ id: '36.srv', script: '#VM vcpus=2\n' });
   t.equal(a.code, 0);
   t.equal(b.code, 0);
-  const checked = mom.logLines().filter((l) => l.msg === 'image checked');
+  const checked = mom.logLines().filter((l) => l.msg === 'image ready' && ['35.srv', '36.srv'].includes(String(l.job)));
   t.equal(checked.length, 2);
   t.equal(checked[1]!.fromCache, true);
   t.equal(checked[1]!.hashed, false, 'the stat memo spared the re-hash');
@@ -93,7 +93,7 @@ t.test('a verified image is not inspected again: the verdict is reused by digest
   writeFileSync(join(mom.root, 'touch'), '');
   spawnSync('touch', [join(mom.poolDir, 'debian12.qcow2')]);
   await mom.prologue({ id: '37.srv', script: '#VM vcpus=1\n' });
-  const third = mom.logLines().filter((l) => l.msg === 'image checked')[2]!;
+  const third = mom.logLines().filter((l) => l.msg === 'image ready' && l.job === '37.srv')[0]!;
   t.equal(third.hashed, true);
   t.equal(third.fromCache, true);
 });

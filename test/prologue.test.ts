@@ -191,3 +191,13 @@ t.test('a broken ini stops VM jobs (exit 2) but not ordinary jobs', async (t) =>
   t.equal(vm.code, 2);
   t.match(vm.er, /is not a valid ini file/);
 });
+
+t.test('a job refused after its image was cached leaves no VM files and no lease behind', async (t) => {
+  const mom = new Mom({ privateCache: false });
+  writeFileSync(join(mom.workdir, 'meta.yaml'), '#cloud-config\nruncmd: [id]\n');
+  const r = await mom.prologue({ id: '7031.srv', script: '#!/bin/sh\n#VM img=debian12.qcow2,metadata=meta.yaml\necho\n', qstat: { start_count: '1' } });
+  t.equal(r.code, 1, r.er);
+  t.match(r.er, /metadata/);
+  t.notOk(existsSync(join(mom.jobDir, '7031.srv')), 'no overlays or seeds');
+  t.notOk(existsSync(join(mom.cacheDir, 'leases', '7031.srv.json')), 'no lease: the image may be evicted');
+});

@@ -43,6 +43,8 @@ export interface Acquired {
   ingested: boolean;
   /** This run ran qemu-img and libguestfs on it. */
   verified: boolean;
+  /** This run read the whole pool file to learn its digest (the stat memo did not know it). */
+  hashed: boolean;
 }
 
 export interface AcquireOptions {
@@ -66,15 +68,19 @@ export async function acquireImage(o: AcquireOptions): Promise<Acquired> {
   checkFormatHeader(img, config);
 
   let digest = memoDigest(img, config);
+  let hashed = false;
   if (!digest) {
-    digest = await withLock(`src-${short(img.path)}`, locks('hashing'), async () => (await digestOf(img, config, o.signal)).digest); // digestOf looks at the memo again: the holder before us may have written it
+    // digestOf looks at the memo again: the holder before us may have written it.
+    const r = await withLock(`src-${short(img.path)}`, locks('hashing'), () => digestOf(img, config, o.signal));
+    digest = r.digest;
+    hashed = r.hashed;
   }
   checkSums(img, digest, config);
   const d = digest;
-  return withLock(`img-${d}`, locks('caching or verifying'), () => underDigestLock(o, l, d));
+  return { ...(await withLock(`img-${d}`, locks('caching or verifying'), () => underDigestLock(o, l, d))), hashed };
 }
 
-async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string): Promise<Acquired> {
+async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string): Promise<Omit<Acquired, 'hashed'>> {
   const { config, img } = o;
   const vo = { config, want: o.want, signal: o.signal, log: o.log };
   let verdict = readVerdict(config, digest);

@@ -13,7 +13,9 @@ import { placement, requestFromAttributes, requestFromScript, type JobRequest } 
 import { authoriseImage } from '../image/authorise.js';
 import { warnedRules, type ImageReport } from '../image/verify.js';
 import { acquireImage, type Acquired, type CachedBase } from '../cache/acquire.js';
-import { freshJobDirs, jobDirsOf, ownFile, resolveOwner, type FileOwner, type JobDirs } from '../cache/jobdir.js';
+import { freshJobDirs, jobDirsOf, ownFile, removeJobDirs, resolveOwner, type FileOwner, type JobDirs } from '../cache/jobdir.js';
+import { layoutOf } from '../cache/layout.js';
+import { removeLease } from '../cache/leases.js';
 import { backingFor, createOverlay, type Overlay } from '../cache/overlays.js';
 import { seedShared, writeSeed, type SeedResult } from '../seed/index.js';
 import { line } from '../report/user.js';
@@ -135,6 +137,14 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     for (const l of summary(args.jobId, request, manifestPath, acquired, seeds)) io.out(line(l) + '\n');
     return EXIT_RUN;
   } catch (e) {
+    // A job that does not start holds no image and leaves no half-made VM files;
+    // a requeued one gets everything afresh at its next start.
+    try {
+      removeJobDirs(config, args.jobId);
+      removeLease(layoutOf(config), args.jobId);
+    } catch (ce) {
+      log.child({ stage: 'cleanup' }).warn({ err: String((ce as Error).message) }, 'could not remove the job files after the failure');
+    }
     return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log, source: input.scriptPath });
   } finally {
     deadline.stop();
@@ -152,7 +162,7 @@ async function checkImage(ctx: JobContext, request: VmRequest): Promise<Acquired
   const t0 = performance.now();
   const a = await acquireImage({ config: ctx.config, img, want: { distro: request.distro, arch: request.arch }, job: ctx.args.jobId, node: ctx.node, signal: ctx.signal, log: ilog });
   const r = a.report;
-  ilog.info({ image: img.path, sha256: r.digest, base: a.base.path, ingested: a.ingested, verified: a.verified, ms: Math.round(performance.now() - t0), rules: r.rules.filter((x) => !x.ok).map((x) => x.id) }, 'image ready');
+  ilog.info({ image: img.path, sha256: r.digest, base: a.base.path, ingested: a.ingested, verified: a.verified, fromCache: !a.verified, hashed: a.hashed, ms: Math.round(performance.now() - t0), rules: r.rules.filter((x) => !x.ok).map((x) => x.id) }, 'image ready');
   for (const w of warnedRules(r)) ctx.io.out(line(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`) + '\n');
   return a;
 }

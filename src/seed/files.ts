@@ -1,6 +1,6 @@
 // The NoCloud file set of one VM, and the staging directory media tools read
 // it from: root-only (0700 directory, 0600 files), removed whatever happens.
-import { chmodSync, closeSync, constants, fsyncSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 
 export interface SeedFiles {
   'meta-data': string;
@@ -24,12 +24,3 @@ export async function withStaging<T>(dir: string, files: SeedFiles, fn: (staging
   }
 }
 
-/** Makes a finished medium durable before it is renamed into place. */
-export function fsyncFile(path: string): void {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}

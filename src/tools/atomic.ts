@@ -9,14 +9,19 @@ export function tmpNameFor(path: string): string {
   return `${dirname(path)}/.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
 }
 
-export function fsyncDir(dir: string): void {
-  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+function fsyncOpened(path: string, flags: number): void {
+  const fd = openSync(path, constants.O_RDONLY | flags);
   try {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
 }
+
+export const fsyncDir = (dir: string): void => fsyncOpened(dir, constants.O_DIRECTORY);
+
+/** Makes a file another tool wrote durable before it is renamed into place. */
+export const fsyncFile = (path: string): void => fsyncOpened(path, constants.O_NOFOLLOW);
 
 export function writeFileAtomic(path: string, data: string | Buffer, mode: number): void {
   const tmp = tmpNameFor(path);
