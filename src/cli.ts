@@ -1,6 +1,6 @@
 // Entry point: global options, subcommands, exit codes. Nothing else, and
 // nothing heavy: every subcommand is imported only when it is chosen.
-import { DEFAULT_CONFIG_FILE } from './config/load.js';
+import { DEFAULT_CONFIG_FILE } from './config/peek.js';
 import { SCRIPT_KINDS, type ScriptKind } from './torque/contract.js';
 import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, isVtorqueError, type ExitCode } from './torque/exit.js';
 import { processIO, runHook, type HookIO } from './torque/hook.js';

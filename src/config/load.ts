@@ -6,7 +6,7 @@ import { NodeFault, type Problem } from '../torque/exit.js';
 import { SCHEMA, SECTIONS, specsOf, type Config, type SectionName } from './schema.js';
 import { closest, controlCharIn, quote } from './values.js';
 
-export const DEFAULT_CONFIG_FILE = '/etc/vtorque/prologue.ini';
+export { DEFAULT_CONFIG_FILE, peekConfig } from './peek.js';
 const MAX_CONFIG_BYTES = 1024 * 1024;
 
 export interface LoadedConfig {
@@ -56,24 +56,6 @@ function syntaxProblems(text: string, file: string): Problem[] {
  * node. Unreadable or invalid values fall back to the defaults here; the VM
  * path and `doctor` report them properly.
  */
-export function peekConfig(file: string): { vmQueues: string[]; torqueHome: string } {
-  const dflt = { vmQueues: [] as string[], torqueHome: SCHEMA.paths.torque_home.default };
-  let raw: Record<string, Record<string, unknown> | undefined>;
-  try {
-    raw = ini.parse(readFileSync(file, 'utf8')) as typeof raw;
-  } catch {
-    return dflt;
-  }
-  const q = raw.policy?.vm_queues;
-  const h = raw.paths?.torque_home;
-  const queues = typeof q === 'string' ? SCHEMA.policy.vm_queues.type.parse(q) : undefined;
-  const home = typeof h === 'string' ? SCHEMA.paths.torque_home.type.parse(h) : undefined;
-  return {
-    vmQueues: queues?.ok ? queues.value : dflt.vmQueues,
-    torqueHome: home?.ok ? home.value : dflt.torqueHome,
-  };
-}
-
 export function parseConfig(text: string, file: string): LoadedConfig {
   const warnings: string[] = [];
   const problems: Problem[] = syntaxProblems(text, file);

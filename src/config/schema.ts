@@ -5,6 +5,7 @@ import {
   absPathType, boolType, durationType, enumType, intType, listType, modeType, relNameType, sizeType, stringType, type ValueType,
 } from './values.js';
 import { VM_KEYS } from '../request/keys.js';
+import { DEFAULT_TORQUE_HOME, queueListType } from './peek.js';
 
 export interface KeySpec<T> {
   readonly type: ValueType<T>;
@@ -44,7 +45,7 @@ export const SCHEMA = {
     cache_dir: key(absPathType(), '/var/cache/vtorque', 'node-local cache of verified images, verdicts and leases'),
     job_dir: key(absPathType(), '/var/lib/vtorque/jobs', 'per-job overlays, seeds and manifest.json, under <job_dir>/<jobid>/'),
     ramdisk_dir: key(absPathType(), '/dev/shm/vtorque', 'VM disks of jobs that ask for fs_type=ramdisk'),
-    torque_home: key(absPathType(), '/var/spool/torque', 'TORQUE_HOME; job scripts are read from <torque_home>/mom_priv/jobs/<jobid>.SC when Torque does not pass the path'),
+    torque_home: key(absPathType(), DEFAULT_TORQUE_HOME, 'TORQUE_HOME; job scripts are read from <torque_home>/mom_priv/jobs/<jobid>.SC when Torque does not pass the path'),
     shared_verdicts: key(absPathType({ optional: true }), '', 'optional verdict directory shared by all nodes (e.g. on NFS); submit-filter reads it to refuse known-bad images at qsub time'),
     log_file: key(absPathType({ optional: true }), '/var/log/vtorque/prologue.log', 'admin log file (JSON lines); empty logs to stderr of the prologue instead'),
   },
@@ -68,7 +69,7 @@ export const SCHEMA = {
     max_vms_per_node: key(intType(1, 64), '8', 'most VMs one job may start on one node'),
     max_start_count: key(intType(1, 1000), '5', "past this many starts (qstat's start_count), a node fault aborts the job instead of requeueing it once more"),
     user_cloud_config: key(enumType(['deny', 'allowlist'] as const), 'deny', "#VM metadata=FILE: deny refuses it; allowlist merges only keys that cannot give root (write_files under the user's home or /workspace, owned by the user); anything else is refused by name"),
-    vm_queues: key(listType(stringType(/^[A-Za-z0-9._-]{1,64}$/, 'a queue name'), 'queue names'), '', 'queues whose jobs always run in VMs, with [defaults] when they have no #VM lines'),
+    vm_queues: key(queueListType, '', 'queues whose jobs always run in VMs, with [defaults] when they have no #VM lines'),
   },
   timeouts: {
     total: key(seconds(10, 3600), '240', 'deadline for the whole prologue; past it the job is requeued (exit 2)'),

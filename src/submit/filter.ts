@@ -10,7 +10,7 @@
 // to submit/vm.ts (in the heavy bundle). Nothing passes on an error: a broken
 // filter refuses the job rather than letting a bad script through unchecked.
 import { readSync, writeSync } from 'node:fs';
-import { peekConfig } from '../config/load.js';
+import { peekConfig } from '../config/peek.js';
 import { HEADER_CAP, scanDirectives } from '../torque/directives.js';
 import { EXIT_RUN, type ExitCode } from '../torque/exit.js';
 import { heavy } from '../lazy.js';

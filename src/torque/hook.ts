@@ -3,7 +3,7 @@
 // Everything heavy (pino, execa, the stages) is loaded only once a job turns
 // out to want VMs, or something fails.
 import { existsSync, writeSync } from 'node:fs';
-import { loadConfig, peekConfig } from '../config/load.js';
+import { peekConfig } from '../config/peek.js';
 import type { Config } from '../config/schema.js';
 import { defaultScriptPath, parseJobArgs, readJobEnv, type JobArgs, type ScriptKind } from './contract.js';
 import { readScriptHeader, scanDirectives } from './directives.js';
@@ -52,11 +52,14 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
         io.out(`vtorque: not a VM job${header ? '' : ' (no job script on this node)'}\n`);
         return EXIT_RUN;
       }
+      const { loadConfig } = await import('../config/load.js');
       const loaded = loadConfig(configFile);
       config = loaded.config;
       const { prepareVmJob } = await heavy();
       return await prepareVmJob({ args, env, config, configWarnings: loaded.warnings, scan, scriptPath, forcedByQueue: forced, io });
     }
+    // Loaded here, not at startup: building the whole schema is not for the prologue's non-VM path.
+    const { loadConfig } = await import('../config/load.js');
     config = loadConfig(configFile).config;
     // A prologue killed before it made the job directory may still have leased an image.
     const { job_dir, ramdisk_dir, cache_dir } = config.paths;
