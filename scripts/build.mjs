@@ -1,8 +1,9 @@
 // CommonJS bundles, split so that each path parses only what it runs:
 // - vtorque-prologue.cjs: the fast path (cli, config, #VM scanning), every job;
 // - vtorque-heavy.cjs: the VM path, failures and commands;
-// - vendor-execa.cjs, vendor-yaml.cjs: needed only when a tool runs or a new
-//   image is inspected, not by a VM job whose verdict is cached.
+// - vendor-yaml.cjs: when seeds or verdicts are written;
+// - vendor-execa.cjs: only for a libguestfs session (a new image is inspected),
+//   never by a VM job whose verdict is cached.
 // Each is taken with require: import() of a .cjs makes Node lex it for export
 // names first. One bundle made the non-VM prologue parse ~500 KB it never ran.
 import { build } from 'esbuild';

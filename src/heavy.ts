@@ -1,5 +1,5 @@
 // Everything the non-VM fast path must not load: the VM pipeline, the failure
-// handler (pino, execa), and the commands. The build bundles this file
+// handler (pino), and the commands. The build bundles this file
 // separately (dist/vtorque-heavy.cjs), and src/lazy.ts loads it on demand.
 export { prepareVmJob } from './pipeline/prologue.js';
 export { cleanUpJob } from './pipeline/epilogue.js';

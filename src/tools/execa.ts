@@ -1,6 +1,6 @@
-// execa, loaded on first use. In the bundles it is a file of its own
-// (dist/vendor-execa.cjs) taken with require: ~300 KB that a VM job whose
-// verdict is cached never needs to parse. Under tsc's ES modules (the unit
+// execa, for the guestfish session (src/image/guestfs.ts), loaded on first use.
+// In the bundles it is a file of its own (dist/vendor-execa.cjs) taken with
+// require: ~300 KB that a VM job whose verdict is cached never parses. Under tsc's ES modules (the unit
 // tests) it is the package itself.
 declare const require: ((id: string) => unknown) | undefined;
 

@@ -1,6 +1,6 @@
 // What pbs_mom runs. The non-VM path lives here and must stay tiny: argv,
 // two keys of the ini, the first 64 KiB of the job script, nothing else.
-// Everything heavy (pino, execa, the stages) is loaded only once a job turns
+// Everything heavy (pino, yaml, the stages) is loaded only once a job turns
 // out to want VMs, or something fails.
 import { existsSync, writeSync } from 'node:fs';
 import { peekConfig } from '../config/peek.js';
