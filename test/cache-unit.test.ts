@@ -1,7 +1,7 @@
-// The cache's building blocks on real files: the one-pass copy, leases and locks.
+// The cache's building blocks on real files: the one-pass copy, leases, locks and overlays.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync, writeFileSync, existsSync, openSync, writeSync, closeSync, ftruncateSync, utimesSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync, existsSync, openSync, writeSync, closeSync, ftruncateSync, utimesSync, mkdirSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { copyAndHash, SourceChanged } from '../src/cache/copy.js';
@@ -11,6 +11,7 @@ import { layoutOf, ensureLayout } from '../src/cache/layout.js';
 import { isStale, readLeases, sweepLeases, writeLease } from '../src/cache/leases.js';
 import { reservations, spaceView } from '../src/cache/space.js';
 import { isNodeFault } from '../src/torque/exit.js';
+import { createOverlays } from '../src/cache/overlays.js';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'vtorque-cache-'));
 const sha256sum = (p: string) => execFileSync('sha256sum', [p], { encoding: 'utf8' }).split(' ')[0];
@@ -118,4 +119,34 @@ t.test('a partial copy of a dead process is swept, a live one is a reservation',
   t.same(swept.sort(), [`${'c'.repeat(64)}.${dead}.1000.part`, 'junk']);
   t.same(live.map((r) => r.bytes), [5000000]);
   t.equal(spaceView(config, l).reserved, 5000000);
+});
+
+t.test('overlays: the copies of the first are the bytes qemu-img makes for each VM, with the right owner and mode', async (t) => {
+  const d = dir();
+  const { config } = parseConfig(`[paths]\ncache_dir = ${d}/cache\njob_dir = ${d}/jobs\n`, 'x.ini');
+  for (const format of ['qcow2', 'raw']) {
+    const basePath = join(d, `base.${format}`);
+    execFileSync('qemu-img', ['create', '-q', '-f', format, basePath, '64M']);
+    const dirs = { dir: join(d, 'jobs', `1.${format}`) };
+    mkdirSync(dirs.dir, { recursive: true });
+    const owner = { uid: 65534, gid: 65534, fileMode: 0o640, dirMode: 0o750 };
+    const made = await createOverlays({ config, base: { digest: 'x', path: basePath, format, size: 0 }, dirs, count: 3, owner });
+    t.same(made.map((o) => o.index), [0, 1, 2]);
+    // The control: what qemu-img itself writes for a VM's overlay, made now.
+    const control = join(d, `control-${format}.qcow2`);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', format, '-b', basePath, control]);
+    for (const o of made) {
+      t.equal(o.path, join(dirs.dir, `vm-${o.index}`, 'disk.qcow2'));
+      t.ok(readFileSync(o.path).equals(readFileSync(control)), `${format} vm-${o.index}: the same bytes as qemu-img create`);
+      const st = statSync(o.path);
+      t.same([st.uid, st.gid, st.mode & 0o777], [65534, 65534, 0o640], `${format} vm-${o.index}: owner and mode`);
+      const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', o.path], { encoding: 'utf8' })) as Record<string, unknown>;
+      t.equal(info['backing-filename'], basePath);
+      t.equal(info['backing-filename-format'], format);
+      t.same(readdirSync(join(dirs.dir, `vm-${o.index}`)), ['disk.qcow2'], 'no temporary file left');
+    }
+    // Each VM writes its own overlay: a write to one leaves the others as they were.
+    execFileSync('qemu-io', ['-c', 'write -P 0x5a 0 64k', made[1]!.path], { stdio: 'ignore' });
+    t.ok(readFileSync(made[2]!.path).equals(readFileSync(control)), `${format}: vm-2 untouched by a write to vm-1`);
+  }
 });
