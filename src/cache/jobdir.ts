@@ -38,11 +38,16 @@ async function getentId(config: Config, db: 'passwd' | 'group', name: string): P
   return Number(f[2]);
 }
 
-/** [jobfiles] owner and group as ids: root, job (the job's user and group from Torque), or a name. */
-export async function resolveOwner(config: Config, user: string, group: string): Promise<FileOwner> {
+/**
+ * [jobfiles] owner and group as ids: root, job (the job's user and group from
+ * Torque), or a name. jobIds, when given, answers for "job" (the prologue has
+ * the owner's NSS entry already, for the seeds), saving two getent runs.
+ */
+export async function resolveOwner(config: Config, user: string, group: string, jobIds?: () => Promise<{ uid: number; gid: number }>): Promise<FileOwner> {
   const { owner, group: grp, file_mode: fileMode, dir_mode: dirMode } = config.jobfiles;
-  const uid = owner === 'root' ? 0 : await getentId(config, 'passwd', owner === 'job' ? user : owner);
-  const gid = grp === 'root' ? 0 : await getentId(config, 'group', grp === 'job' ? group : grp);
+  const job = jobIds && (owner === 'job' || grp === 'job') ? await jobIds() : undefined;
+  const uid = owner === 'root' ? 0 : owner === 'job' && job ? job.uid : await getentId(config, 'passwd', owner === 'job' ? user : owner);
+  const gid = grp === 'root' ? 0 : grp === 'job' && job ? job.gid : await getentId(config, 'group', grp === 'job' ? group : grp);
   return { uid, gid, fileMode, dirMode };
 }
 

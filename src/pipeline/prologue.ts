@@ -16,8 +16,8 @@ import { acquireImage, type Acquired, type CachedBase } from '../cache/acquire.j
 import { freshJobDirs, jobDirsOf, ownFile, removeJobDirs, resolveOwner, type FileOwner, type JobDirs } from '../cache/jobdir.js';
 import { layoutOf } from '../cache/layout.js';
 import { removeLease } from '../cache/leases.js';
-import { backingFor, createOverlay, type Overlay } from '../cache/overlays.js';
-import { seedShared, writeSeed, type SeedResult } from '../seed/index.js';
+import { backingFor, overlayMaker, type Overlay } from '../cache/overlays.js';
+import { jobAccount, seedShared, writeSeed, type SeedResult } from '../seed/index.js';
 import { line } from '../report/user.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { jobLogger, shortHostname, startDeadline, type JobContext } from './context.js';
@@ -94,7 +94,8 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     rlog.info({ request: resolved, source: jr.source, position: place.position, hosts: place.hosts.length }, 'request resolved');
 
     // Independent of the image: run them while it is prepared.
-    const ownerP = resolveOwner(config, args.user, args.group);
+    const shared = seedShared();
+    const ownerP = resolveOwner(config, args.user, args.group, () => jobAccount(shared, config, args.user, args.group, ctx.signal));
     ownerP.catch(() => undefined);
     jr.crossCheck?.catch(() => undefined);
     const acquired = await checkImage(ctx, resolved);
@@ -111,11 +112,10 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const dirs = jobDirsOf(config, args.jobId, request.fs_type === 'ramdisk');
     freshJobDirs(dirs, owner);
     const v0 = performance.now();
-    const backing = backingFor({ base: acquired.base, dirs, owner });
+    const makeOverlay = overlayMaker({ config, base: acquired.base, dirs, owner, signal: ctx.signal }, backingFor({ base: acquired.base, dirs, owner }));
     const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
-    const shared = seedShared();
     const made = await Promise.all(mine.map(async (vm) => {
-      const overlay = await createOverlay({ config, base: acquired.base, dirs, owner, signal: ctx.signal }, backing, vm.index);
+      const overlay = await makeOverlay(vm.index);
       const seed = await writeSeed({
         config, node: place.hosts[place.position]!, request, owner, shared, signal: ctx.signal,
         job: { id: args.jobId, user: args.user, group: args.group, name: args.jobName, workdir: input.env.workdir, nodefile: input.env.nodefile },

@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js';
 import { quote } from '../config/values.js';
 import { NodeFault } from '../torque/exit.js';
 import { runTool } from '../tools/run.js';
+import type { SeedShared } from './index.js';
 
 export interface Account {
   user: string;
@@ -39,4 +40,21 @@ export async function lookupAccount(config: Config, user: string, group: string,
     gecos: pw.slice(4, pw.length - 2).join(':'),
     home: pw[pw.length - 2]!,
   };
+}
+
+/** fn's promise, made once per key and job. Rejected ones are kept too: every VM of the job then fails the same way. */
+export function sharedOnce<T>(shared: SeedShared | undefined, key: string, fn: () => Promise<T>): Promise<T> {
+  if (!shared) return fn();
+  let p = shared.memo.get(key) as Promise<T> | undefined;
+  if (!p) {
+    p = fn();
+    p.catch(() => undefined);
+    shared.memo.set(key, p);
+  }
+  return p;
+}
+
+/** The job owner from NSS, once per job: the prologue also takes the per-job files' owner from it. */
+export function jobAccount(shared: SeedShared | undefined, config: Config, user: string, group: string, signal?: AbortSignal): Promise<Account> {
+  return sharedOnce(shared, `account\0${user}\0${group}`, () => lookupAccount(config, user, group, signal));
 }

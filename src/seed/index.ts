@@ -74,6 +74,8 @@ export interface SeedShared {
   readonly memo: Map<string, Promise<unknown>>;
 }
 
+export { jobAccount } from './account.js';
+
 export function seedShared(): SeedShared {
   return { memo: new Map() };
 }

@@ -3,7 +3,6 @@
 // (YAML 1.1), where an unquoted no, on or 0644 would not be the string we meant.
 import { JobFault } from '../torque/exit.js';
 import { loadYaml } from '../tools/yaml.js';
-import { lookupAccount } from './account.js';
 import { checkAccountName, checkJobPath, gecosFor, guestHostname, instanceId } from './names.js';
 import { networkConfig } from './network.js';
 import { buildOsvData } from './osv.js';
@@ -11,6 +10,7 @@ import { profileText, profileVars } from './profile.js';
 import { sshKeysOf } from './ssh-keys.js';
 import { buildUserData } from './user-data.js';
 import { userCloudConfig } from './user-metadata.js';
+import { jobAccount, sharedOnce } from './account.js';
 import type { RenderedSeed, SeedInput } from './index.js';
 
 export async function toYaml(data: unknown): Promise<string> {
@@ -44,18 +44,8 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
     return { metaData, userData, networkConfig: undefined, instanceId: iid, hostname, notes };
   }
 
-  // Rejected promises are kept too: every VM of the job then fails the same way.
-  const once = <T>(key: string, fn: () => Promise<T>): Promise<T> => {
-    if (!input.shared) return fn();
-    let p = input.shared.memo.get(key) as Promise<T> | undefined;
-    if (!p) {
-      p = fn();
-      p.catch(() => undefined);
-      input.shared.memo.set(key, p);
-    }
-    return p;
-  };
-  const account = await once(`account\0${job.user}\0${job.group}`, () => lookupAccount(config, job.user, job.group, input.signal));
+  const once = <T>(key: string, fn: () => Promise<T>): Promise<T> => sharedOnce(input.shared, key, fn);
+  const account = await jobAccount(input.shared, config, job.user, job.group, input.signal);
   const g = gecosFor(account.gecos);
   if (g.note) notes.push(g.note);
   const keys = config.seed.ssh_keys_from.length > 0 ? await once(`keys\0${account.user}`, () => sshKeysOf(config, account, input.signal)) : { keys: [], notes: [] };

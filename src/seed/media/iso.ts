@@ -11,6 +11,6 @@ export async function makeIso(config: Config, staging: string, files: SeedFiles,
   // Graft points name each file explicitly, so nothing else in staging can slip in.
   const names = fileNames(files).map((n) => `${n}=${staging}/${n}`);
   await runTool(tool, [...pre, '-quiet', '-output', out, '-volid', 'cidata', '-joliet', '-rock', '-input-charset', 'utf-8', '-graft-points', ...names], {
-    timeout: config.timeouts.tool * 1000, toolKey: 'mkisofs', signal,
+    timeout: config.timeouts.tool * 1000, toolKey: 'mkisofs', signal, stdout: 'ignore',
   });
 }
