@@ -59,6 +59,10 @@ t.test('each failure names the command and says what to do', async (t) => {
   writeFileSync(notExec, 'x');
   chmodSync(notExec, 0o644);
   t.match((await failure(runTool(notExec, [], { timeout: 5000 }))).message, /is not executable/);
+  // A working directory that is a file: the start itself fails (ENOTDIR).
+  const noStart = await failure(runTool('/bin/true', [], { timeout: 5000, cwd: notExec }));
+  t.match(noStart.message, /\/bin\/true could not be started \(ENOTDIR\)/, 'a start that fails says so, not "signal"');
+  t.match(noStart.problems[0]!.fix, /check the node/);
   const failed = await failure(runTool('/bin/sh', ['-c', 'echo first >&2; echo second >&2; exit 4'], { timeout: 5000 }));
   t.equal(failed.toolExitCode, 4);
   t.match(failed.message, /failed \(exit code 4\): first \| second/);

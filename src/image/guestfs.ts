@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
 import type { ResultPromise, execa as Execa } from 'execa';
 import { loadExeca } from '../tools/execa.js';
+import { killGroup } from '../tools/run.js';
 import { NodeFault } from '../torque/exit.js';
 
 export interface DiskInput {
@@ -110,11 +111,7 @@ class Fish {
   }
 
   kill(): void {
-    try {
-      if (this.child.pid !== undefined) process.kill(-this.child.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
+    killGroup(this.child.pid, 'SIGKILL');
   }
 }
 

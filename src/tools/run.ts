@@ -78,7 +78,11 @@ export async function runTool(path: string, args: readonly string[], opts: RunOp
     if (r.overflowed) {
       throw new ToolError(cmd, exit, '', `${path} printed more output than expected`, 'check the tool and its input');
     }
-    const why = exit !== undefined ? `exit code ${exit}` : `signal ${r.signal ?? r.spawnError ?? 'unknown'}`;
+    if (r.spawnError !== undefined) {
+      // EPERM on a uid/gid change, EMFILE, ENOMEM: the node, not the tool.
+      throw new ToolError(cmd, undefined, '', `${path} could not be started (${r.spawnError})`, 'check the node (process and file limits, memory) and the user it runs as');
+    }
+    const why = exit !== undefined ? `exit code ${exit}` : `signal ${r.signal ?? 'unknown'}`;
     throw new ToolError(cmd, exit, firstLines(stderr), `${path} failed (${why})${stderr ? `: ${firstLines(stderr)}` : ''}`, `run the command by hand to see why: ${cmd}`);
   }
   return { stdout, stderr, exitCode: 0, ms };
@@ -100,7 +104,8 @@ interface Outcome {
 // ours does not reach them: kill what is still running when we exit.
 const running = new Set<number>();
 let exitHook = false;
-function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
+/** Signals a child's whole process group (children here are started detached). */
+export function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
   try {
     if (pid !== undefined) process.kill(-pid, sig);
   } catch {
