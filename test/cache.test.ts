@@ -5,7 +5,7 @@ import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, openSync, writeFileSync, writeSync, ftruncateSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, Mom, NOBODY, testImages, type Job } from './harness/mom.js';
+import { BIN, Mom, testImages, type Job } from './harness/mom.js';
 
 const script = (vm: string) => `#!/bin/bash\n#PBS -l nodes=1:ppn=2\n#VM ${vm}\nhostname\n`;
 const sha256sum = (p: string) => execFileSync('sha256sum', [p], { encoding: 'utf8' }).split(' ')[0]!;
@@ -58,7 +58,7 @@ t.test('8 prologues at once on a cold node: one ingest, one verification, an ove
     t.equal(info['backing-filename-format'], 'qcow2');
     t.equal(vm.baseDigest, m.image.sha256, 'each VM names the digest of its base');
     const st = statSync(vm.overlay);
-    t.equal(st.uid, NOBODY.uid, '[jobfiles] owner = job');
+    t.equal(st.uid, 0, '[jobfiles] owner = root: never the job owner');
     t.equal(st.mode & 0o777, 0o600);
     t.equal(statSync(vm.dir).uid, 0, 'directories stay root-owned');
   }

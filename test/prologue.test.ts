@@ -30,13 +30,13 @@ t.test('a VM job gets a manifest with the resolved request and a summary in its 
   t.equal(m.vms.length, 2);
   const st = statSync(path);
   t.equal(st.mode & 0o777, 0o600, 'modes are set explicitly ([jobfiles] file_mode), despite umask 0077');
-  t.equal(st.uid, NOBODY.uid, '[jobfiles] owner = job: the job owner can read it');
+  t.equal(st.uid, 0, '[jobfiles] owner = root by default: the job owner cannot rewrite what launches their VM');
   for (const vm of m.vms) {
     t.equal(vm.seed.media, 'iso');
     t.equal(vm.seed.path, join(vm.dir, 'seed.iso'));
     const ss = statSync(vm.seed.path);
     t.equal(ss.mode & 0o777, 0o600, 'a seed holds user data: its owner only');
-    t.equal(ss.uid, NOBODY.uid);
+    t.equal(ss.uid, 0, 'the seed is root\'s: a job owner who could write it would be root in the VM');
   }
   t.same(m.vms.map((v: { hostname: string }) => v.hostname), ['vnode01-0', 'vnode01-1']);
   t.match(r.ou, /cloud-init: vnode01-0, vnode01-1 \(NoCloud seeds on iso media\)/);

@@ -1,12 +1,15 @@
 // The per-job files on this node: <job_dir>/<jobid>/ (overlays, seeds,
 // manifest.json) and, for fs_type=ramdisk, <ramdisk_dir>/<jobid>/ (a base copy
-// and the overlays). Directories stay root-owned, so a job owner who may write
-// the files still cannot swap a directory for a symlink under our feet; files
-// get [jobfiles] owner, group and mode, so the VM launcher can open them.
-import { chmodSync, chownSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
+// and the overlays). They belong to root or to the account that will launch
+// the VMs ([jobfiles]), never to the job owner: a user who could write their
+// VM's seed, disk or manifest would be root in the VM, and root there is root
+// against the cluster's NFS exports. Every directory on the way is verified
+// root's alone first (src/tools/safedir.ts), so nothing a user made or can
+// swap is followed, chowned or removed.
 import type { Config } from '../config/schema.js';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault, isVtorqueError } from '../torque/exit.js';
 import { runTool } from '../tools/run.js';
+import { ensureRootDir, freshDir, ownDir as ownDirFd, ownFile as ownFileFd, removeIn } from '../tools/safedir.js';
 
 export interface FileOwner {
   uid: number;
@@ -27,8 +30,8 @@ export const jobDirsOf = (config: Config, jobId: string, ramdisk: boolean): JobD
   ramdisk: ramdisk ? `${config.paths.ramdisk_dir}/${jobId}` : undefined,
 });
 
-async function getentId(config: Config, db: 'passwd' | 'group', name: string): Promise<number> {
-  const r = await runTool(config.tools.getent, [db, '--', name], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2] });
+async function getentId(config: Config, db: 'passwd' | 'group', name: string, signal?: AbortSignal): Promise<number> {
+  const r = await runTool(config.tools.getent, [db, '--', name], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2], signal });
   const f = r.stdout.trim().split('\n')[0]?.split(':') ?? [];
   if (r.exitCode !== 0 || !/^[0-9]+$/.test(f[2] ?? '')) {
     throw new NodeFault(`${db === 'passwd' ? 'user' : 'group'} ${name} is not known on this node`, [
@@ -38,59 +41,62 @@ async function getentId(config: Config, db: 'passwd' | 'group', name: string): P
   return Number(f[2]);
 }
 
-/**
- * [jobfiles] owner and group as ids: root, job (the job's user and group from
- * Torque), or a name. jobIds, when given, answers for "job" (the prologue has
- * the owner's NSS entry already, for the seeds), saving two getent runs.
- */
-export async function resolveOwner(config: Config, user: string, group: string, jobIds?: () => Promise<{ uid: number; gid: number }>): Promise<FileOwner> {
-  const { owner, group: grp, file_mode: fileMode, dir_mode: dirMode } = config.jobfiles;
-  const job = jobIds && (owner === 'job' || grp === 'job') ? await jobIds() : undefined;
-  const uid = owner === 'root' ? 0 : owner === 'job' && job ? job.uid : await getentId(config, 'passwd', owner === 'job' ? user : owner);
-  const gid = grp === 'root' ? 0 : grp === 'job' && job ? job.gid : await getentId(config, 'group', grp === 'job' ? group : grp);
+/** [jobfiles] owner and group as ids: root (no lookup), or the account named. */
+export async function resolveOwner(config: Config, signal?: AbortSignal): Promise<FileOwner> {
+  const { owner, group, file_mode: fileMode, dir_mode: dirMode } = config.jobfiles;
+  const [uid, gid] = await Promise.all([
+    owner === 'root' ? 0 : getentId(config, 'passwd', owner, signal),
+    group === 'root' ? 0 : getentId(config, 'group', group, signal),
+  ]);
   return { uid, gid, fileMode, dirMode };
 }
 
+const jobDirFault = (dir: string, e: unknown) => {
+  if (isVtorqueError(e)) return e;
+  const code = (e as NodeJS.ErrnoException).code ?? String(e);
+  return new NodeFault(`cannot create the job directory ${dir} (${code})`, [
+    { id: 'job-dir', where: dir, message: `cannot be created: ${code}`, fix: 'check [paths] job_dir and ramdisk_dir: they must be creatable by root, with free space' },
+  ], { cause: e });
+};
+
 /** Removes what an earlier start of this job left (a requeue), then makes the directories afresh. */
-export function freshJobDirs(d: JobDirs, o: FileOwner): void {
-  for (const dir of [d.dir, d.ramdisk]) {
+export function freshJobDirs(config: Config, jobId: string, d: JobDirs, o: FileOwner): void {
+  const parents: [string, string | undefined, string][] = [
+    [config.paths.job_dir, d.dir, '[paths] job_dir'],
+    [config.paths.ramdisk_dir, d.ramdisk, '[paths] ramdisk_dir'],
+  ];
+  for (const [parent, dir, what] of parents) {
     if (!dir) continue;
     try {
-      rmSync(dir, { recursive: true, force: true });
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      ownDir(dir, o);
+      // 0755: the launch account must reach its job's directory; the job directory itself is dirMode.
+      ensureRootDir(parent, 0o755, what);
+      freshDir(parent, jobId, { gid: o.gid, mode: o.dirMode });
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code ?? String(e);
-      throw new NodeFault(`cannot create the job directory ${dir} (${code})`, [
-        { id: 'job-dir', where: dir, message: `cannot be created: ${code}`, fix: 'check [paths] job_dir and ramdisk_dir: they must be creatable by root, with free space' },
-      ]);
+      throw jobDirFault(dir, e);
     }
   }
 }
 
 export function ownDir(dir: string, o: FileOwner): void {
-  chownSync(dir, 0, o.gid);
-  chmodSync(dir, o.dirMode);
+  ownDirFd(dir, { gid: o.gid, mode: o.dirMode });
 }
 
 export function ownFile(path: string, o: FileOwner): void {
-  // lchown/chmod on a path root just created inside a root-owned directory: nothing to follow.
-  if (!lstatSync(path).isFile()) throw new Error(`${path} is not a regular file`);
-  chownSync(path, o.uid, o.gid);
-  chmodSync(path, o.fileMode);
+  ownFileFd(path, { uid: o.uid, gid: o.gid, mode: o.fileMode });
 }
 
-/** Removes a job's files on this node; returns the directories that existed. */
-export function removeJobDirs(config: Config, jobId: string): string[] {
+/**
+ * Removes a job's files on this node; returns the directories that existed
+ * and were removed, and those left alone because a directory above them is
+ * not root's alone (doctor reports that).
+ */
+export function removeJobDirs(config: Config, jobId: string): { removed: string[]; refused: string[] } {
   const removed: string[] = [];
-  for (const dir of [`${config.paths.job_dir}/${jobId}`, `${config.paths.ramdisk_dir}/${jobId}`]) {
-    try {
-      lstatSync(dir);
-    } catch {
-      continue;
-    }
-    rmSync(dir, { recursive: true, force: true });
-    removed.push(dir);
+  const refused: string[] = [];
+  for (const parent of [config.paths.job_dir, config.paths.ramdisk_dir]) {
+    const r = removeIn(parent, jobId);
+    if (r === 'removed') removed.push(`${parent}/${jobId}`);
+    if (r === 'untrusted') refused.push(`${parent}/${jobId}`);
   }
-  return removed;
+  return { removed, refused };
 }

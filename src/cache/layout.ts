@@ -6,9 +6,10 @@
 //   locks/                    proper-lockfile locks, one per digest or source
 //   tmp/                      ingests in progress; swept when their process is gone
 // Per job, under [paths] job_dir/<jobid>/ (and ramdisk_dir/<jobid>/ for fs_type=ramdisk).
-import { chmodSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault, isVtorqueError } from '../torque/exit.js';
+import { ensureRootDir } from '../tools/safedir.js';
 
 export interface CacheLayout {
   root: string;
@@ -33,16 +34,23 @@ export const BASE_NAME = /^([0-9a-f]{64})\.(qcow2|raw|vmdk)$/;
 
 export function ensureLayout(l: CacheLayout): void {
   try {
+    // The root and everything above it must be root's alone; below it only root creates anything.
+    ensureRootDir(l.root, 0o755, '[paths] cache_dir');
     // Bases must be readable by whatever launches the VMs; locks and tmp are ours alone.
-    for (const [dir, mode] of [[l.root, 0o755], [l.images, 0o755], [l.leases, 0o755], [l.locks, 0o700], [l.tmp, 0o700]] as const) {
-      mkdirSync(dir, { recursive: true, mode });
+    for (const [dir, mode] of [[l.images, 0o755], [l.leases, 0o755], [l.locks, 0o700], [l.tmp, 0o700]] as const) {
+      try {
+        mkdirSync(dir, { mode });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !lstatSync(dir).isDirectory()) throw e;
+      }
       chmodSync(dir, mode); // pbs_mom's umask 0077 would leave the bases unreadable to a non-root launcher
     }
   } catch (e) {
+    if (isVtorqueError(e)) throw e;
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
     throw new NodeFault(`cannot create the image cache in ${l.root} (${code})`, [
       { id: 'cache-dir', where: l.root, message: `cannot be created: ${code}`, fix: 'check [paths] cache_dir: it must be a local directory root can write' },
-    ]);
+    ], { cause: e });
   }
 }
 

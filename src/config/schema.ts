@@ -28,7 +28,7 @@ export const SECTION_DOCS: Record<string, string> = {
   limits: 'Resource limits for tools that parse untrusted images (applied with prlimit).',
   guestfs: 'How libguestfs looks inside images.',
   cache: 'The node-local image cache: one verified copy per content digest, shared by every job, each VM on a copy-on-write overlay.',
-  jobfiles: 'Ownership and modes of the per-job files (overlays, seeds, manifest), so that whatever launches the VMs can open them. Directories stay root-owned.',
+  jobfiles: "Ownership and modes of the per-job files (overlays, seeds, manifest), so that whatever launches the VMs can open them, and the job owner cannot: a user who could rewrite their VM's seed or disk would get root in it. Directories stay root-owned.",
   torque: 'How the prologue talks back to Torque.',
   seed: "What each VM's cloud-init NoCloud seed holds (doc/admin.md, Seeds): mounts, DNS, NTP, packages, SSH keys, network, and the medium it is written to.",
   requirements: "The guest image rules (doc/guest-images.md). Each is error (the job is rejected), warn (logged and shown, the job runs) or off.",
@@ -37,6 +37,8 @@ export const SECTION_DOCS: Record<string, string> = {
 const nfsType = stringType(/^(?:|[A-Za-z0-9][A-Za-z0-9.-]*:\/[A-Za-z0-9._+\/%-]*)$/, 'HOST:/export/path, or empty');
 const hostType = stringType(/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$/, 'a host or domain name');
 const packageType = stringType(/^[a-z0-9][a-z0-9.+_-]{0,127}$/, 'a package name');
+// `job` (the job owner) was allowed once; it gave users root in their VMs, so an old ini that still says so is refused with the reason.
+const accountType = (kind: 'user' | 'group') => stringType(/^(?!job$)(?:root|[a-z_][a-z0-9_-]{0,31})$/, `root or a ${kind} name of the launch account (not job: the job owner must not control their VM's files)`);
 const level = (doc: string) => key(enumType(['error', 'warn', 'off'] as const), 'error', doc);
 
 export const SCHEMA = {
@@ -44,7 +46,7 @@ export const SCHEMA = {
     image_pool: key(absPathType(), '/var/lib/vtorque/images', 'admin-managed guest images; root-owned, not writable by group or others'),
     cache_dir: key(absPathType(), '/var/cache/vtorque', 'node-local cache of verified images, verdicts and leases'),
     job_dir: key(absPathType(), '/var/lib/vtorque/jobs', 'per-job overlays, seeds and manifest.json, under <job_dir>/<jobid>/'),
-    ramdisk_dir: key(absPathType(), '/dev/shm/vtorque', 'VM disks of jobs that ask for fs_type=ramdisk'),
+    ramdisk_dir: key(absPathType(), '/run/vtorque/ramdisk', 'VM disks of jobs that ask for fs_type=ramdisk, on a tmpfs. It and every directory above it must be root-owned and not writable by others, so never under /dev/shm or /tmp, where any user can create it first; /run is a tmpfs only root can write (systemd sizes it at 20% of RAM; mount a tmpfs of your own here for more)'),
     torque_home: key(absPathType(), DEFAULT_TORQUE_HOME, 'TORQUE_HOME; job scripts are read from <torque_home>/mom_priv/jobs/<jobid>.SC when Torque does not pass the path'),
     shared_verdicts: key(absPathType({ optional: true }), '', 'optional verdict directory shared by all nodes (e.g. on NFS); submit-filter reads it to refuse known-bad images at qsub time'),
     log_file: key(absPathType({ optional: true }), '/var/log/vtorque/prologue.log', 'admin log file (JSON lines); empty logs to stderr of the prologue instead'),
@@ -117,8 +119,8 @@ export const SCHEMA = {
     lock_stale: key(durationType(2, 300), '10s', 'a lock whose holder stopped refreshing it this long ago (a killed prologue) is taken over'),
   },
   jobfiles: {
-    owner: key(stringType(/^(?:root|job|[a-z_][a-z0-9_-]{0,31})$/, 'root, job (the job owner) or a user name'), 'job', 'owner of the overlays, seeds and manifest: root, job (the job owner) or a user such as libvirt-qemu'),
-    group: key(stringType(/^(?:root|job|[a-z_][a-z0-9_-]{0,31})$/, 'root, job (the job group) or a group name'), 'job', 'group of the per-job files and directories: root, job (the job group) or a group such as kvm'),
+    owner: key(accountType('user'), 'root', "owner of the overlays, seeds and manifest: root, or the unprivileged account that launches the VMs (e.g. libvirt-qemu). Never the job owner: whoever can write a VM's seed or disk is root in it, and root in a VM is root against the cluster's NFS exports"),
+    group: key(accountType('group'), 'root', "group of the per-job files and directories: root, or the launch account's group (e.g. kvm); never one the job owner is in"),
     file_mode: key(modeType(), '0600', 'mode of the per-job files; seeds hold user data, so keep others out'),
     dir_mode: key(modeType(), '0750', 'mode of the per-job directories (root-owned, in the group above)'),
   },

@@ -23,8 +23,9 @@ export async function cleanUpJob(input: EpilogueInput): Promise<ExitCode> {
   const clog = log.child({ stage: 'cleanup' });
   try {
     // jobId passed parseJobArgs' pattern, so these stay inside job_dir, ramdisk_dir and leases/.
-    const removed = removeJobDirs(config, args.jobId);
+    const { removed, refused } = removeJobDirs(config, args.jobId);
     const lease = removeLease(layoutOf(config), args.jobId);
+    if (refused.length > 0) clog.error({ refused }, 'job files left in place: a directory above them is not root\'s alone (run vtorque-prologue doctor)');
     clog.info({ removed, lease, jobExitCode: args.jobExitCode }, removed.length > 0 || lease ? 'job files removed' : 'nothing to remove');
     return EXIT_RUN;
   } catch (e) {

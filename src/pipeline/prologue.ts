@@ -95,8 +95,9 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
 
     // Independent of the image: run them while it is prepared.
     const shared = seedShared();
-    const ownerP = resolveOwner(config, args.user, args.group, () => jobAccount(shared, config, args.user, args.group, ctx.signal));
+    const ownerP = resolveOwner(config, ctx.signal);
     ownerP.catch(() => undefined);
+    jobAccount(shared, config, args.user, args.group, ctx.signal).catch(() => undefined);
     jr.crossCheck?.catch(() => undefined);
     const acquired = await checkImage(ctx, resolved);
     const report = acquired.report;
@@ -110,7 +111,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const vlog = log.child({ stage: 'vms' });
     const owner = await ownerP;
     const dirs = jobDirsOf(config, args.jobId, request.fs_type === 'ramdisk');
-    freshJobDirs(dirs, owner);
+    freshJobDirs(config, args.jobId, dirs, owner);
     const v0 = performance.now();
     const makeOverlay = overlayMaker({ config, base: acquired.base, dirs, owner, signal: ctx.signal }, backingFor({ base: acquired.base, dirs, owner }));
     const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
@@ -158,7 +159,7 @@ async function checkImage(ctx: JobContext, request: VmRequest): Promise<Acquired
     const { lookupOwner } = await import('../report/deliver.js');
     ownerUid = (await lookupOwner(ctx.config, ctx.args.user, ctx.args.group)).uid;
   }
-  const img = authoriseImage({ img: request.img, config: ctx.config, ownerUid });
+  const img = await authoriseImage({ img: request.img, config: ctx.config, ownerUid });
   const t0 = performance.now();
   const a = await acquireImage({ config: ctx.config, img, want: { distro: request.distro, arch: request.arch }, job: ctx.args.jobId, node: ctx.node, signal: ctx.signal, log: ilog });
   const r = a.report;
@@ -199,7 +200,7 @@ function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acq
         seed: { media: seeds[o.index]!.media, path: seeds[o.index]!.path, instanceId: seeds[o.index]!.instanceId, network: seeds[o.index]!.network },
       })),
     };
-    // Written as root, then handed over: the launcher reads it as [jobfiles] owner.
+    // Written as root, then handed to [jobfiles] owner (root or the launch account; never the job owner).
     writeFileAtomic(path, JSON.stringify(m, null, 2) + '\n', 0o600);
     ownFile(path, owner);
   } catch (e) {

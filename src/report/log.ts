@@ -1,8 +1,9 @@
 // The admin log: pino JSON lines with job id, node and stage on every line.
 // Loaded only on the VM path and on failures; never on the non-VM fast path.
-import { mkdirSync } from 'node:fs';
+import { constants, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import pino from 'pino';
+import { ensureRootDir } from '../tools/safedir.js';
 
 export type Logger = pino.Logger;
 
@@ -22,11 +23,13 @@ export function openLog(opts: LogOptions): { log: Logger; problem?: string } {
   const base = { job: opts.job, node: opts.node };
   if (opts.file !== '') {
     try {
-      mkdirSync(dirname(opts.file), { recursive: true, mode: 0o755 });
-      const dest = pino.destination({ dest: opts.file, sync: true, append: true });
+      // Root appends here on every VM job: only in a directory root alone controls, never through a symlink.
+      ensureRootDir(dirname(opts.file), 0o755, '[paths] log_file directory');
+      const fd = openSync(opts.file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o640);
+      const dest = pino.destination({ dest: fd, sync: true });
       return { log: pino({ level: opts.level, base, timestamp: pino.stdTimeFunctions.isoTime }, dest) };
     } catch (e) {
-      const problem = `log file ${opts.file} cannot be opened (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+      const problem = `log file ${opts.file} cannot be opened (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
       const log = pino({ level: 'error', base, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: 2, sync: true }));
       return { log, problem };
     }

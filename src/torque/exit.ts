@@ -26,8 +26,9 @@ abstract class VtorqueError extends Error {
   /** A brand, not instanceof: the fast path and the rest are separate bundles with separate classes. */
   readonly vtorqueFault = true;
   readonly problems: readonly Problem[];
-  constructor(summary: string, problems: readonly Problem[] = []) {
-    super(summary);
+  /** options.cause: the error this one wraps, kept for the admin log instead of being flattened into the message. */
+  constructor(summary: string, problems: readonly Problem[] = [], options?: { cause?: unknown }) {
+    super(summary, options);
     this.problems = problems;
   }
 }
