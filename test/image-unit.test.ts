@@ -101,9 +101,9 @@ function pool() {
   const cfg = parseConfig(`[paths]\nimage_pool = ${p}\n`, 'x').config;
   return { root, p, cfg };
 }
-const faultOf = (f: () => unknown) => {
+const faultOf = async (f: () => unknown) => {
   try {
-    f();
+    await f();
   } catch (e) {
     if (e instanceof JobFault) return e.problems[0]!;
     throw e;
@@ -113,19 +113,19 @@ const faultOf = (f: () => unknown) => {
 
 t.test('authorisation: inside the pool, root-owned, not writable, no escapes', async (t) => {
   const { root, p, cfg } = pool();
-  t.equal(authoriseImage({ img: 'good.qcow2', config: cfg }).declaredFormat, 'qcow2');
+  t.equal((await authoriseImage({ img: 'good.qcow2', config: cfg })).declaredFormat, 'qcow2');
   symlinkSync(join(root, 'outside.qcow2'), join(p, 'escape.qcow2'));
-  t.equal(faultOf(() => authoriseImage({ img: 'escape.qcow2', config: cfg })).id, 'pool-escape');
-  t.equal(faultOf(() => authoriseImage({ img: 'missing.qcow2', config: cfg })).id, 'not-in-pool');
+  t.equal((await faultOf(() => authoriseImage({ img: 'escape.qcow2', config: cfg }))).id, 'pool-escape');
+  t.equal((await faultOf(() => authoriseImage({ img: 'missing.qcow2', config: cfg }))).id, 'not-in-pool');
   mkdirSync(join(p, 'dir.qcow2'));
-  t.match(faultOf(() => authoriseImage({ img: 'dir.qcow2', config: cfg })).message, /is a directory/);
+  t.match((await faultOf(() => authoriseImage({ img: 'dir.qcow2', config: cfg }))).message, /is a directory/);
   mkdirSync(join(p, 'team'), { mode: 0o775 });
   chmodSync(join(p, 'team'), 0o775);
   writeFileSync(join(p, 'team', 'a.qcow2'), 'x', { mode: 0o644 });
-  t.match(faultOf(() => authoriseImage({ img: 'team/a.qcow2', config: cfg })).message, /directory .*team has mode 0775, writable by group/);
+  t.match((await faultOf(() => authoriseImage({ img: 'team/a.qcow2', config: cfg }))).message, /directory .*team has mode 0775, writable by group/);
   writeFileSync(join(p, 'mine.qcow2'), 'x', { mode: 0o644 });
   chownSync(join(p, 'mine.qcow2'), NOBODY.uid, NOBODY.gid);
-  t.match(faultOf(() => authoriseImage({ img: 'mine.qcow2', config: cfg })).message, /owned by uid 65534, not root/);
+  t.match((await faultOf(() => authoriseImage({ img: 'mine.qcow2', config: cfg }))).message, /owned by uid 65534, not root/);
 });
 
 t.test('user images: refused by default; with allow_user_images only the owner\'s own', async (t) => {
@@ -134,10 +134,10 @@ t.test('user images: refused by default; with allow_user_images only the owner\'
   writeFileSync(img, 'x');
   chownSync(img, NOBODY.uid, NOBODY.gid);
   const strict = parseConfig(`[paths]\nimage_pool = ${p}\n`, 'x').config;
-  t.match(faultOf(() => authoriseImage({ img, config: strict })).message, /is an absolute path/);
+  t.match((await faultOf(() => authoriseImage({ img, config: strict }))).message, /is an absolute path/);
   const open = parseConfig(`[paths]\nimage_pool = ${p}\n[policy]\nallow_user_images = true\n`, 'x').config;
-  t.equal(authoriseImage({ img, config: open, ownerUid: NOBODY.uid }).origin, 'user');
-  t.equal(faultOf(() => authoriseImage({ img, config: open, ownerUid: 1234 })).id, 'not-owner');
+  t.equal((await authoriseImage({ img, config: open, ownerUid: NOBODY.uid })).origin, 'user');
+  t.equal((await faultOf(() => authoriseImage({ img, config: open, ownerUid: 1234 }))).id, 'not-owner');
 });
 
 t.test('a corrupt verdict file means verify again, never a crash', async (t) => {

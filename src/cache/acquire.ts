@@ -10,20 +10,28 @@
 //    writer could still change; only a compliant copy is renamed into images/;
 // 4. the lease is written under the same lock that eviction takes, so an
 //    image cannot be evicted between "it is cached" and "this job holds it".
-import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, constants, lstatSync, openSync, renameSync, rmSync } from 'node:fs';
+//
+// A user's image (allow_user_images) is read once: opened, checked to be the
+// authorised file, judged by its header and size before a byte more is read,
+// then copied and hashed in one pass from that descriptor; the digest lock is
+// taken with the copy in hand. Its base is root's alone (0400) and its .json
+// names only the owner's uid, never the path.
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, constants, lstatSync, openSync, renameSync, rmSync, type Stats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
-import { formatBytes } from '../config/values.js';
-import { NodeFault } from '../torque/exit.js';
+import { formatBytes, formatSize } from '../config/values.js';
+import { JobFault, NodeFault } from '../torque/exit.js';
 import { fsyncDir } from '../tools/atomic.js';
 import type { AuthorisedImage } from '../image/authorise.js';
 import type { Expectation } from '../image/rules.js';
 import {
-  assertCompliant, checkFormatHeader, checkSums, digestOf, forgetDigest, inspectImages, memoDigest, readVerdict, reportFor, screenImage,
-  type ImageReport, type Logish,
+  assertCompliant, assertSafeHeader, changedFault, checkFormatHeader, checkSums, digestOf, forgetDigest, inspectImages, memoDigest, openAuthorised,
+  readVerdict, reportFor, screenImage, unreadableFault, type ImageReport, type Logish,
 } from '../image/verify.js';
-import { copyAndHash, SourceChanged } from './copy.js';
-import { findBase, readMeta, touch, writeMeta } from './entries.js';
+import { readHeaderFrom } from '../image/header.js';
+import { copyAndHash, SourceChanged, SourceUnreadable } from './copy.js';
+import { findBase, readMeta, touch, userSource, writeMeta } from './entries.js';
 import { basePath, ensureLayout, layoutOf, type CacheLayout } from './layout.js';
 import { writeLease } from './leases.js';
 import { withLock, type LockOptions } from './lock.js';
@@ -64,6 +72,7 @@ export async function acquireImage(o: AcquireOptions): Promise<Acquired> {
   const l = layoutOf(config);
   ensureLayout(l);
   reservations(l); // partial copies of killed prologues go first
+  if (img.origin === 'user') return acquireUserImage(o, l);
   const locks = lockOptions(o, l);
   checkFormatHeader(img, config);
 
@@ -80,7 +89,91 @@ export async function acquireImage(o: AcquireOptions): Promise<Acquired> {
   return { ...(await withLock(`img-${d}`, locks('caching or verifying'), () => underDigestLock(o, l, d))), hashed };
 }
 
-async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string): Promise<Omit<Acquired, 'hashed'>> {
+/** The user's image, staged in tmp/ with its digest, then cached under the digest's lock like a pool image. */
+async function acquireUserImage(o: AcquireOptions, l: CacheLayout): Promise<Acquired> {
+  const staged = await stageUserImage(o, l);
+  try {
+    return { ...(await withLock(`img-${staged.digest}`, lockOptions(o, l)('caching or verifying'), () => underDigestLock(o, l, staged.digest, staged.tmp))), hashed: true };
+  } finally {
+    rmSync(staged.tmp, { force: true }); // gone already when it became the base
+  }
+}
+
+/** What a copy of the source occupies (a sparse raw image is copied sparse), plus the slack of our 64 KiB zero-block granularity against the source's 4 KiB blocks. */
+const spaceFor = (st: Pick<Stats, 'size' | 'blocks'>) => Math.min(st.size, st.blocks * 512 + 4 * 1024 * 1024);
+
+/**
+ * Opens the user's file once and judges it from its header and size; only an
+ * image this node could take is then read, from that same descriptor, into tmp/.
+ */
+async function stageUserImage(o: AcquireOptions, l: CacheLayout): Promise<{ tmp: string; digest: string }> {
+  const { config, img } = o;
+  const fh = await openAuthorised(img);
+  try {
+    let st: Stats;
+    try {
+      st = await fh.stat();
+      assertSafeHeader(img, await readHeaderFrom(fh, st.size), config);
+    } catch (e) {
+      throw unreadableFault(img, e);
+    }
+    const need = spaceFor(st);
+    if (need > config.cache.max_size) {
+      throw new JobFault(`image ${img.name} is larger than this node's image cache`, [
+        { id: 'too-large', where: img.name, message: `needs ${formatBytes(need)} in the cache, more than it may ever hold ([cache] max_size ${formatSize(config.cache.max_size)})`, fix: 'use a smaller image (qemu-img convert -c -O qcow2 SRC DST compresses it), or ask your admin to raise [cache] max_size' },
+      ]);
+    }
+    // Named like any ingest (tmp/<64 hex>.<pid>.<bytes>.part) so that space accounting and sweeping count it; the digest is not known yet.
+    const tmp = await reserve(o, l, randomBytes(32).toString('hex'), need);
+    return { tmp, digest: (await copyIn(o, l, fh, tmp, need)).digest };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Makes room for `need` bytes and creates the placeholder that reserves them, under the space lock. */
+function reserve(o: AcquireOptions, l: CacheLayout, name: string, need: number, keep?: string): Promise<string> {
+  return withLock('space', lockOptions(o, l)('making room in the cache for'), async () => {
+    await makeRoom({ config: o.config, layout: l, need, keep: new Set(keep ? [keep] : []), log: o.log });
+    // Created before the lock is released, so the next prologue to make room counts it.
+    const path = `${l.tmp}/${name}.${process.pid}.${need}.part`;
+    closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
+    return path;
+  });
+}
+
+/** Copies the authorised source, from its checked descriptor, over the placeholder tmp; on failure tmp is removed and the fault says whose it is. */
+async function copyIn(o: AcquireOptions, l: CacheLayout, src: FileHandle, tmp: string, need: number): Promise<{ digest: string; bytes: number }> {
+  const { img } = o;
+  o.log?.info({ image: img.path, bytes: img.stat.size, allocated: need }, 'copying the image into the cache');
+  try {
+    const r = await copyAndHash(src, tmp, {
+      name: img.path,
+      reserved: true,
+      expect: { dev: img.stat.dev, ino: img.stat.ino },
+      signal: o.signal,
+      onProgress: (p) => o.log?.info({ bytes: p.bytes, total: p.total, percent: Math.floor((100 * p.bytes) / Math.max(1, p.total)), MBps: Math.round(p.bytes / 1048576 / (p.ms / 1000)) }, 'copy progress'),
+    });
+    o.log?.info({ image: img.path, bytes: r.bytes, ms: Math.round(r.ms), MBps: Math.round(r.bytes / 1048576 / Math.max(0.001, r.ms / 1000)), cloned: r.cloned }, 'image copied');
+    return r;
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    if (e instanceof SourceChanged) throw changedFault(img, e.message);
+    if (e instanceof SourceUnreadable && img.origin === 'user') throw unreadableFault(img, e);
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') {
+      throw new NodeFault(`the cache filesystem filled up while caching image ${img.name}`, [
+        { id: 'cache-full', where: l.root, message: `${code} while writing a ${formatBytes(need)} copy; nothing was kept`, fix: 'free space on the cache filesystem or lower [cache] max_size so that eviction starts earlier' },
+      ]);
+    }
+    if (code) {
+      throw new NodeFault(`cannot copy image ${img.name} into the cache (${code})`, [{ id: 'cache-io', where: l.tmp, message: (e as Error).message, fix: 'check the cache filesystem (dmesg, df)' }]);
+    }
+    throw e;
+  }
+}
+
+async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string, staged?: string): Promise<Omit<Acquired, 'hashed'>> {
   const { config, img } = o;
   const vo = { config, want: o.want, signal: o.signal, log: o.log };
   let verdict = readVerdict(config, digest);
@@ -92,7 +185,7 @@ async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string
   let verified = false;
 
   if (!found) {
-    const tmp = await ingest(o, l, digest);
+    const tmp = staged ?? (await ingest(o, l, digest));
     try {
       if (!report) {
         report = await verifyCopy(o, tmp, digest);
@@ -100,7 +193,8 @@ async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string
         assertCompliant(report);
       }
       const format = report.verdict.format.format;
-      chmodSync(tmp, 0o444);
+      // A user's image stays as private as it was: root's alone. A pool image is public anyway.
+      chmodSync(tmp, img.origin === 'user' ? 0o400 : 0o444);
       renameSync(tmp, basePath(l, digest, format));
       fsyncDir(l.images);
       found = { path: basePath(l, digest, format), format };
@@ -116,12 +210,16 @@ async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string
     assertCompliant(report);
   }
 
-  const size = lstatSync(found.path).size;
+  const st = lstatSync(found.path);
+  // The same content is in the pool, so readable by all: a base a user brought first may now be public too.
+  if (img.origin === 'pool' && (st.mode & 0o444) !== 0o444) chmodSync(found.path, 0o444);
+  const size = st.size;
   const meta = readMeta(l, digest);
-  if (!meta || !meta.sources.includes(img.name)) {
+  const source = img.origin === 'user' ? userSource(img.stat.uid) : img.name;
+  if (!meta || !meta.sources.includes(source)) {
     writeMeta(l, {
       digest, format: found.format, size, ingestedAt: meta?.ingestedAt ?? new Date().toISOString(),
-      sources: [...(meta?.sources ?? []), img.name].slice(-20),
+      sources: [...(meta?.sources ?? []), source].slice(-20),
     });
   }
   touch(l, digest);
@@ -130,51 +228,25 @@ async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string
   return { report: { ...report, image: img }, base: { digest, path: found.path, format: found.format, size }, ingested, verified };
 }
 
-/** Copies the source into tmp/, hashing it; the result must have the expected digest. */
+/** Copies a pool image into tmp/, hashing it; the result must have the digest it was checked under. */
 async function ingest(o: AcquireOptions, l: CacheLayout, digest: string): Promise<string> {
   const { config, img } = o;
-  const st = lstatSync(img.path);
-  // What the source occupies (a sparse raw image is copied sparse), plus the
-  // slack of our 64 KiB zero-block granularity against the source's 4 KiB blocks.
-  const need = Math.min(st.size, st.blocks * 512 + 4 * 1024 * 1024);
-  const tmp = await withLock('space', lockOptions(o, l)('making room in the cache for'), async () => {
-    await makeRoom({ config, layout: l, need, keep: new Set([digest]), log: o.log });
-    // Created before the lock is released, so the next prologue to make room counts it.
-    const path = `${l.tmp}/${digest}.${process.pid}.${need}.part`;
-    closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));
-    return path;
-  });
-  o.log?.info({ image: img.path, bytes: st.size, allocated: need }, 'copying the image into the cache');
+  const src = await openAuthorised(img);
   try {
-    const r = await copyAndHash(img.path, tmp, {
-      reserved: true,
-      expect: { dev: img.stat.dev, ino: img.stat.ino },
-      signal: o.signal,
-      onProgress: (p) => o.log?.info({ bytes: p.bytes, total: p.total, percent: Math.floor((100 * p.bytes) / Math.max(1, p.total)), MBps: Math.round(p.bytes / 1048576 / (p.ms / 1000)) }, 'copy progress'),
-    });
+    const need = spaceFor(await src.stat());
+    const tmp = await reserve(o, l, digest, need, digest);
+    const r = await copyIn(o, l, src, tmp, need);
     if (r.digest !== digest) {
+      rmSync(tmp, { force: true });
       forgetDigest(img, config);
       throw new NodeFault(`image ${img.name} changed while it was being cached`, [
         { id: 'cache-digest', where: img.path, message: `sha256 was ${digest.slice(0, 12)}… when checked and ${r.digest.slice(0, 12)}… when copied`, fix: 'do not modify pool images in place: write a new file and rename it over the old one' },
       ]);
     }
-    o.log?.info({ image: img.path, digest, bytes: r.bytes, ms: Math.round(r.ms), MBps: Math.round(r.bytes / 1048576 / Math.max(0.001, r.ms / 1000)), cloned: r.cloned }, 'image ingested');
+    o.log?.info({ image: img.path, digest }, 'image ingested');
     return tmp;
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    if (e instanceof SourceChanged) {
-      throw new NodeFault(`image ${img.name} changed while it was being cached`, [{ id: 'cache-source', where: img.path, message: e.message, fix: 'replace pool images by rename, never in place' }]);
-    }
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC' || code === 'EDQUOT') {
-      throw new NodeFault(`the cache filesystem filled up while caching image ${img.name}`, [
-        { id: 'cache-full', where: l.root, message: `${code} while writing a ${formatBytes(need)} copy; nothing was kept`, fix: 'free space on the cache filesystem or lower [cache] max_size so that eviction starts earlier' },
-      ]);
-    }
-    if (code) {
-      throw new NodeFault(`cannot copy image ${img.name} into the cache (${code})`, [{ id: 'cache-io', where: l.tmp, message: (e as Error).message, fix: 'check the cache filesystem (dmesg, df)' }]);
-    }
-    throw e;
+  } finally {
+    await src.close();
   }
 }
 

@@ -4,9 +4,11 @@
 // 64 KiB blocks are not written, so a sparse raw image stays about as sparse
 // in the cache as in the pool, and eviction's size estimate holds. Where the
 // filesystem can clone (btrfs, XFS), the clone is made first and then hashed:
-// one read, no data written.
+// one read, no data written. The source is read from one descriptor, checked
+// to be the authorised file, and must not change while it is read: what was
+// hashed is exactly what was copied.
 import { createHash } from 'node:crypto';
-import { constants, copyFileSync, fstatSync } from 'node:fs';
+import { constants, copyFileSync, fstatSync, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 
 export interface CopyProgress {
@@ -25,6 +27,8 @@ export interface CopyOptions {
   clone?: boolean;
   /** dst already exists as an empty placeholder (a space reservation) and is overwritten. */
   reserved?: boolean;
+  /** What messages call a source given as a descriptor. */
+  name?: string;
 }
 
 export interface CopyResult {
@@ -57,19 +61,35 @@ function writeRuns(to: FileHandle, chunk: Buffer, pos: number): Promise<unknown>
 
 export class SourceChanged extends Error {}
 
-/** Copies src to dst (which must not exist) and returns the sha256 of what dst holds. dst is fsynced, not renamed. */
-export async function copyAndHash(src: string, dst: string, o: CopyOptions = {}): Promise<CopyResult> {
+/** Reading the source failed (EIO, a vanished network file): the source's problem, not the cache's. */
+export class SourceUnreadable extends Error {
+  readonly code: string | undefined;
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+    this.code = (options.cause as NodeJS.ErrnoException).code;
+  }
+}
+
+/**
+ * Copies src (a path, or a descriptor the caller opened and keeps) to dst
+ * (which must not exist) and returns the sha256 of what dst holds. dst is
+ * fsynced, not renamed.
+ */
+export async function copyAndHash(src: string | FileHandle, dst: string, o: CopyOptions = {}): Promise<CopyResult> {
   const t0 = performance.now();
-  const input = await open(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  const input = typeof src === 'string' ? await open(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK) : src;
+  const name = typeof src === 'string' ? src : o.name ?? 'the source';
   try {
     const st = fstatSync(input.fd);
-    if (o.expect && (st.dev !== o.expect.dev || st.ino !== o.expect.ino)) throw new SourceChanged(`${src} was replaced after it was checked`);
-    if (!st.isFile()) throw new SourceChanged(`${src} is no longer a regular file`);
-    if (o.clone !== false && tryClone(src, dst, !o.reserved)) {
+    if (o.expect && (st.dev !== o.expect.dev || st.ino !== o.expect.ino)) throw new SourceChanged(`${name} was replaced after it was checked`);
+    if (!st.isFile()) throw new SourceChanged(`${name} is no longer a regular file`);
+    // The clone goes through the descriptor's own /proc link: the same inode, whatever the path now names.
+    if (o.clone !== false && tryClone(`/proc/self/fd/${input.fd}`, dst, !o.reserved)) {
       const out = await open(dst, constants.O_RDWR | constants.O_NOFOLLOW);
       try {
         const { digest, bytes } = await stream(out, undefined, st.size, t0, o);
         await out.sync();
+        assertUnchanged(st, fstatSync(input.fd), name);
         return { digest, bytes, ms: performance.now() - t0, cloned: true };
       } finally {
         await out.close();
@@ -78,6 +98,7 @@ export async function copyAndHash(src: string, dst: string, o: CopyOptions = {})
     const out = await open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | (o.reserved ? constants.O_TRUNC : constants.O_EXCL), 0o600);
     try {
       const { digest, bytes } = await stream(input, out, st.size, t0, o);
+      assertUnchanged(st, fstatSync(input.fd), name);
       await out.truncate(bytes); // skipped zero chunks at the end still count
       await out.sync();
       return { digest, bytes, ms: performance.now() - t0, cloned: false };
@@ -85,7 +106,14 @@ export async function copyAndHash(src: string, dst: string, o: CopyOptions = {})
       await out.close();
     }
   } finally {
-    await input.close();
+    if (typeof src === 'string') await input.close();
+  }
+}
+
+/** A write into the source while it was read shows in its size or times. */
+function assertUnchanged(before: Stats, after: Stats, name: string): void {
+  if (after.size !== before.size || after.mtimeMs !== before.mtimeMs || after.ctimeMs !== before.ctimeMs) {
+    throw new SourceChanged(`${name} changed while it was copied (size ${before.size} -> ${after.size})`);
   }
 }
 
@@ -109,14 +137,18 @@ async function stream(from: FileHandle, to: FileHandle | undefined, total: numbe
   let writing: Promise<unknown> = Promise.resolve();
   // A failure mid-loop leaves the other operation pending: keep its rejection from going unhandled.
   const quiet = <T>(p: Promise<T>) => (p.catch(() => undefined), p);
-  let reading = quiet(from.read(bufs[0]!, 0, CHUNK, 0));
+  // Only reads of `from` fail as SourceUnreadable; a failed write stays what it is (ENOSPC is the cache's).
+  const read = (buf: Buffer, at: number) => from.read(buf, 0, CHUNK, at).catch((e: unknown) => {
+    throw new SourceUnreadable(`reading the image at byte ${at} failed: ${(e as Error).message}`, { cause: e });
+  });
+  let reading = quiet(read(bufs[0]!, 0));
   for (;;) {
     const { bytesRead } = await reading;
     if (bytesRead === 0) break;
     if (o.signal?.aborted) throw o.signal.reason ?? new Error('aborted');
     const buf = bufs[i % 3]!;
     // The buffer read next was last written two chunks ago; that write was awaited below.
-    reading = quiet(from.read(bufs[(i + 1) % 3]!, 0, CHUNK, pos + bytesRead));
+    reading = quiet(read(bufs[(i + 1) % 3]!, pos + bytesRead));
     const chunk = buf.subarray(0, bytesRead);
     h.update(chunk);
     await writing;

@@ -11,7 +11,7 @@ export interface EntryMeta {
   /** Logical size in bytes. */
   size: number;
   ingestedAt: string;
-  /** Pool names (or user paths) that were found to have this content. */
+  /** Pool names that were found to have this content, and `user:<uid>` for a user's own image (never its path). */
   sources: string[];
 }
 
@@ -33,8 +33,13 @@ export function readMeta(l: CacheLayout, digest: string): EntryMeta | undefined 
   return undefined;
 }
 
+/** How a user's image is named in the cache: by its owner, since its path is the user's private business. */
+export const userSource = (uid: number) => `user:${uid}`;
+
+/** Readable by all while only pool names are in it; an entry a user brought stays root's. */
 export function writeMeta(l: CacheLayout, m: EntryMeta): void {
-  writeFileAtomic(metaPath(l, m.digest), JSON.stringify(m) + '\n', 0o644);
+  const mode = m.sources.some((s) => s.startsWith('user:')) ? 0o600 : 0o644;
+  writeFileAtomic(metaPath(l, m.digest), JSON.stringify(m) + '\n', mode);
 }
 
 /** Marks an entry as just used, for least-recently-used eviction. */

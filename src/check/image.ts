@@ -1,7 +1,7 @@
 // `check --image NAME|PATH...`: verify images and print the rule table.
 // Admins run it after building an image; users before submitting. Several
 // images share one libguestfs launch.
-import { lstatSync, realpathSync } from 'node:fs';
+import { lstat, realpath } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import { authoriseImage, describeImage, type AuthorisedImage } from '../image/authorise.js';
@@ -21,16 +21,16 @@ export interface CheckImageOptions {
 }
 
 /** Absolute paths are checked where they are (an admin trying an image before it enters the pool). */
-function locate(name: string, config: Config): AuthorisedImage {
+async function locate(name: string, config: Config): Promise<AuthorisedImage> {
   if (!name.startsWith('/')) return authoriseImage({ img: name, config });
   let real: string;
   try {
-    real = realpathSync(name);
+    real = await realpath(name);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
     throw new JobFault(`${name} cannot be found`, [{ id: 'not-found', where: name, message: `cannot be found (${code})`, fix: 'check the path' }]);
   }
-  const st = lstatSync(real);
+  const st = await lstat(real);
   if (!st.isFile()) throw new JobFault(`${name} is not a regular file`, [{ id: 'not-regular', where: name, message: 'is not a regular file', fix: 'name an image file' }]);
   return describeImage(name, real, st, 'user');
 }
@@ -42,7 +42,7 @@ export async function checkImages(o: CheckImageOptions): Promise<ExitCode> {
   for (const name of o.names) {
     try {
       // The cheap checks one image at a time, so one bad image does not hide the others.
-      screened.push(await screenImage(locate(name, o.config), vo));
+      screened.push(await screenImage(await locate(name, o.config), vo));
       results.push({ name });
     } catch (e) {
       if (!isJobFault(e)) throw e;

@@ -2,6 +2,7 @@
 // admin's pool, reached without leaving the pool, and neither the file nor any
 // directory from the pool down to it may be writable by anyone but root.
 import { lstatSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { lstat, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, sep } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault, type Problem } from '../torque/exit.js';
@@ -47,9 +48,14 @@ export function describeImage(name: string, real: string, st: Stats, origin: Aut
   return { name, path: real, origin, declaredFormat: declaredFormatOf(real), stat };
 }
 
-export function authoriseImage(input: AuthoriseInput): AuthorisedImage {
+export async function authoriseImage(input: AuthoriseInput): Promise<AuthorisedImage> {
+  if (isAbsolute(input.img)) return authoriseUserImage(input);
+  return authorisePoolImage(input);
+}
+
+/** The admin's pool is a local directory of root's: its checks may block. */
+function authorisePoolImage(input: AuthoriseInput): AuthorisedImage {
   const { img, config } = input;
-  if (isAbsolute(img)) return authoriseUserImage(input);
 
   let pool: string;
   try {
@@ -103,18 +109,39 @@ export function authoriseImage(input: AuthoriseInput): AuthorisedImage {
   return describeImage(img, real, st, 'pool');
 }
 
-function authoriseUserImage(input: AuthoriseInput): AuthorisedImage {
+/**
+ * A user's path may lead into a hung NFS or FUSE mount: every look at it is
+ * asynchronous (the deadline timer keeps running) and bounded by [timeouts]
+ * tool, and a path that does not answer is the job's to fix.
+ */
+async function authoriseUserImage(input: AuthoriseInput): Promise<AuthorisedImage> {
   const { img, config, ownerUid } = input;
   if (!config.policy.allow_user_images) {
     throw reject(img, 'not-in-pool', `img is an absolute path; this site only allows images from its pool`, 'give the name of a pool image (ask your admin), or ask them to set [policy] allow_user_images = true');
   }
+  const seconds = config.timeouts.tool;
+  const bounded = <T>(p: Promise<T>): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, fail) => {
+      timer = setTimeout(() => fail(reject(img, 'not-found', `did not answer within ${seconds} s (a hung network or FUSE filesystem?)`, 'put the image on a filesystem the node can read, such as your home or scratch directory')), seconds * 1000);
+      timer.unref();
+    });
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  };
   let real: string;
   try {
-    real = realpathSync(img);
+    real = await bounded(realpath(img));
   } catch (e) {
+    if (e instanceof JobFault) throw e;
     throw reject(img, 'not-found', `cannot be found (${(e as NodeJS.ErrnoException).code})`, 'check the path');
   }
-  const st = lstatSync(real);
+  let st: Stats;
+  try {
+    st = await bounded(lstat(real));
+  } catch (e) {
+    if (e instanceof JobFault) throw e;
+    throw reject(img, 'not-found', `cannot be examined (${(e as NodeJS.ErrnoException).code})`, 'check the path');
+  }
   if (!st.isFile()) throw reject(img, 'not-regular', 'is not a regular file', 'name an image file');
   if (ownerUid === undefined || st.uid !== ownerUid) {
     throw reject(img, 'not-owner', `is owned by uid ${st.uid}, not by the job owner`, 'use an image file you own');

@@ -5,7 +5,7 @@ import { formatSize } from '../config/values.js';
 import type { Problem } from '../torque/exit.js';
 import { runTool } from '../tools/run.js';
 import type { AuthorisedImage } from './authorise.js';
-import type { HeaderFacts } from './header.js';
+import type { HeaderFacts, VmdkFacts } from './header.js';
 
 export interface FormatVerdict {
   format: 'qcow2' | 'raw' | 'vmdk';
@@ -21,7 +21,7 @@ interface QemuInfo {
   'actual-size'?: number;
   'backing-filename'?: string;
   'full-backing-filename'?: string;
-  'format-specific'?: { type?: string; data?: { 'data-file'?: string; encrypt?: unknown; corrupt?: boolean } };
+  'format-specific'?: { type?: string; data?: { 'data-file'?: string; encrypt?: unknown; corrupt?: boolean; 'create-type'?: string; extents?: { filename?: string }[] } };
   encrypted?: boolean;
 }
 
@@ -44,6 +44,7 @@ export function checkHeader(img: AuthorisedImage, h: HeaderFacts, config: Config
       break;
     case 'vmdk':
       if (!allowed.includes('vmdk')) problems.push(hazard(img, 'format-not-allowed', 'is a VMDK image; this site does not accept VMDK', `${rebuild} (or the admin adds vmdk to [policy] formats)`));
+      else problems.push(...vmdkHazards(img, h.vmdk!));
       break;
     case 'qcow2': {
       const q = h.qcow2!;
@@ -67,7 +68,52 @@ export function checkHeader(img: AuthorisedImage, h: HeaderFacts, config: Config
   if (fmt && !allowed.includes(fmt) && !(fmt === 'vmdk')) {
     problems.push(hazard(img, 'format-not-allowed', `is ${fmt}; this site accepts ${allowed.join(', ')}`, `convert it: qemu-img convert -O ${allowed[0] ?? 'qcow2'} SRC DST`));
   }
+  if (fmt) problems.push(...sizeHazards(img, h, config));
   return { problems, format: problems.length === 0 ? fmt : undefined };
+}
+
+/** Metadata a qcow2 or sparse VMDK may add to its virtual size, and then some: internal snapshots and padding are refused. */
+const slack = (virtual: number) => virtual + Math.max(64 * 1024 * 1024, virtual / 8);
+
+/**
+ * The size from the header alone, so that an image no node would take is
+ * refused before a byte of it is hashed or copied (raw: the file size is the
+ * virtual size; qcow2, VMDK: the declared size, and a file much larger than it).
+ */
+export function sizeHazards(img: AuthorisedImage, h: HeaderFacts, config: Config): Problem[] {
+  const out: Problem[] = [];
+  const max = config.policy.max_virtual_size;
+  const smaller = 'use a smaller image, or ask your admin to raise [policy] max_virtual_size';
+  if (h.virtualSize === undefined) return out;
+  if (h.virtualSize > max) {
+    out.push(hazard(img, 'too-large', `declares a virtual disk of ${formatSize(h.virtualSize)}, more than this site allows (${formatSize(max)})`, smaller));
+  } else if (h.format !== 'raw' && h.size > slack(h.virtualSize)) {
+    out.push(hazard(img, 'too-large', `is a ${formatSize(h.size)} file for a ${formatSize(h.virtualSize)} virtual disk (internal snapshots or padding)`, 'write a compact copy and use that: qemu-img convert -O qcow2 SRC DST'));
+  }
+  return out;
+}
+
+/**
+ * A VMDK descriptor names extents: files qemu-img, libguestfs and the VM would
+ * open on the node. Only a single-file sparse VMDK is accepted: a "KDMV" file
+ * whose embedded descriptor lists one extent, itself (a bare name, as qemu-img
+ * writes it), and no parent.
+ */
+function vmdkHazards(img: AuthorisedImage, v: VmdkFacts): Problem[] {
+  const fix = 'make it a single file: qemu-img convert -O vmdk -o subformat=monolithicSparse SRC DST (or qemu-img convert -O qcow2 SRC DST)';
+  if (v.kind === 'text') return [hazard(img, 'vmdk-extent', 'is a VMDK descriptor file: its data is in other files, which the node would read', fix)];
+  if (!v.hasDescriptor) return [hazard(img, 'vmdk-extent', 'is a VMDK without an embedded descriptor', fix)];
+  const out: Problem[] = [];
+  const [only, ...more] = v.extents;
+  if (!only || more.length > 0 || only.type !== 'SPARSE' || !only.file || only.file.includes('/')) {
+    const named = v.extents.map((e) => `${e.type} ${JSON.stringify(e.file ?? '')}`).join(', ') || 'none';
+    out.push(hazard(img, 'vmdk-extent', `lists extents other than itself (${named}); the node would read those files`, fix));
+  }
+  if (v.createType !== 'monolithicSparse' && v.createType !== 'streamOptimized') {
+    out.push(hazard(img, 'vmdk-extent', `is a VMDK of type ${JSON.stringify(v.createType ?? '')}; only monolithicSparse and streamOptimized are single files`, fix));
+  }
+  if (v.parent) out.push(hazard(img, 'backing-file', 'is a VMDK with a parent (parentFileNameHint); it would read another file on the node', fix));
+  return out;
 }
 
 /** Layer 2: qemu-img, always with -f, under prlimit, and it must agree with layer 1. */
@@ -93,6 +139,13 @@ export async function checkWithQemuImg(img: AuthorisedImage, format: FormatVerdi
   if (j['backing-filename'] || j['full-backing-filename']) problems.push(hazard(img, 'backing-file', 'has a backing file (qemu-img)', 'convert it to a standalone image'));
   if (j['format-specific']?.data?.['data-file']) problems.push(hazard(img, 'data-file', 'has an external data file (qemu-img)', 'convert it to a standalone image'));
   if (j.encrypted || j['format-specific']?.data?.encrypt) problems.push(hazard(img, 'encrypted', 'is encrypted (qemu-img)', 'use an unencrypted image'));
+  if (format === 'vmdk') {
+    const extents = j['format-specific']?.data?.extents;
+    if (!Array.isArray(extents) || extents.length !== 1 || extents[0]?.filename !== img.path) {
+      const named = Array.isArray(extents) ? extents.map((e) => JSON.stringify(e?.filename ?? '')).join(', ') : 'none';
+      problems.push(hazard(img, 'vmdk-extent', `has extents other than itself (qemu-img: ${named})`, 'make it a single file: qemu-img convert -O vmdk -o subformat=monolithicSparse SRC DST'));
+    }
+  }
   const vsize = j['virtual-size'] ?? 0;
   if (vsize > config.policy.max_virtual_size) {
     problems.push(hazard(img, 'too-large', `declares a virtual disk of ${formatSize(vsize)}, more than this site allows (${formatSize(config.policy.max_virtual_size)})`, 'use a smaller image, or ask your admin to raise [policy] max_virtual_size'));

@@ -3,13 +3,14 @@
 // checked under; the rules are evaluated against the job's request each time,
 // which costs nothing. A stat memo spares re-hashing an unchanged pool image.
 import { createHash } from 'node:crypto';
-import { createReadStream, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { constants, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault, type Problem } from '../torque/exit.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import type { AuthorisedImage } from './authorise.js';
 import { checkHeader, checkWithQemuImg, type FormatVerdict } from './format.js';
-import { readHeader } from './header.js';
+import { assertIdentity, NotTheAuthorisedFile, readHeader, type HeaderFacts } from './header.js';
 import { gatherGuestFacts, type GuestFacts } from './guestfs.js';
 import { resolveAccel } from './accel.js';
 import { evaluateRules, familyOf, type Expectation, type RuleResult } from './rules.js';
@@ -50,10 +51,85 @@ export function policyHash(config: Config): string {
   return sha256(JSON.stringify({ formats: config.policy.formats, max: config.policy.max_virtual_size })).slice(0, 16);
 }
 
-export async function hashFile(path: string, signal?: AbortSignal): Promise<string> {
+/** The sha256 of what an open descriptor holds from offset 0 to its end. */
+export async function hashHandle(fh: FileHandle, signal?: AbortSignal): Promise<string> {
   const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) h.update(chunk as Buffer);
+  const buf = Buffer.allocUnsafe(1024 * 1024);
+  for (let pos = 0; ; ) {
+    if (signal?.aborted) throw signal.reason ?? new Error('aborted');
+    const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+    if (bytesRead === 0) break;
+    h.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
   return h.digest('hex');
+}
+
+/** Opens without following a final symlink or blocking on a FIFO; the caller checks what it got with fstat. */
+export const openNoFollow = (path: string) => open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+
+/** sha256 of a regular file at path (a symlink or FIFO there is refused). For root-owned files, such as cached bases. */
+export async function hashFile(path: string, signal?: AbortSignal): Promise<string> {
+  const fh = await openNoFollow(path);
+  try {
+    assertIdentity(await fh.stat(), undefined, path);
+    return await hashHandle(fh, signal);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The image's file changed between its checks and its use. The user's own
+ * file is the job's fault; a pool file is the admin's, and so the node's.
+ */
+export function changedFault(img: AuthorisedImage, message: string): JobFault | NodeFault {
+  if (img.origin === 'user') {
+    return new JobFault(`image ${img.name} changed while it was being read`, [
+      { id: 'image-changed', where: img.name, message, fix: 'leave the image file alone from submission until the job has started, then submit again' },
+    ]);
+  }
+  return new NodeFault(`image ${img.name} changed while it was being cached`, [{ id: 'cache-source', where: img.path, message, fix: 'replace pool images by rename, never in place' }]);
+}
+
+/** The user's file could not be read: their file, their fault. Anything else is the node's, as before. */
+export function unreadableFault(img: AuthorisedImage, e: unknown): unknown {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (img.origin !== 'user' || !code) return e;
+  return new JobFault(`image ${img.name} cannot be read (${code})`, [
+    { id: 'image-unreadable', where: img.name, message: `cannot be read: ${code}`, fix: 'use an image file on a local or healthy filesystem, as a plain file you own' },
+  ]);
+}
+
+/** Opens the authorised image and checks that it is still the file authorised (dev, inode, owner). */
+export async function openAuthorised(img: AuthorisedImage): Promise<FileHandle> {
+  let fh: FileHandle;
+  try {
+    fh = await openNoFollow(img.path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw changedFault(img, `${img.path} was replaced by a symlink after it was checked`);
+    throw unreadableFault(img, e);
+  }
+  try {
+    assertIdentity(await fh.stat(), img.stat, img.path);
+    return fh;
+  } catch (e) {
+    await fh.close();
+    if (e instanceof NotTheAuthorisedFile) throw changedFault(img, e.message);
+    throw unreadableFault(img, e);
+  }
+}
+
+/** sha256 of the authorised image, read from the descriptor that was checked to be it. */
+export async function hashAuthorised(img: AuthorisedImage, signal?: AbortSignal): Promise<string> {
+  const fh = await openAuthorised(img);
+  try {
+    return await hashHandle(fh, signal);
+  } catch (e) {
+    throw unreadableFault(img, e);
+  } finally {
+    await fh.close();
+  }
 }
 
 function memoPath(config: Config, img: AuthorisedImage): string {
@@ -85,7 +161,7 @@ export function forgetDigest(img: AuthorisedImage, config: Config): void {
 export async function digestOf(img: AuthorisedImage, config: Config, signal?: AbortSignal): Promise<{ digest: string; hashed: boolean }> {
   const known = memoDigest(img, config);
   if (known) return { digest: known, hashed: false };
-  const digest = await hashFile(img.path, signal);
+  const digest = await hashAuthorised(img, signal);
   if (img.origin === 'pool') {
     mkdirSync(`${config.paths.cache_dir}/statmemo`, { recursive: true, mode: 0o700 });
     writeFileAtomic(memoPath(config, img), JSON.stringify({ ...memoKey(img), sha256: digest }) + '\n', 0o600);
@@ -137,7 +213,20 @@ export type Screened =
 
 /** Our own reading of the header: the cheap first layer, before anything reads the whole file. */
 export function checkFormatHeader(img: AuthorisedImage, config: Config): NonNullable<ReturnType<typeof checkHeader>['format']> {
-  const layer1 = checkHeader(img, readHeader(img.path), config);
+  let h: HeaderFacts;
+  try {
+    h = readHeader(img.path, img.stat);
+  } catch (e) {
+    if (e instanceof NotTheAuthorisedFile) throw changedFault(img, e.message);
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw changedFault(img, `${img.path} was replaced by a symlink after it was checked`);
+    throw unreadableFault(img, e);
+  }
+  return assertSafeHeader(img, h, config);
+}
+
+/** Throws the JobFault for a header that fails layer 1; else the format both layers must agree on. */
+export function assertSafeHeader(img: AuthorisedImage, h: HeaderFacts, config: Config): NonNullable<ReturnType<typeof checkHeader>['format']> {
+  const layer1 = checkHeader(img, h, config);
   if (layer1.problems.length > 0 || !layer1.format) throw new JobFault(`image ${img.name} is not a safe disk image`, layer1.problems);
   return layer1.format;
 }
@@ -176,7 +265,8 @@ export async function inspectImages(screened: readonly Screened[], o: VerifyOpti
         checker: CHECKER_VERSION, policy: policyHash(config), digest: p.digest, format: p.format, facts: facts[i]!,
         checkedAt: new Date().toISOString(), ms: { qemuImg: Math.round(p.qemuMs), guestfs: Math.round(gms) },
       };
-      writeFileAtomic(verdictPath(config, p.digest), JSON.stringify(v) + '\n', 0o644);
+      // What a user's private image holds (its OS, its cloud-init config) is not for other users to read.
+      writeFileAtomic(verdictPath(config, p.digest), JSON.stringify(v) + '\n', p.img.origin === 'user' ? 0o600 : 0o644);
       o.log?.info({ image: p.img.path, digest: p.digest, ms: v.ms }, 'verdict stored');
       fresh.set(p, v);
     });

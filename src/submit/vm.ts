@@ -286,7 +286,7 @@ export function sharedVerdict(config: Config, digest: string): Verdict | undefin
 async function checkImage(request: VmRequest, config: Config, notes: string[]): Promise<void> {
   let img: AuthorisedImage;
   try {
-    img = authoriseImage({ img: request.img, config, ownerUid: process.getuid?.() });
+    img = await authoriseImage({ img: request.img, config, ownerUid: process.getuid?.() });
   } catch (e) {
     if (!isNodeFault(e)) throw e;
     notes.push(`image ${request.img} was not checked here (${e.message}); the node checks it when the job starts`);
