@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs vtorque-prologue on a compute node and wires it into pbs_mom's mom_priv.
 set -euo pipefail
+# What install.sh creates must not be group- or world-writable, whatever the admin's umask.
+umask 022
 
 usage() {
   cat <<'USAGE'
@@ -11,9 +13,16 @@ overwriting an existing one, creates the image pool, cache, job and log
 directories named in its [paths] (root-owned, 0755; the log directory 0750),
 installs a logrotate snippet, and writes mom_priv/prologue, prologue.parallel,
 epilogue and epilogue.parallel wrappers (root-owned, mode 0500, as Torque
-requires). A script already there is kept as <name>.orig and run first, with
-the same arguments; its non-zero exit code wins. Then it runs
-`vtorque-prologue doctor` on the node. A second run changes nothing.
+requires). The wrappers start node through env -i with only LANG, PATH and
+the PBS_* variables the prologue reads, so nothing in pbs_mom's environment
+(NODE_OPTIONS, LD_PRELOAD) reaches the root prologue. A script already there
+is kept as <name>.orig and run first, with the same arguments; its non-zero
+exit code wins. Then it runs `vtorque-prologue doctor` on the node. A second
+run changes nothing.
+
+The node the wrappers run is the one on PATH, after symlinks; install.sh
+refuses it (exit 2) unless it and every directory above it are root's and not
+writable by group or others, since root runs it before every job.
 
 Options:
   --prefix DIR        where the program goes        (default /opt/vtorque-prologue)
@@ -76,17 +85,64 @@ run() {
   if [ "$DRY" = 1 ]; then echo "would: $*"; else "$@"; fi
 }
 
-node_major() { # the major version of the node on PATH, or 0
-  local n
+# Why root must not run or read FILE, or nothing: FILE or a directory above
+# it is a symlink, not root's, or writable by group or others; a sticky
+# directory (/tmp) is passed over when the entry below it is root's, as
+# src/tools/trust.ts judges. Give it a path without symlinks (readlink -f).
+untrusted_path() { # untrusted_path FILE
+  local p=$1 below_uid="" uid mode who
+  while :; do
+    if [ -L "$p" ]; then echo "$p is a symlink"; return; fi
+    if ! read -r uid mode < <(stat -c '%u %a' -- "$p" 2>/dev/null); then echo "$p cannot be examined"; return; fi
+    if [ "$uid" != 0 ]; then echo "$p is owned by uid $uid, not root"; return; fi
+    if (( 8#$mode & 8#022 )) && ! { [ -d "$p" ] && (( 8#$mode & 8#1000 )) && [ "$below_uid" = 0 ]; }; then
+      who=others; (( 8#$mode & 8#020 )) && who=group; (( (8#$mode & 8#022) == 8#022 )) && who="group and others"
+      printf '%s has mode %04o, writable by %s\n' "$p" "$((8#$mode))" "$who"
+      return
+    fi
+    [ "$p" = / ] && return
+    below_uid=$uid
+    p=$(dirname "$p")
+  done
+}
+
+# The wrappers run node as root before every job, and install.sh asks it its
+# version: a node another user could replace must be refused before it runs.
+NODE=
+find_node() { # sets NODE to the real path of the node on PATH (empty: none); exits 2 if root must not run it
+  local n why
+  NODE=
   n=$(command -v node || true)
-  [ -n "$n" ] || { echo 0; return; }
-  "$n" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0
+  [ -n "$n" ] || return 0
+  n=$(readlink -f "$n")
+  why=$(untrusted_path "$n")
+  if [ -n "$why" ]; then
+    echo "install.sh: $n, the node on PATH, could be changed by another user: $why; the wrappers would run it as root before every job. Fix: install Node.js 20 or newer from a package (root's, e.g. /usr/bin/node) and put it first on PATH, or make $n and every directory above it root's and not writable by group or others" >&2
+    exit 2
+  fi
+  NODE=$n
+}
+
+node_major() { # the major version of $NODE, or 0
+  [ -n "$NODE" ] || { echo 0; return; }
+  "$NODE" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0
+}
+
+# These paths are written into the wrappers, which a shell runs as root: a
+# space, quote or $ in one would change what runs, so only plain ones pass.
+plain_path() { # plain_path WHAT PATH CODE
+  case "$2" in
+    /*[!A-Za-z0-9._/+@-]*|[!/]*|'')
+      echo "install.sh: $1 \"$2\" must be an absolute path of letters, digits and ._/+@- only; it is written into the wrappers root runs. Fix: pick such a path" >&2
+      exit "$3" ;;
+  esac
 }
 
 # The system packages the prologue and doctor run (conf/prologue.ini [tools]),
 # and the seed media tools. Node.js only when missing or older than 20, and
 # only from a package that really is 20 or newer.
 install_deps() {
+  find_node
   if command -v apt-get >/dev/null; then
     run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       qemu-utils qemu-system-x86 libguestfs-tools genisoimage xorriso mtools dosfstools util-linux libc-bin
@@ -120,9 +176,22 @@ install_deps() {
 
 if [ "$DEPS" = 1 ]; then install_deps; fi
 
-NODE=$(command -v node || true)
+plain_path --prefix "$PREFIX" 1
+plain_path --torque-home "$TORQUE_HOME" 1
+plain_path --config "$CONFIG_DIR" 1
+[ -z "$SUBMIT_FILTER" ] || plain_path --submit-filter "$SUBMIT_FILTER" 1
+
+find_node
 [ -n "$NODE" ] || { echo "install.sh: node not found; install Node.js 20 or newer (./install.sh --deps does)" >&2; exit 2; }
-NODE=$(readlink -f "$NODE")
+plain_path "node (on PATH)" "$NODE" 2
+# The wrappers clear the environment with env -i; it runs as root too.
+ENV_BIN=$(readlink -f /usr/bin/env || true)
+why=$( [ -n "$ENV_BIN" ] && untrusted_path "$ENV_BIN" || echo "/usr/bin/env is missing")
+if [ -n "$why" ]; then
+  echo "install.sh: the wrappers start node through /usr/bin/env -i, and $why. Fix: reinstall coreutils so that /usr/bin/env is root's and not writable by group or others" >&2
+  exit 2
+fi
+plain_path "env" "$ENV_BIN" 2
 if [ "$(node_major)" -lt 20 ]; then
   echo "install.sh: $NODE is Node.js $("$NODE" --version); vtorque-prologue needs 20 or newer (./install.sh --deps installs it where a package exists)" >&2
   exit 2
@@ -217,6 +286,8 @@ fi
 ensure_dir 0755 "$ROOT$(ini_get paths image_pool /var/lib/vtorque/images)"
 ensure_dir 0755 "$ROOT$(ini_get paths cache_dir /var/cache/vtorque)"
 ensure_dir 0755 "$ROOT$(ini_get paths job_dir /var/lib/vtorque/jobs)"
+# /run is emptied at boot; the prologue makes it again when a job needs it.
+ensure_dir 0755 "$ROOT$(ini_get paths ramdisk_dir /run/vtorque/ramdisk)"
 LOG_FILE=$(ini_get paths log_file /var/log/vtorque/prologue.log)
 if [ -n "$LOG_FILE" ]; then
   # The log names users and jobs: not for everyone.
@@ -235,6 +306,15 @@ $LOG_FILE {
 ROTATE
 fi
 
+# What the prologue reads of pbs_mom's environment (src/torque/contract.ts
+# readJobEnv). ${V+"V=$V"} passes V when pbs_mom set it, even empty, and
+# nothing when it did not.
+PBS_VARS=(PBS_MSHOST PBS_NODEFILE PBS_NODENUM PBS_NP PBS_NUM_NODES PBS_NUM_PPN PBS_O_WORKDIR PBS_RESOURCE_NODES)
+PASS=""
+for v in "${PBS_VARS[@]}"; do PASS="$PASS \${$v+\"$v=\$$v\"}"; done
+# node reads no module from anywhere but the bundles, and loads no native addon.
+NODE_FLAGS="--no-global-search-paths --no-addons"
+
 for h in "${HOOKS[@]}"; do
   sub=${h/./-}
   dest=$MOM/$h
@@ -248,8 +328,12 @@ for h in "${HOOKS[@]}"; do
   put 0500 "$dest" <<WRAPPER
 #!/bin/sh
 # vtorque-prologue wrapper, written by install.sh. pbs_mom runs it as root.
+# node gets a clean environment: whatever else pbs_mom passes (NODE_OPTIONS,
+# LD_PRELOAD, ...) would otherwise change what runs as root.
 ${chain}
-exec $NODE $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini $sub "\$@"
+exec $ENV_BIN -i LANG=C.UTF-8 PATH=/bin:/usr/bin \\
+ ${PASS# } \\
+ $NODE $NODE_FLAGS $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini $sub "\$@"
 WRAPPER
 done
 echo "installed in $P; wrappers in $MOM"
@@ -259,11 +343,13 @@ if [ -n "$SUBMIT_FILTER" ]; then
     echo "install.sh: $SUBMIT_FILTER exists and is not ours; chain it by hand or pick another path (SUBMITFILTER in torque.cfg)" >&2
     exit 2
   fi
-  # qsub runs it as the submitting user, with the script on stdin.
+  # qsub runs it as the submitting user, with the script on stdin, and it
+  # needs the user's environment (qsub -V, -v NAME). A user's own node
+  # settings could only change their own filter, but they must not break it.
   put 0755 "$ROOT$SUBMIT_FILTER" <<FILTER
 #!/bin/sh
 # vtorque-prologue submit filter, written by install.sh. qsub runs it as the user.
-exec $NODE $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini submit-filter "\$@"
+exec $ENV_BIN -u NODE_OPTIONS -u NODE_PATH $NODE $NODE_FLAGS $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini submit-filter "\$@"
 FILTER
   [ "$SUBMIT_FILTER" = /usr/local/sbin/torque_submitfilter ] || echo "submit filter: add 'SUBMITFILTER $SUBMIT_FILTER' to $TORQUE_HOME/torque.cfg on the hosts users run qsub on"
 fi

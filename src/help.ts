@@ -212,17 +212,24 @@ with what to fix. Run it as root after installing or editing the ini, and
 after the node was taken offline with a "vtorque:" note.
 
 Checks, in order:
-  config     the ini is valid (unknown keys are warnings)
-  tools      every [tools] program exists, is root's, and its --version
+  config     the ini is valid (unknown keys are warnings), root's and not
+             writable by group or others, nor is any directory above it
+  tools      every [tools] program exists, is root's (and every directory
+             above it), and its --version
   guestfs    libguestfs launches its appliance, with KVM or TCG, and how long
              it took (TCG: ~30 s; [guestfs] accel = auto probes KVM once)
   kvm        qemu starts a KVM machine with -cpu host, or only with
              -cpu host,-arch-capabilities (a nested-host quirk: a warning)
   dirs       pool, cache, job, ramdisk and log directories: root-owned, not
-             writable by others, nor is any directory above them
+             writable by others, nor is any directory above them; one that
+             is missing under a world-writable directory (/dev/shm, /tmp)
+             fails, since any user could create it first, and one that
+             exists there is a warning (a reboot may empty it)
   space      free space on the cache filesystem against [cache] min_free and max_size
   mom_priv   prologue, prologue.parallel, epilogue, epilogue.parallel: root,
-             0500, and running vtorque-prologue with this ini
+             0500, running vtorque-prologue with this ini in a clean
+             environment (env -i; else a warning); the node, env and program
+             files they run, and every directory above them, are root's
   torque     qstat -B reaches pbs_server; pbsnodes knows this node, and
              whether it is offline and whose note it carries
 

@@ -3,16 +3,19 @@
 // qemu-img, guestfish and qemu-system; only Torque's tools are stand-ins.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, Mom, NOBODY, type MomOptions } from './harness/mom.js';
+import { BIN, Mom, NOBODY, REPO, type MomOptions } from './harness/mom.js';
 
 const FAST = ['--skip', 'guestfs,kvm'];
 
-/** A node as install.sh leaves it: cache, job and log directories exist. */
+/** A node as install.sh leaves it: its wrappers (clean environment), program, and cache, job, ramdisk and log directories. */
 function stagedNode(opts: MomOptions = {}): Mom {
   const mom = new Mom({ privateCache: true, ...opts });
-  for (const d of [mom.jobDir, mom.cacheDir, join(mom.root, 'log')]) mkdirSync(d, { recursive: true, mode: 0o755 });
+  for (const h of ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel']) rmSync(join(mom.momPriv, h));
+  const r = spawnSync('bash', [join(REPO, 'install.sh'), '--prefix', join(mom.root, 'opt'), '--torque-home', mom.torqueHome,
+    '--config', mom.root, '--logrotate', join(mom.root, 'logrotate.d'), '--no-doctor'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`install.sh: ${r.stderr}`);
   return mom;
 }
 
@@ -27,12 +30,13 @@ t.test('a healthy staged node passes every check, libguestfs launch timed, in on
   const mom = stagedNode({ ini: '[cache]\nmax_size = 1G\nmin_free = 1M\n' });
   const r = doctor(mom);
   t.equal(r.code, 0, r.out + r.err);
-  t.match(r.out, /^ok {4}config {4}.* is valid$/m);
+  t.match(r.out, /^ok {4}config {4}.* is valid, root's, and not writable by others$/m);
   t.match(r.out, /^ok {4}tools {5}\[tools\] qemu_img \/usr\/bin\/qemu-img: qemu-img version \d/m);
   t.match(r.out, /^ok {4}tools {5}\[tools\] pbsnodes .*: version: 6\.1\.2/m, "a tool's --version on stderr counts");
   t.match(r.out, /^ok {4}guestfs {3}libguestfs launched with TCG in \d+\.\d s \(\[guestfs\] accel\)/m);
   t.match(r.out, /^(ok|WARN) {2,3}kvm {7}/m, 'KVM is probed');
-  t.equal(linesOf(r.out, 'mom_priv').filter((l) => l.startsWith('ok ')).length, 4, 'four hooks, all ours');
+  t.equal(linesOf(r.out, 'mom_priv').filter((l) => l.startsWith('ok ') && l.includes(' runs vtorque-prologue ')).length, 4, 'four hooks, all ours');
+  t.match(r.out, /^ok {4}mom_priv {2}\/\S+\/node and the program in \S+\/opt are root's, as is every directory above them$/m);
   t.match(r.out, /^ok {4}torque {4}qstat -B reaches pbs_server/m);
   t.match(r.out, /^ok {4}torque {4}pbsnodes: node node01 is free$/m);
   t.match(r.out, /^healthy/m);
@@ -69,7 +73,7 @@ t.test('a tool that others may write is a problem, since root runs it', async (t
   const mom = stagedNode();
   chmodSync(join(mom.root, 'bin', 'qstat'), 0o777);
   const r = doctor(mom, ...FAST);
-  t.match(r.out, /^FAIL {2}tools {5}\[tools\] qstat .* mode 0777; should be root-owned and writable only by root/m);
+  t.match(r.out, /^FAIL {2}tools {5}\[tools\] qstat \S+: \S+\/qstat has mode 0777, writable by group and others; should be root's and writable only by root/m);
 });
 
 t.test('mom_priv hooks: wrong mode, another program, a missing hook, a user-owned .orig', async (t) => {
@@ -98,16 +102,30 @@ t.test('a hook that reads another ini is a warning naming both files', async (t)
   t.match(w[0].message, new RegExp(`uses --config ${mom.configFile.replace(/[.]/g, '\\.')}, not ${other.replace(/[.]/g, '\\.')}`));
 });
 
-t.test('a pool writable by others, or a missing pool, fails; missing cache and job directories warn', async (t) => {
+t.test('a pool writable by others, or a missing pool, fails; a missing job directory under /tmp fails', async (t) => {
   const mom = stagedNode();
   chmodSync(mom.poolDir, 0o777);
   rmSync(mom.jobDir, { recursive: true });
   const r = doctor(mom, ...FAST);
   t.equal(r.code, 1);
-  t.match(r.out, /^FAIL {2}dirs {6}\[paths\] image_pool .*pool has mode 0777, writable by group; should be 0755 or stricter/m);
-  t.match(r.out, /^WARN {2}dirs {6}\[paths\] job_dir .* does not exist\. Fix: install -d -o root -g root -m 0755/m);
+  t.match(r.out, /^FAIL {2}dirs {6}\[paths\] image_pool .*pool has mode 0777, writable by group and others\. Fix: chown root:root and chmod 0755/m);
+  t.match(r.out, /^FAIL {2}dirs {6}\[paths\] job_dir .* does not exist, and \/tmp is writable by every user \(mode 1777\): any user could create it first/m);
+  t.match(r.out, /^WARN {2}dirs {6}\[paths\] cache_dir .* is root's now, but \/tmp is writable by every user/m);
   rmSync(mom.poolDir, { recursive: true });
   t.match(doctor(mom, ...FAST).out, /^FAIL {2}dirs {6}\[paths\] image_pool .* does not exist/m);
+});
+
+t.test('under directories only root can write, a missing job directory warns and a missing ramdisk_dir is made on demand', async (t) => {
+  const root = mkdtempSync('/run/vt-doctor-');
+  chmodSync(root, 0o755);
+  const mom = stagedNode({ root });
+  rmSync(mom.jobDir, { recursive: true });
+  rmSync(join(root, 'shm'), { recursive: true });
+  const r = doctor(mom, ...FAST);
+  t.match(r.out, /^WARN {2}dirs {6}\[paths\] job_dir \/run\/vt-doctor-\w+\/jobs does not exist\. Fix: install -d -o root -g root -m 0755/m);
+  t.match(r.out, /^ok {4}dirs {6}\[paths\] ramdisk_dir \/run\/vt-doctor-\w+\/shm does not exist; made on demand \(only root can create it there\)$/m);
+  t.match(r.out, /^ok {4}dirs {6}\[paths\] cache_dir \/run\/vt-doctor-\w+\/cache is root-owned and not writable by others \(0755\)$/m);
+  rmSync(root, { recursive: true, force: true });
 });
 
 t.test('a directory above the pool that others may write fails too', async (t) => {

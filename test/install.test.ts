@@ -22,10 +22,13 @@ t.test('install into a staging root: modes, chaining, idempotence, uninstall', a
     t.equal(st.uid, 0, `${h} is root's`);
   }
   t.ok(existsSync(join(mom, 'prologue.orig')), 'the site prologue is kept');
-  t.match(readFileSync(join(mom, 'prologue'), 'utf8'), /prologue\.orig" "\$@" \|\| exit \$\?/);
+  const wrapper = readFileSync(join(mom, 'prologue'), 'utf8');
+  t.match(wrapper, /prologue\.orig" "\$@" \|\| exit \$\?\nexec \/usr\/bin\/env -i LANG=C\.UTF-8 PATH=\/bin:\/usr\/bin \\\n/, 'the site prologue runs first, then node with a clean environment');
+  t.match(wrapper, / \/\S+\/node --no-global-search-paths --no-addons \/opt\/vtorque-prologue\/bin\/vtorque-prologue --config \/etc\/vtorque\/prologue\.ini prologue "\$@"\n$/);
   t.ok(existsSync(join(root, 'etc/vtorque/prologue.ini')));
   t.ok(existsSync(join(root, 'opt/vtorque-prologue/dist/vtorque-prologue.cjs')));
-  for (const [dir, mode] of [['var/lib/vtorque/images', 0o755], ['var/cache/vtorque', 0o755], ['var/lib/vtorque/jobs', 0o755], ['var/log/vtorque', 0o750]] as const) {
+  const ramdisk = /^ramdisk_dir = (\S+)/m.exec(readFileSync(join(REPO, 'conf/prologue.ini'), 'utf8'))![1]!.slice(1);
+  for (const [dir, mode] of [['var/lib/vtorque/images', 0o755], ['var/cache/vtorque', 0o755], ['var/lib/vtorque/jobs', 0o755], [ramdisk, 0o755], ['var/log/vtorque', 0o750]] as const) {
     const st = statSync(join(root, dir));
     t.ok(st.isDirectory() && st.uid === 0 && (st.mode & 0o777) === mode, `${dir} is root's, ${mode.toString(8)}`);
   }
@@ -48,6 +51,15 @@ t.test('install into a staging root: modes, chaining, idempotence, uninstall', a
   t.notOk(existsSync(join(root, 'opt/vtorque-prologue')));
   t.notOk(existsSync(join(root, 'etc/logrotate.d/vtorque-prologue')), 'the logrotate snippet goes');
   t.ok(existsSync(join(root, 'var/cache/vtorque')) && existsSync(join(root, 'var/log/vtorque')), 'cache and logs stay');
+  rmSync(root, { recursive: true, force: true });
+});
+
+t.test('a path that would change what the wrappers run is refused', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  const r = install('--root', root, '--prefix', '/opt/vt $(touch /tmp/x)');
+  t.equal(r.status, 1);
+  t.match(r.stderr, /^install\.sh: --prefix "\/opt\/vt \$\(touch \/tmp\/x\)" must be an absolute path of letters, digits and \._\/\+@- only; .*Fix: /m);
+  t.same(readdirSync(root), [], 'nothing was written');
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -122,7 +134,8 @@ t.test('install.sh ends with doctor, and a freshly installed harness node is hea
   const r = installInto(node);
   t.equal(r.status, 0, r.stdout + r.stderr);
   t.match(r.stdout, /^checking the node: vtorque-prologue doctor$/m);
-  t.equal(r.stdout.match(/^ok {4}mom_priv {2}/gm)?.length, 4, 'doctor sees the four wrappers install.sh wrote');
+  t.equal(r.stdout.match(/^ok {4}mom_priv {2}.* runs vtorque-prologue .*clean environment/gm)?.length, 4, 'doctor sees the four wrappers install.sh wrote');
+  t.match(r.stdout, /^ok {4}mom_priv {2}.*node and the program in .*\/opt are root's/m, 'and trusts the node and program they run');
   t.match(r.stdout, /^ok {4}guestfs {3}libguestfs launched/m);
   t.match(r.stdout, /^healthy/m);
   t.ok(statSync(node.jobDir).isDirectory(), 'the job directory of the ini was made');

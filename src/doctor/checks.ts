@@ -1,12 +1,13 @@
 // The node checks of `doctor`, one named function each, in the manner of LBNL
 // NHC: each says what it looked at, what it found, what it should be, and how
 // to fix it, in one line. The comment above each says what makes it fail.
-import { accessSync, constants, existsSync, lstatSync, readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
+import { accessSync, constants, existsSync, lstatSync, readFileSync, readdirSync, statSync, statfsSync, type Stats } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { loadConfig } from '../config/load.js';
 import { SCHEMA, type Config } from '../config/schema.js';
 import { isVtorqueError } from '../torque/exit.js';
 import { runTool, ToolError } from '../tools/run.js';
+import { squattable, untrustedEntry, untrustedPath, untrustedResolved } from '../tools/trust.js';
 
 export type Status = 'ok' | 'warn' | 'FAIL' | 'skip';
 
@@ -46,25 +47,47 @@ export function human(bytes: number): string {
   return `${v >= 10 || i === 0 ? Math.round(v) : v.toFixed(1)}${units[i]}`;
 }
 
+/** Why root should not read or run the file at path (it, a symlink on the way, or a directory above it is not root's alone), or undefined; a missing file is judged elsewhere. */
+function untrustedFile(path: string): string | undefined {
+  try {
+    return untrustedResolved(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+/** The FAIL for an ini that the prologue reads as root but others could change. */
+function iniTrust(check: string, file: string): CheckResult | undefined {
+  const why = untrustedFile(file);
+  if (!why) return undefined;
+  return r(check, 'FAIL', `${file}, which the prologue reads as root: ${why}`,
+    `chown root:root ${file} && chmod 0644 ${file}, and make every directory above it root's and not writable by group or others: whoever can change the ini chooses the tools root runs`);
+}
+
 // Fails when the ini cannot be read, is not an ini, or any key has a value
-// outside what the schema allows. Unknown keys are warnings, as in the prologue.
+// outside what the schema allows; or when it, or a directory above it, is not
+// root's alone. Unknown keys are warnings, as in the prologue.
 export function checkConfig(ctx: DoctorContext): CheckResult[] {
+  const trust = iniTrust('config', ctx.configFile);
+  const head = trust ? [trust] : [];
   try {
     const { config, warnings } = loadConfig(ctx.configFile);
     ctx.config = config;
     return [
-      r('config', 'ok', `${ctx.configFile} is valid`),
+      ...(trust ? head : [r('config', 'ok', `${ctx.configFile} is valid, root's, and not writable by others`)]),
       ...warnings.map((w) => r('config', 'warn', w, 'remove the key or fix its name; conf/prologue.ini lists every key')),
     ];
   } catch (e) {
     if (!isVtorqueError(e)) throw e;
-    if (e.problems.length === 0) return [r('config', 'FAIL', e.message, 'start again from conf/prologue.ini')];
-    return e.problems.map((p) => r('config', 'FAIL', `${p.where ? `${p.where}: ` : ''}${p.message}`, p.fix));
+    if (e.problems.length === 0) return [...head, r('config', 'FAIL', e.message, 'start again from conf/prologue.ini')];
+    return [...head, ...e.problems.map((p) => r('config', 'FAIL', `${p.where ? `${p.where}: ` : ''}${p.message}`, p.fix))];
   }
 }
 
-// Fails when a [tools] program is missing, not executable, or writable by
-// anyone but root (we run it as root). Its version is what `--version` says.
+// Fails when a [tools] program is missing, not executable, or could be
+// changed by anyone but root, through it or a directory above it (we run it
+// as root). Its version is what `--version` says.
 export async function checkTools(ctx: DoctorContext): Promise<CheckResult[]> {
   const config = ctx.config!;
   const out: CheckResult[] = [];
@@ -82,8 +105,9 @@ export async function checkTools(ctx: DoctorContext): Promise<CheckResult[]> {
       out.push(r('tools', 'FAIL', `${where} is not an executable file (mode ${mode(st.mode)})`, `chmod 0755 ${path}, or set [tools] ${key}`));
       continue;
     }
-    if (st.uid !== 0 || st.mode & 0o022) {
-      out.push(r('tools', 'FAIL', `${where} is owned by uid ${st.uid} with mode ${mode(st.mode)}; should be root-owned and writable only by root, since the prologue runs it as root`, `chown root ${path} && chmod go-w ${path}`));
+    const why = untrustedFile(path);
+    if (why) {
+      out.push(r('tools', 'FAIL', `${where}: ${why}; should be root's and writable only by root, as every directory above it, since the prologue runs it as root`, `chown root ${path} && chmod go-w ${path}, and the same for the directory it names that is not`));
       continue;
     }
     const v = await runTool(path, ['--version'], { timeout: Math.min(10, config.timeouts.tool) * 1000, toolKey: key, maxBuffer: 1024 * 1024 })
@@ -171,32 +195,55 @@ export async function checkKvm(ctx: DoctorContext): Promise<CheckResult[]> {
     { data: { kvm: false, plainCpuHost: plain.why, quirkCpu: quirk.why } })];
 }
 
-/**
- * Why a directory is unsafe for root to trust, or undefined: someone other
- * than root could replace it or what is in it, through it or any directory
- * above it. A sticky directory (/tmp) only lets owners rename their own
- * entries, so a root-owned entry in it is safe.
- */
-function unsafeDir(path: string): string | undefined {
-  let p = resolve(path);
-  let child: { uid: number } | undefined;
-  for (;;) {
-    const st = lstatSync(p);
-    if (st.isSymbolicLink()) return `${p} is a symlink; should be a directory`;
-    if (!st.isDirectory()) return `${p} is not a directory`;
-    if (st.uid !== 0) return `${p} is owned by uid ${st.uid}; should be owned by root`;
-    const sticky = (st.mode & 0o1000) !== 0 && child?.uid === 0;
-    if (st.mode & 0o022 && !sticky) return `${p} has mode ${mode(st.mode)}, writable by ${st.mode & 0o020 ? 'group' : 'others'}; should be 0755 or stricter`;
-    if (p === '/') return undefined;
-    child = st;
-    p = dirname(p);
-  }
+/** The nearest directory at or above path that exists. */
+function existingAbove(path: string): string {
+  let p = dirname(resolve(path));
+  while (!existsSync(p)) p = dirname(p);
+  return p;
 }
 
-// Fails when the image pool is missing, or when any of pool, cache, job and
-// log directories (or a directory above them) could be changed by anyone but
-// root. Warns when cache, job or log directory does not exist yet: the first
-// VM job creates them, but install.sh should have.
+const SAFE_PLACE = 'a directory that only root can write all the way up, e.g. /run/vtorque/ramdisk for ramdisk_dir or /var/lib/vtorque for the others';
+
+/** What doctor says of one [paths] directory. required: missing is a failure; onDemand: the prologue makes it when missing. */
+function checkDirectory(what: string, dir: string, required: boolean, onDemand: boolean): CheckResult {
+  let st: Stats | undefined;
+  try {
+    st = lstatSync(dir);
+  } catch {
+    st = undefined;
+  }
+  if (!st) {
+    // Whoever creates a missing directory first owns it, and the prologue would then work in it as root.
+    const squat = squattable(dir);
+    if (squat) {
+      return r('dirs', 'FAIL', `${what} ${dir} does not exist, and ${squat}: any user could create it first and own what the prologue puts there`,
+        `set it to ${SAFE_PLACE}`);
+    }
+    const above = existingAbove(dir);
+    const bad = untrustedPath(above);
+    if (bad) return r('dirs', 'FAIL', `${what} ${dir} does not exist, and whoever creates it could: ${bad}`, `chown root:root and chmod 0755 ${above} and every directory above it, or set it to ${SAFE_PLACE}`);
+    if (required) return r('dirs', 'FAIL', `${what} ${dir} does not exist`, `install -d -o root -g root -m 0755 ${dir} (install.sh does this)`);
+    if (onDemand) return r('dirs', 'ok', `${what} ${dir} does not exist; made on demand (only root can create it there)`);
+    return r('dirs', 'warn', `${what} ${dir} does not exist`, `install -d -o root -g root -m 0755 ${dir} (install.sh does this)`);
+  }
+  const bad = untrustedPath(dir) ?? (st.isDirectory() ? undefined : `${dir} is not a directory`);
+  if (bad) return r('dirs', 'FAIL', `${what} ${dir}: ${bad}`, 'chown root:root and chmod 0755 it (and every directory above it), so only root can change what the prologue trusts');
+  const squat = squattable(dir);
+  if (squat) {
+    return r('dirs', 'warn', `${what} ${dir} is root's now, but ${squat}: once it is gone (a reboot empties a tmpfs), any user could create it first`,
+      `set it to ${SAFE_PLACE}`);
+  }
+  return r('dirs', 'ok', `${what} ${dir} is root-owned and not writable by others (${mode(st.mode)})`);
+}
+
+// Fails when the image pool is missing, or when any of pool, cache, job,
+// ramdisk and log directories (or a directory above them) could be changed by
+// anyone but root, or is missing where another user could create it first
+// (under a world-writable directory such as /dev/shm or /tmp). Warns when one
+// exists under such a directory (gone after a reboot, then anyone's), and when
+// cache, job or log directory does not exist yet: the first VM job creates
+// them, but install.sh should have. A missing ramdisk_dir under directories
+// only root can write is made on demand (/run is emptied at boot).
 export function checkDirectories(ctx: DoctorContext): CheckResult[] {
   const c = ctx.config!;
   const dirs: [string, string, boolean][] = [
@@ -207,19 +254,7 @@ export function checkDirectories(ctx: DoctorContext): CheckResult[] {
   ];
   if (c.paths.log_file) dirs.push(['[paths] log_file directory', dirname(c.paths.log_file), false]);
   if (c.paths.shared_verdicts) dirs.push(['[paths] shared_verdicts', c.paths.shared_verdicts, true]);
-  const out: CheckResult[] = [];
-  for (const [what, dir, required] of dirs) {
-    if (!existsSync(dir)) {
-      const isRam = what.includes('ramdisk');
-      out.push(r('dirs', required ? 'FAIL' : isRam ? 'ok' : 'warn', `${what} ${dir} does not exist${isRam ? '; made when a job asks for fs_type=ramdisk' : ''}`,
-        isRam ? undefined : `install -d -o root -g root -m 0755 ${dir} (install.sh does this)`));
-      continue;
-    }
-    const bad = unsafeDir(dir);
-    if (bad) out.push(r('dirs', 'FAIL', `${what} ${dir}: ${bad}`, 'chown root:root and chmod 0755 it (and every directory above it), so only root can change what the prologue trusts'));
-    else out.push(r('dirs', 'ok', `${what} ${dir} is root-owned and not writable by others (${mode(statSync(dir).mode)})`));
-  }
-  return out;
+  return dirs.map(([what, dir, required]) => checkDirectory(what, dir, required, what === '[paths] ramdisk_dir'));
 }
 
 /** Allocated bytes under dir, without following symlinks; stops counting at 100000 entries. */
@@ -272,12 +307,125 @@ export function checkFreeSpace(ctx: DoctorContext): CheckResult[] {
 }
 
 export const HOOKS = ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel'] as const;
-const WRAPPER = /^exec\s+(\S+)\s+(\S+)\s+--config\s+(\S+)\s+(\S+)\s+"\$@"\s*$/m;
+
+/** What a wrapper's exec line runs: exec [ENV -i NAME=VALUE...] NODE [--flag...] PROGRAM --config INI SUBCOMMAND "$@". */
+export interface WrapperLine {
+  /** The env that clears the environment, or undefined: node gets pbs_mom's whole environment. */
+  env?: string;
+  /** What env passes on: NAME=VALUE, or ${NAME+"NAME=$NAME"} (the variable when pbs_mom set it). */
+  passes: string[];
+  node: string;
+  program: string;
+  config: string;
+  sub: string;
+}
+
+// The only variables a hook needs: what the prologue reads (src/torque/contract.ts) and a fixed LANG and PATH.
+const PASSED = /^(?:LANG=[A-Za-z0-9_.@-]+|PATH=\/bin:\/usr\/bin|\$\{(PBS_[A-Z_]+)\+"\1=\$\1"\})$/;
+
+/** Reads the exec line install.sh writes (continuation lines joined); undefined when there is none of that shape. */
+export function parseWrapper(text: string): WrapperLine | undefined {
+  const line = text.replace(/\\\n/g, ' ').split('\n').find((l) => /^\s*exec\s/.test(l));
+  if (!line) return undefined;
+  const w = line.trim().split(/\s+/);
+  let i = 1;
+  let env: string | undefined;
+  const passes: string[] = [];
+  if (w[i]?.endsWith('/env') && w[i + 1] === '-i') {
+    env = w[i];
+    i += 2;
+    while (w[i] !== undefined && !w[i]!.startsWith('/')) passes.push(w[i++]!);
+  }
+  const node = w[i++];
+  while (w[i]?.startsWith('--') && w[i] !== '--config') i++;
+  const [program, flag, config, sub, all, ...rest] = w.slice(i);
+  if (!node?.startsWith('/') || !program?.startsWith('/') || flag !== '--config' || !config || !sub || all !== '"$@"' || rest.length > 0) return undefined;
+  return { ...(env ? { env } : {}), passes, node, program, config, sub };
+}
+
+/**
+ * The files node loads to run the program at bin (<prefix>/bin/vtorque-prologue):
+ * the script, its package.json, the bundles in <prefix>/dist, and
+ * <prefix>/node_modules if there is one; each with the directory holding it.
+ */
+function programFiles(bin: string): string[] {
+  const prefix = dirname(dirname(bin));
+  const files = [bin];
+  const pkg = join(dirname(bin), 'package.json');
+  if (existsSync(pkg)) files.push(pkg);
+  const dist = join(prefix, 'dist');
+  try {
+    files.push(dist, ...readdirSync(dist).filter((n) => n.endsWith('.cjs')).sort().map((n) => join(dist, n)));
+  } catch {
+    /* no dist: the program is judged by what it has */
+  }
+  return files;
+}
+
+/** Why an entry below node_modules could be changed by others, or undefined; stops at 100000 entries. */
+function untrustedTree(dir: string): string | undefined {
+  let seen = 0;
+  const walk = (d: string, dst: Stats): string | undefined => {
+    for (const n of readdirSync(d)) {
+      if (++seen > 100_000) return undefined;
+      const p = join(d, n);
+      const st = lstatSync(p);
+      // A symlink in a directory only root can write stays as root made it; it needs to be root's only for the sticky rule.
+      const why = untrustedEntry(d, dst, st) ?? (st.isSymbolicLink() ? (st.uid === 0 ? undefined : `${p} is a symlink owned by uid ${st.uid}`) : untrustedEntry(p, st));
+      if (why) return why;
+      if (st.isDirectory()) {
+        const deeper = walk(p, st);
+        if (deeper) return deeper;
+      }
+    }
+    return undefined;
+  };
+  return walk(dir, lstatSync(dir));
+}
+
+/** Why node, the program or its ini could be changed by someone but root, or undefined. */
+function untrustedProgram(program: string): string | undefined {
+  for (const f of programFiles(program)) {
+    const why = untrustedFile(f);
+    if (why) return why;
+  }
+  const modules = join(dirname(dirname(program)), 'node_modules');
+  return existsSync(modules) ? untrustedResolved(modules) ?? untrustedTree(modules) : undefined;
+}
+
+const ROOT_ONLY_FIX = 'make it root-owned and writable only by root (chown root:root; chmod go-w), and every directory above it, then run install.sh again';
+
+/** One result for each distinct env, node, program and ini the hooks run or read as root. */
+function checkWhatHooksRun(ctx: DoctorContext, wrappers: readonly WrapperLine[]): CheckResult[] {
+  const uniq = (xs: readonly (string | undefined)[]) => [...new Set(xs.filter((x): x is string => x !== undefined))];
+  const out: CheckResult[] = [];
+  for (const [what, paths] of [['env', uniq(wrappers.map((w) => w.env))], ['node', uniq(wrappers.map((w) => w.node))]] as const) {
+    for (const path of paths) {
+      const why = untrustedFile(path);
+      if (why) out.push(r('mom_priv', 'FAIL', `${what} ${path}, which the hooks run as root: ${why}`, `${ROOT_ONLY_FIX}${what === 'node' ? ', with a root-owned Node.js first on its PATH' : ''}`));
+    }
+  }
+  for (const program of uniq(wrappers.map((w) => w.program))) {
+    const why = untrustedProgram(program);
+    if (why) out.push(r('mom_priv', 'FAIL', `the program ${program}, which the hooks run as root: ${why}`, `${ROOT_ONLY_FIX} (it installs the program root-owned)`));
+  }
+  for (const ini of uniq(wrappers.map((w) => w.config)).filter((f) => resolve(f) !== resolve(ctx.configFile))) {
+    const t = iniTrust('mom_priv', ini);
+    if (t) out.push(t);
+  }
+  if (out.length === 0 && wrappers.length > 0) {
+    out.push(r('mom_priv', 'ok', `${uniq(wrappers.map((w) => w.node)).join(', ')} and the program in ${uniq(wrappers.map((w) => dirname(dirname(w.program)))).join(', ')} are root's, as is every directory above them`));
+  }
+  return out;
+}
 
 // Fails when a mom_priv hook is missing, is not a root-owned 0500 regular
 // file, or does not run vtorque-prologue's subcommand of the same name with
-// an existing node and program; when a chained <hook>.orig is not root's; or
-// when the hook reads another ini than the one doctor checked (a warning).
+// an existing node and program; when a chained <hook>.orig is not root's;
+// when the node, env or program files it runs, or a directory above them,
+// are not root's alone. Warns when the hook hands node pbs_mom's whole
+// environment (a NODE_OPTIONS there loads code into the root prologue), or
+// reads another ini than the one doctor checked.
 export function checkMomPriv(ctx: DoctorContext): CheckResult[] {
   const c = ctx.config!;
   const mom = join(c.paths.torque_home, 'mom_priv');
@@ -285,8 +433,9 @@ export function checkMomPriv(ctx: DoctorContext): CheckResult[] {
     return [r('mom_priv', 'FAIL', `${mom} does not exist`, 'set [paths] torque_home to TORQUE_HOME, or run install.sh --torque-home DIR')];
   }
   const out: CheckResult[] = [];
-  const bad = unsafeDir(mom);
+  const bad = untrustedPath(mom);
   if (bad) out.push(r('mom_priv', 'FAIL', `${mom}: ${bad}`, `chown root:root ${mom} && chmod 0751 ${mom}`));
+  const wrappers: WrapperLine[] = [];
   for (const h of HOOKS) {
     const path = join(mom, h);
     const sub = h.replace('.', '-');
@@ -305,18 +454,17 @@ export function checkMomPriv(ctx: DoctorContext): CheckResult[] {
       out.push(r('mom_priv', 'FAIL', `${path} is owned by uid ${st.uid} with mode ${mode(st.mode)}; should be root-owned, mode 0500, as pbs_mom requires`, `chown root:root ${path} && chmod 0500 ${path}`));
       continue;
     }
-    const text = readFileSync(path, 'utf8');
-    const m = WRAPPER.exec(text);
-    if (!m || m[4] !== sub || !m[2]!.endsWith('vtorque-prologue')) {
+    const w = parseWrapper(readFileSync(path, 'utf8'));
+    if (!w || w.sub !== sub || !w.program.endsWith('/vtorque-prologue')) {
       out.push(r('mom_priv', 'FAIL', `${path} does not run vtorque-prologue ${sub}`, 'run install.sh; it keeps the script that is there as .orig and runs it first'));
       continue;
     }
-    const [, node, bin, conf] = m as unknown as [string, string, string, string];
-    const missing = [node, bin].find((f) => !existsSync(f));
+    const missing = [w.env, w.node, w.program].find((f) => f !== undefined && !existsSync(f));
     if (missing) {
       out.push(r('mom_priv', 'FAIL', `${path} runs ${missing}, which does not exist`, 'run install.sh again, e.g. after moving Node.js or the program'));
       continue;
     }
+    wrappers.push(w);
     if (existsSync(`${path}.orig`)) {
       const o = lstatSync(`${path}.orig`);
       if (!o.isFile() || o.uid !== 0 || o.mode & 0o022) {
@@ -324,13 +472,19 @@ export function checkMomPriv(ctx: DoctorContext): CheckResult[] {
         continue;
       }
     }
-    if (resolve(conf) !== resolve(ctx.configFile)) {
-      out.push(r('mom_priv', 'warn', `${path} uses --config ${conf}, not ${ctx.configFile} that doctor checked`, `run: vtorque-prologue --config ${conf} doctor`));
+    const extra = w.passes.filter((p) => !PASSED.test(p));
+    if (!w.env || extra.length > 0) {
+      out.push(r('mom_priv', 'warn', `${path} hands node ${w.env ? `more than LANG, PATH and PBS_*: ${extra.join(' ')}` : "pbs_mom's whole environment"}; a NODE_OPTIONS there would load code into the prologue as root`,
+        'run install.sh again: its wrappers start node through env -i with only what the prologue reads'));
       continue;
     }
-    out.push(r('mom_priv', 'ok', `${path} runs vtorque-prologue ${sub} (root, 0500${existsSync(`${path}.orig`) ? `, after ${h}.orig` : ''})`));
+    if (resolve(w.config) !== resolve(ctx.configFile)) {
+      out.push(r('mom_priv', 'warn', `${path} uses --config ${w.config}, not ${ctx.configFile} that doctor checked`, `run: vtorque-prologue --config ${w.config} doctor`));
+      continue;
+    }
+    out.push(r('mom_priv', 'ok', `${path} runs vtorque-prologue ${sub} (root, 0500, clean environment${existsSync(`${path}.orig`) ? `, after ${h}.orig` : ''})`));
   }
-  return out;
+  return [...out, ...checkWhatHooksRun(ctx, wrappers)];
 }
 
 // Fails when qstat cannot reach pbs_server (qstat -B), or pbsnodes cannot, or
