@@ -89,6 +89,9 @@ export interface MomOptions {
   privateCache?: boolean;
 }
 
+/** What install.sh's wrappers pass on from pbs_mom's environment. */
+const PBS_VARS = ['PBS_MSHOST', 'PBS_NODEFILE', 'PBS_NODENUM', 'PBS_NP', 'PBS_NUM_NODES', 'PBS_NUM_PPN', 'PBS_O_WORKDIR', 'PBS_RESOURCE_NODES'];
+
 export class Mom {
   readonly root: string;
   readonly torqueHome: string;
@@ -157,11 +160,12 @@ export class Mom {
     ].join('\n');
   }
 
-  /** The wrapper install.sh writes: root-owned, 0500, absolute node and bin paths. */
+  /** The wrapper install.sh writes: root-owned, 0500, absolute paths, node in a clean environment with the PBS_* variables only. */
   installWrapper(kind: string): void {
     const sub = kind.replace('.', '-');
     const path = join(this.momPriv, kind);
-    writeFileSync(path, `#!/bin/sh\nexec ${process.execPath} ${BIN} --config ${this.configFile} ${sub} "$@"\n`);
+    const pass = PBS_VARS.map((v) => `\${${v}+"${v}=\$${v}"}`).join(' ');
+    writeFileSync(path, `#!/bin/sh\n# vtorque-prologue wrapper (test harness, as install.sh writes it)\nexec /usr/bin/env -i LANG=C.UTF-8 PATH=/bin:/usr/bin \\\n ${pass} \\\n ${process.execPath} --no-global-search-paths --no-addons ${BIN} --config ${this.configFile} ${sub} "$@"\n`);
     chmodSync(path, 0o500);
   }
 
