@@ -58,7 +58,7 @@ export async function main(argv: readonly string[], io: HookIO = processIO): Pro
   if (cmd === 'cache') return runCache(rest, configFile, io);
   if (cmd === '__append-as-owner') {
     const { appendAsOwner } = await heavy();
-    return appendAsOwner(rest[0]) === 0 ? EXIT_RUN : EXIT_NODE_FAULT;
+    return appendAsOwner(rest[0], rest[1]) === 0 ? EXIT_RUN : EXIT_NODE_FAULT;
   }
   return usage(io, `unknown command ${JSON.stringify(cmd)}`);
 }

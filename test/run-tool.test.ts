@@ -49,6 +49,13 @@ t.test('output, input, exit codes that are answers, and a clean environment', as
   t.equal(argv.stdout, '$(id)|; rm -rf /|*|', 'arguments reach the program as they are, no shell in between');
 });
 
+t.test('onStdout takes the output as it comes: nothing is collected, and maxBuffer counts stderr only', async (t) => {
+  let got = 0;
+  const r = await runTool('/bin/sh', ['-c', 'head -c 3000000 /dev/zero; echo err >&2'], { timeout: 10_000, maxBuffer: 1024, onStdout: (c) => { got += c.length; } });
+  t.equal(got, 3_000_000, 'every byte reached the callback');
+  t.same([r.stdout, r.stderr, r.exitCode], ['', 'err\n', 0]);
+});
+
 t.test('each failure names the command and says what to do', async (t) => {
   const d = dir();
   const missing = await failure(runTool(join(d, 'nope'), [], { timeout: 5000, toolKey: 'qemu_img' }));

@@ -181,7 +181,7 @@ t.test('line endings and a missing last newline are kept as they are', async (t)
 });
 
 t.test('the added request is what the prologue reads from the script, through Variable_List', async (t) => {
-  for (const s of ['#VM img=debian12.qcow2,vcpus=4,ram=1.5G,vms_per_node=2', '#VM distro=debian,img=good.qcow2\n#VM vcpu_pinning=yes,fs_type=ramdisk', '#VM vcpus=2,iocm=true,iocm_min_cores=1,iocm_max_cores=3,disk=data/x.img,unclot_shmem=512M']) {
+  for (const s of ['#VM img=debian12.qcow2,vcpus=4,ram=1.5G,vms_per_node=2', '#VM distro=debian,img=good.qcow2\n#VM vcpu_pinning=yes,fs_type=ramdisk', '#VM vcpus=2,iocm=true,iocm_min_cores=1,iocm_max_cores=3,metadata=data/x.yaml,unclot_shmem=512M']) {
     const script = `#!/bin/sh\n${s}\necho\n`;
     const r = filter(script);
     t.equal(r.code, 0, r.err);

@@ -41,7 +41,10 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
       const { qstatJob } = await import('../torque/qstat.js');
       attrs = await qstatJob(ctx.config!, jobId);
     } catch (qe) {
-      log?.warn({ err: String((qe as Error).message) }, 'qstat unavailable: using the default error path and no start count');
+      // A forged record (a JobFault) is no more use than none: its paths and start count may be the job's own words.
+      log?.warn({ err: String((qe as Error).message) }, isJobFault(qe)
+        ? 'the job\'s qstat record is forged by its variables: using the default error path and no start count'
+        : 'qstat unavailable: using the default error path and no start count');
     }
   }
 

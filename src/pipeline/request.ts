@@ -5,7 +5,7 @@
 // host list, so every VM of the job gets a distinct index and hostname.
 import { readFileSync } from 'node:fs';
 import type { ScanResult } from '../torque/directives.js';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault, isJobFault } from '../torque/exit.js';
 import type { JobAttributes } from '../torque/qstat.js';
 import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { describeDisagreement, requestDisagreement, requestFromVariables } from '../request/sister.js';
@@ -36,7 +36,7 @@ function compareWithVariables(ctx: JobContext, request: VmRequest, attrs: JobAtt
   const rlog = ctx.log.child({ stage: 'request' });
   if (attrs) {
     try {
-      const other = requestFromVariables(attrs.variables, ctx.config);
+      const other = requestFromVariables(attrs.variables, ctx.config, attrs.oversizedVariables);
       const diffs = other.source === 'none' ? [] : requestDisagreement(request, other.request);
       if (diffs.length > 0) {
         rlog.warn({ differences: diffs, other: other.source }, `the job script and ${other.source} disagree; the script wins here, sisters follow ${other.source}`);
@@ -52,7 +52,7 @@ function compareWithVariables(ctx: JobContext, request: VmRequest, attrs: JobAtt
 export async function requestFromAttributes(ctx: JobContext, forcedByQueue: boolean): Promise<JobRequest | undefined> {
   const rlog = ctx.log.child({ stage: 'request' });
   const attrs = (await askTorque(ctx, true))!;
-  const vr = requestFromVariables(attrs.variables, ctx.config);
+  const vr = requestFromVariables(attrs.variables, ctx.config, attrs.oversizedVariables);
   if (vr.source === 'none') {
     if (!forcedByQueue) return undefined;
     return { request: resolveScanned({ directives: [], problems: [] }, ctx.config, true), source: 'queue', attrs };
@@ -67,6 +67,9 @@ async function askTorque(ctx: JobContext, required: boolean): Promise<JobAttribu
   try {
     return await qstatJob(ctx.config, ctx.args.jobId);
   } catch (e) {
+    // A record the job's own variables forged: the job's fault on a sister, and
+    // on Mother Superior, where the script decides, only a lost cross-check.
+    if (isJobFault(e) && required) throw e;
     if (!required) {
       ctx.log.child({ stage: 'request' }).info({ err: (e as Error).message }, 'qstat unavailable: the script\'s request is not compared with VTORQUE_REQUEST');
       return undefined;

@@ -15,6 +15,14 @@ export type Source = 'job' | 'default' | 'image';
 type Required = Pick<VmValues, 'img' | 'arch' | 'vcpus' | 'ram' | 'vms_per_node' | 'fs_type' | 'vcpu_pinning'>;
 type Optional = Partial<Omit<VmValues, keyof Required | 'distro'>>;
 
+/**
+ * Keys that name the user's own files for a VM launcher to read. Nothing on
+ * the node reads them yet, so they are refused rather than written, unchecked,
+ * into the root-owned manifest, where a launcher could take /dev/sda or
+ * ../../etc/shadow as vetted. Allow one once its reader opens it as the user.
+ */
+export const NOT_YET: readonly VmKey[] = ['disk', 'vm_prologue', 'vm_epilogue'];
+
 export type VmRequest = Readonly<Required & Optional & {
   /** null until image inspection names it (the job gave none and uses a non-default image). */
   distro: Distro | null;
@@ -53,6 +61,14 @@ export function resolveRequest(input: ResolveInput): VmRequest {
       continue;
     }
     firstLine[key] = d.line;
+    if (NOT_YET.includes(key)) {
+      problems.push({
+        id: key, where,
+        message: `${key}= is not supported yet on this site: nothing here ${key === 'disk' ? 'attaches it to the VMs' : 'runs it in the VMs'}`,
+        fix: `remove ${key}= from the request`,
+      });
+      continue;
+    }
     const ctl = controlCharIn(d.value);
     if (ctl) {
       problems.push({ id: key, where, message: `${key} value contains ${ctl}`, fix: `retype the line in a plain text editor, e.g. #VM ${VM_KEYS[key].example}` });

@@ -5,9 +5,10 @@
 //
 // API for the prologue pipeline (not wired in here: the pipeline owns that):
 //
-//   requestFromVariables(variables: Readonly<Record<string, string>>, config: Config): VariablesRequest
-//     `variables` is parseQstat(...).variables. Takes VTORQUE_REQUEST when it is
-//     there (decoded, re-checked against this node's [policy]); else the
+//   requestFromVariables(variables, config, oversized?): VariablesRequest
+//     `variables` is parseQstat(...).variables, `oversized` its
+//     oversizedVariables (one of ours there is a JobFault). Takes VTORQUE_REQUEST
+//     when it is there (decoded, re-checked against this node's [policy]); else the
 //     VM_<KEY> variables given with `qsub -v VM_IMG=...,VM_VCPUS=...`; else
 //     { source: 'none' }. Throws a JobFault (exit 1) when the chosen source is
 //     invalid, with the same messages #VM lines get; it never falls through
@@ -35,6 +36,7 @@ import type { Directive } from '../torque/directives.js';
 import { VM_KEY_NAMES, type VmKey } from './keys.js';
 import { resolveRequest, type VmRequest } from './resolve.js';
 import { REQUEST_VARIABLE, canonicalValue, relabel, requestFromEncoded } from './encoding.js';
+import { VARIABLE_CAP } from '../torque/qstat.js';
 
 export type VariablesRequest =
   | { source: 'none' }
@@ -62,12 +64,23 @@ export function directivesFromVmVariables(variables: Readonly<Record<string, str
   return out;
 }
 
-export function requestFromVariables(variables: Readonly<Record<string, string>>, config: Config): VariablesRequest {
+/**
+ * `oversized` names variables qstat printed but were too long to keep
+ * (torque/qstat.ts VARIABLE_CAP): one of ours among them is refused, never
+ * skipped, so that a sister does not fall through to another source or to no VMs.
+ */
+export function requestFromVariables(variables: Readonly<Record<string, string>>, config: Config, oversized: readonly string[] = []): VariablesRequest {
   const has = (n: string) => Object.prototype.hasOwnProperty.call(variables, n);
+  const tooLong = (n: string, where: string) => new JobFault(`the job variable ${n} is too long`, [
+    { id: 'variable-too-long', where, message: `${n} is longer than ${VARIABLE_CAP} characters`, fix: `do not set ${n} yourself: write #VM lines in the job script` },
+  ]);
+  if (oversized.includes(REQUEST_VARIABLE)) throw tooLong(REQUEST_VARIABLE, REQUEST_VARIABLE);
   if (has(REQUEST_VARIABLE)) {
     const encoded = variables[REQUEST_VARIABLE]!;
     return { source: REQUEST_VARIABLE, request: requestFromEncoded(encoded, config), encoded };
   }
+  const long = oversized.find((n) => BY_NAME.has(n));
+  if (long !== undefined) throw tooLong(long, `qsub -v ${long}`);
   const directives = directivesFromVmVariables(variables);
   if (directives.length === 0) return { source: 'none' };
   const names = directives.map((d) => vmVariableName(d.key as VmKey));

@@ -28,6 +28,11 @@ export interface RunOptions {
   maxBuffer?: number;
   /** 'ignore' for tools told to be quiet: one pipe fewer to set up (~1 ms each on the warm path). */
   stdout?: 'pipe' | 'ignore';
+  /**
+   * Takes stdout chunk by chunk instead of collecting it: the result's stdout is
+   * then empty and maxBuffer counts stderr only, so the caller bounds what it keeps.
+   */
+  onStdout?: (chunk: Buffer) => void;
 }
 
 export interface RunResult {
@@ -152,7 +157,7 @@ function collect(path: string, args: readonly string[], opts: RunOptions): Promi
       }
       into.push(b);
     };
-    child.stdout?.on('data', take(out));
+    child.stdout?.on('data', opts.onStdout ?? take(out));
     child.stderr!.on('data', take(err));
     if (opts.input !== undefined) {
       child.stdin!.on('error', () => { /* the child may exit without reading: its exit code says why */ });
