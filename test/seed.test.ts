@@ -14,7 +14,8 @@ import { renderSeed, seedShared, seedVms, writeSeed, type SeedInput } from '../s
 import { toYaml } from '../src/seed/render.js';
 import { USER_DATA_KEYS, buildUserData } from '../src/seed/user-data.js';
 import { OSV_KEYS } from '../src/seed/osv.js';
-import { checkAccountName, checkJobPath, gecosFor, guestHostname, instanceId } from '../src/seed/names.js';
+import { checkAccountName, checkJobName, checkJobPath, gecosFor, guestHostname, instanceId } from '../src/seed/names.js';
+import { GUEST_STAGING_DIR, PUT_AS_USER } from '../src/seed/guest-files.js';
 import { profileText, profileVars } from '../src/seed/profile.js';
 import { parseStaticLine } from '../src/seed/network.js';
 import type { VmRequest } from '../src/request/resolve.js';
@@ -244,6 +245,8 @@ t.test('hostile GECOS fields round-trip exactly, or are left out with a note whe
     t.equal((pyyaml([doc])[0] as { users: { gecos: string }[] }).users[0]!.gecos, g, `${JSON.stringify(g)} survives YAML`);
   }
   t.match(gecosFor('line\nbreak').note, /control character/, 'a newline is left out too');
+  t.match(gecosFor('line\u2028break').note, /line separator \(U\+2028\)/, 'and a line separator, which PyYAML reads as a newline');
+  t.notOk(gecosFor('line\u2028break').note?.includes('\u2028'), 'the note itself holds no raw separator');
 });
 
 t.test('hostile paths and job names survive YAML and the sh profile exactly; control characters are refused', async (t) => {
@@ -264,15 +267,47 @@ t.test('hostile paths and job names survive YAML and the sh profile exactly; con
     t.same(r.stdout.split('\0'), [c.workdir, c.name, `/aux/${c.name}`], `sh reads back ${JSON.stringify(c.name)}`);
   }
   t.notOk(spawnSync('test', ['-e', '/tmp/vtorque-pwned']).status === 0, 'no command substitution ran');
-  const back = pyyaml(docs) as { write_files: { content: string }[] }[];
-  back.forEach((b, i) => t.match(b.write_files[0]!.content, `export PBS_JOBNAME=`, `profile ${i} survives YAML`));
-  t.same(back.map((b) => b.write_files[0]!.content), await Promise.all(cases.map(async (c) => profileText(profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, nodefile: `/aux/${c.name}`, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' })))), 'byte for byte');
-  for (const bad of ['/a\nb', '/a\tb', 'relative/path', '/nul\0byte']) {
+  const back = pyyaml(docs) as { write_files: { content: string; encoding: string }[] }[];
+  // The profile goes in as base64: no text of the job's is ever a YAML scalar of its own.
+  const profiles = back.map((b) => Buffer.from(b.write_files[0]!.content, 'base64').toString('utf8'));
+  back.forEach((b, i) => t.equal(b.write_files[0]!.encoding, 'b64', `profile ${i} is base64`));
+  profiles.forEach((p, i) => t.match(p, `export PBS_JOBNAME=`, `profile ${i} survives YAML`));
+  t.same(profiles, await Promise.all(cases.map(async (c) => profileText(profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, nodefile: `/aux/${c.name}`, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' })))), 'byte for byte');
+  for (const bad of ['/a\nb', '/a\tb', 'relative/path', '/nul\0byte', '/a\u2028b', '/a\u2029b', '/a\u0085b', '/a\ud800b', '/a\uffffb']) {
     const e = caught(() => checkJobPath('PBS_O_WORKDIR', bad));
-    t.ok(isJobFault(e), `${JSON.stringify(bad)} refused`);
+    // Escaped: a raw U+2028 in a test name would break the TAP stream itself.
+    t.ok(isJobFault(e), `${JSON.stringify(bad).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)} refused`);
     t.match(e?.message, /PBS_O_WORKDIR cannot be passed to the VMs/);
   }
+  t.match(caught(() => checkJobPath('PBS_O_WORKDIR', '/a\u2028b'))?.problems[0]?.message, 'contains a line separator (U+2028)', 'the character is named');
+  t.match(caught(() => checkJobName('j\u2029x'))?.problems[0]?.message, 'contains a paragraph separator (U+2029)', 'job names too');
+  t.equal(checkJobName("it's $(id) ü ☃"), "it's $(id) ü ☃", 'any single line of text is a job name');
   await t.rejects(renderSeed(input(config(), { job: { id: '1', user: TEST_USER.name, group: TEST_USER.group, name: 'j', workdir: '/x\ny' } })), /PBS_O_WORKDIR cannot be passed/, 'renderSeed refuses it too');
+});
+
+t.test('the YAML writer refuses any key or string a YAML 1.1 reader would not read as one line, naming where it is', async (t) => {
+  for (const [ch, name] of [['\u2028', 'a line separator (U+2028)'], ['\u2029', 'a paragraph separator (U+2029)'], ['\u0085', 'a next-line character (U+0085)'], ['\n', 'a control character (\\x0a)'], ['\u009b', 'a control character (\\x9b)'], ['\ud800', 'an unpaired surrogate (U+D800)'], ['\ufffe', 'a non-character (U+FFFE)']] as const) {
+    const e = await toYaml({ hostname: 'vx', users: [{ name: 'a', gecos: `x${ch}runcmd: [id]` }] }).then(() => undefined, (x: unknown) => x);
+    t.ok(isJobFault(e), `${name}: a job fault`);
+    t.match((e as { problems: { where: string; message: string }[] }).problems[0], { where: 'users[0].gecos', message: `contains ${name}` }, `${name}: the YAML path and the character`);
+  }
+  const k = await toYaml({ write_files: [{ ['p\u2028x']: 1 }] }).then(() => undefined, (x: unknown) => x);
+  t.match((k as { problems: { where: string }[] }).problems[0]!.where, /^write_files\[0\]\["p\\u2028x"\] \(the key\)$/, 'keys are checked too, and quoted in the message');
+  t.equal(await toYaml({ a: ['Jürgen ☃ 😀', "it's", 1, true] }), "a:\n  - Jürgen ☃ 😀\n  - it's\n  - 1\n  - true\n", 'printable text of any script passes');
+});
+
+t.test('OSv gets the profile as one line that sh reads back exactly', async (t) => {
+  const cases = HOSTILE_TEXT.map((x) => ({ workdir: `/home/u/${x}`, name: x }));
+  for (const c of cases) {
+    const r = await renderSeed(input(config(), { family: 'osv', request: request({ distro: 'osv', family: 'osv' }), job: { id: '1.h', user: TEST_USER.name, group: TEST_USER.group, name: c.name, workdir: c.workdir, nodefile: '/aux/1' } }));
+    const doc = pyyaml([r.userData])[0] as { files: Record<string, string> };
+    const line = doc.files['/etc/vtorque-job.sh']!;
+    t.notOk(line.includes('\n'), 'one line');
+    const f = join(mkdtempSync(join(work, 'osv-')), 'p.sh');
+    writeFileSync(f, line);
+    const sh = spawnSync('sh', ['-c', '. "$1" && printf "%s\\0%s" "$PBS_O_WORKDIR" "$PBS_JOBNAME"', 'sh', f], { encoding: 'utf8' });
+    t.same(sh.stdout.split('\0'), [c.workdir, c.name], `sh reads back ${JSON.stringify(c.name)}`);
+  }
 });
 
 t.test('hostile node names never become a guest hostname; good ones follow vTorque', async (t) => {
@@ -307,13 +342,17 @@ t.test('user cloud-config: deny refuses it; allowlist merges safe keys and names
   const ok = userFile('ok.yaml', '#cloud-config\ntimezone: Europe/Berlin\npackages: [jq]\nwrite_files:\n  - path: /workspace/in.txt\n    content: "hi: #1"\n    permissions: "0640"\n  - path: /home/vtseed/.bashrc.d/x\n    content: x\n');
   await t.rejects(renderSeed(input(deny, { request: request({ metadata: ok }) })), /cannot be used/, 'deny refuses any metadata');
   const r = await renderSeed(input(allow, { request: request({ metadata: ok }) }));
-  const u = pyyaml([r.userData])[0] as { write_files: Record<string, unknown>[]; timezone: string; packages: string[] };
+  const u = pyyaml([r.userData])[0] as { write_files: Record<string, unknown>[]; runcmd: string[][]; timezone: string; packages: string[] };
   t.equal(u.timezone, 'Europe/Berlin');
   t.same(u.packages, ['jq']);
   t.same(u.write_files.slice(1), [
-    { path: '/workspace/in.txt', content: 'hi: #1', owner: 'vtseed:vtseedgrp', permissions: '0640', defer: true },
-    { path: '/home/vtseed/.bashrc.d/x', content: 'x', owner: 'vtseed:vtseedgrp', permissions: '0644', defer: true },
-  ], 'owned by the user, written after the user exists');
+    { path: `${GUEST_STAGING_DIR}/0`, content: Buffer.from('hi: #1').toString('base64'), encoding: 'b64', owner: 'root:root', permissions: '0600' },
+    { path: `${GUEST_STAGING_DIR}/1`, content: Buffer.from('x').toString('base64'), encoding: 'b64', owner: 'root:root', permissions: '0600' },
+  ], 'staged root-only, as base64');
+  t.same(u.runcmd, [
+    ['sh', '-c', PUT_AS_USER, 'sh', 'vtseed', '/workspace/in.txt', `${GUEST_STAGING_DIR}/0`, '0640', 'false'],
+    ['sh', '-c', PUT_AS_USER, 'sh', 'vtseed', '/home/vtseed/.bashrc.d/x', `${GUEST_STAGING_DIR}/1`, '0644', 'false'],
+  ], 'copied into place as the user by the fixed script');
   cloudInitSchema(t, r.userData, 'merged user-data');
 
   const refused = async (text: string | Buffer, re: RegExp, what: string, mode = 0o644, uid = TEST_USER.uid, ini = '') => {
@@ -453,7 +492,8 @@ t.test('check --job SCRIPT --render DIR writes the seed files each VM would get,
     t.equal(statSync(join(out, vm, 'user-data')).uid, TEST_USER.uid, 'written as the user');
     const ud = readFileSync(join(out, vm, 'user-data'), 'utf8');
     t.match(ud, /timezone: UTC/, 'the merged metadata is shown');
-    t.match(ud, new RegExp(`export PBS_O_WORKDIR='${home}'`), 'the directory check ran in stands for PBS_O_WORKDIR');
+    const profile = (pyyaml([ud])[0] as { write_files: { content: string }[] }).write_files[0]!.content;
+    t.match(Buffer.from(profile, 'base64').toString('utf8'), `export PBS_O_WORKDIR='${home}'`, 'the directory check ran in stands for PBS_O_WORKDIR');
     cloudInitSchema(t, ud, `rendered ${vm} user-data`);
   }
   t.notOk(spawnSync('test', ['-e', join(work, 'no-such-jobs')]).status === 0, 'no job directory was made');

@@ -12,20 +12,47 @@ export interface ValueType<T> {
 const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
 const bad = <T>(message: string, fix: string): Parsed<T> => ({ ok: false, message, fix });
 
-/** Printable, escaped form of untrusted text for messages: never lets a newline or escape through. */
+// What JSON.stringify leaves raw but a YAML 1.1 reader (PyYAML, which
+// cloud-init loads with), a terminal or a log reader takes as a line break or
+// a control: C1 controls (U+0085 is a line break to PyYAML), U+2028/U+2029,
+// and the non-characters U+FFFE/U+FFFF. JSON.stringify escapes C0 controls
+// and lone surrogates itself.
+const QUOTE_ESCAPE = /[\u007f-\u009f\u2028\u2029\ufffe\uffff]/g;
+
+/** Printable, escaped form of untrusted text for messages: never lets a newline, line separator or escape through. */
 export function quote(raw: string, max = 80): string {
   const cut = raw.length > max ? raw.slice(0, max) + '…' : raw;
-  return JSON.stringify(cut);
+  return JSON.stringify(cut).replace(QUOTE_ESCAPE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+// Everything a single line of text must not hold: C0 controls (\t \n \r
+// included), DEL and C1 controls, the line and paragraph separators, lone
+// surrogates and U+FFFE/U+FFFF. PyYAML treats \r \n U+0085 U+2028 U+2029
+// as line breaks and refuses the rest as non-printable; the yaml package we
+// write with does not break lines at U+0085/U+2028/U+2029, so one of those
+// in a value would end a YAML line for cloud-init and start a key of the
+// user's (a runcmd, run as root in the VM).
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
+const codePoint = (code: number) => `U+${code.toString(16).toUpperCase().padStart(4, '0')}`;
+
+/**
+ * The one check for text that must stay a single printable line (names,
+ * paths, values for YAML, argv, logs): what it holds that is not, in words
+ * for a message ("a line separator (U+2028)"), or undefined.
+ */
 export function controlCharIn(raw: string): string | undefined {
-  const m = CONTROL.exec(raw);
+  const m = UNSAFE.exec(raw);
   if (!m) return undefined;
   const code = m[0].charCodeAt(0);
-  return code === 0 ? 'a NUL byte' : `a control character (\\x${code.toString(16).padStart(2, '0')})`;
+  if (code === 0) return 'a NUL byte';
+  if (code === 0x85) return `a next-line character (${codePoint(code)})`;
+  if (code === 0x2028) return `a line separator (${codePoint(code)})`;
+  if (code === 0x2029) return `a paragraph separator (${codePoint(code)})`;
+  if (code >= 0xd800 && code <= 0xdfff) return `an unpaired surrogate (${codePoint(code)})`;
+  if (code >= 0xfffe) return `a non-character (${codePoint(code)})`;
+  return `a control character (\\x${code.toString(16).padStart(2, '0')})`;
 }
 
 export function intType(min: number, max: number): ValueType<number> {

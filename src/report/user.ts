@@ -6,10 +6,15 @@ export const PREFIX = 'vtorque:';
 
 // eslint-disable-next-line no-control-regex
 const UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+// Line and paragraph separators: editors, log readers and YAML 1.1 take them for line breaks.
+const SEPARATORS = /[\u2028\u2029]/g;
 
 /** Last line of defence: nothing from a job script or an image can move the cursor or forge a line. */
 export function clean(s: string): string {
-  return s.replace(UNSAFE, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`).replace(/\n/g, '\\n');
+  return s
+    .replace(UNSAFE, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+    .replace(SEPARATORS, (c) => `\\u${c.charCodeAt(0).toString(16)}`)
+    .replace(/\n/g, '\\n');
 }
 
 export function line(text: string): string {

@@ -32,17 +32,34 @@ export function gecosFor(raw: string): { gecos?: string; note?: string } {
   return { gecos: raw };
 }
 
-/** Paths from Torque (PBS_O_WORKDIR, PBS_NODEFILE): any bytes but control characters survive the profile's quoting. */
+/**
+ * Paths from Torque (PBS_O_WORKDIR, PBS_NODEFILE): any text survives the
+ * profile's quoting, but a line break of any kind (U+2028 too) would start a
+ * line of the user's in the YAML and the logs, so only single lines pass.
+ */
 export function checkJobPath(what: string, p: string): string {
   const ctl = controlCharIn(p);
   if (!p.startsWith('/') || ctl) {
     throw new JobFault(`${what} cannot be passed to the VMs`, [{
       id: 'seed-path', where: `${what} ${quote(p, 60)}`,
       message: ctl ? `contains ${ctl}` : 'is not an absolute path',
-      fix: `submit the job from a directory whose path has no control characters (newlines, tabs)`,
+      fix: 'submit the job from a directory whose path has no control characters (newlines, tabs, line separators)',
     }]);
   }
   return p;
+}
+
+/** The job name (qsub -N, or the script's file name) goes into the VMs' environment: one line of text only, as paths. */
+export function checkJobName(name: string): string {
+  const ctl = controlCharIn(name);
+  if (ctl) {
+    throw new JobFault('the job name cannot be passed to the VMs', [{
+      id: 'seed-jobname', where: `job name ${quote(name, 60)}`,
+      message: `contains ${ctl}`,
+      fix: 'submit the job with a name of plain text (qsub -N NAME), or rename the script it is named after',
+    }]);
+  }
+  return name;
 }
 
 const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;

@@ -18,3 +18,11 @@ export function profileVars(o: {
 export function profileText(vars: readonly [string, string][]): string {
   return ['# Written by vtorque-prologue: the job this VM belongs to.', ...vars.map(([k, v]) => `export ${k}=${shQuote(v)}`), ''].join('\n');
 }
+
+/**
+ * The same, as one line, for OSv, whose cloud-init takes a file's content only
+ * as a YAML string and no base64; every string we write into YAML is one line.
+ */
+export function profileLine(vars: readonly [string, string][]): string {
+  return vars.map(([k, v]) => `export ${k}=${shQuote(v)}`).join('; ');
+}

@@ -1,9 +1,10 @@
 // From a SeedInput to the three NoCloud documents. All YAML is produced by
 // the yaml package from data, in YAML 1.1 mode: cloud-init reads with PyYAML
 // (YAML 1.1), where an unquoted no, on or 0644 would not be the string we meant.
+import { controlCharIn, quote } from '../config/values.js';
 import { JobFault } from '../torque/exit.js';
 import { loadYaml } from '../tools/yaml.js';
-import { checkAccountName, checkJobPath, gecosFor, guestHostname, instanceId } from './names.js';
+import { checkAccountName, checkJobName, checkJobPath, gecosFor, guestHostname, instanceId } from './names.js';
 import { networkConfig } from './network.js';
 import { buildOsvData } from './osv.js';
 import { profileText, profileVars } from './profile.js';
@@ -13,7 +14,43 @@ import { userCloudConfig } from './user-metadata.js';
 import { jobAccount, sharedOnce } from './account.js';
 import type { RenderedSeed, SeedInput } from './index.js';
 
+/**
+ * The YAML path of every key and string in data whose text is not one safe
+ * line (controlCharIn), with what it holds. Multi-line content goes in as
+ * base64, so a line break of any kind in a string here can only be text that
+ * escaped its check upstream.
+ */
+export function unsafeStrings(data: unknown, at = ''): { path: string; why: string }[] {
+  if (typeof data === 'string') {
+    const why = controlCharIn(data);
+    return why ? [{ path: at || '(document)', why }] : [];
+  }
+  if (typeof data === 'number' || typeof data === 'boolean') return [];
+  if (Array.isArray(data)) return data.flatMap((v, i) => unsafeStrings(v, `${at}[${i}]`));
+  if (typeof data === 'object' && data !== null) {
+    return Object.entries(data).flatMap(([k, v]) => {
+      const path = /^[A-Za-z0-9_-]+$/.test(k) ? `${at}${at ? '.' : ''}${k}` : `${at}[${quote(k, 40)}]`;
+      const why = controlCharIn(k);
+      return [...(why ? [{ path: `${path} (the key)`, why }] : []), ...unsafeStrings(v, path)];
+    });
+  }
+  // Only strings, numbers, booleans, lists and mappings are ever built; anything else is our bug.
+  throw new TypeError(`cannot write ${typeof data} at ${at || '(document)'} as YAML`);
+}
+
+/**
+ * The single YAML writer for every seed document. A value PyYAML would read
+ * as more than one line is refused here whatever produced it: the backstop
+ * behind each stage's own checks.
+ */
 export async function toYaml(data: unknown): Promise<string> {
+  const bad = unsafeStrings(data);
+  if (bad.length > 0) {
+    throw new JobFault('a value cannot be written into the VM\'s cloud-init data', bad.slice(0, 5).map((b) => ({
+      id: 'seed-yaml', where: b.path, message: `contains ${b.why}`,
+      fix: 'remove that character from the name, path or file it comes from',
+    })));
+  }
   const { Document } = await loadYaml();
   const doc = new Document(data, { version: '1.1' });
   // lineWidth 0: never fold long values (keys, paths) across lines.
@@ -25,6 +62,7 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
   const notes: string[] = [];
   checkAccountName('user', job.user);
   checkAccountName('group', job.group);
+  checkJobName(job.name);
   if (job.workdir !== undefined) checkJobPath('PBS_O_WORKDIR', job.workdir);
   if (job.nodefile !== undefined) checkJobPath('PBS_NODEFILE', job.nodefile);
   const hostname = guestHostname(input.node, vm.index, vm.count);
@@ -34,13 +72,12 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
     jobId: job.id, jobName: job.name, workdir: job.workdir, nodefile: job.nodefile,
     distro: input.request.distro ?? input.family, index: vm.index, count: vm.count, jobIndex: vm.jobIndex, hostname,
   });
-  const profile = profileText(vars);
 
   if (input.family === 'osv') {
     if (input.request.metadata !== undefined) {
       throw new JobFault('metadata= cannot be used with an OSv image', [{ id: 'metadata', where: `metadata=${input.request.metadata}`, message: "OSv's cloud-init reads its own dialect, not cloud-config", fix: 'remove #VM metadata=, or use a Debian or RedHat image' }]);
     }
-    const userData = await toYaml(buildOsvData({ config, hostname, user: job.user, vars, profile }));
+    const userData = await toYaml(buildOsvData({ config, hostname, user: job.user, vars }));
     return { metaData, userData, networkConfig: undefined, instanceId: iid, hostname, notes };
   }
 
@@ -51,7 +88,7 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
   const keys = config.seed.ssh_keys_from.length > 0 ? await once(`keys\0${account.user}`, () => sshKeysOf(config, account, input.signal)) : { keys: [], notes: [] };
   notes.push(...keys.notes);
   const user = await once(`metadata\0${input.request.metadata}`, () => userCloudConfig({ config, file: input.request.metadata, workdir: job.workdir, account, signal: input.signal }));
-  const data = buildUserData({ config, family: input.family, hostname, account, gecos: g.gecos, sshKeys: keys.keys, profile, user });
+  const data = buildUserData({ config, family: input.family, hostname, account, gecos: g.gecos, sshKeys: keys.keys, profile: profileText(vars), user });
   const userData = `#cloud-config\n${await toYaml(data)}`;
 
   if (input.dryRun && config.seed.network === 'static') {

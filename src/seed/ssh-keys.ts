@@ -1,7 +1,6 @@
 // The job owner's public keys, from the files [seed] ssh_keys_from names, read
 // as the owner. A missing file is normal (no keys); anything odd is a note in
 // the job output, never a failed job: keys are a convenience.
-import { lstatSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { controlCharIn } from '../config/values.js';
 import type { Account } from './account.js';
@@ -15,10 +14,9 @@ export async function sshKeysOf(config: Config, account: Account, signal?: Abort
   const notes: string[] = [];
   for (const pattern of config.seed.ssh_keys_from) {
     const path = pattern.replace(/^%h/, account.home.replace(/\/+$/, ''));
-    // Missing for root is missing for the owner too (path lookup does not depend
-    // on who asks), and needs no process as the owner. Anything else, an
-    // EACCES from a root-squashed NFS home included, goes to readAsUser.
-    if (missing(path)) continue;
+    // Only the owner looks at the path, missing files included: a root stat
+    // would follow the user's symlinks with root's rights, and a hung NFS home
+    // would block the prologue's event loop.
     const r = await readAsUser(config, path, account, KEY_FILE_CAP, signal);
     if (!r.ok) {
       if (!r.missing) notes.push(`SSH keys: ${path} ${r.why}; no keys were taken from it`);
@@ -33,13 +31,4 @@ export async function sshKeysOf(config: Config, account: Account, signal?: Abort
     }
   }
   return { keys: keys.slice(0, 100), notes };
-}
-
-function missing(path: string): boolean {
-  try {
-    lstatSync(path);
-    return false;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOENT';
-  }
 }

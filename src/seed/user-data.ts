@@ -1,14 +1,19 @@
 // user-data for Debian- and RedHat-family guests: one #cloud-config mapping
 // built as data. Only the keys below are ever emitted (the tests hold us to
 // that, because cloud-init's schema check does not report unknown top-level keys).
+// Every file's content goes in as base64 and every string is one line
+// (render.ts toYaml refuses anything else): PyYAML reads U+0085, U+2028 and
+// U+2029 as line breaks, the yaml package does not, so raw text in a block
+// scalar could end it early and add keys.
 import type { Config } from '../config/schema.js';
 import type { Account } from './account.js';
+import { stagedUserFiles } from './guest-files.js';
 import { PROFILE_PATH } from './profile.js';
 import type { UserCloudConfig } from './user-metadata.js';
 
 export const USER_DATA_KEYS = [
   'hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users',
-  'write_files', 'mounts', 'manage_resolv_conf', 'resolv_conf', 'ntp', 'package_update', 'packages', 'timezone',
+  'write_files', 'runcmd', 'mounts', 'manage_resolv_conf', 'resolv_conf', 'ntp', 'package_update', 'packages', 'timezone',
 ] as const;
 type Key = (typeof USER_DATA_KEYS)[number];
 
@@ -38,6 +43,7 @@ export function nfsMounts(config: Config, user: string): string[][] {
 export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
   const { config, account: a } = i;
   const s = config.seed;
+  const userFiles = stagedUserFiles(a.user, i.user?.files ?? []);
   const d: Partial<Record<Key, unknown>> = {
     hostname: i.hostname,
     preserve_hostname: false,
@@ -60,10 +66,12 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
       ...(i.sshKeys.length > 0 ? { ssh_authorized_keys: [...i.sshKeys] } : {}),
     }],
     write_files: [
-      { path: PROFILE_PATH, content: i.profile, owner: 'root:root', permissions: '0644' },
-      ...(i.user?.write_files ?? []),
+      { path: PROFILE_PATH, content: Buffer.from(i.profile, 'utf8').toString('base64'), encoding: 'b64', owner: 'root:root', permissions: '0644' },
+      ...userFiles.writeFiles,
     ],
   };
+  // Only our fixed entries (guest-files.ts): the user's files, copied into place as the user.
+  if (userFiles.runcmd.length > 0) d.runcmd = userFiles.runcmd;
   const mounts = nfsMounts(config, a.user);
   if (mounts.length > 0) d.mounts = mounts;
   // Debian-family cloud-init ignores resolv_conf; those guests get DNS through network-config.

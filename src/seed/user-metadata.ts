@@ -7,13 +7,14 @@ import { controlCharIn, quote } from '../config/values.js';
 import { JobFault, type Problem } from '../torque/exit.js';
 import { loadYaml } from '../tools/yaml.js';
 import type { Account } from './account.js';
+import type { UserFile } from './guest-files.js';
 import { readAsUser } from './user-files.js';
 
 export const METADATA_CAP = 64 * 1024;
 
 /** What allowlist merges, and why each is safe. */
 export const ALLOWED_USER_KEYS = {
-  write_files: "files under your home or /workspace, owned by you, written after your user exists",
+  write_files: 'files under your home or /workspace, written by your own user in the VM (so with your rights only)',
   packages: "packages from the image's configured repositories",
   timezone: 'the time zone',
 } as const;
@@ -28,7 +29,7 @@ const WHY: Record<string, string> = {
 
 export interface UserCloudConfig {
   file: string;
-  write_files: Record<string, unknown>[];
+  files: UserFile[];
   packages: string[];
   timezone?: string;
 }
@@ -71,9 +72,9 @@ export async function userCloudConfig(o: {
     throw fault(file, [{ id: 'metadata', where: path, message: 'is not a YAML mapping of cloud-config keys', fix: 'write keys such as write_files: at the top level' }]);
   }
   const problems: Problem[] = [];
-  const out: UserCloudConfig = { file, write_files: [], packages: [] };
+  const out: UserCloudConfig = { file, files: [], packages: [] };
   for (const [k, v] of Object.entries(data as Record<string, unknown>)) {
-    if (k === 'write_files') out.write_files = checkWriteFiles(v, path, account, config, problems);
+    if (k === 'write_files') out.files = checkWriteFiles(v, path, account, config, problems);
     else if (k === 'packages') out.packages = checkPackages(v, path, problems);
     else if (k === 'timezone') {
       if (typeof v === 'string' && /^[A-Za-z0-9_+-]+(?:\/[A-Za-z0-9_+-]+){0,2}$/.test(v)) out.timezone = v;
@@ -98,16 +99,33 @@ function checkPackages(v: unknown, path: string, problems: Problem[]): string[] 
   return v as string[];
 }
 
-const ENCODINGS = new Set(['text/plain', 'b64', 'base64', 'gz', 'gzip', 'gz+base64', 'gzip+base64', 'gz+b64', 'gzip+b64']);
+// cloud-init's names (cc_write_files.canonicalize_extraction) for what we
+// pass on: plain text, base64, and gzip inside base64. Bare gz/gzip would be
+// binary YAML (!!binary), which is not text we can check.
+const ENCODINGS: Record<string, 'text' | UserFile['encoding']> = {
+  'text/plain': 'text', b64: 'b64', base64: 'b64', 'gz+base64': 'gz+b64', 'gzip+base64': 'gz+b64', 'gz+b64': 'gz+b64', 'gzip+b64': 'gz+b64',
+};
 
-function checkWriteFiles(v: unknown, path: string, a: Account, config: Config, problems: Problem[]): Record<string, unknown>[] {
+// Strict base64 (RFC 4648, with padding). Python's b64decode drops any other
+// byte silently, so only text that decodes exactly as written is passed on.
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Content as base64, normalised; or why it is not usable. Line breaks and spaces between base64 groups are dropped. */
+function base64Content(content: string, kind: 'text' | UserFile['encoding']): string | { why: string } {
+  if (kind === 'text') return Buffer.from(content, 'utf8').toString('base64');
+  const packed = content.replace(/[ \t\r\n]+/g, '');
+  if (!BASE64.test(packed)) return { why: 'content is not base64 (A-Z a-z 0-9 + / and = padding only)' };
+  return Buffer.from(packed, 'base64').toString('base64');
+}
+
+function checkWriteFiles(v: unknown, path: string, a: Account, config: Config, problems: Problem[]): UserFile[] {
   const at = (i: number) => `${path}: write_files[${i}]`;
   if (!Array.isArray(v)) {
     problems.push({ id: 'metadata', where: `${path}: write_files`, message: 'must be a list', fix: 'write each file as "- path: ... content: ..."' });
     return [];
   }
   const home = `/home/${a.user}/`;
-  const out: Record<string, unknown>[] = [];
+  const out: UserFile[] = [];
   v.forEach((e, i) => {
     if (typeof e !== 'object' || e === null || Array.isArray(e)) {
       problems.push({ id: 'metadata', where: at(i), message: 'is not a mapping', fix: 'give path: and content:' });
@@ -117,8 +135,9 @@ function checkWriteFiles(v: unknown, path: string, a: Account, config: Config, p
     const extra = Object.keys(f).filter((k) => !['path', 'content', 'encoding', 'permissions', 'owner', 'append'].includes(k));
     if (extra.length > 0) problems.push({ id: 'metadata', where: at(i), message: `field ${quote(extra[0]!, 30)} is not allowed`, fix: 'use path, content, encoding, permissions, owner (yourself) and append' });
     const p = f.path;
-    if (typeof p !== 'string' || controlCharIn(p) || p.split('/').some((s) => s === '..' || s === '.') || p.includes('//')) {
-      problems.push({ id: 'metadata', where: at(i), message: `path ${quote(String(p), 60)} is not a plain absolute path`, fix: `write files under ${home} or /workspace/` });
+    const ctl = typeof p === 'string' ? controlCharIn(p) : undefined;
+    if (typeof p !== 'string' || ctl || p.split('/').some((s) => s === '..' || s === '.') || p.includes('//')) {
+      problems.push({ id: 'metadata', where: at(i), message: `path ${quote(String(p), 60)} is not a plain absolute path${ctl ? ` (it contains ${ctl})` : ''}`, fix: `write files under ${home} or /workspace/` });
       return;
     }
     const inHome = p.startsWith(home);
@@ -127,8 +146,7 @@ function checkWriteFiles(v: unknown, path: string, a: Account, config: Config, p
       problems.push({ id: 'metadata', where: at(i), message: `path ${quote(p, 60)} is outside your home and /workspace`, fix: `write files under ${home} or /workspace/` });
       return;
     }
-    // On an NFS mount the file could be a symlink the user planted, which the
-    // guest's root would follow; and the user can write there directly anyway.
+    // The file is written as the user in the VM, but on NFS the user can put it there from the node anyway.
     if ((inHome && config.seed.nfs_home) || (inWs && config.seed.nfs_workspace)) {
       problems.push({ id: 'metadata', where: at(i), message: `${inHome ? 'your home' : '/workspace'} is mounted from NFS in the VMs`, fix: `put ${quote(p, 60)} there from the node instead; it is the same file system` });
       return;
@@ -146,14 +164,17 @@ function checkWriteFiles(v: unknown, path: string, a: Account, config: Config, p
       problems.push({ id: 'metadata', where: at(i), message: 'content is not text', fix: 'write content: | and the text below it' });
       return;
     }
-    if (f.encoding !== undefined && !ENCODINGS.has(String(f.encoding))) {
-      problems.push({ id: 'metadata', where: at(i), message: `encoding ${quote(String(f.encoding), 20)} is not known to cloud-init`, fix: 'use text/plain, b64 or gz+b64' });
+    const kind = f.encoding === undefined ? 'text' : ENCODINGS[String(f.encoding)];
+    if (kind === undefined) {
+      problems.push({ id: 'metadata', where: at(i), message: `encoding ${quote(String(f.encoding), 20)} is not one this site passes on`, fix: 'use text/plain, b64 or gz+b64' });
       return;
     }
-    const entry: Record<string, unknown> = { path: p, content: f.content ?? '', owner: `${a.user}:${a.group}`, permissions: perm.padStart(4, '0'), defer: true };
-    if (f.encoding !== undefined) entry.encoding = f.encoding;
-    if (f.append === true) entry.append = true;
-    out.push(entry);
+    const content = base64Content((f.content as string | undefined) ?? '', kind);
+    if (typeof content !== 'string') {
+      problems.push({ id: 'metadata', where: at(i), message: content.why, fix: `check the content, or write it as text without encoding: ${quote(String(f.encoding), 20)}` });
+      return;
+    }
+    out.push({ path: p, content, encoding: kind === 'gz+b64' ? 'gz+b64' : 'b64', permissions: perm.padStart(4, '0'), append: f.append === true });
   });
   return out;
 }
