@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
 import type { ResultPromise, execa as Execa } from 'execa';
 import { loadExeca } from '../tools/execa.js';
-import { killGroup } from '../tools/run.js';
+import { killAtExit, killGroup } from '../tools/run.js';
 import { NodeFault } from '../torque/exit.js';
 
 export interface DiskInput {
@@ -73,7 +73,10 @@ class Fish {
     this.child.stdout!.on('data', (d: string) => { this.buf += d; this.waiter?.(); });
     this.child.stderr!.setEncoding('utf8');
     this.child.stderr!.on('data', (d: string) => { if (this.stderr.length < 4096) this.stderr += d; });
-    void this.child.then(() => { this.exited = true; this.waiter?.(); });
+    // Whatever ends it (exit, our kill, the deadline's cancel, which signals
+    // guestfish alone), nothing it started (the appliance) outlives it.
+    const forget = killAtExit(this.child.pid);
+    void this.child.then(() => { this.exited = true; this.kill(); forget(); this.waiter?.(); });
   }
 
   /** Runs commands in one round trip and returns each one's output. A leading '-' lets a command fail quietly. */

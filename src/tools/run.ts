@@ -118,11 +118,28 @@ export function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
   }
 }
 
-function collect(path: string, args: readonly string[], opts: RunOptions): Promise<Outcome> {
+function hookExit(): void {
   if (!exitHook) {
     exitHook = true;
     process.once('exit', () => running.forEach((pid) => killGroup(pid, 'SIGKILL')));
   }
+}
+
+/**
+ * For a detached child started elsewhere (the guestfish session, through
+ * execa): its process group is killed when this process exits, like every
+ * runTool child, so a deadline's hard stop leaves no appliance behind.
+ * Returns the function that forgets it once it has ended.
+ */
+export function killAtExit(pid: number | undefined): () => void {
+  if (pid === undefined) return () => undefined;
+  hookExit();
+  running.add(pid);
+  return () => running.delete(pid);
+}
+
+function collect(path: string, args: readonly string[], opts: RunOptions): Promise<Outcome> {
+  hookExit();
   return new Promise((resolve) => {
     const r: Outcome = { stdout: '', stderr: '', exitCode: null, signal: null, overflowed: false, timedOut: false, canceled: false };
     let child: ChildProcess;
