@@ -16,6 +16,7 @@ import { USER_DATA_KEYS, buildUserData } from '../src/seed/user-data.js';
 import { OSV_KEYS } from '../src/seed/osv.js';
 import { checkAccountName, checkJobName, checkJobPath, gecosFor, guestHostname, instanceId } from '../src/seed/names.js';
 import { GUEST_STAGING_DIR, PUT_AS_USER } from '../src/seed/guest-files.js';
+import { AGENT_CONFIG_PATH, AGENT_PATH, AGENT_SOURCE, agentRuncmd, type AgentConfig } from '../src/seed/agent.js';
 import { profileText, profileVars } from '../src/seed/profile.js';
 import { parseStaticLine } from '../src/seed/network.js';
 import type { VmRequest } from '../src/request/resolve.js';
@@ -114,7 +115,12 @@ packages_redhat = htop, nfs-utils
 `;
 
 const COMBOS: { name: string; ini: string; family: 'debian' | 'redhat' | 'osv'; keys: string[]; net: 'dhcp' | 'none' | 'static' | undefined }[] = [];
-const LINUX_BASE = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files'];
+const LINUX_BASE = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files', 'runcmd'];
+/** For buildUserData called directly: an agent config that plays no part in what those tests check. */
+const AGENT: AgentConfig = { user: 'alice', uid: 1234, home: '/home/alice', vms: ['vx'], np: 1, env: {} };
+
+type FileEntry = { path: string; content: string; encoding: string; owner: string; permissions: string };
+const b64json = (e: FileEntry | undefined): unknown => JSON.parse(Buffer.from(e!.content, 'base64').toString('utf8'));
 for (const family of ['debian', 'redhat'] as const) {
   COMBOS.push({ name: `${family}, defaults`, ini: '', family, keys: LINUX_BASE, net: 'dhcp' });
   COMBOS.push({
@@ -150,6 +156,16 @@ t.test('every family and option combination passes cloud-init schema, with exact
       t.same(user.bootcmd, [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-o', '-g', String(TEST_USER.gid), TEST_USER.group]], 'the group gets the node gid, by argv list');
       t.equal(user.disable_root, true);
       t.equal(user.ssh_pwauth, false);
+      const files = user.write_files as FileEntry[];
+      const agentPy = files.find((f) => f.path === AGENT_PATH);
+      t.match(agentPy, { encoding: 'b64', owner: 'root:root', permissions: '0700' }, 'the guest agent, root-only');
+      t.equal(Buffer.from(agentPy!.content, 'base64').toString('utf8'), AGENT_SOURCE, 'byte for byte');
+      t.match(files.find((f) => f.path === AGENT_CONFIG_PATH), { encoding: 'b64', owner: 'root:root', permissions: '0600' }, 'its config, root-only');
+      t.same(b64json(files.find((f) => f.path === AGENT_CONFIG_PATH)), {
+        user: TEST_USER.name, uid: TEST_USER.uid, home: `/home/${TEST_USER.name}`, vms: ['vnode01'], np: 1,
+        env: { PBS_JOBID: '42.head', PBS_JOBNAME: 'job1', PBS_O_WORKDIR: home, PBS_NODEFILE: '/var/spool/torque/aux/42.head', DISTRO: c.family, VTORQUE_VM_INDEX: '0', VTORQUE_VM_NODE_INDEX: '0', VTORQUE_VMS_ON_NODE: '1', VTORQUE_HOSTNAME: 'vnode01' },
+      }, 'the agent runs the script as the job owner in the guest home, with the profile\'s variables; a one-node job by default');
+      t.same(user.runcmd, [agentRuncmd()], 'the agent is started by our one fixed runcmd entry');
       if (c.ini.includes('ssh_keys_from =')) t.notOk('ssh_authorized_keys' in u, 'no keys when ssh_keys_from is empty');
       else t.same(u.ssh_authorized_keys, [KEY1, KEY2], 'key lines only: comments, options and junk are left out');
       if (c.ini === FULL) {
@@ -196,6 +212,18 @@ t.test('requeued jobs and each VM get their own instance-id', async (t) => {
   t.equal(two.instanceId, 'iid-42.head-vm5-n', 'the job-wide index names the VM');
 });
 
+t.test('the guest agent gets every VM of the job (vmHostnames) and PBS_NP = VMs x vCPUs; its start line is valid sh', async (t) => {
+  const r = await renderSeed(input(config(), { vm: { index: 1, count: 2, jobIndex: 3 }, vmHostnames: ['vnode00-0', 'vnode00-1', 'vnode01-0', 'vnode01-1'], request: request({ vcpus: 3 }) }));
+  const u = pyyaml([r.userData])[0] as { write_files: FileEntry[] };
+  t.match(b64json(u.write_files.find((f) => f.path === AGENT_CONFIG_PATH)), { vms: ['vnode00-0', 'vnode00-1', 'vnode01-0', 'vnode01-1'], np: 12, env: { VTORQUE_VM_INDEX: '3', VTORQUE_HOSTNAME: 'vnode01-1' } });
+  const alone = await renderSeed(input(config(), { vm: { index: 0, count: 2, jobIndex: 0 } }));
+  t.match(b64json((pyyaml([alone.userData])[0] as { write_files: FileEntry[] }).write_files.find((f) => f.path === AGENT_CONFIG_PATH)), { vms: ['vnode01-0', 'vnode01-1'], np: 2 }, 'without vmHostnames: this node\'s VMs');
+  const [cmd, flag, script, argv0, path] = agentRuncmd();
+  t.same([cmd, flag, argv0, path], ['sh', '-c', 'sh', AGENT_PATH]);
+  const n = spawnSync('sh', ['-n', '-c', script!], { encoding: 'utf8' });
+  t.equal(n.status, 0, `sh -n accepts it: ${n.stderr}`);
+});
+
 // Hostile names: each either survives YAML (PyYAML), /etc/passwd and sh exactly, or is refused with a message.
 const HOSTILE_ACCOUNTS: { name: string; ok: boolean }[] = [
   { name: 'a:b', ok: false }, { name: 'a#b', ok: false }, { name: "o'neil", ok: false }, { name: 'a"b', ok: false },
@@ -218,7 +246,7 @@ t.test('hostile user and group names round-trip through PyYAML or are refused wi
       }
       t.equal(checkAccountName(kind, h.name), h.name);
       const account = { user: kind === 'user' ? h.name : 'alice', uid: 1234, group: kind === 'group' ? h.name : 'staff', gid: 99, gecos: '', home: '/home/x' };
-      const doc = `#cloud-config\n${await toYaml(buildUserData({ config: cfg, family: 'debian', hostname: 'vnode01', account, sshKeys: [], profile: 'x\n' }))}`;
+      const doc = `#cloud-config\n${await toYaml(buildUserData({ config: cfg, family: 'debian', hostname: 'vnode01', account, sshKeys: [], profile: 'x\n', agent: AGENT }))}`;
       cloudInitSchema(t, doc, `user-data for ${kind} ${JSON.stringify(h.name)}`);
       const back = pyyaml([doc])[0] as { users: { name: string; primary_group: string }[]; bootcmd: string[][]; mounts: string[][] };
       t.equal(kind === 'user' ? back.users[0]!.name : back.users[0]!.primary_group, h.name, `${kind} ${JSON.stringify(h.name)} survives YAML 1.1 as a string`);
@@ -240,7 +268,7 @@ t.test('hostile GECOS fields round-trip exactly, or are left out with a note whe
     }
     t.equal(r.gecos, g);
     const account = { user: 'alice', uid: 1234, group: 'staff', gid: 99, gecos: g, home: '/home/x' };
-    const doc = `#cloud-config\n${await toYaml(buildUserData({ config: config(), family: 'redhat', hostname: 'vx', account, gecos: g, sshKeys: [], profile: '' }))}`;
+    const doc = `#cloud-config\n${await toYaml(buildUserData({ config: config(), family: 'redhat', hostname: 'vx', account, gecos: g, sshKeys: [], profile: '', agent: AGENT }))}`;
     cloudInitSchema(t, doc, `user-data for GECOS ${JSON.stringify(g)}`);
     t.equal((pyyaml([doc])[0] as { users: { gecos: string }[] }).users[0]!.gecos, g, `${JSON.stringify(g)} survives YAML`);
   }
@@ -256,7 +284,7 @@ t.test('hostile paths and job names survive YAML and the sh profile exactly; con
     const vars = profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, nodefile: `/aux/${c.name}`, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' });
     const text = profileText(vars);
     const account = { user: 'alice', uid: 1234, group: 'staff', gid: 99, gecos: '', home: '/home/x' };
-    const doc = `#cloud-config\n${await toYaml(buildUserData({ config: config(), family: 'debian', hostname: 'vx', account, sshKeys: [], profile: text }))}`;
+    const doc = `#cloud-config\n${await toYaml(buildUserData({ config: config(), family: 'debian', hostname: 'vx', account, sshKeys: [], profile: text, agent: AGENT }))}`;
     cloudInitSchema(t, doc, `user-data for job name ${JSON.stringify(c.name)}`);
     docs.push(doc);
     // Sourcing it must set the variables to exactly these bytes and run nothing.
@@ -342,17 +370,18 @@ t.test('user cloud-config: deny refuses it; allowlist merges safe keys and names
   const ok = userFile('ok.yaml', '#cloud-config\ntimezone: Europe/Berlin\npackages: [jq]\nwrite_files:\n  - path: /workspace/in.txt\n    content: "hi: #1"\n    permissions: "0640"\n  - path: /home/vtseed/.bashrc.d/x\n    content: x\n');
   await t.rejects(renderSeed(input(deny, { request: request({ metadata: ok }) })), /cannot be used/, 'deny refuses any metadata');
   const r = await renderSeed(input(allow, { request: request({ metadata: ok }) }));
-  const u = pyyaml([r.userData])[0] as { write_files: Record<string, unknown>[]; runcmd: string[][]; timezone: string; packages: string[] };
+  const u = pyyaml([r.userData])[0] as { write_files: FileEntry[]; runcmd: string[][]; timezone: string; packages: string[] };
   t.equal(u.timezone, 'Europe/Berlin');
   t.same(u.packages, ['jq']);
-  t.same(u.write_files.slice(1), [
+  t.same(u.write_files.filter((f) => f.path.startsWith(GUEST_STAGING_DIR)), [
     { path: `${GUEST_STAGING_DIR}/0`, content: Buffer.from('hi: #1').toString('base64'), encoding: 'b64', owner: 'root:root', permissions: '0600' },
     { path: `${GUEST_STAGING_DIR}/1`, content: Buffer.from('x').toString('base64'), encoding: 'b64', owner: 'root:root', permissions: '0600' },
   ], 'staged root-only, as base64');
   t.same(u.runcmd, [
     ['sh', '-c', PUT_AS_USER, 'sh', 'vtseed', '/workspace/in.txt', `${GUEST_STAGING_DIR}/0`, '0640', 'false'],
     ['sh', '-c', PUT_AS_USER, 'sh', 'vtseed', '/home/vtseed/.bashrc.d/x', `${GUEST_STAGING_DIR}/1`, '0644', 'false'],
-  ], 'copied into place as the user by the fixed script');
+    agentRuncmd(),
+  ], 'copied into place as the user by the fixed script, before the agent starts');
   cloudInitSchema(t, r.userData, 'merged user-data');
 
   const refused = async (text: string | Buffer, re: RegExp, what: string, mode = 0o644, uid = TEST_USER.uid, ini = '') => {

@@ -51,6 +51,11 @@ export interface SeedInput {
   node: string;
   /** index on this node, VMs on this node, index unique across the whole job. */
   vm: { index: number; count: number; jobIndex: number };
+  /**
+   * Host names of every VM of the job, in job order (src/request/placement.ts
+   * vms): the guest agent's PBS_VM_NODEFILE and PBS_NP. Default: this node's VMs.
+   */
+  vmHostnames?: readonly string[];
   family: 'debian' | 'redhat' | 'osv';
   /** src/request/resolve.ts; distro goes into DISTRO, metadata= is read as the user. */
   request: VmRequest;

@@ -12,6 +12,7 @@ import { sshKeysOf } from './ssh-keys.js';
 import { buildUserData } from './user-data.js';
 import { userCloudConfig } from './user-metadata.js';
 import { jobAccount, sharedOnce } from './account.js';
+import { agentConfig } from './agent.js';
 import type { RenderedSeed, SeedInput } from './index.js';
 
 /**
@@ -88,7 +89,10 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
   const keys = config.seed.ssh_keys_from.length > 0 ? await once(`keys\0${account.user}`, () => sshKeysOf(config, account, input.signal)) : { keys: [], notes: [] };
   notes.push(...keys.notes);
   const user = await once(`metadata\0${input.request.metadata}`, () => userCloudConfig({ config, file: input.request.metadata, workdir: job.workdir, account, signal: input.signal }));
-  const data = buildUserData({ config, family: input.family, hostname, account, gecos: g.gecos, sshKeys: keys.keys, profile: profileText(vars), user });
+  // Default: this node's VMs, which is the whole job when it has one node (check --render, tests).
+  const vms = input.vmHostnames ?? Array.from({ length: vm.count }, (_, i) => guestHostname(input.node, i, vm.count));
+  const agent = agentConfig({ account, vars, vms, vcpus: input.request.vcpus });
+  const data = buildUserData({ config, family: input.family, hostname, account, gecos: g.gecos, sshKeys: keys.keys, profile: profileText(vars), user, agent });
   const userData = `#cloud-config\n${await toYaml(data)}`;
 
   if (input.dryRun && config.seed.network === 'static') {

@@ -7,6 +7,7 @@
 // scalar could end it early and add keys.
 import type { Config } from '../config/schema.js';
 import type { Account } from './account.js';
+import { agentRuncmd, agentWriteFiles, type AgentConfig } from './agent.js';
 import { stagedUserFiles } from './guest-files.js';
 import { PROFILE_PATH } from './profile.js';
 import type { UserCloudConfig } from './user-metadata.js';
@@ -26,6 +27,8 @@ export interface UserDataInput {
   sshKeys: readonly string[];
   profile: string;
   user?: UserCloudConfig;
+  /** The guest agent's config (agent.ts): every Linux guest gets the agent, which runs the job script. */
+  agent: AgentConfig;
 }
 
 // nofail: a VM whose NFS server is away still boots, and the user sees why in the mount, not in a hung console.
@@ -68,10 +71,12 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
     write_files: [
       { path: PROFILE_PATH, content: Buffer.from(i.profile, 'utf8').toString('base64'), encoding: 'b64', owner: 'root:root', permissions: '0644' },
       ...userFiles.writeFiles,
+      ...agentWriteFiles(i.agent),
     ],
+    // Only our fixed entries: the user's files copied into place as the user
+    // (guest-files.ts), then the agent, so the script finds those files.
+    runcmd: [...userFiles.runcmd, agentRuncmd()],
   };
-  // Only our fixed entries (guest-files.ts): the user's files, copied into place as the user.
-  if (userFiles.runcmd.length > 0) d.runcmd = userFiles.runcmd;
   const mounts = nfsMounts(config, a.user);
   if (mounts.length > 0) d.mounts = mounts;
   // Debian-family cloud-init ignores resolv_conf; those guests get DNS through network-config.

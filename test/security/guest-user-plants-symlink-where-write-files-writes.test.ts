@@ -50,7 +50,8 @@ t.test('user write_files reach user-data only as root-only staging plus fixed ru
   const userPaths = files.filter((f) => f.path.startsWith('/home/') || f.path.startsWith('/workspace'));
   t.same(userPaths.map((f) => f.path), [], 'no write_files entry writes at a path under the user\'s home or /workspace');
   t.ok(files.every((f) => f.owner === 'root:root' && f.defer !== true), 'every write_files entry is root\'s and written before the user can log in');
-  const staged = files.filter((f) => f.path !== '/etc/profile.d/vtorque-job.sh');
+  const { AGENT_PATH, AGENT_CONFIG_PATH, agentRuncmd } = await import('../../src/seed/agent.js');
+  const staged = files.filter((f) => !['/etc/profile.d/vtorque-job.sh', AGENT_PATH, AGENT_CONFIG_PATH].includes(f.path));
   t.same(staged.map((f) => [f.path, f.permissions, f.encoding]), [
     ['/var/lib/vtorque/user-files/0', '0600', 'b64'],
     ['/var/lib/vtorque/user-files/1', '0600', 'b64'],
@@ -65,7 +66,8 @@ t.test('user write_files reach user-data only as root-only staging plus fixed ru
     ['sh', '-c', PUT_AS_USER, 'sh', 'nobody', '/home/nobody/x', '/var/lib/vtorque/user-files/0', '0644', 'false'],
     ['sh', '-c', PUT_AS_USER, 'sh', 'nobody', "/workspace/d/it's here; rm -rf ~", '/var/lib/vtorque/user-files/1', '0640', 'true'],
     ['sh', '-c', PUT_AS_USER, 'sh', 'nobody', '/home/nobody/z.gz', '/var/lib/vtorque/user-files/2', '0644', 'false'],
-  ], 'runcmd holds exactly the fixed script once per file, the user\'s path as a positional argument');
+    agentRuncmd(),
+  ], 'runcmd holds exactly the fixed script once per file, the user\'s path as a positional argument, then the agent\'s start');
   t.notOk(PUT_AS_USER.includes('nobody') || PUT_AS_USER.includes('/home'), 'the script holds no value of the user\'s');
 });
 

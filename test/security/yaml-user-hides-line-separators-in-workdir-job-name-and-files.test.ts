@@ -10,6 +10,7 @@ import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { Mom, NOBODY } from '../harness/mom.js';
 import { profileText, profileVars } from '../../src/seed/profile.js';
+import { AGENT_CONFIG_PATH, AGENT_PATH } from '../../src/seed/agent.js';
 
 const SEPARATORS = [['U+2028', '\u2028'], ['U+2029', '\u2029'], ['U+0085', '\u0085']] as const;
 /**
@@ -19,7 +20,9 @@ const SEPARATORS = [['U+2028', '\u2028'], ['U+2029', '\u2029'], ['U+0085', '\u00
  * that swallows the rest of write_files, so the document stays valid.
  */
 const PAYLOAD = (sep: string) => `x${sep}runcmd: [[touch, pwned]]${sep}disable_root: false${sep}zz: |2 #`;
-const OUR_KEYS = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files'];
+const OUR_KEYS = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files', 'runcmd'];
+/** Our own write_files entries: the profile and the guest agent with its config. */
+const OUR_FILES = ['/etc/profile.d/vtorque-job.sh', AGENT_PATH, AGENT_CONFIG_PATH];
 const SCRIPT = '#!/bin/sh\n#VM img=debian12.qcow2\necho\n';
 
 /** PyYAML, exactly as cloud-init loads user-data. */
@@ -101,6 +104,10 @@ t.test('a workdir with quotes, $ and non-ASCII reaches the guest profile exactly
     distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vnode01',
   }));
   t.equal(profileOf(doc), meant, 'the profile, decoded from b64, is byte for byte what we meant');
+  const agent = (doc.write_files as Entry[]).find((f) => f.path === AGENT_CONFIG_PATH);
+  t.equal(agent?.encoding, 'b64', 'the agent config is base64 too');
+  const env = (JSON.parse(Buffer.from(agent!.content!, 'base64').toString('utf8')) as { env: Record<string, string> }).env;
+  t.same([env.PBS_O_WORKDIR, env.PBS_JOBNAME], [dir, `name 'q' $(id)`], 'and carries the workdir and job name exactly, for the agent to set');
 });
 
 t.test('line separators in allowlisted write_files content stay content; in a path they are refused', async (t) => {
@@ -119,10 +126,10 @@ t.test('line separators in allowlisted write_files content stay content; in a pa
       const uds = seedsOf(mom, id);
       t.equal(uds.length, 1, 'one seed');
       const doc = pyyaml(uds[0]!);
-      t.same(Object.keys(doc).filter((k) => ![...OUR_KEYS, 'runcmd'].includes(k)), [], `no key of the user's: ${Object.keys(doc).join(', ')}`);
+      t.same(Object.keys(doc).filter((k) => !OUR_KEYS.includes(k)), [], `no key of the user's: ${Object.keys(doc).join(', ')}`);
       t.equal(doc.disable_root, true, 'root logins stay disabled');
       for (const c of (doc.runcmd as unknown[] | undefined) ?? []) t.notMatch(JSON.stringify(c), /pwned/, 'runcmd holds none of the user\'s text as a command');
-      const entries = (doc.write_files as Entry[]).filter((f) => f.path !== '/etc/profile.d/vtorque-job.sh');
+      const entries = (doc.write_files as Entry[]).filter((f) => !OUR_FILES.includes(f.path));
       t.equal(entries.length, 1, 'the one user file');
       t.equal(entries[0]!.encoding, 'b64', 'user content is emitted as base64');
       t.equal(Buffer.from(entries[0]!.content!, 'base64').toString('utf8'), content, 'and decodes to exactly what the user wrote');

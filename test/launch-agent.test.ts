@@ -1,0 +1,326 @@
+// The guest agent (src/seed/agent.ts), run for real with /usr/bin/python3 as
+// root on this host in its host-test mode: --port names a unix socket this
+// test serves (standing in for the virtio port; a hangup is the host going
+// away), --config and --state stand in for /etc/vtorque/agent.json and
+// /var/lib/vtorque/agent. The VM user is nobody, a real unprivileged account.
+import t from 'tap';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FrameDecoder, encodeFrame, parseExit, parseReady, type Frame, type FrameType } from '../src/launch/protocol.js';
+import { AGENT_SOURCE } from '../src/seed/agent.js';
+import { NOBODY } from './harness/mom.js';
+
+const PYTHON = '/usr/bin/python3';
+const WAIT_MS = 60_000;
+
+const work = mkdtempSync(join(tmpdir(), 'vtorque-agent-'));
+chmodSync(work, 0o755);
+t.teardown(() => spawnSync('rm', ['-rf', work]));
+const agentPy = join(work, 'agent.py');
+writeFileSync(agentPy, AGENT_SOURCE, { mode: 0o700 });
+
+/** One connection from the agent: frames in, frames out. */
+class Host {
+  private readonly decoder = new FrameDecoder();
+  private readonly queue: Frame[] = [];
+  private waiter: (() => void) | undefined;
+  closed = false;
+
+  constructor(readonly sock: Socket) {
+    sock.on('data', (b) => {
+      this.queue.push(...this.decoder.push(b));
+      this.waiter?.();
+    });
+    sock.on('close', () => {
+      this.closed = true;
+      this.waiter?.();
+    });
+    sock.on('error', () => undefined);
+  }
+
+  send(type: FrameType, payload: string | Buffer = ''): void {
+    this.sock.write(encodeFrame(type, payload));
+  }
+
+  async next(what = 'a frame'): Promise<Frame> {
+    const deadline = Date.now() + WAIT_MS;
+    while (this.queue.length === 0) {
+      if (this.closed) throw new Error(`the agent hung up while the test waited for ${what}`);
+      if (Date.now() > deadline) throw new Error(`no ${what} from the agent in ${WAIT_MS} ms`);
+      await new Promise<void>((resolve) => {
+        this.waiter = resolve;
+        setTimeout(resolve, 500);
+      });
+      this.waiter = undefined;
+    }
+    return this.queue.shift()!;
+  }
+
+  /** Every frame up to and including the first of type `type`. */
+  async until(type: FrameType): Promise<Frame[]> {
+    const got: Frame[] = [];
+    for (;;) {
+      const f = await this.next(`a ${type} frame (so far: ${got.map((g) => g.type).join('')})`);
+      got.push(f);
+      if (f.type === type) return got;
+    }
+  }
+
+  async hello(): Promise<void> {
+    this.send('H');
+    const r = await this.next('R');
+    if (r.type !== 'R') throw new Error(`expected R, got ${r.type} ${r.payload.toString()}`);
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+interface Agent {
+  proc: ChildProcess;
+  home: string;
+  state: string;
+  stderr: () => string;
+  /** The agent's next connection to the test's socket. */
+  accept: () => Promise<Host>;
+}
+
+/** What startAgent needs of a test: somewhere to stop the agent and close the socket. */
+type Tap = Pick<typeof t, 'teardown'>;
+
+let n = 0;
+/** A fresh agent with its own socket, config, state directory and home for nobody. */
+async function startAgent(t: Tap, o: { config?: Record<string, unknown>; configOwner?: number; state?: string; home?: string } = {}): Promise<Agent> {
+  const dir = join(work, `a${n++}`);
+  mkdirSync(dir, { mode: 0o755 });
+  const home = o.home ?? join(dir, 'home');
+  if (!o.home) {
+    mkdirSync(home, { mode: 0o700 });
+    chownSync(home, NOBODY.uid, NOBODY.gid);
+  }
+  const config = join(dir, 'agent.json');
+  writeFileSync(config, JSON.stringify(o.config ?? {
+    user: 'nobody', uid: NOBODY.uid, home, vms: ['vnode01', 'vnode02'], np: 4,
+    env: { PBS_JOBID: '42.head', PBS_JOBNAME: "it's $HOME `id`", PBS_O_WORKDIR: '/home/nobody/run 1' },
+  }), { mode: 0o600 });
+  if (o.configOwner !== undefined) chownSync(config, o.configOwner, o.configOwner);
+  const state = o.state ?? join(dir, 'state');
+  const sockPath = join(dir, 'port.sock');
+  const conns: Socket[] = [];
+  let wake: (() => void) | undefined;
+  const server: Server = createServer((s) => {
+    conns.push(s);
+    wake?.();
+  });
+  await new Promise<void>((resolve) => server.listen(sockPath, resolve));
+  let err = '';
+  const proc = spawn(PYTHON, [agentPy, '--port', sockPath, '--config', config, '--state', state], { stdio: ['ignore', 'ignore', 'pipe'] });
+  proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  t.teardown(() => {
+    proc.kill('SIGKILL');
+    server.close();
+    for (const c of conns) c.destroy();
+  });
+  const accept = async (): Promise<Host> => {
+    const deadline = Date.now() + WAIT_MS;
+    while (conns.length === 0) {
+      if (proc.exitCode !== null) throw new Error(`the agent exited ${proc.exitCode}: ${err}`);
+      if (Date.now() > deadline) throw new Error(`the agent did not connect: ${err}`);
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 500);
+      });
+      wake = undefined;
+    }
+    return new Host(conns.shift()!);
+  };
+  return { proc, home, state, stderr: () => err, accept };
+}
+
+const text = (fs: Frame[], type: FrameType) => fs.filter((f) => f.type === type).map((f) => f.payload.toString()).join('');
+
+/** Polls for fn() to hold, up to WAIT_MS: for effects of the script the agent cannot report. */
+async function eventually(fn: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!fn()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
+}
+
+t.test('the agent source is Python 3.6 syntax and compiles', async (t) => {
+  const r = spawnSync(PYTHON, ['-c', 'import ast,sys,py_compile; src=open(sys.argv[1]).read(); ast.parse(src, feature_version=(3, 6)); py_compile.compile(sys.argv[1], cfile=sys.argv[1] + "c", doraise=True)', agentPy], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+});
+
+t.test('H gets R; the script runs as nobody in its home with the PBS variables, stdin from I, O and E streamed in order, X with exit 3; a second S is refused', async (t) => {
+  const a = await startAgent(t);
+  const h = await a.accept();
+  h.send('H');
+  const r = await h.next('R');
+  t.equal(r.type, 'R');
+  t.same(parseReady(r.payload), { hostname: hostname(), agent: 1 }, 'R carries the host name and the agent version');
+
+  // Each step waits for a file the test makes only after it saw the previous
+  // line: the lines can only arrive in this order, and only if each was
+  // relayed while the script still ran (not buffered until its end).
+  const script = [
+    '#!/bin/bash',
+    'wait_for() { for i in $(seq 1 600); do [ -e "$HOME/$1" ] && return 0; sleep 0.1; done; echo "no $1" >&2; exit 9; }',
+    'echo "uid=$(id -u) gid=$(id -g) pwd=$(pwd) home=$HOME user=$USER"',
+    'echo "job=$PBS_JOBID name=$PBS_JOBNAME workdir=$PBS_O_WORKDIR np=$PBS_NP env=$PBS_ENVIRONMENT"',
+    'echo "nodes=$(tr "\\n" , < "$PBS_VM_NODEFILE")"',
+    'read -r line; echo "stdin=$line"; read -r more || echo "stdin-eof"',
+    'wait_for go1',
+    'echo err1 >&2',
+    'wait_for go2',
+    'echo out2',
+    'exit 3',
+    '',
+  ].join('\n');
+  h.send('S', script);
+  h.send('I', 'from the starter\n');
+  h.send('I', '');
+
+  const o1 = await h.next('the first lines');
+  t.equal(o1.type, 'O');
+  let out = o1.payload.toString();
+  while (!out.includes('stdin-eof')) {
+    const f = await h.next('more output');
+    t.equal(f.type, 'O', `only stdout before go1 (${f.payload.toString()})`);
+    out += f.payload.toString();
+  }
+  t.equal(out, [
+    `uid=${NOBODY.uid} gid=${NOBODY.gid} pwd=${a.home} home=${a.home} user=nobody`,
+    "job=42.head name=it's $HOME `id` workdir=/home/nobody/run 1 np=4 env=PBS_BATCH",
+    'nodes=vnode01,vnode02,',
+    'stdin=from the starter',
+    'stdin-eof',
+    '',
+  ].join('\n'), 'as nobody (65534), in the configured home, with the PBS variables exactly, PBS_NP, PBS_VM_NODEFILE, and stdin from I frames');
+  writeFileSync(join(a.home, 'go1'), '');
+  const e1 = await h.next('err1');
+  t.same([e1.type, e1.payload.toString()], ['E', 'err1\n'], 'stderr as E, relayed while the script waits');
+  writeFileSync(join(a.home, 'go2'), '');
+  const rest = await h.until('X');
+  t.equal(text(rest, 'O'), 'out2\n');
+  t.equal(text(rest, 'E'), '', 'nothing on stderr but err1');
+  t.same(parseExit(rest[rest.length - 1]!.payload), { status: 3, signal: null }, 'X carries exit 3');
+
+  h.send('S', 'echo again > "$HOME/again"\n');
+  const again = await h.next('the refusal');
+  t.same([again.type, again.payload.toString()], ['!', 'the job script already ran'], 'a second S is refused');
+  h.send('K', 'TERM');
+  t.same((await h.next('K refusal')).payload.toString(), 'no job script is running');
+  t.notOk(existsSync(join(a.home, 'again')), 'and did not run');
+  t.same(readFileSync(join(a.state, 'ran')).length > 0, true, 'the run is recorded in the state directory');
+  t.same(spawnSync('ls', ['-A', a.state], { encoding: 'utf8' }).stdout, 'ran\n', 'the script and node file are removed after the run');
+
+  // A restarted agent (same state directory) still refuses.
+  a.proc.kill('SIGKILL');
+  const b = await startAgent(t, { state: a.state });
+  const hb = await b.accept();
+  await hb.hello();
+  hb.send('S', 'echo again > "$HOME/again"\n');
+  t.same((await hb.next('refusal after restart')).payload.toString(), 'the job script already ran', 'a restarted agent refuses too: the marker is on disk');
+});
+
+t.test('K TERM stops a sleep 600 script and its children, and X follows', async (t) => {
+  const a = await startAgent(t);
+  const h = await a.accept();
+  await h.hello();
+  h.send('S', '#!/bin/bash\nsleep 600 &\necho "sleep=$!"\nwait\n');
+  h.send('I', '');
+  const first = await h.next('the sleep pid');
+  const pid = /sleep=([0-9]+)/.exec(first.payload.toString())?.[1];
+  t.ok(pid, `the script started a sleep: ${first.payload.toString()}`);
+  h.send('K', 'TERM');
+  const rest = await h.until('X');
+  t.same(parseExit(rest[rest.length - 1]!.payload), { status: 143, signal: 'TERM' }, 'X: 128 + 15, signal TERM');
+  const gone = () => {
+    try {
+      const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return !st.includes('(sleep)') || / Z /.test(st);
+    } catch {
+      return true;
+    }
+  };
+  t.ok(await eventually(gone), 'the background sleep is gone too (its process group was signalled)');
+  h.send('K', 'NOPE');
+  t.match((await h.next('bad signal')).payload.toString(), /cannot send signal 'NOPE'/);
+});
+
+t.test('a host that hangs up mid-run and reconnects does not start the script again; the orphaned script gets TERM', async (t) => {
+  const a = await startAgent(t);
+  const h = await a.accept();
+  await h.hello();
+  h.send('S', [
+    '#!/bin/bash',
+    'trap \'echo term > "$HOME/trapped"; exit 143\' TERM',
+    'echo run >> "$HOME/runs"',
+    'echo started',
+    'sleep 600 &',
+    'wait',
+    '',
+  ].join('\n'));
+  h.send('I', '');
+  t.equal((await h.next('started')).payload.toString(), 'started\n');
+  h.close();
+  const h2 = await a.accept();
+  await h2.hello();
+  h2.send('S', 'echo run >> "$HOME/runs"\n');
+  const f = await h2.next('the refusal');
+  t.same([f.type, f.payload.toString()], ['!', 'the job script already ran'], 'the reconnected host cannot start it again');
+  t.ok(await eventually(() => existsSync(join(a.home, 'trapped'))), 'the script whose host went away got TERM');
+  t.equal(readFileSync(join(a.home, 'runs'), 'utf8'), 'run\n', 'the script ran exactly once');
+});
+
+t.test('frames out of order or malformed get a ! frame, never a run', async (t) => {
+  const a = await startAgent(t);
+  const h = await a.accept();
+  h.send('S', 'echo x > "$HOME/x"\n');
+  t.same((await h.next()).payload.toString(), 'send H first', 'S before H is refused');
+  await h.hello();
+  h.send('O', 'x');
+  t.same((await h.next()).payload.toString(), 'a O frame is not for the VM');
+  h.sock.write(Buffer.from([0x5a, 0, 0, 0, 0]));
+  t.match((await h.next()).payload.toString(), /protocol error: unknown frame type 0x5a/);
+  h.send('S', 'echo x > "$HOME/x"\n');
+  h.close();
+  const h2 = await a.accept();
+  await h2.hello();
+  t.notOk(existsSync(join(a.home, 'x')), 'after a protocol error the rest of that connection is ignored');
+  t.notOk(existsSync(join(a.state, 'ran')), 'nothing ran');
+});
+
+t.test('the agent refuses to run anything as root, or for a config root does not own', async (t) => {
+  for (const [what, config] of [
+    ['user root', { user: 'root', uid: 0, home: '/root', vms: [], np: 1, env: {} }],
+    ['uid 0 under another name', { user: 'nobody', uid: 0, home: '/tmp', vms: [], np: 1, env: {} }],
+  ] as const) {
+    const a = await startAgent(t, { config });
+    const h = await a.accept();
+    h.send('H');
+    const f = await h.next();
+    t.same(f.type, '!', `${what}: no R`);
+    t.match(f.payload.toString(), /refusing to run job scripts as root/, `${what}: says why`);
+    h.send('S', 'id > /tmp/vtorque-agent-ran-as-root\n');
+    t.match((await h.next()).payload.toString(), /refusing to run job scripts as root/, `${what}: S refused`);
+    t.notOk(existsSync(join(a.state, 'ran')), `${what}: nothing ran`);
+  }
+  const a = await startAgent(t, { configOwner: NOBODY.uid });
+  const h = await a.accept();
+  h.send('H');
+  t.match((await h.next()).payload.toString(), /must be a regular file of root/, 'a config file the user owns is refused');
+
+  const m = await startAgent(t, { config: { user: 'nobody', uid: 1234, home: '/tmp', vms: [], np: 1, env: {} } });
+  const hm = await m.accept();
+  await hm.hello();
+  hm.send('S', 'id\n');
+  t.match((await hm.next()).payload.toString(), /the VM user nobody has uid 65534, the seed said 1234/, 'a uid that does not match the VM\'s account is refused');
+});
