@@ -116,7 +116,7 @@ t.test('a real Debian guest applies our seed from each medium: hostname, user, g
       t.equal(seed.media, m);
       t.ok(seed.network?.mac, 'a MAC for the launcher');
       const disks = m === 'inject' ? [overlay] : [overlay, seed.path];
-      const run = (a: 'kvm' | 'tcg') => boot({ accel: a, disks, mac: seed.network!.mac, append: 'root=/dev/vda rw console=ttyS0', consoleFile: join(dir, `console-${a}.log`), timeoutS: BOOT_TIMEOUT_S });
+      const run = (a: 'kvm' | 'tcg') => boot({ accel: a, disks, mac: seed.network!.mac, append: 'root=/dev/vda rw console=ttyS0 vtorque.facts', consoleFile: join(dir, `console-${a}.log`), timeoutS: BOOT_TIMEOUT_S });
       let b = await run(accel);
       t.comment(`boot with ${m} seed under ${accel}: ${(b.ms / 1000).toFixed(1)} s to power-off${b.timedOut ? ' (TIMED OUT)' : ''}`);
       if (accel === 'kvm' && !facts(b.console).has('done')) {

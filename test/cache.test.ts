@@ -6,6 +6,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, openSync, writeFileSync, writeSync, ftruncateSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, Mom, testImages, type Job } from './harness/mom.js';
+import { ensureLaunchUser } from './harness/launch-user.js';
+
+// [jobfiles] owner and group default to the launch account ([launch] user): never the job owner.
+const LAUNCH = ensureLaunchUser();
 
 const script = (vm: string) => `#!/bin/bash\n#PBS -l nodes=1:ppn=2\n#VM ${vm}\nhostname\n`;
 const sha256sum = (p: string) => execFileSync('sha256sum', [p], { encoding: 'utf8' }).split(' ')[0]!;
@@ -58,7 +62,7 @@ t.test('8 prologues at once on a cold node: one ingest, one verification, an ove
     t.equal(info['backing-filename-format'], 'qcow2');
     t.equal(vm.baseDigest, m.image.sha256, 'each VM names the digest of its base');
     const st = statSync(vm.overlay);
-    t.equal(st.uid, 0, '[jobfiles] owner = root: never the job owner');
+    t.equal(st.uid, LAUNCH.uid, '[jobfiles] owner = the launch account: never the job owner');
     t.equal(st.mode & 0o777, 0o600);
     t.equal(statSync(vm.dir).uid, 0, 'directories stay root-owned');
   }
@@ -168,7 +172,8 @@ t.test('a cache on a full filesystem: exit 2 with the space needed and found, an
   const mom = new Mom({ privateCache: true });
   const small = join(mom.root, 'small');
   mkdirSync(small);
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', small], { encoding: 'utf8' });
+  // mode=0755: a fresh tmpfs is 1777, which the prologue rightly refuses as a cache_dir.
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=48m,mode=0755', 'tmpfs', small], { encoding: 'utf8' });
   if (mounted.status !== 0) {
     t.comment(`SKIP: this machine cannot mount a small tmpfs: ${mounted.stderr.trim()}`);
     return void t.pass('skipped: no tmpfs mount here', { skip: true });

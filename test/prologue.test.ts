@@ -3,6 +3,10 @@ import t from 'tap';
 import { chownSync, existsSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom, NOBODY, type Job } from './harness/mom.js';
+import { ensureLaunchUser } from './harness/launch-user.js';
+
+// [jobfiles] owner and group default to the launch account ([launch] user): never the job owner.
+const LAUNCH = ensureLaunchUser();
 
 const VM_SCRIPT = '#!/bin/bash\n#PBS -l nodes=1:ppn=2\n#VM img=debian12.qcow2,vcpus=2,ram=4G\n#VM vms_per_node=2\nhostname\n';
 const BAD_SCRIPT = '#!/bin/bash\n#VM ram=12X\nhostname\n';
@@ -30,13 +34,13 @@ t.test('a VM job gets a manifest with the resolved request and a summary in its 
   t.equal(m.vms.length, 2);
   const st = statSync(path);
   t.equal(st.mode & 0o777, 0o600, 'modes are set explicitly ([jobfiles] file_mode), despite umask 0077');
-  t.equal(st.uid, 0, '[jobfiles] owner = root by default: the job owner cannot rewrite what launches their VM');
+  t.equal(st.uid, LAUNCH.uid, '[jobfiles] owner = the launch account by default: the job owner cannot rewrite what launches their VM');
   for (const vm of m.vms) {
     t.equal(vm.seed.media, 'iso');
     t.equal(vm.seed.path, join(vm.dir, 'seed.iso'));
     const ss = statSync(vm.seed.path);
     t.equal(ss.mode & 0o777, 0o600, 'a seed holds user data: its owner only');
-    t.equal(ss.uid, 0, 'the seed is root\'s: a job owner who could write it would be root in the VM');
+    t.equal(ss.uid, LAUNCH.uid, 'the seed is the launch account\'s: a job owner who could write it would be root in the VM');
   }
   t.same(m.vms.map((v: { hostname: string }) => v.hostname), ['vnode01-0', 'vnode01-1']);
   t.match(r.ou, /cloud-init: vnode01-0, vnode01-1 \(NoCloud seeds on iso media\)/);

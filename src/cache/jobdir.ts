@@ -10,6 +10,8 @@ import type { Config } from '../config/schema.js';
 import { NodeFault, isVtorqueError } from '../torque/exit.js';
 import { runTool } from '../tools/run.js';
 import { ensureRootDir, freshDir, ownDir as ownDirFd, ownFile as ownFileFd, removeIn } from '../tools/safedir.js';
+import { untrustedPath } from '../tools/trust.js';
+import { clearRunDir, stopJobVms, type LaunchAccount } from '../launch/qemu.js';
 
 export interface FileOwner {
   uid: number;
@@ -70,7 +72,8 @@ export function freshJobDirs(config: Config, jobId: string, d: JobDirs, o: FileO
     try {
       // 0755: the launch account must reach its job's directory; the job directory itself is dirMode.
       ensureRootDir(parent, 0o755, what);
-      freshDir(parent, jobId, { gid: o.gid, mode: o.dirMode });
+      // <job_dir>/<jobid> also lets others traverse (never list): the job owner's starter connects to vm-<n>.agent there.
+      freshDir(parent, jobId, { gid: o.gid, mode: dir === d.dir ? o.dirMode | 0o001 : o.dirMode });
     } catch (e) {
       throw jobDirFault(dir, e);
     }
@@ -90,13 +93,33 @@ export function ownFile(path: string, o: FileOwner): void {
  * and were removed, and those left alone because a directory above them is
  * not root's alone (doctor reports that).
  */
-export function removeJobDirs(config: Config, jobId: string): { removed: string[]; refused: string[] } {
+export function removeJobDirs(config: Config, jobId: string, keepJobDir = false): { removed: string[]; refused: string[] } {
   const removed: string[] = [];
-  const refused: string[] = [];
-  for (const parent of [config.paths.job_dir, config.paths.ramdisk_dir]) {
+  const refused: string[] = keepJobDir ? [`${config.paths.job_dir}/${jobId}`] : [];
+  for (const parent of keepJobDir ? [config.paths.ramdisk_dir] : [config.paths.job_dir, config.paths.ramdisk_dir]) {
     const r = removeIn(parent, jobId);
     if (r === 'removed') removed.push(`${parent}/${jobId}`);
     if (r === 'untrusted') refused.push(`${parent}/${jobId}`);
   }
   return { removed, refused };
+}
+
+/**
+ * Stops the job's VMs on this node (ACPI power-off, graceSeconds, then
+ * SIGKILL) and empties run/ as the launch account, so that what is left is
+ * root's alone and removeJobDirs may delete it. cleared false: run/ is still
+ * there (or the job directory is not root's alone) and must not be removed
+ * recursively as root.
+ */
+export async function stopJobRun(config: Config, jobId: string, account: LaunchAccount, graceSeconds: number, signal?: AbortSignal): Promise<{ cleared: boolean; powered: number; killed: number }> {
+  const dir = `${config.paths.job_dir}/${jobId}`;
+  let why: string | undefined;
+  try {
+    why = untrustedPath(dir);
+  } catch {
+    return { cleared: true, powered: 0, killed: 0 }; // no job directory: nothing runs from it
+  }
+  if (why) return { cleared: false, powered: 0, killed: 0 };
+  const stopped = await stopJobVms(config, dir, account, graceSeconds);
+  return { cleared: await clearRunDir(config, dir, account, signal), ...stopped };
 }

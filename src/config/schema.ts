@@ -30,6 +30,7 @@ export const SECTION_DOCS: Record<string, string> = {
   cache: 'The node-local image cache: one verified copy per content digest, shared by every job, each VM on a copy-on-write overlay.',
   jobfiles: "Ownership and modes of the per-job files (overlays, seeds, manifest), so that whatever launches the VMs can open them, and the job owner cannot: a user who could rewrite their VM's seed or disk would get root in it. Directories stay root-owned.",
   torque: 'How the prologue talks back to Torque.',
+  launch: "How the prologue boots a #VM job's VMs on this node: qemu runs as an unprivileged launch account (never root, never the job owner), daemonized so it outlives the prologue; the epilogue powers them off.",
   seed: "What each VM's cloud-init NoCloud seed holds (doc/admin.md, Seeds): mounts, DNS, NTP, packages, SSH keys, network, and the medium it is written to.",
   requirements: "The guest image rules (doc/guest-images.md). Each is error (the job is rejected), warn (logged and shown, the job runs) or off.",
 };
@@ -39,6 +40,10 @@ const hostType = stringType(/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$/, 'a host or 
 const packageType = stringType(/^[a-z0-9][a-z0-9.+_-]{0,127}$/, 'a package name');
 // `job` (the job owner) was allowed once; it gave users root in their VMs, so an old ini that still says so is refused with the reason.
 const accountType = (kind: 'user' | 'group') => stringType(/^(?!job$)(?:root|[a-z_][a-z0-9_-]{0,31})$/, `root or a ${kind} name of the launch account (not job: the job owner must not control their VM's files)`);
+// qemu must never run as root (a guest escape would own the node) nor as the job owner (who could then ptrace it or rewrite its disks).
+const launchAccountType = (kind: 'user' | 'group') => stringType(/^(?!root$|job$)[a-z_][a-z0-9_-]{0,31}$/, `a ${kind} name of the launch account; not root, not job`);
+// Tokens only: no shell ever sees them, and a quote or a blank inside one would not mean what the admin thinks.
+const qemuArgsType = stringType(/^(?:|[A-Za-z0-9_=,.:\/+-]+(?: +[A-Za-z0-9_=,.:\/+-]+)*)$/, 'qemu arguments separated by spaces (letters, digits and _=,.:/+-), or empty');
 const level = (doc: string) => key(enumType(['error', 'warn', 'off'] as const), 'error', doc);
 
 export const SCHEMA = {
@@ -119,14 +124,25 @@ export const SCHEMA = {
     lock_stale: key(durationType(2, 300), '10s', 'a lock whose holder stopped refreshing it this long ago (a killed prologue) is taken over'),
   },
   jobfiles: {
-    owner: key(accountType('user'), 'root', "owner of the overlays, seeds and manifest: root, or the unprivileged account that launches the VMs (e.g. libvirt-qemu). Never the job owner: whoever can write a VM's seed or disk is root in it, and root in a VM is root against the cluster's NFS exports"),
-    group: key(accountType('group'), 'root', "group of the per-job files and directories: root, or the launch account's group (e.g. kvm); never one the job owner is in"),
+    owner: key(accountType('user'), 'vtorque-launch', "owner of the overlays, seeds and manifest: the unprivileged account that launches the VMs ([launch] user), or root. Never the job owner: whoever can write a VM's seed or disk is root in it, and root in a VM is root against the cluster's NFS exports"),
+    group: key(accountType('group'), 'vtorque-launch', "group of the per-job files and directories: the launch account's group ([launch] group), or root; never one the job owner is in"),
     file_mode: key(modeType(), '0600', 'mode of the per-job files; seeds hold user data, so keep others out'),
     dir_mode: key(modeType(), '0750', 'mode of the per-job directories (root-owned, in the group above)'),
   },
   torque: {
     offline_on_fault: key(boolType, 'true', 'on a node fault, take the node out of scheduling with pbsnodes -o and a "vtorque:" note, so Torque does not loop the requeued job on it'),
     node_name: key(stringType(/^(?:|[A-Za-z0-9][A-Za-z0-9._-]{0,254})$/, 'a host name, or empty'), '', "this node's name in Torque's nodes file, for pbsnodes; empty: the host name (hostname)"),
+  },
+  launch: {
+    start: key(boolType, 'true', "boot each #VM job's VMs in the prologue; false: prepare their files and manifest.json only, for a launcher of the site's own"),
+    user: key(launchAccountType('user'), 'vtorque-launch', 'the account qemu runs as (install.sh creates it: useradd --system); it owns <job_dir>/<jobid>/run/ and must be able to open /dev/kvm for KVM'),
+    group: key(launchAccountType('group'), 'vtorque-launch', "the launch account's group"),
+    machine: key(stringType(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'a qemu machine type (qemu-system-x86_64 -machine help)'), 'q35', 'qemu machine type of the VMs'),
+    accel: key(enumType(['auto', 'kvm', 'tcg'] as const), 'auto', 'auto: KVM when the launch account can use /dev/kvm and a probe boot works (kept per kernel release in <cache_dir>/launch-accel.json), else TCG if allow_tcg; kvm or tcg: that one, no probe'),
+    allow_tcg: key(boolType, 'true', 'with accel = auto, fall back to TCG (software emulation, about 10x slower) when KVM does not work; false makes that a node fault'),
+    boot: key(seconds(5, 3600), '180', "seconds for a VM to boot and its guest agent to answer; past it the job fails (exit 1) with the VM's console tail. The wait also ends 10 s before [timeouts] total, which must stay below Torque's $prologalarm (a KVM boot takes seconds; a TCG one here 70-160 s: raise both for TCG)"),
+    shutdown: key(seconds(1, 600), '20', 'seconds the epilogue waits after asking a VM to power off (ACPI) before it kills qemu'),
+    extra_args: key(qemuArgsType, '', 'extra qemu arguments appended to every VM, space separated (no shell, no quoting); e.g. -cpu host,-arch-capabilities'),
   },
   seed: {
     media: key(enumType(['iso', 'vfat', 'inject'] as const), 'iso', 'iso: an ISO9660 image labelled cidata; vfat: a FAT image labelled CIDATA; inject: no medium, the files go into the overlay at /var/lib/cloud/seed/nocloud/ (libguestfs, slower)'),

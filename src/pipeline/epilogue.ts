@@ -1,6 +1,9 @@
-// The epilogue removes what the prologue made for this job on this node (its
-// directories and its lease on the cached image), and nothing else.
-import { removeJobDirs } from '../cache/jobdir.js';
+// The epilogue stops the job's VMs on this node, then removes what the
+// prologue made for it (its directories and its lease on the cached image),
+// and nothing else.
+import { removeJobDirs, stopJobRun } from '../cache/jobdir.js';
+import { resolveLaunchAccount } from '../launch/qemu.js';
+import { existsSync } from 'node:fs';
 import { layoutOf } from '../cache/layout.js';
 import { removeLease } from '../cache/leases.js';
 import type { Config } from '../config/schema.js';
@@ -23,7 +26,14 @@ export async function cleanUpJob(input: EpilogueInput): Promise<ExitCode> {
   const clog = log.child({ stage: 'cleanup' });
   try {
     // jobId passed parseJobArgs' pattern, so these stay inside job_dir, ramdisk_dir and leases/.
-    const { removed, refused } = removeJobDirs(config, args.jobId);
+    // qemu first (power-off, [launch] shutdown, then SIGKILL): its disks are about to go.
+    // Most jobs are not VM jobs: no run/, no account lookup.
+    const stopped = existsSync(`${config.paths.job_dir}/${args.jobId}/run`)
+      ? await stopJobRun(config, args.jobId, await resolveLaunchAccount(config), config.launch.shutdown)
+      : { cleared: true, powered: 0, killed: 0 };
+    if (stopped.powered + stopped.killed > 0) clog.info({ powered: stopped.powered, killed: stopped.killed }, 'VMs stopped');
+    if (!stopped.cleared) clog.error({ dir: `${config.paths.job_dir}/${args.jobId}/run` }, 'the launch account\'s run/ could not be emptied: the job directory is left in place');
+    const { removed, refused } = removeJobDirs(config, args.jobId, !stopped.cleared);
     const lease = removeLease(layoutOf(config), args.jobId);
     if (refused.length > 0) clog.error({ refused }, 'job files left in place: a directory above them is not root\'s alone (run vtorque-prologue doctor)');
     clog.info({ removed, lease, jobExitCode: args.jobExitCode }, removed.length > 0 || lease ? 'job files removed' : 'nothing to remove');

@@ -1,11 +1,12 @@
 // The VM path of the prologue: request (and where the job's VMs go) ->
 // authorised image -> verified and cached base -> overlays -> cloud-init seeds
-// -> manifest -> summary. Each stage takes a plain value and returns one.
+// -> the VMs booted (qemu as the launch account, until each guest agent
+// answers) -> manifest -> summary. Each stage takes a plain value and returns one.
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import type { JobArgs, JobEnv } from '../torque/contract.js';
 import type { ScanResult } from '../torque/directives.js';
-import { EXIT_NODE_FAULT, EXIT_RUN, NodeFault, type ExitCode } from '../torque/exit.js';
+import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
 import type { VmRequest } from '../request/resolve.js';
 import type { Placement, PlacedVm } from '../request/placement.js';
@@ -13,7 +14,7 @@ import { placement, requestFromAttributes, requestFromScript, type JobRequest } 
 import { authoriseImage } from '../image/authorise.js';
 import { warnedRules, type ImageReport } from '../image/verify.js';
 import { acquireImage, type Acquired, type CachedBase } from '../cache/acquire.js';
-import { freshJobDirs, jobDirsOf, ownFile, removeJobDirs, resolveOwner, type FileOwner, type JobDirs } from '../cache/jobdir.js';
+import { freshJobDirs, jobDirsOf, ownFile, removeJobDirs, resolveOwner, stopJobRun, type FileOwner, type JobDirs } from '../cache/jobdir.js';
 import { layoutOf } from '../cache/layout.js';
 import { removeLease } from '../cache/leases.js';
 import { backingFor, overlayMaker, type Overlay } from '../cache/overlays.js';
@@ -23,6 +24,11 @@ import { writeFileAtomic } from '../tools/atomic.js';
 import { jobLogger, shortHostname, startDeadline, type JobContext } from './context.js';
 import { handleFailure } from './failure.js';
 import { VERSION } from '../version.js';
+import { bootFiles } from '../launch/bootfiles.js';
+import {
+  VmBootError, bootFault, confirmVms, consoleTail, handOverSockets, launchAccel, makeRunDir, qemuArgv, resolveLaunchAccount, runPathsOf, startVm, waitReady,
+  type LaunchAccel, type LaunchAccount,
+} from '../launch/qemu.js';
 
 export interface PrologueInput {
   args: JobArgs;
@@ -67,7 +73,11 @@ export interface Manifest {
     index: number; jobIndex: number; hostname: string; dir: string; overlay: string; format: 'qcow2'; backing: string; baseDigest: string;
     /** The NoCloud seed: the medium to attach (iso, vfat), or the overlay itself (inject); the NIC's MAC the guest's network-config expects. */
     seed: { media: SeedResult['media']; path: string; instanceId: string; network?: SeedResult['network'] };
+    /** The VM's qemu: its pid, QMP socket (root's), console file and the agent socket the job starter connects to. */
+    run?: { pid: number; qmp: string; console: string; agent: string };
   }[];
+  /** The accelerator the VMs run with, and why; absent with [launch] start = false. */
+  accel?: { accel: LaunchAccel; how: string };
 }
 
 export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
@@ -80,6 +90,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     process.exit(EXIT_NODE_FAULT);
   });
   const ctx: JobContext = { args, env: input.env, config, node: shortHostname(), log, io, signal: deadline.signal };
+  let launchAccountP: Promise<LaunchAccount> | undefined;
   try {
     const clog = log.child({ stage: 'config' });
     for (const w of input.configWarnings) clog.warn(w);
@@ -97,10 +108,17 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const shared = seedShared();
     const ownerP = resolveOwner(config, ctx.signal);
     ownerP.catch(() => undefined);
+    launchAccountP = config.launch.start ? resolveLaunchAccount(config, ctx.signal) : undefined;
+    launchAccountP?.catch(() => undefined);
     jobAccount(shared, config, args.user, args.group, ctx.signal).catch(() => undefined);
     jr.crossCheck?.catch(() => undefined);
     const acquired = await checkImage(ctx, resolved);
     const report = acquired.report;
+    if (report.family === 'osv') {
+      throw new JobFault(`image ${report.image.name} is an OSv unikernel: OSv guests have no shell to run a job script in`, [
+        { id: 'vm-osv', where: `img=${resolved.img}`, message: 'the VM launcher runs the job script with bash in VM 0, which OSv does not have', fix: 'use a Debian/Ubuntu or RedHat-family image' },
+      ]);
+    }
     // A job that named no distro for a non-default image gets the one the image holds.
     const request: VmRequest = resolved.distro === null && report.family
       ? Object.freeze({ ...resolved, family: report.family, sources: Object.freeze({ ...resolved.sources, distro: 'image' as const }) })
@@ -110,7 +128,10 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     // qemu-img runs while another's seed medium is made.
     const vlog = log.child({ stage: 'vms' });
     const owner = await ownerP;
+    const launchAccount = await launchAccountP;
     const dirs = jobDirsOf(config, args.jobId, request.fs_type === 'ramdisk');
+    // A requeued job's VMs from an earlier start go first: their disks are about to be made afresh.
+    if (launchAccount && !(await stopJobRun(config, args.jobId, launchAccount, 0, ctx.signal)).cleared) throw runDirFault(dirs.dir);
     freshJobDirs(config, args.jobId, dirs, owner);
     const v0 = performance.now();
     const makeOverlay = overlayMaker({ config, base: acquired.base, dirs, owner, signal: ctx.signal }, backingFor({ base: acquired.base, dirs, owner }));
@@ -120,7 +141,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
       const seed = await writeSeed({
         config, node: place.hosts[place.position]!, request, owner, shared, signal: ctx.signal,
         job: { id: args.jobId, user: args.user, group: args.group, name: args.jobName, workdir: input.env.workdir, nodefile: input.env.nodefile },
-        vm: { index: vm.index, count: mine.length, jobIndex: vm.jobIndex },
+        vm: { index: vm.index, count: mine.length, jobIndex: vm.jobIndex }, vmHostnames: place.vms.map((v) => v.hostname),
         family: request.family ?? report.family ?? 'debian',
         dir: overlay.path.slice(0, overlay.path.lastIndexOf('/')),
         overlay: overlay.path,
@@ -133,7 +154,8 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     for (const n of new Set(seeds.flatMap((x) => x.notes))) io.out(line(`note: ${n}`) + '\n');
 
     await jr.crossCheck;
-    const manifestPath = writeManifest(ctx, { ...jr, request }, place, acquired, dirs, overlays, seeds, owner);
+    const booted = launchAccount ? await bootVms(ctx, { t0, dirs, request, acquired, overlays, seeds, mine, account: launchAccount, shared }) : undefined;
+    const manifestPath = writeManifest(ctx, { ...jr, request }, place, acquired, dirs, overlays, seeds, owner, booted);
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
     for (const l of summary(args.jobId, request, manifestPath, acquired, seeds)) io.out(line(l) + '\n');
     return EXIT_RUN;
@@ -141,7 +163,10 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     // A job that does not start holds no image and leaves no half-made VM files;
     // a requeued one gets everything afresh at its next start.
     try {
-      removeJobDirs(config, args.jobId);
+      const account = await launchAccountP?.catch(() => undefined);
+      // No qemu of a failed job outlives it; run/ is emptied as the launch account before root removes the rest.
+      const cleared = account ? (await stopJobRun(config, args.jobId, account, 0)).cleared : true;
+      removeJobDirs(config, args.jobId, !cleared);
       removeLease(layoutOf(config), args.jobId);
     } catch (ce) {
       log.child({ stage: 'cleanup' }).warn({ err: String((ce as Error).message) }, 'could not remove the job files after the failure');
@@ -168,7 +193,62 @@ async function checkImage(ctx: JobContext, request: VmRequest): Promise<Acquired
   return a;
 }
 
-function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acquired, dirs: JobDirs, overlays: Overlay[], seeds: SeedResult[], owner: FileOwner): string {
+const runDirFault = (dir: string) => new NodeFault(`the VM files of an earlier start of this job cannot be removed (${dir}/run)`, [
+  { id: 'job-dir', where: `${dir}/run`, message: 'the launch account\'s directory could not be emptied, or the job directory is not root\'s alone', fix: 'remove it by hand once no qemu of the job runs; run vtorque-prologue doctor' },
+]);
+
+interface Booted {
+  accel: { accel: LaunchAccel; how: string };
+  runs: NonNullable<Manifest['vms'][number]['run']>[];
+}
+
+/**
+ * Boots this node's VMs side by side, as the launch account, and waits until
+ * each guest agent answers ([launch] boot). A VM that does not come up fails
+ * the job (its console tail says why); the caller's cleanup stops the others.
+ */
+async function bootVms(ctx: JobContext, o: {
+  t0: number; dirs: JobDirs; request: VmRequest; acquired: Acquired; overlays: Overlay[]; seeds: SeedResult[]; mine: PlacedVm[]; account: LaunchAccount; shared: ReturnType<typeof seedShared>;
+}): Promise<Booted> {
+  const { config, io } = ctx;
+  const blog = ctx.log.child({ stage: 'boot' });
+  const [boot, jobOwner] = await Promise.all([
+    bootFiles(config, o.acquired.base, ctx.signal),
+    jobAccount(o.shared, config, ctx.args.user, ctx.args.group, ctx.signal),
+  ]);
+  const accel = await launchAccel(config, o.account, boot, ctx.signal);
+  blog.info({ kernel: boot.kernel ?? null, root: boot.root ?? null, source: boot.source, accel }, 'boot files and accelerator');
+  makeRunDir(o.dirs.dir, o.account);
+  // Never past the prologue's own deadline (10 s kept for the report): a VM still booting then is stopped, not left behind.
+  const hardStop = Date.now() + (config.timeouts.total * 1000 - (performance.now() - o.t0)) - 10_000;
+  const runs = await Promise.all(o.overlays.map(async (ov, i) => {
+    const seed = o.seeds[i]!;
+    const paths = runPathsOf(o.dirs.dir, ov.index);
+    const argv = qemuArgv(config, ctx.args.jobId, {
+      index: ov.index, hostname: seed.hostname, overlay: ov.path, seed: { media: seed.media, path: seed.path, mac: seed.network?.mac },
+      vcpus: o.request.vcpus, ramBytes: o.request.ram,
+    }, accel.accel, boot, paths);
+    const b0 = performance.now();
+    const pid = await startVm(config, o.account, argv, paths, ctx.signal);
+    handOverSockets(paths, o.account, jobOwner);
+    const until = Math.min(Date.now() + config.launch.boot * 1000, hardStop);
+    try {
+      await waitReady({ config, account: o.account, paths, pid, until, signal: ctx.signal });
+    } catch (e) {
+      const tail = consoleTail(paths, o.account);
+      blog.error({ vm: seed.hostname, pid, err: String((e as Error).message), tail }, 'VM did not come up');
+      throw bootFault({ hostname: seed.hostname, seconds: Math.round((performance.now() - b0) / 1000), accel: accel.accel, why: e instanceof VmBootError ? e : (e as Error), tail });
+    }
+    const s = (performance.now() - b0) / 1000;
+    blog.info({ vm: seed.hostname, pid, seconds: Number(s.toFixed(1)), accel: accel.accel }, 'VM booted');
+    io.out(line(`VM ${seed.hostname} booted in ${s.toFixed(1)} s (${accel.accel})`) + '\n');
+    return { pid, qmp: paths.qmp, console: paths.console, agent: paths.agent };
+  }));
+  confirmVms(runs.map((r) => r.pid));
+  return { accel, runs };
+}
+
+function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acquired, dirs: JobDirs, overlays: Overlay[], seeds: SeedResult[], owner: FileOwner, booted: Booted | undefined): string {
   const report: ImageReport = a.report;
   const request = jr.request;
   const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
@@ -198,7 +278,9 @@ function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acq
         index: o.index, jobIndex: mine[o.index]!.jobIndex, hostname: mine[o.index]!.hostname,
         dir: o.path.slice(0, o.path.lastIndexOf('/')), overlay: o.path, format: 'qcow2' as const, backing: o.backing, baseDigest: a.base.digest,
         seed: { media: seeds[o.index]!.media, path: seeds[o.index]!.path, instanceId: seeds[o.index]!.instanceId, network: seeds[o.index]!.network },
+        run: booted?.runs[o.index],
       })),
+      accel: booted?.accel,
     };
     // Written as root, then handed to [jobfiles] owner (root or the launch account; never the job owner).
     writeFileAtomic(path, JSON.stringify(m, null, 2) + '\n', 0o600);

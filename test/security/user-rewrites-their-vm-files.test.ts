@@ -6,6 +6,10 @@ import t from 'tap';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom } from '../harness/mom.js';
+import { ensureLaunchUser } from '../harness/launch-user.js';
+
+// [jobfiles] owner and group default to the launch account ([launch] user): never the job owner.
+const LAUNCH = ensureLaunchUser();
 import { asUser, writeOpenAs } from '../harness/attacker.js';
 
 const TRY = `
@@ -36,7 +40,7 @@ t.test('the job owner can neither write nor replace their VM\'s seed, overlay or
       const got = JSON.parse(asUser(TRY, [dir, f]).stdout);
       t.same(Object.keys(got), ['chmod', 'rename', 'unlink', 'create', 'read']);
       for (const [what, code] of Object.entries(got)) t.match(code, /^(EACCES|EPERM)$/, `${f}: ${what} is refused (${code})`);
-      t.equal(statSync(f).uid, 0);
+      t.equal(statSync(f).uid, LAUNCH.uid, `${f}: the launch account's`);
     }
     t.same(readdirSync(join(mom.jobDir, id)).filter((n) => n === 'planted'), []);
   }

@@ -7,6 +7,10 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom, NOBODY } from '../harness/mom.js';
+import { ensureLaunchUser } from '../harness/launch-user.js';
+
+// [jobfiles] owner and group default to the launch account ([launch] user): never the job owner.
+const LAUNCH = ensureLaunchUser();
 import { asUser, startAsUser } from '../harness/attacker.js';
 import { SCHEMA } from '../../src/config/schema.js';
 import { squattable } from '../../src/tools/trust.js';
@@ -94,7 +98,7 @@ t.test('the default ramdisk_dir is one no user can create first', async (t) => {
   t.equal(squattable(dflt), undefined, `${dflt}: every directory above it is root's alone on this machine`);
 });
 
-t.test('a missing ramdisk_dir is made root-owned, and the job\'s RAM disks in it are root\'s', async (t) => {
+t.test('a missing ramdisk_dir is made root-owned, and the job\'s RAM disks in it are the launch account\'s', async (t) => {
   const mom = new Mom();
   const r = await mom.prologue({ id: '3.srv', script: SCRIPT });
   t.equal(r.code, 0, r.er);
@@ -103,7 +107,7 @@ t.test('a missing ramdisk_dir is made root-owned, and the job\'s RAM disks in it
   t.equal(st.uid, 0);
   t.equal(st.mode & 0o7777, 0o755);
   const m = JSON.parse(readFileSync(join(mom.jobDir, '3.srv', 'manifest.json'), 'utf8'));
-  for (const p of [m.base.ramdiskCopy, m.vms[0].overlay, m.vms[0].seed.path]) t.equal(statSync(p).uid, 0, p);
+  for (const p of [m.base.ramdiskCopy, m.vms[0].overlay, m.vms[0].seed.path]) t.equal(statSync(p).uid, LAUNCH.uid, `${p}: the launch account's, never the job owner's`);
   const e = await mom.run('epilogue', { id: '3.srv' });
   t.equal(e.code, 0, e.er);
   t.notOk(existsSync(join(ramdisk, '3.srv')));

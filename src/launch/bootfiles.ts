@@ -1,0 +1,190 @@
+// The kernel, initrd and root file system of a cached base, for direct kernel
+// boot: images without a bootloader (debootstrap builds, the test guest) boot
+// only this way, and the rest boot faster. Taken out once per digest with
+// guestfish --ro into <cache_dir>/kernels/<digest>/, root-owned 0644 (the
+// launch account reads them); boot.json records the answer, "none" included,
+// so an image with no usable kernel is not inspected again.
+import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../config/schema.js';
+import { layoutOf } from '../cache/layout.js';
+import { withLock } from '../cache/lock.js';
+import { runTool } from '../tools/run.js';
+import { resolveAccel } from '../image/accel.js';
+
+export interface BootFiles {
+  /** Absent: boot from the disk's own bootloader. */
+  kernel?: string;
+  initrd?: string;
+  /** root= for the kernel command line: UUID=... or a device-mapper path. */
+  root?: string;
+  /** What the guest held, for the log. */
+  source: string;
+}
+
+interface BootJson { kernel: boolean; root?: string; source: string }
+
+// Paths we hand guestfish in its script: ours, but its parser splits on blanks and quotes.
+const PLAIN = /^[A-Za-z0-9._\/+-]+$/;
+// Whole-disk and partition devices of the first disk; guestfish has no variables, so the UUIDs are asked for all of them.
+const CANDIDATES = ['/dev/sda', ...Array.from({ length: 16 }, (_, i) => `/dev/sda${i + 1}`)];
+
+export function kernelsDir(config: Config, digest: string): string {
+  return `${config.paths.cache_dir}/kernels/${digest}`;
+}
+
+/** The boot files of a cached base, extracting them on first use under the digest's lock. */
+export async function bootFiles(config: Config, base: { path: string; digest: string; format: string }, signal?: AbortSignal): Promise<BootFiles> {
+  const dir = kernelsDir(config, base.digest);
+  const known = readBootJson(dir);
+  if (known) return filesOf(dir, known);
+  const l = layoutOf(config);
+  return withLock(`img-${base.digest}`, { dir: l.locks, waitSeconds: config.timeouts.lock, staleSeconds: config.cache.lock_stale, signal }, async () => {
+    const again = readBootJson(dir);
+    if (again) return filesOf(dir, again);
+    mkdirSync(`${config.paths.cache_dir}/kernels`, { mode: 0o755, recursive: true });
+    // pbs_mom's umask 0077 would leave it unreadable to the launch account, which reads the kernels.
+    fchmodDir(`${config.paths.cache_dir}/kernels`, 0o755);
+    const tmp = `${config.paths.cache_dir}/kernels/.tmp-${base.digest}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    mkdirSync(tmp, { mode: 0o700 });
+    try {
+      const found = await extract(config, base, tmp, signal);
+      writeFileSync(`${tmp}/boot.json`, JSON.stringify(found) + '\n', { mode: 0o644, flag: 'wx' });
+      for (const f of ['vmlinuz', 'initrd.img', 'boot.json']) publish(`${tmp}/${f}`);
+      fchmodDir(tmp, 0o755);
+      rmSync(dir, { recursive: true, force: true });
+      renameSync(tmp, dir);
+      return filesOf(dir, found);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+}
+
+function readBootJson(dir: string): BootJson | undefined {
+  try {
+    const j = JSON.parse(readFileSync(`${dir}/boot.json`, 'utf8')) as BootJson;
+    return typeof j.kernel === 'boolean' && typeof j.source === 'string' ? j : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const filesOf = (dir: string, j: BootJson): BootFiles => (j.kernel && j.root
+  ? { kernel: `${dir}/vmlinuz`, initrd: `${dir}/initrd.img`, root: j.root, source: j.source }
+  : { source: j.source });
+
+/** Root-owned, 0644, by descriptor; a missing file (no kernel found) is fine. */
+function publish(path: string): void {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw new Error(`${path} is not a regular file`);
+    fchmodSync(fd, 0o644);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fchmodDir(path: string, mode: number): void {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    fchmodSync(fd, mode);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * One appliance launch: inspect, mount (-i), the root's UUID, /vmlinuz and
+ * /initrd.img (Debian and Ubuntu keep these links to the newest kernel). Without
+ * those links, the newest /boot/vmlinuz-VERSION and its initrd in a second launch.
+ */
+async function extract(config: Config, base: { path: string; format: string }, tmp: string, signal?: AbortSignal): Promise<BootJson> {
+  if (!PLAIN.test(tmp) || !PLAIN.test(base.path)) return { kernel: false, source: 'paths guestfish cannot be given' };
+  const { accel } = await resolveAccel(config, signal);
+  const env: Record<string, string> = { LIBGUESTFS_BACKEND: 'direct', LIBGUESTFS_MEMSIZE: String(config.guestfs.memsize), HOME: '/root' };
+  if (accel === 'tcg') env.LIBGUESTFS_BACKEND_SETTINGS = 'force_tcg';
+  // A random marker: file names in the guest's /boot cannot forge a section.
+  const mark = `@@vt${randomBytes(6).toString('hex')}`;
+  const script = [
+    `echo ${mark} roots`, 'inspect-get-roots',
+    ...CANDIDATES.flatMap((d) => [`echo ${mark} uuid ${d}`, `-vfs-uuid ${d}`]),
+    `echo ${mark} links`, `-download /vmlinuz ${tmp}/vmlinuz`, `-download /initrd.img ${tmp}/initrd.img`,
+    `echo ${mark} boot`, '-ls /boot',
+    `echo ${mark} end`, '',
+  ].join('\n');
+  const fish = (args: string[], input: string) => runTool(config.tools.guestfish, ['--ro', `--format=${base.format}`, '-a', base.path, ...args], {
+    timeout: config.timeouts.tool * 1000, toolKey: 'guestfish', env, signal, input, maxBuffer: 1024 * 1024,
+  });
+  let out: string;
+  try {
+    out = (await fish(['-i'], script)).stdout;
+  } catch (e) {
+    return { kernel: false, source: `no operating system found (${(e as Error).message.slice(0, 200)})` };
+  }
+  const sections = new Map<string, string[]>();
+  let cur = '';
+  for (const l of out.split('\n')) {
+    if (l.startsWith(`${mark} `)) {
+      cur = l.slice(mark.length + 1);
+      sections.set(cur, []);
+    } else if (l !== '') sections.get(cur)?.push(l);
+  }
+  const rootDev = sections.get('roots')?.[0]?.trim() ?? '';
+  const uuid = sections.get(`uuid ${rootDev}`)?.[0]?.trim();
+  let root: string | undefined;
+  if (uuid && /^[0-9A-Fa-f-]{8,64}$/.test(uuid)) root = `UUID=${uuid}`;
+  // Device-mapper names (LVM) are the same inside the guest; /dev/sdX are not (the guest sees vdX).
+  else if (/^\/dev\/mapper\/[A-Za-z0-9._+-]+$/.test(rootDev)) root = rootDev;
+  if (!root) return { kernel: false, source: `root file system ${rootDev || '(none)'} has no UUID we can read` };
+  if (isFile(`${tmp}/vmlinuz`) && isFile(`${tmp}/initrd.img`)) return { kernel: true, root, source: '/vmlinuz and /initrd.img' };
+
+  const names = (sections.get('boot') ?? []).filter((n) => /^[A-Za-z0-9._+-]+$/.test(n));
+  const newest = names.map((n) => /^vmlinuz-(.+)$/.exec(n)?.[1]).filter((v): v is string => v !== undefined && !v.includes('rescue'))
+    .map((v) => ({ v, initrd: [`initrd.img-${v}`, `initramfs-${v}.img`].find((i) => names.includes(i)) }))
+    .filter((k): k is { v: string; initrd: string } => k.initrd !== undefined)
+    .sort((a, b) => compareVersions(b.v, a.v))[0];
+  if (!newest) return { kernel: false, source: 'no /vmlinuz, and no /boot/vmlinuz-VERSION with its initrd' };
+  try {
+    await fish(['-m', `${rootDev}:/:ro`], [`download /boot/vmlinuz-${newest.v} ${tmp}/vmlinuz`, `download /boot/${newest.initrd} ${tmp}/initrd.img`, ''].join('\n'));
+  } catch (e) {
+    // /boot on a partition of its own: -m of the root alone does not see it. The bootloader then boots it.
+    return { kernel: false, source: `could not read /boot/vmlinuz-${newest.v} (${(e as Error).message.slice(0, 200)})` };
+  }
+  return isFile(`${tmp}/vmlinuz`) && isFile(`${tmp}/initrd.img`)
+    ? { kernel: true, root, source: `/boot/vmlinuz-${newest.v} and /boot/${newest.initrd}` }
+    : { kernel: false, source: 'the kernel files could not be read' };
+}
+
+function isFile(path: string): boolean {
+  try {
+    const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    try {
+      const st = fstatSync(fd);
+      return st.isFile() && st.size > 0;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
+/** Kernel versions as sort -V orders them: 6.1.0-10 after 6.1.0-9. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/([0-9]+)/);
+  const pb = b.split(/([0-9]+)/);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] ?? '';
+    const y = pb[i] ?? '';
+    if (x === y) continue;
+    if (i % 2 === 1) return Number(x) - Number(y);
+    return x < y ? -1 : 1;
+  }
+  return 0;
+}

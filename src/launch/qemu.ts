@@ -1,0 +1,474 @@
+// Booting and stopping a job's VMs on this node. qemu runs as the launch
+// account ([launch] user): never root (a guest escape would own the node),
+// never the job owner (who could ptrace it, or rewrite the disks it has
+// open). It is daemonized, so it outlives the prologue, and writes only in
+// <job_dir>/<jobid>/run/, the launch account's 0700 directory. Root takes
+// nothing there on trust: the sockets are moved out into root's own job
+// directory before root connects to them, and what root reads there (the pid
+// file, the console) is opened without following links and must be the
+// launch account's own regular file.
+import {
+  chmodSync, closeSync, constants, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, readlinkSync,
+  realpathSync, renameSync, rmdirSync, statSync,
+} from 'node:fs';
+import { createConnection } from 'node:net';
+import { release } from 'node:os';
+import type { Config } from '../config/schema.js';
+import { JobFault, NodeFault } from '../torque/exit.js';
+import { runTool } from '../tools/run.js';
+import { writeFileAtomic } from '../tools/atomic.js';
+import { FrameDecoder, encodeFrame, parseReady, FRAME } from './protocol.js';
+import type { BootFiles } from './bootfiles.js';
+
+export type LaunchAccel = 'kvm' | 'tcg';
+
+export interface LaunchAccount {
+  user: string;
+  uid: number;
+  gid: number;
+}
+
+/** Where one VM's qemu keeps its files, and where root moves its sockets to. */
+export interface VmRunPaths {
+  runDir: string;
+  pidFile: string;
+  console: string;
+  /** The sockets as qemu makes them, in run/. */
+  qmpInRun: string;
+  agentInRun: string;
+  /** The same sockets once root moved them into its own job directory. */
+  qmp: string;
+  agent: string;
+}
+
+/** What qemu needs to know of one VM (the manifest's vms[] entry and the job's request). */
+export interface VmSpec {
+  index: number;
+  hostname: string;
+  overlay: string;
+  seed: { media: 'iso' | 'vfat' | 'inject'; path: string; mac?: string };
+  vcpus: number;
+  ramBytes: number;
+}
+
+export const runDirOf = (jobDir: string) => `${jobDir}/run`;
+
+export const runPathsOf = (jobDir: string, index: number): VmRunPaths => {
+  const runDir = runDirOf(jobDir);
+  return {
+    runDir,
+    pidFile: `${runDir}/vm-${index}.pid`,
+    console: `${runDir}/vm-${index}.console`,
+    qmpInRun: `${runDir}/vm-${index}.qmp`,
+    agentInRun: `${runDir}/vm-${index}.agent`,
+    qmp: `${jobDir}/vm-${index}.qmp`,
+    agent: `${jobDir}/vm-${index}.agent`,
+  };
+};
+
+const launchFault = (summary: string, message: string, fix: string, cause?: unknown) =>
+  new NodeFault(summary, [{ id: 'launch', where: '[launch]', message, fix }], { cause });
+
+async function getentId(config: Config, db: 'passwd' | 'group', name: string, signal?: AbortSignal): Promise<number> {
+  const r = await runTool(config.tools.getent, [db, '--', name], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2], signal });
+  const id = r.stdout.trim().split('\n')[0]?.split(':')[2] ?? '';
+  if (r.exitCode !== 0 || !/^[0-9]+$/.test(id)) {
+    throw launchFault(`the launch ${db === 'passwd' ? 'account' : 'group'} ${name} is not known on this node`, `getent ${db} ${name} found nothing`,
+      `create it (useradd --system --no-create-home --shell /usr/sbin/nologin ${name}; install.sh does), or set [launch] ${db === 'passwd' ? 'user' : 'group'}`);
+  }
+  return Number(id);
+}
+
+/** [launch] user and group as ids; root is refused by the schema and again here. */
+export async function resolveLaunchAccount(config: Config, signal?: AbortSignal): Promise<LaunchAccount> {
+  const [uid, gid] = await Promise.all([getentId(config, 'passwd', config.launch.user, signal), getentId(config, 'group', config.launch.group, signal)]);
+  if (uid === 0 || gid === 0) throw launchFault('the launch account is root', `[launch] user ${config.launch.user} or group ${config.launch.group} has id 0`, 'use an unprivileged account: qemu must never run as root');
+  return { user: config.launch.user, uid, gid };
+}
+
+// qemu's option syntax: a comma inside a value is written twice.
+const optValue = (s: string) => s.replace(/,/g, ',,');
+
+/** The qemu command line of one VM (doc: launch-spec "qemu command line"). */
+export function qemuArgv(config: Config, jobId: string, vm: VmSpec, accel: LaunchAccel, boot: BootFiles, paths: VmRunPaths): string[] {
+  const l = config.launch;
+  const args = [
+    '-name', optValue(`vtorque-${jobId}-vm${vm.index}`),
+    '-machine', `${l.machine},accel=${accel}`,
+    ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-smp', String(vm.vcpus),
+    '-m', String(Math.max(64, Math.floor(vm.ramBytes / 2 ** 20))),
+    '-nodefaults', '-no-user-config', '-display', 'none',
+    '-daemonize', '-pidfile', paths.pidFile,
+    '-qmp', `unix:${optValue(paths.qmpInRun)},server=on,wait=off`,
+    '-chardev', `file,id=con,path=${optValue(paths.console)}`, '-serial', 'chardev:con',
+    '-drive', `file=${optValue(vm.overlay)},if=virtio,format=qcow2,discard=unmap`,
+    ...(vm.seed.media === 'inject' ? [] : ['-drive', `file=${optValue(vm.seed.path)},if=virtio,format=raw,readonly=on`]),
+    '-nic', `user,model=virtio-net-pci${vm.seed.mac ? `,mac=${vm.seed.mac}` : ''}`,
+    '-device', 'virtio-serial-pci',
+    '-chardev', `socket,id=agent,path=${optValue(paths.agentInRun)},server=on,wait=off`,
+    '-device', 'virtserialport,chardev=agent,name=org.vtorque.agent.0',
+  ];
+  if (boot.kernel && boot.initrd && boot.root) {
+    args.push('-kernel', boot.kernel, '-initrd', boot.initrd, '-append', `root=${boot.root} ro console=ttyS0`);
+  }
+  // The schema allows only plain tokens separated by spaces: no shell, no quoting to misread.
+  if (l.extra_args.trim() !== '') args.push(...l.extra_args.trim().split(/ +/));
+  return args;
+}
+
+/** run/: made by root in its verified job directory, then handed to the launch account by descriptor. */
+export function makeRunDir(jobDir: string, account: LaunchAccount): string {
+  const dir = runDirOf(jobDir);
+  mkdirSync(dir, { mode: 0o700 });
+  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    const st = fstatSync(fd);
+    if (st.uid !== 0) throw new Error(`${dir} is owned by uid ${st.uid}, not root`);
+    // fchown/fchmod through the descriptor that was checked.
+    fchownSync(fd, account.uid, account.gid);
+    fchmodSync(fd, 0o700);
+  } finally {
+    closeSync(fd);
+  }
+  return dir;
+}
+
+/** Opens a file in run/ for reading as root: no link followed, no FIFO, only the launch account's own regular file. */
+function readRunFile(path: string, account: LaunchAccount, maxBytes: number, fromEnd = false): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = fstatSync(fd);
+    // A hard link to a root file would have root's uid: never read that back to the user.
+    if (!st.isFile() || st.uid !== account.uid) return undefined;
+    const start = fromEnd ? Math.max(0, st.size - maxBytes) : 0;
+    const buf = Buffer.alloc(Math.min(maxBytes, st.size));
+    const n = readSync(fd, buf, 0, buf.length, start);
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The pid in a VM's pid file, if it is a live qemu of the launch account running the configured binary. */
+export function qemuPid(config: Config, pidFile: string, account: LaunchAccount): number | undefined {
+  const text = readRunFile(pidFile, account, 32);
+  const pid = Number(text?.trim());
+  if (!Number.isInteger(pid) || pid <= 1) return undefined;
+  return isOurQemu(config, pid, account) ? pid : undefined;
+}
+
+/** /proc/PID belongs to the launch account (every uid) and its program is [tools] qemu_system. */
+export function isOurQemu(config: Config, pid: number, account: LaunchAccount): boolean {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const uids = /^Uid:\s+([0-9]+)\s+([0-9]+)\s+([0-9]+)\s+([0-9]+)/m.exec(status);
+    if (!uids || uids.slice(1).some((u) => Number(u) !== account.uid)) return false;
+    return readlinkSync(`/proc/${pid}/exe`) === realpathSync(config.tools.qemu_system);
+  } catch {
+    return false;
+  }
+}
+
+// A qemu started in this run that was not handed over to the job yet is killed
+// when the prologue exits, whatever ends it (the deadline's process.exit included).
+const unconfirmed = new Set<number>();
+let exitHook = false;
+function killAtExit(pid: number): void {
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => unconfirmed.forEach((p) => {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }));
+  }
+  unconfirmed.add(pid);
+}
+
+/** The job's VMs are up and answered: from now on they are the epilogue's to stop. */
+export function confirmVms(pids: readonly number[]): void {
+  for (const p of pids) unconfirmed.delete(p);
+}
+
+/** Starts one VM's qemu as the launch account; -daemonize returns once qemu is up. Returns its pid. */
+export async function startVm(config: Config, account: LaunchAccount, argv: string[], paths: VmRunPaths, signal?: AbortSignal): Promise<number> {
+  await runTool(config.tools.qemu_system, argv, {
+    timeout: config.timeouts.tool * 1000, toolKey: 'qemu_system', uid: account.uid, gid: account.gid, cwd: paths.runDir, signal, stdout: 'ignore',
+  });
+  const pid = qemuPid(config, paths.pidFile, account);
+  if (pid === undefined) {
+    throw launchFault('qemu started but left no pid file we can trust', `${paths.pidFile} is missing, or names no qemu of ${account.user}`, 'run qemu by hand as the launch account and see why');
+  }
+  killAtExit(pid);
+  return pid;
+}
+
+/**
+ * Moves qemu's sockets out of run/ into root's job directory (a rename in one
+ * file system; lstat must then show a socket of the launch account), so no
+ * path root later connects to passes through a directory another account
+ * controls. The agent socket goes to the job owner (0600): only they (and
+ * root) can connect; the QMP socket to root alone.
+ */
+export function handOverSockets(paths: VmRunPaths, account: LaunchAccount, jobOwner: { uid: number; gid: number }): void {
+  for (const [from, to, owner] of [[paths.agentInRun, paths.agent, jobOwner], [paths.qmpInRun, paths.qmp, { uid: 0, gid: 0 }]] as const) {
+    renameSync(from, to);
+    const st = lstatSync(to);
+    if (!st.isSocket() || st.uid !== account.uid) throw launchFault('qemu made something else than its socket', `${from} is not a socket of ${account.user}`, 'check the node: the launch account may be misused');
+    lchownSync(to, owner.uid, owner.gid);
+    // Only root writes in this directory and to is a socket (lstat above): chmod cannot be sent elsewhere.
+    chmodSync(to, 0o600);
+  }
+}
+
+/** Connects to the agent socket as root, says 'H' and waits for 'R'; retries while qemu runs, until `until` (ms since epoch). */
+export async function waitReady(o: { config: Config; account: LaunchAccount; paths: VmRunPaths; pid: number; until: number; signal?: AbortSignal }): Promise<{ hostname: string }> {
+  for (;;) {
+    if (o.signal?.aborted) throw new Error('the prologue reached its deadline');
+    if (!isOurQemu(o.config, o.pid, o.account)) throw new VmBootError('qemu exited');
+    const left = o.until - Date.now();
+    if (left <= 0) throw new VmBootError('timeout');
+    const r = await helloOnce(o.paths.agent, Math.min(left, 15_000), o.signal);
+    if (r) return r;
+    await new Promise((res) => setTimeout(res, 500));
+  }
+}
+
+export class VmBootError extends Error {
+  constructor(readonly why: 'timeout' | 'qemu exited' | 'agent refused', detail?: string) {
+    super(detail ? `${why}: ${detail}` : why);
+  }
+}
+
+/** One connection: undefined when it closed or timed out without 'R' (the guest is still booting). */
+function helloOnce(path: string, ms: number, signal?: AbortSignal): Promise<{ hostname: string } | undefined> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection({ path });
+    const dec = new FrameDecoder();
+    let done = false;
+    const finish = (v: { hostname: string } | undefined, err?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(v);
+    };
+    const onAbort = () => finish(undefined);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => finish(undefined), ms);
+    sock.on('connect', () => sock.write(encodeFrame(FRAME.hello)));
+    sock.on('data', (b: Buffer) => {
+      try {
+        for (const f of dec.push(b)) {
+          if (f.type === FRAME.ready) return finish({ hostname: parseReady(f.payload).hostname });
+          if (f.type === FRAME.error) return finish(undefined, new VmBootError('agent refused', f.payload.toString('utf8').slice(0, 200)));
+        }
+      } catch (e) {
+        finish(undefined, new VmBootError('agent refused', (e as Error).message));
+      }
+    });
+    sock.on('error', () => finish(undefined));
+    sock.on('close', () => finish(undefined));
+  });
+}
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\u001b\[[0-9;?]*[A-Za-z]|\u001b[()][A-Z0-9]/g;
+
+/** The last n lines of a VM's console, terminal escapes removed; report/user.ts escapes what control characters remain. */
+export function consoleTail(paths: VmRunPaths, account: LaunchAccount, n = 20): string[] {
+  const text = readRunFile(paths.console, account, 64 * 1024, true) ?? '';
+  return text.replace(ANSI, '').split(/\r?\n|\r/).map((l) => l.trimEnd()).filter((l) => l !== '').slice(-n).map((l) => (l.length > 200 ? `${l.slice(0, 200)}...` : l));
+}
+
+/** QMP: capabilities, then system_powerdown (the guest's ACPI power button). Root's own socket, made so by handOverSockets. */
+function powerdown(qmp: string, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    let st;
+    try {
+      st = lstatSync(qmp);
+    } catch {
+      return resolve(false);
+    }
+    if (!st.isSocket() || st.uid !== 0) return resolve(false);
+    const sock = createConnection({ path: qmp });
+    let buf = '';
+    let step = 0;
+    const timer = setTimeout(() => { sock.destroy(); resolve(false); }, ms);
+    sock.on('data', (b: Buffer) => {
+      buf += b.toString('utf8');
+      if (buf.length > 65536) buf = buf.slice(-4096);
+      if (step === 0 && buf.includes('"QMP"')) {
+        step = 1;
+        sock.write('{"execute":"qmp_capabilities"}\n');
+      } else if (step === 1 && buf.includes('"return"')) {
+        step = 2;
+        buf = '';
+        sock.write('{"execute":"system_powerdown"}\n');
+      } else if (step === 2 && buf.includes('"return"')) {
+        clearTimeout(timer);
+        sock.destroy();
+        resolve(true);
+      }
+    });
+    sock.on('error', () => { clearTimeout(timer); resolve(false); });
+  });
+}
+
+const VM_PID = /^vm-([0-9]+)\.pid$/;
+
+/**
+ * Stops every qemu of a job on this node: ACPI power-off, graceSeconds to
+ * obey, then SIGKILL. Only a pid that is a qemu of the launch account running
+ * the configured binary is ever signalled (a pid file is not trusted blindly).
+ */
+export async function stopJobVms(config: Config, jobDir: string, account: LaunchAccount, graceSeconds: number): Promise<{ powered: number; killed: number }> {
+  const runDir = runDirOf(jobDir);
+  let names: string[];
+  try {
+    const st = lstatSync(runDir);
+    if (!st.isDirectory() || st.uid !== account.uid) return { powered: 0, killed: 0 };
+    names = readdirSync(runDir);
+  } catch {
+    return { powered: 0, killed: 0 };
+  }
+  const vms = names.map((n) => VM_PID.exec(n)?.[1]).filter((i): i is string => i !== undefined).map(Number)
+    .map((i) => ({ paths: runPathsOf(jobDir, i), pid: qemuPid(config, runPathsOf(jobDir, i).pidFile, account) }))
+    .filter((v): v is { paths: VmRunPaths; pid: number } => v.pid !== undefined);
+  let powered = 0;
+  let killed = 0;
+  await Promise.all(vms.map(async (v) => {
+    if (graceSeconds > 0 && await powerdown(v.paths.qmp, 5000)) {
+      const until = Date.now() + graceSeconds * 1000;
+      while (Date.now() < until && isOurQemu(config, v.pid, account)) await new Promise((r) => setTimeout(r, 250));
+      if (!isOurQemu(config, v.pid, account)) {
+        powered++;
+        return;
+      }
+    }
+    if (isOurQemu(config, v.pid, account)) {
+      try {
+        process.kill(v.pid, 'SIGKILL');
+        killed++;
+      } catch {
+        /* gone in between */
+      }
+      const until = Date.now() + 5000;
+      while (Date.now() < until && isOurQemu(config, v.pid, account)) await new Promise((r) => setTimeout(r, 100));
+    }
+    unconfirmed.delete(v.pid);
+  }));
+  return { powered, killed };
+}
+
+/**
+ * Empties run/ as the launch account (never a recursive delete as root
+ * through a directory another account controls), then removes the empty
+ * directory as root. false: something was left, and the caller must not
+ * remove the job directory recursively as root.
+ */
+export async function clearRunDir(config: Config, jobDir: string, account: LaunchAccount, signal?: AbortSignal): Promise<boolean> {
+  const runDir = runDirOf(jobDir);
+  let st;
+  try {
+    st = lstatSync(runDir);
+  } catch {
+    return true;
+  }
+  if (st.isDirectory() && st.uid === account.uid) {
+    const names = readdirSync(runDir);
+    if (names.length > 0) {
+      await runTool(RM, ['-rf', '--', ...names.map((n) => `./${n}`)], { timeout: config.timeouts.tool * 1000, uid: account.uid, gid: account.gid, cwd: runDir, signal })
+        .catch(() => undefined);
+    }
+  }
+  try {
+    // rmdir only removes an empty directory, and a symlink is not one: nothing is followed.
+    rmdirSync(runDir);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+}
+
+// rm is in /bin on every Linux this runs on (usrmerge links it to /usr/bin); never looked up on PATH.
+const RM = '/bin/rm';
+
+/**
+ * [launch] accel as an accelerator: kvm and tcg as said; auto is KVM when the
+ * launch account can open /dev/kvm and a probe boot of the guest kernel
+ * (panic=-1, no root file system: a working KVM panics within seconds)
+ * succeeds, memoised per kernel release; else TCG if allow_tcg.
+ */
+export async function launchAccel(config: Config, account: LaunchAccount, boot: BootFiles, signal?: AbortSignal): Promise<{ accel: LaunchAccel; how: string }> {
+  const l = config.launch;
+  if (l.accel !== 'auto') return { accel: l.accel, how: '[launch] accel' };
+  const tcg = (why: string) => {
+    if (!l.allow_tcg) throw launchFault(`KVM cannot be used on this node (${why}) and [launch] allow_tcg is false`, why, `give ${account.user} access to /dev/kvm (make [launch] group the kvm group), or set allow_tcg = true`);
+    return { accel: 'tcg' as const, how: why };
+  };
+  if (!kvmUsableBy(account)) return tcg(`/dev/kvm is not usable by ${account.user}`);
+  const memo = `${config.paths.cache_dir}/launch-accel.json`;
+  try {
+    const m = JSON.parse(readFileSync(memo, 'utf8')) as { kernel?: string; accel?: LaunchAccel };
+    if (m.kernel === release() && (m.accel === 'kvm' || m.accel === 'tcg')) return m.accel === 'kvm' ? { accel: 'kvm', how: `probed earlier (${memo})` } : tcg(`the KVM probe failed earlier (${memo})`);
+  } catch {
+    /* no memo yet: probe */
+  }
+  if (!boot.kernel) return { accel: 'kvm', how: 'not probed: no guest kernel to probe with' };
+  const t0 = performance.now();
+  const out = await runTool(config.tools.qemu_system, [
+    '-machine', `${l.machine},accel=kvm`, '-cpu', 'host', '-m', '256', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-serial', 'stdio', '-kernel', boot.kernel, '-append', 'console=ttyS0 panic=-1 root=/dev/nonexistent',
+    ...(l.extra_args.trim() ? l.extra_args.trim().split(/ +/) : []),
+  ], { timeout: 30_000, toolKey: 'qemu_system', uid: account.uid, gid: account.gid, signal, maxBuffer: 4 * 1024 * 1024, okExitCodes: [1] })
+    .then((r) => /Kernel panic/.test(r.stdout), () => false);
+  const accel: LaunchAccel = out ? 'kvm' : 'tcg';
+  try {
+    writeFileAtomic(memo, JSON.stringify({ kernel: release(), accel, probedAt: new Date().toISOString(), ms: Math.round(performance.now() - t0) }) + '\n', 0o644);
+  } catch {
+    /* the answer still holds for this run */
+  }
+  return accel === 'kvm' ? { accel, how: `probed now in ${Math.round(performance.now() - t0)} ms` } : tcg('the KVM probe boot did not panic as meant within 30 s');
+}
+
+/**
+ * Whether the launch account can open /dev/kvm read-write. By its uid or
+ * primary group only: runTool's children (node's spawn with uid/gid) drop
+ * supplementary groups, so membership in kvm through /etc/group does not count.
+ */
+function kvmUsableBy(account: LaunchAccount): boolean {
+  try {
+    const st = statSync('/dev/kvm');
+    if (!st.isCharacterDevice()) return false;
+    if (st.uid === account.uid) return (st.mode & 0o600) === 0o600;
+    if (st.gid === account.gid) return (st.mode & 0o060) === 0o060;
+    return (st.mode & 0o006) === 0o006;
+  } catch {
+    return false;
+  }
+}
+
+/** A JobFault for a VM that did not answer: what happened and the last lines of its console. */
+export function bootFault(o: { hostname: string; seconds: number; accel: LaunchAccel; why: VmBootError | Error; tail: string[] }): JobFault {
+  const what = o.why instanceof VmBootError
+    ? o.why.why === 'timeout' ? `did not answer within ${o.seconds} s ([launch] boot, ${o.accel})`
+      : o.why.why === 'qemu exited' ? 'stopped while booting (qemu exited)'
+        : `its guest agent refused (${o.why.message})`
+    : o.why.message;
+  const tail = o.tail.length > 0 ? o.tail : ['(the console is empty)'];
+  return new JobFault(`VM ${o.hostname} ${what}; the last lines of its console follow`, tail.map((l, i) => ({
+    id: 'vm-boot', where: `${o.hostname} console`, message: l,
+    fix: i === tail.length - 1 ? 'check that the image boots under qemu with cloud-init and python3, and that it boots within [launch] boot (ask your admin); vtorque-prologue check --image helps' : undefined,
+  })));
+}

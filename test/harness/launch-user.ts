@@ -1,0 +1,33 @@
+// The launch account qemu runs as ([launch] user and group, and by default
+// [jobfiles] owner and group): a system account with no home and no shell, as
+// install.sh creates it.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { REPO, lookupUser, type User } from './mom.js';
+
+export const LAUNCH_NAME = 'vtorque-launch';
+
+// Test files run in parallel: another may create it first (exit 9, "exists").
+function add(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0 && r.status !== 9) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}: ${r.stderr}`);
+}
+
+let known: User | undefined;
+
+/** Creates the account and its group if missing; returns it. */
+export function ensureLaunchUser(): User {
+  if (known) return known;
+  if (spawnSync('getent', ['group', LAUNCH_NAME]).status !== 0) add('groupadd', ['--system', LAUNCH_NAME]);
+  if (spawnSync('getent', ['passwd', LAUNCH_NAME]).status !== 0) {
+    add('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', '--home-dir', '/nonexistent', '-g', LAUNCH_NAME, LAUNCH_NAME]);
+  }
+  known = lookupUser(LAUNCH_NAME);
+  return known;
+}
+
+/** The bootable Debian guest of scripts/build-boot-guest (built once, cached by the script's hash): its qcow2. */
+export function bootGuestImage(): string {
+  const out = execFileSync(join(REPO, 'scripts/build-boot-guest'), [], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 900_000 });
+  return join(out.trim().split('\n').pop()!, 'guest.qcow2');
+}
