@@ -247,6 +247,114 @@ ensure_dir() { # ensure_dir MODE DIR
   fi
 }
 
+# pbs_mom's $job_starter (mom_priv/config). Ours replaces a site's line, which
+# is kept as a comment and chained: our starter execs the site's for non-VM jobs.
+MOM_CONFIG=$MOM/config
+SITE_MARK='# vtorque-prologue: the site job starter, chained by ours: '
+OUR_MARK='# vtorque-prologue: job starter, written by install.sh'
+STARTER=$PREFIX/bin/vtorque-starter
+
+# The site's own $job_starter path: from our comment if we installed before, else from its live line.
+site_job_starter() {
+  [ -f "$MOM_CONFIG" ] || return 0
+  awk -v mark="$SITE_MARK" -v ours="$STARTER" '
+    index($0, mark) == 1 { l = substr($0, length(mark) + 1); sub(/^[ \t]*\$job_starter[ \t]+/, "", l); sub(/[ \t]+$/, "", l); print l; exit }
+    /^[ \t]*\$job_starter[ \t]/ { l = $0; sub(/^[ \t]*\$job_starter[ \t]+/, "", l); sub(/[ \t]+$/, "", l); if (l != ours) { print l; exit } }
+  ' "$MOM_CONFIG"
+}
+
+# Asks a running pbs_mom to reread mom_priv/config (its pid is in mom_priv/mom.lock).
+reload_mom() {
+  local pid
+  [ -z "$ROOT" ] || { echo "staged: on the node, send pbs_mom SIGHUP (or restart it) to read $TORQUE_HOME/mom_priv/config"; return 0; }
+  [ -f "$MOM/mom.lock" ] || { echo "pbs_mom is not running here; it reads $MOM_CONFIG when it starts"; return 0; }
+  read -r pid < "$MOM/mom.lock" || true
+  case "$pid" in ''|*[!0-9]*) echo "install.sh: $MOM/mom.lock holds no pid; restart pbs_mom so that it reads $MOM_CONFIG" >&2; return 0 ;; esac
+  if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = pbs_mom ]; then
+    run kill -HUP "$pid"
+    [ "$DRY" = 1 ] || echo "asked pbs_mom (pid $pid) to reread $MOM_CONFIG"
+  else
+    echo "pbs_mom is not running (mom.lock names pid $pid); it reads $MOM_CONFIG when it starts"
+  fi
+}
+
+install_job_starter() {
+  local site new tmp chained
+  if [ -f "$MOM_CONFIG" ] && grep -Eiq '^[[:space:]]*\$job_starter_run_privileged[[:space:]]+(true|1|yes|on)' "$MOM_CONFIG"; then
+    echo "install.sh: $MOM_CONFIG sets \$job_starter_run_privileged, so pbs_mom would run the job starter as root with the job's environment; vtorque's starter must run as the job owner. Fix: remove that line (or set it to false), then run ./install.sh again" >&2
+    exit 2
+  fi
+  site=$(site_job_starter)
+  [ -z "$site" ] || plain_path "the site's \$job_starter in $MOM_CONFIG" "$site" 2
+  put 0755 "$P/bin/vtorque-starter" < <(sed -e "s|^JOB_DIR=.*|JOB_DIR=$JOB_DIR|" -e "s|^NODE=.*|NODE=$NODE|" \
+    -e "s|^BUNDLE=.*|BUNDLE=$PREFIX/dist/vtorque-starter.cjs|" -e "s|^SITE_STARTER=.*|SITE_STARTER=$site|" "$SRC/bin/vtorque-starter")
+  tmp=$(mktemp)
+  {
+    if [ -f "$MOM_CONFIG" ]; then
+      awk -v mark="$SITE_MARK" -v ours="$OUR_MARK" '
+        index($0, ours) == 1 { skip = 1; next }
+        skip && /^[ \t]*\$job_starter[ \t]/ { skip = 0; next }
+        { skip = 0 }
+        index($0, mark) == 1 { print; next }
+        /^[ \t]*\$job_starter[ \t]/ { print mark $0; next }
+        { print }' "$MOM_CONFIG"
+    fi
+    echo "$OUR_MARK; runs VM jobs in their VM (see $PREFIX/bin/vtorque-starter)"
+    echo "\$job_starter $STARTER"
+  } > "$tmp"
+  if [ -f "$MOM_CONFIG" ] && cmp -s "$tmp" "$MOM_CONFIG"; then rm -f "$tmp"; return 0; fi
+  chained=""
+  [ -z "$site" ] || chained=" (the site's $site now starts non-VM jobs through it)"
+  if [ "$DRY" = 1 ]; then echo "would: set \$job_starter $STARTER in $MOM_CONFIG$chained"; rm -f "$tmp"; return 0; fi
+  new=$(stat -c %a "$MOM_CONFIG" 2>/dev/null || echo 644)
+  install -D -m "$new" -o root -g root "$tmp" "$MOM_CONFIG"
+  rm -f "$tmp"
+  echo "wrote $MOM_CONFIG: \$job_starter $STARTER$chained"
+  reload_mom
+}
+
+uninstall_job_starter() {
+  local tmp
+  [ -f "$MOM_CONFIG" ] && grep -qF "$OUR_MARK" "$MOM_CONFIG" || return 0
+  tmp=$(mktemp)
+  awk -v mark="$SITE_MARK" -v ours="$OUR_MARK" '
+    index($0, ours) == 1 { skip = 1; next }
+    skip && /^[ \t]*\$job_starter[ \t]/ { skip = 0; next }
+    { skip = 0 }
+    index($0, mark) == 1 { print substr($0, length(mark) + 1); next }
+    { print }' "$MOM_CONFIG" > "$tmp"
+  if [ "$DRY" = 1 ]; then echo "would: restore $MOM_CONFIG without our \$job_starter"; rm -f "$tmp"; return 0; fi
+  install -m "$(stat -c %a "$MOM_CONFIG")" -o root -g root "$tmp" "$MOM_CONFIG"
+  rm -f "$tmp"
+  echo "restored $MOM_CONFIG: our \$job_starter is gone$(grep -q '^[[:space:]]*\$job_starter[[:space:]]' "$MOM_CONFIG" && echo ", the site's is back")"
+  reload_mom
+}
+
+# qemu runs as this account, never root and never the job owner ([launch] user).
+ensure_launch_account() {
+  local user group
+  user=$(ini_get launch user vtorque-launch)
+  group=$(ini_get launch group "$user")
+  if [ -n "$ROOT" ]; then
+    echo "staged: on the node, create the launch account: useradd --system --user-group --no-create-home --shell /usr/sbin/nologin $user (install.sh does it there)"
+    return 0
+  fi
+  if ! getent passwd "$user" >/dev/null; then
+    if [ "$group" = "$user" ]; then
+      run useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
+    else
+      getent group "$group" >/dev/null || run groupadd --system "$group"
+      run useradd --system --gid "$group" --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
+    fi
+    [ "$DRY" = 1 ] || echo "created the launch account $user (qemu runs as it)"
+  fi
+  # /dev/kvm is root:kvm 0660 on most distributions: without the group qemu falls back to TCG.
+  if getent group kvm >/dev/null && ! id -nG "$user" 2>/dev/null | tr ' ' '\n' | grep -qx kvm; then
+    run usermod -aG kvm "$user"
+    [ "$DRY" = 1 ] || echo "added $user to the kvm group"
+  fi
+}
+
 if [ "$UNINSTALL" = 1 ]; then
   for h in "${HOOKS[@]}"; do
     if [ -f "$MOM/$h" ] && grep -q 'vtorque-prologue wrapper' "$MOM/$h"; then
@@ -254,21 +362,22 @@ if [ "$UNINSTALL" = 1 ]; then
       if [ -f "$MOM/$h.orig" ]; then run mv "$MOM/$h.orig" "$MOM/$h"; fi
     fi
   done
+  uninstall_job_starter
   run rm -rf "$P"
   if [ -f "$LOGROTATE" ]; then run rm -f "$LOGROTATE"; fi
   if [ -n "$SUBMIT_FILTER" ] && [ -f "$ROOT$SUBMIT_FILTER" ] && grep -q 'vtorque-prologue submit filter' "$ROOT$SUBMIT_FILTER"; then
     run rm -f "$ROOT$SUBMIT_FILTER"
   fi
-  echo "uninstalled; kept $CONF, the image pool, the cache and the logs"
+  echo "uninstalled; kept $CONF, the image pool, the cache, the logs and the launch account $(ini_get launch user vtorque-launch)"
   exit 0
 fi
 
-if [ ! -f "$SRC/dist/vtorque-prologue.cjs" ] || [ ! -f "$SRC/dist/vtorque-heavy.cjs" ] || [ ! -f "$SRC/dist/vendor-execa.cjs" ]; then
+if [ ! -f "$SRC/dist/vtorque-prologue.cjs" ] || [ ! -f "$SRC/dist/vtorque-heavy.cjs" ] || [ ! -f "$SRC/dist/vendor-execa.cjs" ] || [ ! -f "$SRC/dist/vtorque-starter.cjs" ]; then
   run bash -c "cd '$SRC' && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build"
 fi
 
 # The bundles carry every runtime dependency; nothing else from node_modules is needed.
-for f in bin/vtorque-prologue bin/package.json dist/vtorque-prologue.cjs dist/vtorque-heavy.cjs dist/vendor-execa.cjs dist/vendor-yaml.cjs; do
+for f in bin/vtorque-prologue bin/package.json dist/vtorque-prologue.cjs dist/vtorque-heavy.cjs dist/vendor-execa.cjs dist/vendor-yaml.cjs dist/vtorque-starter.cjs; do
   mode=0644; [ "$f" = bin/vtorque-prologue ] && mode=0755
   put "$mode" "$P/$f" < "$SRC/$f"
 done
@@ -285,7 +394,9 @@ fi
 # State directories, from the ini's [paths] (the ini was just installed or kept).
 ensure_dir 0755 "$ROOT$(ini_get paths image_pool /var/lib/vtorque/images)"
 ensure_dir 0755 "$ROOT$(ini_get paths cache_dir /var/cache/vtorque)"
-ensure_dir 0755 "$ROOT$(ini_get paths job_dir /var/lib/vtorque/jobs)"
+JOB_DIR=$(ini_get paths job_dir /var/lib/vtorque/jobs)
+plain_path "[paths] job_dir" "$JOB_DIR" 2
+ensure_dir 0755 "$ROOT$JOB_DIR"
 # /run is emptied at boot; the prologue makes it again when a job needs it.
 ensure_dir 0755 "$ROOT$(ini_get paths ramdisk_dir /run/vtorque/ramdisk)"
 LOG_FILE=$(ini_get paths log_file /var/log/vtorque/prologue.log)
@@ -337,6 +448,8 @@ exec $ENV_BIN -i LANG=C.UTF-8 PATH=/bin:/usr/bin \\
 WRAPPER
 done
 echo "installed in $P; wrappers in $MOM"
+ensure_launch_account
+install_job_starter
 
 if [ -n "$SUBMIT_FILTER" ]; then
   if [ -f "$ROOT$SUBMIT_FILTER" ] && ! grep -q 'vtorque-prologue submit filter' "$ROOT$SUBMIT_FILTER"; then

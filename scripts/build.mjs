@@ -30,3 +30,5 @@ await build({
 });
 await build({ ...common, stdin: { contents: "module.exports = require('execa');", resolveDir: '.' }, outfile: 'dist/vendor-execa.cjs' });
 await build({ ...common, stdin: { contents: "module.exports = require('yaml');", resolveDir: '.' }, outfile: 'dist/vendor-yaml.cjs' });
+// The job starter's VM side: its own small bundle, so a VM job's starter parses only the frame code and itself.
+await build({ ...common, stdin: { contents: "require('./src/launch/starter.ts').starterMain();", resolveDir: '.', loader: 'js' }, outfile: 'dist/vtorque-starter.cjs' });

@@ -29,7 +29,7 @@ Commands:
   epilogue            run by pbs_mom as mom_priv/epilogue: removes the job's VM files
   epilogue-parallel   the same on sister nodes
   check               try a job script before submitting it: check --job SCRIPT
-  doctor              check this node (config, tools, libguestfs, KVM, dirs, mom_priv, Torque)
+  doctor              check this node (config, tools, libguestfs, KVM, dirs, mom_priv, launch, Torque)
   submit-filter       Torque's SUBMITFILTER: refuses bad #VM requests at qsub time
   cache               the node's image cache: cache list | gc | verify | evict DIGEST
   help COMMAND        what a command does, its options and an example
@@ -47,7 +47,8 @@ Examples:
   vtorque-prologue doctor                  (root) is this node ready for VM jobs?
 
 Admins: the log is JSON lines, path in [paths] log_file; every key is documented
-in conf/prologue.ini and doc/admin.md.`,
+in conf/prologue.ini and doc/admin.md. 'help starter': the job starter that runs
+a #VM job's script in its VM.`,
   prologue: `vtorque-prologue [--config FILE] prologue JOBID USER GROUP JOBNAME RESOURCES QUEUE ACCOUNT [SCRIPT]
 
 Run by pbs_mom as root before the job starts, with Torque's argv. Older Torque
@@ -230,6 +231,11 @@ Checks, in order:
              0500, running vtorque-prologue with this ini in a clean
              environment (env -i; else a warning); the node, env and program
              files they run, and every directory above them, are root's
+  launch     mom_priv/config starts jobs through vtorque-starter (without it
+             a #VM job's script runs on the host) and has no
+             $job_starter_run_privileged; the starter is root's, as is every
+             directory above it; the launch account ([launch] user) exists
+             and can open /dev/kvm (else a warning: TCG); qemu-system exists
   torque     qstat -B reaches pbs_server; pbsnodes knows this node, and
              whether it is offline and whose note it carries
 
@@ -248,6 +254,31 @@ Examples:
 
 Exit codes: 0 healthy (warnings allowed); 1 problems found (or --clear could
 not reach pbsnodes); 2 doctor could not run (bad options).`;
+
+HELP.starter = `vtorque-starter SHELL NAME [ARG...]   (pbs_mom's $job_starter; not run by hand)
+
+Runs a #VM job's batch script in VM 0 of Mother Superior as you, so its output
+goes to the job's .OU/.ER and its exit status is the job's. pbs_mom starts every
+job through it, as the job owner, with the argv it would give the shell (SHELL
+the shell's path, NAME its argv[0], "-bash" for a login shell) and the script on
+stdin. A job whose prologue booted no VM (no <job_dir>/JOBID/vm-0.agent socket)
+gets its shell exactly as without a starter, or the site's own $job_starter if
+install.sh found one. qdel's SIGTERM is passed to the script in the VM.
+
+Interactive jobs (qsub -I) get their shell on the host, not in the VM: the
+agent in the VM runs batch scripts only. One line on stderr says so; from that
+shell, reach the VMs as you would any host.
+
+qsub -F arguments reach the script in the VM as "$@".
+
+Example (what pbs_mom does for job 42.head of a user whose shell is bash):
+  vtorque-starter /bin/bash -bash < <mom_priv>/jobs/42.head.SC
+
+Exit codes: the script's exit status (128+N when signal N ended it); 143 (130
+for SIGINT) when the script did not report its exit within 10 s of qdel; 69 VM
+0's agent could not be reached, or the connection was lost before the script's
+exit status came; 70 the agent refused the script or broke the protocol; 66 the
+script could not be read (over 16 MiB); 1 started without SHELL and NAME.`;
 
 export function helpFor(cmd: string | undefined): string | undefined {
   return HELP[cmd ?? 'main'];

@@ -3,7 +3,7 @@
 // qemu-img, guestfish and qemu-system; only Torque's tools are stand-ins.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, Mom, NOBODY, REPO, type MomOptions } from './harness/mom.js';
 
@@ -48,7 +48,7 @@ t.test('--json gives every check with status, message and fix', async (t) => {
   const r = doctor(mom, '--json', ...FAST);
   const j = JSON.parse(r.out);
   t.equal(j.config, mom.configFile);
-  t.same([...new Set(j.checks.map((c: { check: string }) => c.check))], ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'torque']);
+  t.same([...new Set(j.checks.map((c: { check: string }) => c.check))], ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'launch', 'torque']);
   t.equal(j.checks.find((c: { check: string }) => c.check === 'guestfs').status, 'skip');
   t.equal(j.healthy, r.code === 0);
 });
@@ -198,4 +198,29 @@ t.test('bad options exit 2 with a pointer to help; --help teaches', async (t) =>
   t.equal(h.code, 0);
   t.match(h.out, /Exit codes: 0 healthy/);
   t.match(h.out, /Examples:\n {2}vtorque-prologue doctor\n/);
+});
+
+t.test('launch: the $job_starter install.sh wrote, its trust, a privileged starter, the launch account', async (t) => {
+  const mom = stagedNode();
+  const launch = (r: ReturnType<typeof doctor>) => linesOf(r.out, 'launch').join('\n');
+  const good = doctor(mom, ...FAST, '--json');
+  const ok = (JSON.parse(good.out) as { checks: { check: string; status: string; message: string }[] }).checks.filter((x) => x.check === 'launch');
+  t.ok(ok.some((x) => x.status === 'ok' && /pbs_mom starts jobs through \S+\/opt\/bin\/vtorque-starter \(root's/.test(x.message)), JSON.stringify(ok));
+  t.ok(ok.some((x) => x.status === 'ok' && /^launch account vtorque-launch \(uid \d+\)$/.test(x.message)));
+  t.ok(ok.some((x) => /\/dev\/kvm/.test(x.message)), 'says whether the launch account can use KVM');
+  t.notOk(ok.some((x) => x.status === 'FAIL'), JSON.stringify(ok));
+  const starter = join(mom.root, 'opt', 'bin', 'vtorque-starter');
+  const cfg = join(mom.momPriv, 'config');
+  chownSync(starter, NOBODY.uid, NOBODY.gid);
+  t.match(launch(doctor(mom, ...FAST)), /^FAIL  launch {4}\S+vtorque-starter, which pbs_mom runs to start every job: \S+ is owned by uid 65534, not root\. Fix: chown root:root/m, 'a starter the user owns fails');
+  chownSync(starter, 0, 0);
+  writeFileSync(cfg, `$job_starter ${starter}\n$job_starter_run_privileged true\n`);
+  t.match(launch(doctor(mom, ...FAST)), /^FAIL  launch {4}.*config sets \$job_starter_run_privileged: pbs_mom would run the job starter as root/m);
+  writeFileSync(cfg, '$pbsserver head\n');
+  const none = doctor(mom, ...FAST);
+  t.equal(none.code, 1);
+  t.match(launch(none), /^FAIL  launch {4}.*config has no \$job_starter: #VM jobs' scripts would run on the host, not in their VM\. Fix: run install\.sh/m);
+  writeFileSync(cfg, `$job_starter ${starter}\n`);
+  writeFileSync(mom.configFile, readFileSync(mom.configFile, 'utf8') + '[launch]\nuser = vtorque-nosuch\n');
+  t.match(launch(doctor(mom, ...FAST)), /^FAIL  launch {4}the launch account vtorque-nosuch \(\[launch\] user\) does not exist; qemu cannot be started\. Fix: run install\.sh, or: useradd --system/m);
 });

@@ -167,3 +167,71 @@ t.test('--submit-filter writes a wrapper qsub can run as the user; uninstall rem
   t.equal(theirs.status, 2, 'a site filter is never overwritten');
   t.match(theirs.stderr, /exists and is not ours/);
 });
+
+t.test("$job_starter: written into mom_priv/config, a site's line kept and chained, restored by --uninstall", async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  const mom = join(root, 'var/spool/torque/mom_priv');
+  mkdirSync(mom, { recursive: true });
+  const site = '$pbsserver head\n$job_starter /usr/local/bin/site-starter\n$usecp *:/home /home\n';
+  writeFileSync(join(mom, 'config'), site);
+  const first = install('--root', root);
+  t.equal(first.status, 0, first.stderr);
+  const config = readFileSync(join(mom, 'config'), 'utf8');
+  t.equal(config.match(/^\s*\$job_starter\s.*$/gm)?.join('\n'), '$job_starter /opt/vtorque-prologue/bin/vtorque-starter', 'one live $job_starter line: ours');
+  t.match(config, /^# vtorque-prologue: the site job starter, chained by ours: \$job_starter \/usr\/local\/bin\/site-starter$/m, "the site's line is kept as a comment");
+  t.match(config, /^\$pbsserver head\n/, 'the rest is untouched');
+  const starter = readFileSync(join(root, 'opt/vtorque-prologue/bin/vtorque-starter'), 'utf8');
+  t.match(starter, /^JOB_DIR=\/var\/lib\/vtorque\/jobs$/m);
+  t.match(starter, /^NODE=\/\S+$/m);
+  t.match(starter, /^BUNDLE=\/opt\/vtorque-prologue\/dist\/vtorque-starter\.cjs$/m);
+  t.match(starter, /^SITE_STARTER=\/usr\/local\/bin\/site-starter$/m, "non-VM jobs go on to the site's starter");
+  t.equal(statSync(join(root, 'opt/vtorque-prologue/bin/vtorque-starter')).mode & 0o777, 0o755);
+  t.ok(existsSync(join(root, 'opt/vtorque-prologue/dist/vtorque-starter.cjs')));
+  const second = install('--root', root);
+  t.notMatch(second.stdout, /wrote|would/, 'a second run changes nothing');
+  t.equal(readFileSync(join(mom, 'config'), 'utf8'), config);
+  const un = install('--root', root, '--uninstall');
+  t.equal(un.status, 0, un.stderr);
+  t.equal(readFileSync(join(mom, 'config'), 'utf8'), site, "the site's config is back as it was");
+  rmSync(root, { recursive: true, force: true });
+});
+
+t.test('a fresh mom_priv/config gets our $job_starter; uninstall leaves no $job_starter', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  mkdirSync(join(root, 'var/spool/torque/mom_priv'), { recursive: true });
+  t.equal(install('--root', root).status, 0);
+  const cfg = join(root, 'var/spool/torque/mom_priv/config');
+  t.match(readFileSync(cfg, 'utf8'), /^\$job_starter \/opt\/vtorque-prologue\/bin\/vtorque-starter$/m);
+  t.match(readFileSync(join(root, 'opt/vtorque-prologue/bin/vtorque-starter'), 'utf8'), /^SITE_STARTER=$/m);
+  install('--root', root, '--uninstall');
+  t.notMatch(readFileSync(cfg, 'utf8'), /job_starter/);
+  rmSync(root, { recursive: true, force: true });
+});
+
+t.test('$job_starter_run_privileged is refused: the starter would run as root with the job environment', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  mkdirSync(join(root, 'var/spool/torque/mom_priv'), { recursive: true });
+  writeFileSync(join(root, 'var/spool/torque/mom_priv/config'), '$job_starter_run_privileged true\n');
+  const r = install('--root', root);
+  t.equal(r.status, 2);
+  t.match(r.stderr, /\$job_starter_run_privileged.*as root.*Fix: remove that line/);
+  rmSync(root, { recursive: true, force: true });
+});
+
+t.test("the installed starter runs a non-VM job through the site's starter, with the shell's argv intact", async (t) => {
+  const node = bareNode();
+  const siteStarter = join(node.root, 'site-starter');
+  writeFileSync(siteStarter, '#!/bin/bash\necho "site starter: $#" >&2\nexec -a "$2" "$1" "${@:3}"\n', { mode: 0o755 });
+  writeFileSync(join(node.momPriv, 'config'), `$job_starter ${siteStarter}\n`);
+  const r = installInto(node, '--no-doctor');
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /pbs_mom is not running here/);
+  copyFileSync(join(node.root, 'opt/bin/vtorque-starter'), join(node.root, 'bin/vtorque-starter'));
+  const job = { id: '60.srv', script: '#!/bin/bash\necho "0=$0 login=$(shopt -q login_shell && echo y)"\nexit 4\n' };
+  node.submit(job);
+  const out = await node.startJob(job, { stdin: 'script' });
+  t.equal(out.code, 4);
+  t.equal(out.ou, '0=-bash login=y\n');
+  t.equal(out.er, 'site starter: 2\n');
+  rmSync(node.root, { recursive: true, force: true });
+});

@@ -28,7 +28,7 @@ export interface DoctorContext {
   signal?: AbortSignal;
 }
 
-export const CHECK_IDS = ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'torque'] as const;
+export const CHECK_IDS = ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'launch', 'torque'] as const;
 export type CheckId = (typeof CHECK_IDS)[number];
 
 const r = (check: string, status: Status, message: string, fix?: string, extra: Partial<CheckResult> = {}): CheckResult => ({ check, status, message, ...(fix ? { fix } : {}), ...extra });

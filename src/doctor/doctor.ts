@@ -9,6 +9,7 @@ import {
   CHECK_IDS, checkConfig, checkDirectories, checkFreeSpace, checkGuestfs, checkKvm, checkMomPriv, checkTools, checkTorque,
   type CheckId, type CheckResult, type DoctorContext,
 } from './checks.js';
+import { checkLaunch } from './launch.js';
 
 export interface DoctorOptions {
   configFile: string;
@@ -25,6 +26,7 @@ const RUNNERS: Record<Exclude<CheckId, 'config'>, (ctx: DoctorContext) => CheckR
   dirs: checkDirectories,
   space: checkFreeSpace,
   mom_priv: checkMomPriv,
+  launch: checkLaunch,
   torque: checkTorque,
 };
 

@@ -8,6 +8,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { ensureLaunchUser } from './launch-user.js';
 
 export const REPO = resolve(new URL('../../..', import.meta.url).pathname);
 export const BIN = join(REPO, 'bin/vtorque-prologue');
@@ -89,6 +90,29 @@ export interface MomOptions {
   privateCache?: boolean;
 }
 
+/** Mom.startJob: how pbs_mom starts the job's shell (Torque 6.1 start_exec.c). */
+export interface StartJobOptions {
+  /** Through $job_starter (default) or the shell directly, as pbs_mom does without one. */
+  starter?: boolean;
+  /** The job owner's shell; argv[0] is "-" + its name (a login shell, Torque's default). */
+  shell?: string;
+  /** Torque's default --enable-shell-pipe: stdin is a pipe carrying "<mom_priv>/jobs/<id>.SC [args]\n"; 'script': --disable-shell-pipe, stdin is the .SC file. */
+  stdin?: 'pipe' | 'script';
+  /** qsub -F arguments (pipe mode appends them to the line, as Torque does). */
+  args?: string;
+  /** Extra or replaced job environment variables (qsub -v). */
+  env?: Record<string, string>;
+  /** SIGTERM to the job's session after this many ms, as qdel does. */
+  termAfterMs?: number;
+}
+
+export interface StartJobResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  ou: string;
+  er: string;
+}
+
 /** What install.sh's wrappers pass on from pbs_mom's environment. */
 const PBS_VARS = ['PBS_MSHOST', 'PBS_NODEFILE', 'PBS_NODENUM', 'PBS_NP', 'PBS_NUM_NODES', 'PBS_NUM_PPN', 'PBS_O_WORKDIR', 'PBS_RESOURCE_NODES'];
 
@@ -104,6 +128,8 @@ export class Mom {
   readonly cacheDir: string;
 
   constructor(opts: MomOptions = {}) {
+    // [jobfiles] owner and group default to the launch account: it must exist on every test node.
+    ensureLaunchUser();
     this.root = opts.root ?? mkdtempSync(join(tmpdir(), 'vtorque-mom-'));
     chmodSync(this.root, 0o755);
     this.torqueHome = join(this.root, 'torque');
@@ -125,11 +151,11 @@ export class Mom {
     for (const kind of ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel']) this.installWrapper(kind);
   }
 
-  /** Puts a test image into the pool, as an admin would: root-owned, 0644. */
+  /** Puts a test image (a name in the test images, or an absolute path) into the pool, as an admin would: root-owned, 0644. */
   addImage(name: string, file: string): string {
     const dst = join(this.poolDir, name);
     mkdirSync(join(dst, '..'), { recursive: true, mode: 0o755 });
-    const src = join(testImages(), file);
+    const src = file.startsWith('/') ? file : join(testImages(), file);
     try {
       linkSync(src, dst);
     } catch {
@@ -155,6 +181,10 @@ export class Mom {
       'node_name = node01',
       // TCG, not auto: the tests must not spend a KVM probe (up to 90 s) on a nested /dev/kvm.
       '[guestfs]',
+      'accel = tcg',
+      // Test images do not boot: tests of the prepared files start no VMs; test/launch-boot.test.ts sets start = true.
+      '[launch]',
+      'start = false',
       'accel = tcg',
       '',
     ].join('\n');
@@ -344,6 +374,67 @@ exit 0
   async prologue(job: Job, opts: RunOptions = {}): Promise<RunResult> {
     this.submit(job);
     return this.run('prologue', job, opts);
+  }
+
+  /**
+   * Starts the job as pbs_mom does once the prologue succeeded: the job owner's
+   * uid/gid, a new session, cwd the owner's home (here the submit dir), the
+   * job's environment, stdout/stderr appended to spool .OU/.ER, and with a
+   * $job_starter: argv [starter, SHELL, -NAME] (mom_jobstarter_execute_job),
+   * the starter installed with this node's paths as install.sh writes it.
+   */
+  startJob(job: Job, opts: StartJobOptions = {}): Promise<StartJobResult> {
+    const user = job.user ?? NOBODY;
+    const shell = opts.shell ?? '/bin/bash';
+    const name = `-${shell.slice(shell.lastIndexOf('/') + 1)}`;
+    const starter = join(this.root, 'bin', 'vtorque-starter');
+    if (opts.starter !== false && !existsSync(starter)) {
+      const text = readFileSync(join(REPO, 'bin/vtorque-starter'), 'utf8')
+        .replace(/^JOB_DIR=.*$/m, `JOB_DIR=${this.jobDir}`)
+        .replace(/^NODE=.*$/m, `NODE=${process.execPath}`)
+        .replace(/^BUNDLE=.*$/m, `BUNDLE=${join(REPO, 'dist/vtorque-starter.cjs')}`);
+      writeFileSync(starter, text, { mode: 0o755 });
+    }
+    const ou = join(this.torqueHome, 'spool', `${job.id}.OU`);
+    const er = join(this.torqueHome, 'spool', `${job.id}.ER`);
+    const ouFd = openSync(ou, 'a', 0o600);
+    const erFd = openSync(er, 'a', 0o600);
+    chownSync(ou, user.uid, user.gid);
+    chownSync(er, user.uid, user.gid);
+    const pipeMode = (opts.stdin ?? 'pipe') === 'pipe';
+    const inFd = pipeMode ? 'pipe' : openSync(this.scriptPath(job), 'r');
+    const env: Record<string, string> = {
+      ...this.envFor(job),
+      HOME: this.workdir, USER: user.name, LOGNAME: user.name, SHELL: shell,
+      PBS_JOBID: job.id, PBS_JOBNAME: job.name ?? 'job', PBS_QUEUE: job.queue ?? 'batch',
+      PBS_ENVIRONMENT: 'PBS_BATCH', PBS_O_HOME: this.workdir, PBS_O_HOST: 'head', PBS_SERVER: 'head',
+      ...opts.env,
+    };
+    delete env.PWD;
+    const argv = opts.starter === false ? [shell, []] as const : [starter, [shell, name]] as const;
+    let child;
+    try {
+      child = spawn(argv[0], argv[1], {
+        argv0: opts.starter === false ? name : undefined,
+        cwd: this.workdir, env, uid: user.uid, gid: user.gid, detached: true,
+        stdio: [inFd, ouFd, erFd],
+      });
+    } finally {
+      closeSync(ouFd);
+      closeSync(erFd);
+      if (typeof inFd === 'number') closeSync(inFd);
+    }
+    if (pipeMode) child.stdin!.end(`${this.scriptPath(job)}${opts.args ? ` ${opts.args}` : ''}\n`);
+    const term = opts.termAfterMs === undefined ? undefined : setTimeout(() => {
+      try { process.kill(-child.pid!, 'SIGTERM'); } catch { /* already gone */ }
+    }, opts.termAfterMs);
+    return new Promise((resolveRun, reject) => {
+      child.on('error', (e) => { clearTimeout(term); reject(e); });
+      child.on('exit', (code, signal) => {
+        clearTimeout(term);
+        resolveRun({ code, signal, ou: readFileSync(ou, 'utf8'), er: readFileSync(er, 'utf8') });
+      });
+    });
   }
 
   logLines(): Record<string, unknown>[] {

@@ -1,0 +1,100 @@
+// The job starter (bin/vtorque-starter + src/launch/starter.ts) as pbs_mom runs
+// it: argv [starter, SHELL, -NAME], the job owner's uid, the job's environment,
+// the script (or Torque's default: a line naming it) on stdin. A non-VM job
+// must run exactly as without a starter; a VM job runs in VM 0 through the
+// real guest agent (src/seed/agent.ts, host-test mode) behind a stand-in for
+// qemu's agent chardev.
+import t from 'tap';
+import { chownSync, chmodSync, mkdirSync, readFileSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { Mom, NOBODY, type Job } from './harness/mom.js';
+
+// What a job can see of how it was started; everything but the variables
+// bash itself sets per process.
+const PROBE = `#!/bin/bash
+echo "0=$0 opts=$- login=$(shopt -q login_shell && echo y || echo n) pid-is-session=$([ "$(ps -o sid= -p $$ | tr -d ' ')" = "$(ps -o sid= -p $PPID | tr -d ' ')" ] && echo y || echo n)"
+echo "args=$#:$*"
+echo "id=$(id -u):$(id -g) cwd=$PWD"
+env | LC_ALL=C sort | grep -v -e '^_=' -e '^SHLVL=' -e '^OLDPWD='
+echo "stdin: $(readlink /proc/$$/fd/0 | sed 's/:.*//')"
+exit 7
+`;
+
+const mom = new Mom();
+t.teardown(() => rmSync(mom.root, { recursive: true, force: true }));
+
+let n = 0;
+const job = (script: string): Job => {
+  const j = { id: `${++n}.head`, script };
+  mom.submit(j);
+  return j;
+};
+
+for (const stdin of ['pipe', 'script'] as const) {
+  t.test(`a non-VM job through the starter runs as without it (stdin: ${stdin === 'pipe' ? "Torque's default pipe" : 'the script'})`, async (t) => {
+    const a = job(PROBE);
+    const withStarter = await mom.startJob(a, { stdin });
+    const b = { ...a, id: `${++n}.head` };
+    mom.submit(b);
+    const without = await mom.startJob(b, { stdin, starter: false });
+    t.equal(withStarter.code, 7, 'the exit status is the script\'s');
+    t.equal(without.code, 7);
+    t.equal(withStarter.er, without.er, 'stderr is the same');
+    t.equal(withStarter.ou.replaceAll(a.id, 'ID'), without.ou.replaceAll(b.id, 'ID'), 'argv, options, login shell, uid, cwd, environment and stdin are the same');
+    t.match(withStarter.ou, /id=65534:65534/);
+    if (stdin === 'script') t.match(withStarter.ou, /^0=-bash opts=hBs login=y/, 'the shell got argv[0] "-bash": a login shell, no allexport');
+  });
+}
+
+t.test('qsub -F arguments reach a non-VM script through the starter', async (t) => {
+  const j = job('#!/bin/bash\necho "args=$#:$1|$2"\n');
+  const r = await mom.startJob(j, { args: "'a b' c" });
+  t.equal(r.code, 0);
+  t.equal(r.ou, 'args=2:a b|c\n');
+});
+
+t.test('the job environment cannot make the starter run code or change the shell', async (t) => {
+  const mark = join(mom.workdir, 'bash-env-ran');
+  writeFileSync(join(mom.workdir, 'env.sh'), `echo x >> ${mark}\n`);
+  chownSync(join(mom.workdir, 'env.sh'), NOBODY.uid, NOBODY.gid);
+  const env = { BASH_ENV: join(mom.workdir, 'env.sh'), SHELLOPTS: 'braceexpand:hashall:interactive-comments', NODE_OPTIONS: '--require /nonexistent' };
+  const runs: string[] = [];
+  for (const starter of [false, true]) {
+    rmSync(mark, { force: true });
+    const r = await mom.startJob(job('#!/bin/bash\necho "opts=$- shellopts=$SHELLOPTS"\n'), { stdin: 'script', env, starter });
+    t.equal(r.code, 0, r.er);
+    runs.push(`${r.ou}ran BASH_ENV ${existsSync(mark) ? readFileSync(mark, 'utf8').length / 2 : 0} times`);
+  }
+  t.equal(runs[1], runs[0], 'BASH_ENV runs only in the job shell; an exported SHELLOPTS (bash defaults) is passed on as it was');
+});
+
+t.test("a job id naming another directory is a non-VM job: the starter connects to no socket outside the job's", async (t) => {
+  const evil = join(mom.root, 'evil');
+  mkdirSync(evil, { recursive: true });
+  let connected = false;
+  const srv = createServer(() => { connected = true; });
+  await new Promise<void>((r) => srv.listen(join(evil, 'vm-0.agent'), r));
+  chmodSync(join(evil, 'vm-0.agent'), 0o777);
+  const j = job('#!/bin/bash\necho ran on host\n');
+  const r = await mom.startJob(j, { env: { PBS_JOBID: '../evil' } });
+  srv.close();
+  t.equal(r.code, 0, r.er);
+  t.equal(r.ou, 'ran on host\n');
+  t.notOk(connected);
+});
+
+t.test("a TM task (pbsdsh, tm_spawn: argv [starter, PROGRAM, ARG...]) runs on the host as given, also in a VM job", async (t) => {
+  const id = `${++n}.head`;
+  const dir = join(mom.jobDir, id);
+  mkdirSync(dir, { recursive: true });
+  let connected = false;
+  const srv = createServer(() => { connected = true; });
+  await new Promise<void>((r) => srv.listen(join(dir, 'vm-0.agent'), r));
+  chmodSync(join(dir, 'vm-0.agent'), 0o777);
+  const { execFileSync } = await import('node:child_process');
+  const out = execFileSync(join(mom.root, 'bin', 'vtorque-starter'), ['/bin/echo', 'one', 'two'], { encoding: 'utf8', env: { PATH: '/bin:/usr/bin', PBS_JOBID: id }, uid: NOBODY.uid, gid: NOBODY.gid });
+  srv.close();
+  t.equal(out, 'one two\n', 'argv intact');
+  t.notOk(connected, 'no connection to the VM');
+});
