@@ -59,7 +59,8 @@ export const CASES: Case[] = [
   { name: 'unknown distro', script: `${VM}#VM distro=windows\n`, code: 1, says: /distro: "windows" is not allowed.*one of debian/ },
   { name: 'unknown fs_type', script: `${VM}#VM fs_type=nfs\n`, code: 1, says: /fs_type: "nfs" is not allowed/ },
   { name: 'disk naming a host device', script: `${VM}#VM disk=/dev/sda\n`, code: 1, says: /line 3: disk= is not supported yet on this site/ },
-  { name: 'vm_prologue climbing out of the job', script: `${VM}#VM vm_prologue=../../../../etc/shadow\n`, code: 1, says: /line 3: vm_prologue= is not supported yet on this site/ },
+  // vm_prologue=../../../../etc/shadow passes here: root never opens it, the job starter reads it as the user (test/security/manifest-user-paths).
+  { name: 'vm_prologue with shell characters', script: `${VM}#VM vm_prologue=x.sh;reboot\n`, code: 1, says: /line 3: vm_prologue: vm_prologue "x\.sh;reboot" has characters outside/ },
   { name: 'metadata path with shell characters', script: `${VM}#VM metadata=~/x;ls\n`, code: 1, says: /metadata "~\/x;ls" has characters outside/ },
   { name: '10,000 #VM lines', script: VM + '#VM img=a\n'.repeat(10000), code: 1, says: /\.\.\. and [0-9]+ more/ },
   { name: 'a 60 KB #VM line', script: `${VM}#VM img=${'a'.repeat(60000)}\n`, code: 1, says: /longer than 255 characters/ },

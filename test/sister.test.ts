@@ -27,8 +27,8 @@ const VALID: Record<VmKey, string[]> = {
   disk: [],
   fs_type: ['sharedfs', 'RAMDISK'],
   metadata: ['cc.yaml', '/scratch/me/x.yaml', '../shared/d.yaml', './-a'],
-  vm_prologue: [],
-  vm_epilogue: [],
+  vm_prologue: ['setup.sh', '../up/x.sh', '/scratch/me/p+1.sh'],
+  vm_epilogue: ['cleanup.sh', './-e.sh'],
   vrdma: ['true', 'false'],
   iocm: ['yes'],
   iocm_min_cores: ['1', '2'],
@@ -107,6 +107,7 @@ const TAMPERED: [string, string, RegExp][] = [
   ['out of range', 'v1:vms_per_node=0', /vms_per_node: 0 is out of range/],
   ['inconsistent', 'v1:iocm_min_cores=4:iocm_max_cores=2', /iocm_min_cores=4 is more than iocm_max_cores=2/],
   ['a user path nothing reads yet', 'v1:disk=/dev/sda', /item 1: disk= is not supported yet on this site/],
+  ['a vm_prologue with shell characters', 'v1:vm_prologue=a.sh;reboot', /vm_prologue "a\.sh;reboot" has characters outside/],
   ['a megabyte of it', `v1:img=${'a'.repeat(1024 * 1024)}`, /characters long, more than 8192/],
 ];
 

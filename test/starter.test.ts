@@ -98,3 +98,43 @@ t.test("a TM task (pbsdsh, tm_spawn: argv [starter, PROGRAM, ARG...]) runs on th
   t.equal(out, 'one two\n', 'argv intact');
   t.notOk(connected, 'no connection to the VM');
 });
+
+// vm_prologue= and vm_epilogue=: the starter sends VM 0 one script. Run here
+// with bash as the job owner, as the agent runs it (bash -l SCRIPT), to pin the
+// semantics doc/user.md gives.
+t.test('vm_prologue and vm_epilogue are composed into the one script VM 0 runs', async (t) => {
+  const { composeScript, vmScriptsOf } = await import('../src/launch/starter.js');
+  const { spawnSync } = await import('node:child_process');
+  const dir = join(mom.root, 'vmscripts');
+  mkdirSync(join(dir, 'sub'), { recursive: true });
+  writeFileSync(join(dir, 'ok.sh'), '#!/bin/sh\necho "pro ran as $(id -u)"\n');
+  writeFileSync(join(dir, 'fail.sh'), 'echo "pro fails"\nexit 3\n');
+  writeFileSync(join(dir, 'sub', 'epi.sh'), '#!/bin/bash\necho "epi after $VTORQUE_JOB_STATUS"\n');
+  const run = (script: string) => {
+    const body = Buffer.from(script);
+    const composed = composeScript(body, vmScriptsOf(body, dir));
+    const f = join(dir, `composed-${++n}.sh`);
+    writeFileSync(f, composed, { mode: 0o755 });
+    return spawnSync('/bin/bash', ['-l', f], { encoding: 'utf8', uid: NOBODY.uid, gid: NOBODY.gid, cwd: '/', env: { PATH: '/usr/bin:/bin', HOME: '/' } });
+  };
+
+  const plain = '#!/bin/bash\n#VM img=a.qcow2\necho hi\n';
+  t.equal(composeScript(Buffer.from(plain), vmScriptsOf(Buffer.from(plain), dir)).toString(), plain, 'without the keys the script is sent as it is');
+
+  let r = run('#!/bin/bash\n#VM img=a.qcow2,VM_PROLOGUE=ok.sh\n#VM vm_epilogue=sub/epi.sh\nset -- a "b c"\necho "job $# $2"\nexit 5\necho not-reached\n');
+  t.equal(r.status, 5, "the job's status is the script's");
+  t.equal(r.stdout, `pro ran as ${NOBODY.uid}\njob 2 b c\nepi after 5\n`, 'in order; the script keeps its arguments; vm_epilogue sees its status');
+
+  r = run('#!/bin/bash\n#VM vm_prologue=fail.sh,vm_epilogue=sub/epi.sh\necho job-ran\n');
+  t.equal(r.status, 3, "a failing vm_prologue stops the job with its status");
+  t.equal(r.stdout, 'pro fails\n', 'neither the script nor vm_epilogue ran');
+  t.match(r.stderr, /^vtorque: vm_prologue fail\.sh exited with status 3; the job script and vm_epilogue did not run\. Fix: /m);
+
+  r = run("#!/bin/bash\n#VM vm_epilogue=sub/epi.sh\nkill -TERM $BASHPID\n");
+  t.equal(r.stdout, 'epi after 143\n', 'vm_epilogue runs after a script a signal ended');
+  t.equal(r.status, 143);
+
+  t.throws(() => vmScriptsOf(Buffer.from('#VM vm_prologue=$(reboot)\n'), dir), { name: 'VmScriptError', message: /has characters outside/ }, 'shell characters are refused before any file is opened');
+  t.throws(() => vmScriptsOf(Buffer.from('#VM vm_prologue=missing.sh\n'), dir), /vm_prologue=missing\.sh \(line 1\) cannot be read: .*missing\.sh: no such file/);
+  t.same(vmScriptsOf(Buffer.from('#!/bin/sh\necho first command\n#VM vm_prologue=missing.sh\n'), dir), [], '#VM after the first command is not a directive, as for the prologue');
+});

@@ -8,10 +8,18 @@
 // ended it); 143 when qdel's SIGTERM (130 for SIGINT) got no exit status back
 // within 10 s; 69 the VM's agent could not be reached or the connection was
 // lost before the exit status came; 70 the agent refused the script or spoke
-// out of turn; 66 the script could not be read.
+// out of turn; 66 the script, its vm_prologue or its vm_epilogue could not be read.
+//
+// vm_prologue= and vm_epilogue= (#VM keys) are read here and nowhere else: the
+// starter is the job owner, so the kernel judges the paths with the owner's
+// rights, and root (prologue, epilogue) never opens a file a user named.
 import { connect, type Socket } from 'node:net';
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
+import { resolve as resolvePath } from 'node:path';
+import { VM_KEYS } from '../request/keys.js';
+import { shQuote } from '../seed/names.js';
+import { HEADER_CAP, scanDirectives } from '../torque/directives.js';
 import { encodeFrame, FrameDecoder, parseExit } from './protocol.js';
 
 export const EXIT_NOINPUT = 66;
@@ -67,13 +75,151 @@ export function pipedScriptLine(input: Buffer, jobId: string): { file: string; a
   return { file: m[1]!, args: m[3] ?? '' };
 }
 
-/** The script to run in the VM, from what pbs_mom put on stdin. */
-export function scriptFrom(input: Buffer, jobId: string): Buffer {
+/** The job script as submitted (where #VM lines are read), and the script to run: the same, after qsub -F's "set --". */
+export function scriptParts(input: Buffer, jobId: string): { body: Buffer; script: Buffer } {
   const piped = pipedScriptLine(input, jobId);
-  if (!piped) return input;
+  if (!piped) return { body: input, script: input };
   const body = readFileSync(piped.file);
   // qsub -F's words reach the shell as shell text; "set --" gives the script the same positional parameters.
-  return piped.args === '' ? body : Buffer.concat([Buffer.from(`set -- ${piped.args}\n`), body]);
+  return { body, script: piped.args === '' ? body : Buffer.concat([Buffer.from(`set -- ${piped.args}\n`), body]) };
+}
+
+/** The script to run in the VM, from what pbs_mom put on stdin. */
+export function scriptFrom(input: Buffer, jobId: string): Buffer {
+  return scriptParts(input, jobId).script;
+}
+
+export type VmScriptKey = 'vm_prologue' | 'vm_epilogue';
+
+/** A vm_prologue or vm_epilogue of the job: where it was asked for and what it holds. */
+export interface VmScript {
+  key: VmScriptKey;
+  /** As the #VM line gave it (shown to the user). */
+  value: string;
+  line: number;
+  body: Buffer;
+}
+
+/** Each of vm_prologue and vm_epilogue is a script, not data: 1 MiB is plenty, and keeps the composed script far below a frame. */
+export const MAX_VM_SCRIPT = 1024 * 1024;
+
+/** A user's vm_prologue/vm_epilogue that cannot be used; the message says what and where. */
+export class VmScriptError extends Error {
+  override name = 'VmScriptError';
+}
+
+/** The vm_prologue= and vm_epilogue= items of the script's #VM header (the first of each; the prologue refuses repeats). */
+export function vmScriptRefs(body: Buffer): { key: VmScriptKey; value: string; line: number }[] {
+  const head = body.subarray(0, HEADER_CAP);
+  const scan = scanDirectives(head.toString('utf8'), body.length > HEADER_CAP);
+  const out: { key: VmScriptKey; value: string; line: number }[] = [];
+  for (const d of scan.directives) {
+    const key = d.key.toLowerCase();
+    if ((key !== 'vm_prologue' && key !== 'vm_epilogue') || out.some((r) => r.key === key)) continue;
+    const r = VM_KEYS[key].type.parse(d.value);
+    if (!r.ok) throw new VmScriptError(`${key} on line ${d.line}: ${r.message} (${r.fix})`);
+    out.push({ key, value: r.value, line: d.line });
+  }
+  return out;
+}
+
+/**
+ * Reads one of the user's scripts as the user: the last component must not be
+ * a symlink (O_NOFOLLOW) and must be a regular file (a FIFO or device would
+ * hang or never end: O_NONBLOCK, then fstat on the descriptor), at most
+ * MAX_VM_SCRIPT bytes.
+ */
+export function readVmScript(path: string): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ELOOP' ? 'it is a symbolic link'
+      : code === 'EACCES' || code === 'EPERM' ? 'permission denied (you cannot read it)'
+        : code === 'ENOENT' ? 'no such file'
+          : code === 'ENOTDIR' ? 'a part of the path is not a directory'
+            : (e as Error).message;
+    throw new VmScriptError(`${path}: ${why}`, { cause: e });
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new VmScriptError(`${path}: it is not a regular file`);
+    if (st.size > MAX_VM_SCRIPT) throw new VmScriptError(`${path}: it is larger than ${MAX_VM_SCRIPT} bytes`);
+    const buf = Buffer.alloc(MAX_VM_SCRIPT + 1);
+    let n = 0;
+    for (;;) {
+      const got = readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0) break;
+      n += got;
+      if (n > MAX_VM_SCRIPT) throw new VmScriptError(`${path}: it is larger than ${MAX_VM_SCRIPT} bytes`);
+    }
+    return buf.subarray(0, n);
+  } catch (e) {
+    if (e instanceof VmScriptError) throw e;
+    throw new VmScriptError(`${path}: ${(e as Error).message}`, { cause: e });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The job's vm_prologue and vm_epilogue, read as the user; paths are relative to the submit directory (PBS_O_WORKDIR). */
+export function vmScriptsOf(body: Buffer, workdir: string): VmScript[] {
+  return vmScriptRefs(body).map((r) => {
+    try {
+      return { ...r, body: readVmScript(resolvePath(workdir, r.value)) };
+    } catch (e) {
+      throw new VmScriptError(`${r.key}=${r.value} (line ${r.line}) cannot be read: ${(e as Error).message}`, { cause: e });
+    }
+  });
+}
+
+/** A here-document whose delimiter cannot occur in base64 ('_' is not in its alphabet), decoded into a file of the run's directory. */
+function embed(name: string, data: Buffer): string {
+  const b64 = data.toString('base64').replace(/.{1,76}/g, '$&\n');
+  return `base64 -d > "$__vtorque_d"/${name} <<'__VTORQUE_B64__' || exit 1\n${b64}__VTORQUE_B64__\n`;
+}
+
+/**
+ * The one script VM 0 runs when the job has a vm_prologue or vm_epilogue; the
+ * job script alone otherwise. Semantics (doc/user.md): vm_prologue runs first,
+ * as its own program (its #! line is honoured); if it fails, the job script
+ * and vm_epilogue do not run and the job's status is vm_prologue's. The job
+ * script runs as bash runs it without these keys, in a subshell of the same
+ * login shell, so its `exit` ends only itself. vm_epilogue runs after it
+ * whatever its status, with VTORQUE_JOB_STATUS set; the job's status stays the
+ * script's, and a failing vm_epilogue is said on stderr. qdel's TERM ends all
+ * of it: nothing runs after.
+ */
+export function composeScript(script: Buffer, vmScripts: readonly VmScript[]): Buffer {
+  const pro = vmScripts.find((s) => s.key === 'vm_prologue');
+  const epi = vmScripts.find((s) => s.key === 'vm_epilogue');
+  if (!pro && !epi) return script;
+  const parts: string[] = [
+    '# vtorque: vm_prologue, the job script and vm_epilogue, put together by the job starter\n',
+    '__vtorque_d=$(mktemp -d "${TMPDIR:-/tmp}/vtorque-job.XXXXXXXX") || { echo "vtorque: cannot make a temporary directory in the VM for vm_prologue/vm_epilogue. Fix: free space in ${TMPDIR:-/tmp} of the image" >&2; exit 1; }\n',
+    "trap 'rm -rf -- \"$__vtorque_d\"' EXIT\n",
+    embed('job', script),
+  ];
+  if (pro) {
+    const said = shQuote(`vtorque: vm_prologue ${pro.value} exited with status`);
+    parts.push(embed('vm_prologue', pro.body),
+      'chmod 700 "$__vtorque_d"/vm_prologue || exit 1\n',
+      '"$__vtorque_d"/vm_prologue\n',
+      '__vtorque_s=$?\n',
+      `if [ "$__vtorque_s" -ne 0 ]; then echo ${said} "$__vtorque_s; the job script and vm_epilogue did not run. Fix: see its output above; it must exit 0 for the job to run" >&2; exit "$__vtorque_s"; fi\n`);
+  }
+  parts.push('( . "$__vtorque_d"/job )\n', '__vtorque_s=$?\n');
+  if (epi) {
+    const said = shQuote(`vtorque: vm_epilogue ${epi.value} exited with status`);
+    parts.push(embed('vm_epilogue', epi.body),
+      'chmod 700 "$__vtorque_d"/vm_epilogue || exit "$__vtorque_s"\n',
+      'VTORQUE_JOB_STATUS=$__vtorque_s "$__vtorque_d"/vm_epilogue\n',
+      '__vtorque_e=$?\n',
+      `[ "$__vtorque_e" -eq 0 ] || echo ${said} "$__vtorque_e; the job's status stays $__vtorque_s. Fix: see its output above" >&2\n`);
+  }
+  parts.push('exit "$__vtorque_s"\n');
+  return Buffer.from(parts.join(''));
 }
 
 function signalNumber(name: string | null | undefined): number | undefined {
@@ -104,15 +250,26 @@ function open(path: string): Promise<Socket> {
 }
 
 /** Runs the script in the VM behind the agent socket and returns the exit code for the job. */
-export async function runInVm(socketPath: string, jobId: string, io: StarterIO, signals: NodeJS.EventEmitter = process): Promise<number> {
+export async function runInVm(socketPath: string, jobId: string, io: StarterIO, signals: NodeJS.EventEmitter = process, workdir: string = process.env.PBS_O_WORKDIR || process.cwd()): Promise<number> {
   const input = await readAll(io.stdin, MAX_SCRIPT);
-  let script: Buffer;
+  let parts: { body: Buffer; script: Buffer };
   try {
     if (!input) throw new Error(`it is larger than ${MAX_SCRIPT + 1} bytes`);
-    script = scriptFrom(input, jobId);
-    if (script.length > MAX_SCRIPT) throw new Error(`it is larger than ${MAX_SCRIPT + 1} bytes`);
+    parts = scriptParts(input, jobId);
   } catch (e) {
     say(io, `job ${jobId}: the job script could not be read: ${(e as Error).message}. Fix: keep the script under 16 MiB (put data in files), then resubmit`);
+    return EXIT_NOINPUT;
+  }
+  let script: Buffer;
+  try {
+    script = composeScript(parts.script, vmScriptsOf(parts.body, workdir));
+  } catch (e) {
+    if (!(e instanceof VmScriptError)) throw e;
+    say(io, `job ${jobId}: ${e.message}; nothing ran. Fix: name a regular file you can read, by its own path (no symbolic link), relative to the directory you submitted from or absolute, at most ${MAX_VM_SCRIPT} bytes; then resubmit`);
+    return EXIT_NOINPUT;
+  }
+  if (script.length > MAX_SCRIPT) {
+    say(io, `job ${jobId}: the job script could not be read: with vm_prologue and vm_epilogue it is larger than ${MAX_SCRIPT + 1} bytes. Fix: keep the script under 16 MiB (put data in files), then resubmit`);
     return EXIT_NOINPUT;
   }
   let sock: Socket;

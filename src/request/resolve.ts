@@ -16,12 +16,13 @@ type Required = Pick<VmValues, 'img' | 'arch' | 'vcpus' | 'ram' | 'vms_per_node'
 type Optional = Partial<Omit<VmValues, keyof Required | 'distro'>>;
 
 /**
- * Keys that name the user's own files for a VM launcher to read. Nothing on
- * the node reads them yet, so they are refused rather than written, unchecked,
- * into the root-owned manifest, where a launcher could take /dev/sda or
- * ../../etc/shadow as vetted. Allow one once its reader opens it as the user.
+ * Keys that name the user's own files and that nothing reads as the user yet.
+ * They are refused rather than written, unchecked, into the root-owned
+ * manifest, where a launcher could take /dev/sda or ../../etc/shadow as
+ * vetted. vm_prologue= and vm_epilogue= are not here: the job starter reads
+ * them as the job owner (src/launch/starter.ts) and root never opens them.
  */
-export const NOT_YET: readonly VmKey[] = ['disk', 'vm_prologue', 'vm_epilogue'];
+export const NOT_YET: readonly VmKey[] = ['disk'];
 
 export type VmRequest = Readonly<Required & Optional & {
   /** null until image inspection names it (the job gave none and uses a non-default image). */
@@ -64,7 +65,7 @@ export function resolveRequest(input: ResolveInput): VmRequest {
     if (NOT_YET.includes(key)) {
       problems.push({
         id: key, where,
-        message: `${key}= is not supported yet on this site: nothing here ${key === 'disk' ? 'attaches it to the VMs' : 'runs it in the VMs'}`,
+        message: `${key}= is not supported yet on this site: nothing here attaches it to the VMs`,
         fix: `remove ${key}= from the request`,
       });
       continue;

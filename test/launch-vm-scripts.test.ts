@@ -1,0 +1,102 @@
+// vm_prologue= and vm_epilogue= in a real VM, and qdel of a running VM job,
+// under TCG with the Debian boot guest (scripts/build-boot-guest). The job
+// starter, already the job owner, reads the two scripts and sends VM 0 one
+// script: vm_prologue, the job script, vm_epilogue (src/launch/starter.ts).
+// Two boots, one after the other: a VM runs one job script per boot.
+import t from 'tap';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Mom, lookupUser } from './harness/mom.js';
+import { bootGuestImage } from './harness/launch-user.js';
+import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
+
+t.setTimeout(1800_000);
+const guest = bootGuestImage();
+ensureSeedUser();
+const OWNER = lookupUser(SEED_USER.name);
+
+const INI = '[launch]\nstart = true\naccel = tcg\nboot = 900\n[timeouts]\ntotal = 1200\n[seed]\nssh_keys_from =\n';
+
+function qemusOf(jobId: string): number[] {
+  const out: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(p)) continue;
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').some((a) => a.startsWith(`vtorque-${jobId}-vm`))) out.push(Number(p));
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** A file of the job owner's in the submit directory, as they would write it. */
+function ownerFile(mom: Mom, rel: string, text: string): void {
+  const p = join(mom.workdir, rel);
+  mkdirSync(join(p, '..'), { recursive: true });
+  writeFileSync(p, text, { mode: 0o600 });
+  chownSync(p, OWNER.uid, OWNER.gid);
+}
+
+t.test('vm_prologue runs in VM 0 before the job script and vm_epilogue after it, as the job owner; the job\'s status is the script\'s', async (t) => {
+  const mom = new Mom({ pool: { 'boot-guest.qcow2': guest }, ini: INI });
+  // The submit directory is the owner's, as a real one is (the harness makes it nobody's).
+  chownSync(mom.workdir, OWNER.uid, OWNER.gid);
+  ownerFile(mom, 'pre.sh', '#!/bin/sh\necho "vm_prologue as $(id -un) on $(hostname)"\necho made-by-the-prologue > "$HOME/pre-line"\n');
+  ownerFile(mom, 'tools/post.sh', 'echo "vm_epilogue after status $VTORQUE_JOB_STATUS"\necho "vm_epilogue to stderr" >&2\nexit 9\n');
+  const job = {
+    id: `${process.pid}1.head`,
+    name: 'vmscripts',
+    user: OWNER,
+    script: [
+      '#!/bin/bash',
+      '#VM img=boot-guest.qcow2,ram=1G,vcpus=1',
+      '#VM vm_prologue=pre.sh,vm_epilogue=tools/post.sh',
+      'echo "job sees: $(cat ~/pre-line)"',
+      'echo "job on $(hostname)"',
+      'exit 4',
+      '',
+    ].join('\n'),
+  };
+  t.teardown(() => { for (const p of qemusOf(job.id)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } });
+  const p = await mom.prologue(job, { alarm: 1300 });
+  t.equal(p.code, 0, p.er);
+  const r = await mom.startJob(job);
+  t.comment(`job .OU:\n${r.ou}\njob .ER:\n${r.er}`);
+  t.equal(r.code, 4, "the job's status is the script's, not vm_epilogue's");
+  const out = r.ou.slice(p.ou.length);
+  t.equal(out, [
+    `vm_prologue as ${OWNER.name} on vnode01`,
+    'job sees: made-by-the-prologue',
+    'job on vnode01',
+    'vm_epilogue after status 4',
+    '',
+  ].join('\n'), 'vm_prologue, the job script, vm_epilogue, in that order, in VM 0');
+  t.match(r.er, /^vm_epilogue to stderr$/m);
+  t.match(r.er, /^vtorque: vm_epilogue tools\/post\.sh exited with status 9; the job's status stays 4\. Fix: /m, 'a failing vm_epilogue is reported, not hidden');
+  const e = await mom.run('epilogue', job);
+  t.equal(e.code, 0, e.er);
+  t.same(qemusOf(job.id), [], 'no qemu left');
+});
+
+t.test('qdel of a running VM job: the starter ends with 143 and the epilogue leaves no qemu and no file', async (t) => {
+  const mom = new Mom({ pool: { 'boot-guest.qcow2': guest }, ini: INI });
+  const job = {
+    id: `${process.pid}2.head`,
+    name: 'qdelled',
+    user: OWNER,
+    script: '#!/bin/bash\n#VM img=boot-guest.qcow2,ram=1G,vcpus=1\necho started\nsleep 600\necho not-reached\n',
+  };
+  t.teardown(() => { for (const p of qemusOf(job.id)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } });
+  const p = await mom.prologue(job, { alarm: 1300 });
+  t.equal(p.code, 0, p.er);
+  t.equal(qemusOf(job.id).length, 1, 'VM 0 runs');
+  const t0 = Date.now();
+  const r = await mom.startJob(job, { termAfterMs: 20_000 });
+  t.comment(`job .OU:\n${r.ou}\njob .ER:\n${r.er} (${Date.now() - t0} ms)`);
+  t.equal(r.code, 143, 'the job ends as a shell killed by SIGTERM does');
+  t.match(r.ou, /^started$/m, 'the script was running when qdel came');
+  t.notMatch(r.ou, /not-reached/);
+  const e = await mom.run('epilogue', job);
+  t.equal(e.code, 0, e.er);
+  t.same(qemusOf(job.id), [], 'no qemu left');
+  t.equal(existsSync(join(mom.jobDir, job.id)), false, 'no job file left');
+});
