@@ -212,6 +212,27 @@ t.test('requeued jobs and each VM get their own instance-id', async (t) => {
   t.equal(two.instanceId, 'iid-42.head-vm5-n', 'the job-wide index names the VM');
 });
 
+t.test('[launch] network = user, two VMs on a node: eth1 on the job\'s segment at 10.254.0.<index+1>, every VM of the node in /etc/hosts', async (t) => {
+  const r = await renderSeed(input(config(), { vm: { index: 1, count: 2, jobIndex: 3 }, nonce: 'n' }));
+  t.match(r.network, { mac: /^02:/, segment: { mac: /^02:/, address: '10.254.0.2/24' } }, 'the segment NIC is handed back for the launcher');
+  t.not(r.network!.segment!.mac, r.network!.mac, 'a MAC of its own');
+  const net = pyyaml([r.networkConfig!])[0] as { ethernets: Record<string, unknown> };
+  t.same(net.ethernets.eth1, { match: { macaddress: r.network!.segment!.mac }, 'set-name': 'eth1', addresses: ['10.254.0.2/24'] }, 'no gateway, no DNS: the default route stays eth0\'s');
+  cloudInitSchema(t, `#cloud-config\n${r.networkConfig}`, 'segment network-config');
+  const out = netConvert(t, r.networkConfig!, 'segment network-config');
+  t.match(out, new RegExp(`\\[Address\\]\\nAddress=10\\.254\\.0\\.2/24\\n\\n\\[Match\\]\\nMACAddress=${r.network!.segment!.mac}\\nName=eth1\\n`), 'networkd: eth1 by its MAC, with its address');
+  const u = pyyaml([r.userData])[0] as { write_files: (FileEntry & { append?: boolean; defer?: boolean })[] };
+  const hosts = u.write_files.filter((f) => f.path === '/etc/hosts');
+  t.equal(hosts.length, 1);
+  t.match(hosts[0], { append: true, defer: true, owner: 'root:root', encoding: 'b64' }, 'appended after manage_etc_hosts wrote /etc/hosts');
+  t.equal(Buffer.from(hosts[0]!.content, 'base64').toString('utf8'), "# this job's VMs on its private segment (vtorque)\n10.254.0.1 vnode01-0\n10.254.0.2 vnode01-1\n");
+  for (const [ini, why] of [['', 'one VM: no one to reach'], ['[launch]\nnetwork = bridge\n', 'bridge: the site\'s network'], ['[launch]\nstart = false\n', 'a launcher of the site\'s own wires no segment'], ['[seed]\nnetwork = none\n', 'network none']] as const) {
+    const o = await renderSeed(input(config(ini), ini === '' ? {} : { vm: { index: 1, count: 2, jobIndex: 3 } }));
+    t.equal(o.network?.segment, undefined, why);
+    t.notMatch(o.userData, '/etc/hosts', why);
+  }
+});
+
 t.test('the guest agent gets every VM of the job (vmHostnames) and PBS_NP = VMs x vCPUs; its start line is valid sh', async (t) => {
   const r = await renderSeed(input(config(), { vm: { index: 1, count: 2, jobIndex: 3 }, vmHostnames: ['vnode00-0', 'vnode00-1', 'vnode01-0', 'vnode01-1'], request: request({ vcpus: 3 }) }));
   const u = pyyaml([r.userData])[0] as { write_files: FileEntry[] };

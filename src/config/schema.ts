@@ -95,6 +95,7 @@ export const SCHEMA = {
     mkisofs: tool('/usr/bin/genisoimage', 'for [seed] media = iso: genisoimage, or xorriso (then run as xorriso -as mkisofs)'),
     mkfs_vfat: tool('/usr/sbin/mkfs.vfat', 'for [seed] media = vfat: mkfs.vfat, from dosfstools'),
     mcopy: tool('/usr/bin/mcopy', 'for [seed] media = vfat: mcopy, from mtools'),
+    ip: tool('/usr/sbin/ip', "for [launch] network = bridge: ip (iproute2), to make the VMs' tap devices and remove them"),
     qemu_system: tool('/usr/bin/qemu-system-x86_64', 'qemu-system for this node, from qemu-system-x86 (Debian) or qemu-kvm (RHEL); doctor starts it paused to see whether KVM works'),
   },
   limits: {
@@ -142,6 +143,8 @@ export const SCHEMA = {
     allow_tcg: key(boolType, 'true', 'with accel = auto, fall back to TCG (software emulation, about 10x slower) when KVM does not work; false makes that a node fault'),
     boot: key(seconds(5, 3600), '180', "seconds for a VM to boot and its guest agent to answer; past it the job fails (exit 1) with the VM's console tail. The wait also ends 10 s before [timeouts] total, which must stay below Torque's $prologalarm (a KVM boot takes seconds; a TCG one here 70-160 s: raise both for TCG)"),
     shutdown: key(seconds(1, 600), '20', 'seconds the epilogue waits after asking a VM to power off (ACPI) before it kills qemu'),
+    network: key(enumType(['user', 'bridge'] as const), 'user', "user: each VM's NIC is qemu's user-mode NAT (outbound only), and a job's VMs on this node also share a private segment (eth1, 10.254.0.<index+1>/24, in each other's /etc/hosts) that no other job or user reaches; VMs on other nodes are not on it. bridge: each VM gets a tap device on [launch] bridge, made by the prologue for the launch account and removed by the epilogue; the VMs are then on the site's network (DHCP or [seed] network = static), across nodes too"),
+    bridge: key(stringType(/^(?!\.\.?$)[A-Za-z0-9_.-]{1,15}$/, 'a network interface name (at most 15 characters)'), 'br0', 'for network = bridge: the bridge the taps join (the admin creates it)'),
     extra_args: key(qemuArgsType, '', 'extra qemu arguments appended to every VM, space separated (no shell, no quoting); e.g. -cpu host,-arch-capabilities'),
   },
   seed: {

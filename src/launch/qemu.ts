@@ -8,9 +8,10 @@
 // file, the console) is opened without following links and must be the
 // launch account's own regular file.
 import {
-  chmodSync, closeSync, constants, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, readlinkSync,
+  chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, readlinkSync,
   realpathSync, renameSync, rmdirSync, statSync,
 } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { createConnection } from 'node:net';
 import { release } from 'node:os';
 import type { Config } from '../config/schema.js';
@@ -47,6 +48,10 @@ export interface VmSpec {
   hostname: string;
   overlay: string;
   seed: { media: 'iso' | 'vfat' | 'inject'; path: string; mac?: string };
+  /** network = bridge: the tap device made for this VM (tapName), instead of the user-mode NIC. */
+  tap?: string;
+  /** The second NIC on the job's private segment, and how many of the job's VMs this node runs (network = user). */
+  segment?: { mac: string; count: number };
   vcpus: number;
   ramBytes: number;
 }
@@ -104,7 +109,8 @@ export function qemuArgv(config: Config, jobId: string, vm: VmSpec, accel: Launc
     '-chardev', `file,id=con,path=${optValue(paths.console)}`, '-serial', 'chardev:con',
     '-drive', `file=${optValue(vm.overlay)},if=virtio,format=qcow2,discard=unmap`,
     ...(vm.seed.media === 'inject' ? [] : ['-drive', `file=${optValue(vm.seed.path)},if=virtio,format=raw,readonly=on`]),
-    '-nic', `user,model=virtio-net-pci${vm.seed.mac ? `,mac=${vm.seed.mac}` : ''}`,
+    '-nic', `${vm.tap ? `tap,ifname=${vm.tap},script=no,downscript=no` : 'user'},model=virtio-net-pci${vm.seed.mac ? `,mac=${vm.seed.mac}` : ''}`,
+    ...(vm.segment ? segmentArgs(vm.index, vm.segment, paths.runDir) : []),
     '-device', 'virtio-serial-pci',
     '-chardev', `socket,id=agent,path=${optValue(paths.agentInRun)},server=on,wait=off`,
     '-device', 'virtserialport,chardev=agent,name=org.vtorque.agent.0',
@@ -115,6 +121,83 @@ export function qemuArgv(config: Config, jobId: string, vm: VmSpec, accel: Launc
   // The schema allows only plain tokens separated by spaces: no shell, no quoting to misread.
   if (l.extra_args.trim() !== '') args.push(...l.extra_args.trim().split(/ +/));
   return args;
+}
+
+/** The unix datagram socket VM `from` binds for its link to VM `to`, in run/ (the launch account's, 0700: no one else can send to it). */
+export const segmentSocket = (runDir: string, from: number, to: number) => `${runDir}/seg-${from}-${to}`;
+
+/**
+ * The job's private L2 segment on this node, as a star around VM 0: qemu's
+ * hubs live inside one process, so VM 0's qemu holds the hub, with its own
+ * NIC and one unix datagram link per other VM; each other VM's NIC is that
+ * link's other end. A hub floods a frame to every port but the one it came
+ * from, so VM j reaches VM k through VM 0's qemu (not its guest); a mesh of
+ * hubs would loop. Unix sockets in run/, not -netdev socket's TCP or UDP
+ * (mcast on the loopback, or a port any local user could connect to): only
+ * the launch account can send into the segment. A datagram to a peer whose
+ * qemu has not bound its socket yet is dropped, as on a cable not plugged in
+ * yet; ARP retries.
+ */
+function segmentArgs(index: number, seg: { mac: string; count: number }, runDir: string): string[] {
+  const link = (id: string, from: number, to: number) => ['-netdev',
+    `dgram,id=${id},local.type=unix,local.path=${optValue(segmentSocket(runDir, from, to))},remote.type=unix,remote.path=${optValue(segmentSocket(runDir, to, from))}`];
+  const nic = ['-device', `virtio-net-pci,netdev=seg,mac=${seg.mac}`];
+  if (index !== 0) return [...link('seg', index, 0), ...nic];
+  const args = ['-netdev', 'hubport,id=seg,hubid=0', ...nic];
+  for (let j = 1; j < seg.count; j++) args.push(...link(`seg${j}`, 0, j), '-netdev', `hubport,id=hub${j},hubid=0,netdev=seg${j}`);
+  return args;
+}
+
+// The most VMs a job has on one node (#VM vms_per_node's limit): the epilogue looks for that many taps.
+const MAX_VMS_PER_NODE = 64;
+
+/**
+ * The tap device of a job's VM on this node: "vt" and 13 hex digits of a hash
+ * of the job id and the index (15 characters, the kernel's limit). Derived,
+ * not stored, so the epilogue finds every tap of the job without trusting a
+ * file; job ids are unique on a server, so are the names.
+ */
+export function tapName(jobId: string, index: number): string {
+  return `vt${createHash('sha256').update(`${jobId}\0${index}`).digest('hex').slice(0, 13)}`;
+}
+
+const tapExists = (name: string) => existsSync(`/sys/class/net/${name}`);
+
+/**
+ * network = bridge: one tap per VM, made by root for the launch account (the
+ * only account besides root that can attach to it; never the job owner, who
+ * could then send any frame onto the site's network), enslaved to
+ * [launch] bridge and up. A tap of that name already there is refused: it is
+ * not ours to reuse. Made in order; on a failure the caller removes them all.
+ */
+export async function makeTaps(config: Config, jobId: string, count: number, account: LaunchAccount, signal?: AbortSignal): Promise<string[]> {
+  const bridge = config.launch.bridge;
+  if (!existsSync(`/sys/class/net/${bridge}/bridge`)) {
+    throw launchFault(`[launch] bridge ${bridge} is not a bridge on this node`, `/sys/class/net/${bridge}/bridge does not exist`, `create the bridge (e.g. ip link add ${bridge} type bridge, with the node's NIC in it), or set [launch] network = user`);
+  }
+  const ip = (args: string[]) => runTool(config.tools.ip, args, { timeout: config.timeouts.tool * 1000, toolKey: 'ip', signal });
+  const names: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = tapName(jobId, i);
+    if (tapExists(name)) throw launchFault(`the tap device ${name} for VM ${i} of job ${jobId} already exists`, `${name} exists before the prologue made it`, `remove it (ip link del ${name}) once no VM of job ${jobId} runs`);
+    await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap', 'user', String(account.uid), 'group', String(account.gid)]);
+    names.push(name);
+    await ip(['link', 'set', 'dev', name, 'master', bridge]);
+    await ip(['link', 'set', 'dev', name, 'up']);
+  }
+  return names;
+}
+
+/** Removes every tap device of the job on this node (the names tapName gives); how many it removed. */
+export async function removeTaps(config: Config, jobId: string, signal?: AbortSignal): Promise<number> {
+  let removed = 0;
+  for (let i = 0; i < MAX_VMS_PER_NODE; i++) {
+    const name = tapName(jobId, i);
+    if (!tapExists(name)) continue;
+    await runTool(config.tools.ip, ['link', 'del', 'dev', name], { timeout: config.timeouts.tool * 1000, toolKey: 'ip', signal });
+    removed++;
+  }
+  return removed;
 }
 
 /** run/: made by root in its verified job directory, then handed to the launch account by descriptor. */

@@ -2,7 +2,7 @@
 // prologue made for it (its directories and its lease on the cached image),
 // and nothing else.
 import { removeJobDirs, stopJobRun } from '../cache/jobdir.js';
-import { resolveLaunchAccount } from '../launch/qemu.js';
+import { removeTaps, resolveLaunchAccount } from '../launch/qemu.js';
 import { existsSync } from 'node:fs';
 import { layoutOf } from '../cache/layout.js';
 import { removeLease } from '../cache/leases.js';
@@ -32,6 +32,9 @@ export async function cleanUpJob(input: EpilogueInput): Promise<ExitCode> {
       ? await stopJobRun(config, args.jobId, await resolveLaunchAccount(config), config.launch.shutdown)
       : { cleared: true, powered: 0, killed: 0 };
     if (stopped.powered + stopped.killed > 0) clog.info({ powered: stopped.powered, killed: stopped.killed }, 'VMs stopped');
+    // After qemu: a tap still held open would only go down. Looked for whatever [launch] network says now.
+    const taps = await removeTaps(config, args.jobId);
+    if (taps > 0) clog.info({ taps }, 'tap devices removed');
     if (!stopped.cleared) clog.error({ dir: `${config.paths.job_dir}/${args.jobId}/run` }, 'the launch account\'s run/ could not be emptied: the job directory is left in place');
     const { removed, refused } = removeJobDirs(config, args.jobId, !stopped.cleared);
     const lease = removeLease(layoutOf(config), args.jobId);

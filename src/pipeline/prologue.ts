@@ -26,7 +26,7 @@ import { handleFailure } from './failure.js';
 import { VERSION } from '../version.js';
 import { bootFiles } from '../launch/bootfiles.js';
 import {
-  VmBootError, bootFault, confirmVms, consoleTail, handOverSockets, launchAccel, makeRunDir, qemuArgv, resolveLaunchAccount, runPathsOf, startVm, waitReady,
+  VmBootError, bootFault, confirmVms, consoleTail, handOverSockets, launchAccel, makeRunDir, makeTaps, qemuArgv, removeTaps, resolveLaunchAccount, runPathsOf, startVm, waitReady,
   type LaunchAccel, type LaunchAccount,
 } from '../launch/qemu.js';
 
@@ -166,6 +166,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
       const account = await launchAccountP?.catch(() => undefined);
       // No qemu of a failed job outlives it; run/ is emptied as the launch account before root removes the rest.
       const cleared = account ? (await stopJobRun(config, args.jobId, account, 0)).cleared : true;
+      if (config.launch.network === 'bridge') await removeTaps(config, args.jobId);
       removeJobDirs(config, args.jobId, !cleared);
       removeLease(layoutOf(config), args.jobId);
     } catch (ce) {
@@ -219,6 +220,10 @@ async function bootVms(ctx: JobContext, o: {
   const accel = await launchAccel(config, o.account, boot, ctx.signal);
   blog.info({ kernel: boot.kernel ?? null, root: boot.root ?? null, source: boot.source, accel }, 'boot files and accelerator');
   makeRunDir(o.dirs.dir, o.account);
+  // A requeued job's taps from an earlier start go with its qemus (stopped before the disks were made afresh).
+  const taps = config.launch.network === 'bridge'
+    ? (await removeTaps(config, ctx.args.jobId, ctx.signal), await makeTaps(config, ctx.args.jobId, o.overlays.length, o.account, ctx.signal))
+    : undefined;
   // Never past the prologue's own deadline (10 s kept for the report): a VM still booting then is stopped, not left behind.
   const hardStop = Date.now() + (config.timeouts.total * 1000 - (performance.now() - o.t0)) - 10_000;
   const runs = await Promise.all(o.overlays.map(async (ov, i) => {
@@ -226,6 +231,7 @@ async function bootVms(ctx: JobContext, o: {
     const paths = runPathsOf(o.dirs.dir, ov.index);
     const argv = qemuArgv(config, ctx.args.jobId, {
       index: ov.index, hostname: seed.hostname, overlay: ov.path, seed: { media: seed.media, path: seed.path, mac: seed.network?.mac },
+      segment: seed.network?.segment ? { mac: seed.network.segment.mac, count: o.overlays.length } : undefined, tap: taps?.[ov.index],
       vcpus: o.request.vcpus, ramBytes: o.request.ram,
     }, accel.accel, boot, paths);
     const b0 = performance.now();

@@ -8,6 +8,10 @@
 //   alone (no file at all would make it fall back to DHCP on the first NIC);
 // - static: [seed] network_command names each VM's MAC and address, vTorque's
 //   IP_TO_MAC_SCRIPT idea; its output is validated, never passed on as text.
+// With [launch] network = user and more than one VM on this node, each VM also
+// gets eth1 on the job's private segment (qemu.ts wires it), at a fixed
+// address by its index on this node, so the VMs reach each other by host name
+// (render.ts adds them to /etc/hosts) whatever the user-mode NIC's NAT hides.
 import type { Config } from '../config/schema.js';
 import { quote } from '../config/values.js';
 import { NodeFault } from '../torque/exit.js';
@@ -20,6 +24,17 @@ export interface VmNic {
   mac: string;
   address?: string;
   gateway?: string;
+  /** The second NIC, on the job's private segment on this node ([launch] network = user). */
+  segment?: { mac: string; address: string };
+}
+
+/** The private segment's subnet: only this job's VMs on this node are on it, so every job may use the same one. */
+export const SEGMENT_NET = '10.254.0';
+export const segmentAddress = (index: number) => `${SEGMENT_NET}.${index + 1}`;
+
+/** The segment NIC of VM index on this node; its MAC from the same identity as eth0's, made distinct. */
+export function segmentNic(jobId: string, jobIndex: number, nonce: string, index: number): NonNullable<VmNic['segment']> {
+  return { mac: vmMac(jobId, jobIndex, `${nonce}\0segment`), address: `${segmentAddress(index)}/24` };
 }
 
 export type NetworkConfig = { kind: 'dhcp' | 'none' | 'static'; doc: Record<string, unknown>; nic?: VmNic };
@@ -35,7 +50,9 @@ export function nicDoc(nic: VmNic, dns: Record<string, unknown>): Record<string,
   if (nic.address) eth.addresses = [nic.address];
   else eth.dhcp4 = true;
   if (nic.gateway) eth.routes = [{ to: '0.0.0.0/0', via: nic.gateway }];
-  return { version: 2, ethernets: { eth0: { ...eth, ...dns } } };
+  // No gateway and no DNS on eth1: the default route and resolv.conf stay eth0's.
+  const seg = nic.segment ? { eth1: { match: { macaddress: nic.segment.mac }, 'set-name': 'eth1', addresses: [nic.segment.address] } } : {};
+  return { version: 2, ethernets: { eth0: { ...eth, ...dns }, ...seg } };
 }
 
 const MAC = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
@@ -60,21 +77,30 @@ export function parseStaticLine(out: string): VmNic | string {
   return { mac, address: f.address!, gateway: f.gateway };
 }
 
+/** Whether a job with count VMs on this node gives them a segment NIC: the prologue boots them in user mode, and there is someone to reach. */
+export function wantsSegment(config: Config, count: number): boolean {
+  return config.launch.start && config.launch.network === 'user' && config.seed.network !== 'none' && count > 1;
+}
+
 export async function networkConfig(o: {
   config: Config; jobId: string; node: string; jobIndex: number; hostname: string; nonce: string; dryRun?: boolean; signal?: AbortSignal;
+  /** This VM's index and the number of this job's VMs on this node. */
+  index?: number; count?: number;
 }): Promise<NetworkConfig> {
+  const withSegment = (nic: VmNic): VmNic => (o.index !== undefined && o.count !== undefined && wantsSegment(o.config, o.count)
+    ? { ...nic, segment: segmentNic(o.jobId, o.jobIndex, o.nonce, o.index) } : nic);
   const s = o.config.seed;
   const dns = s.nameservers.length > 0 || s.search.length > 0
     ? { nameservers: { ...(s.nameservers.length > 0 ? { addresses: s.nameservers } : {}), ...(s.search.length > 0 ? { search: s.search } : {}) } }
     : {};
   if (s.network === 'none') return { kind: 'none', doc: { config: 'disabled' } };
   if (s.network === 'dhcp') {
-    const nic = { mac: vmMac(o.jobId, o.jobIndex, o.nonce) };
+    const nic = withSegment({ mac: vmMac(o.jobId, o.jobIndex, o.nonce) });
     return { kind: 'dhcp', doc: nicDoc(nic, dns), nic };
   }
   // check --render: the command may hand out addresses, so it is not run; a documentation address (RFC 5737) stands in.
   if (o.dryRun) {
-    const nic = { mac: vmMac(o.jobId, o.jobIndex, o.nonce), address: '192.0.2.10/24', gateway: '192.0.2.1' };
+    const nic = withSegment({ mac: vmMac(o.jobId, o.jobIndex, o.nonce), address: '192.0.2.10/24', gateway: '192.0.2.1' });
     return { kind: 'static', doc: nicDoc(nic, dns), nic };
   }
   const cmd = s.network_command;
@@ -85,5 +111,6 @@ export async function networkConfig(o: {
   });
   const st = parseStaticLine(r.stdout);
   if (typeof st === 'string') throw broken(`for VM ${o.jobIndex} of job ${o.jobId} it ${st}`, 'fix the command: one line "mac=52:54:00:12:34:56 address=10.1.2.3/24 gateway=10.1.2.1"');
-  return { kind: 'static', doc: nicDoc(st, dns), nic: st };
+  const nic = withSegment(st);
+  return { kind: 'static', doc: nicDoc(nic, dns), nic };
 }

@@ -5,7 +5,7 @@ import { controlCharIn, quote } from '../config/values.js';
 import { JobFault } from '../torque/exit.js';
 import { loadYaml } from '../tools/yaml.js';
 import { checkAccountName, checkJobName, checkJobPath, gecosFor, guestHostname, instanceId } from './names.js';
-import { networkConfig } from './network.js';
+import { networkConfig, segmentAddress } from './network.js';
 import { buildOsvData } from './osv.js';
 import { profileText, profileVars } from './profile.js';
 import { sshKeysOf } from './ssh-keys.js';
@@ -93,12 +93,30 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
   const vms = input.vmHostnames ?? Array.from({ length: vm.count }, (_, i) => guestHostname(input.node, i, vm.count));
   const agent = agentConfig({ account, vars, vms, vcpus: input.request.vcpus });
   const data = buildUserData({ config, family: input.family, hostname, account, gecos: g.gecos, sshKeys: keys.keys, profile: profileText(vars), user, agent });
-  const userData = `#cloud-config\n${await toYaml(data)}`;
 
   if (input.dryRun && config.seed.network === 'static') {
     notes.push(`network = static: ${config.seed.network_command || '[seed] network_command'} was not run; the address shown is a placeholder`);
   }
-  const n = await networkConfig({ config, jobId: job.id, node: input.node, jobIndex: vm.jobIndex, hostname, nonce: input.nonce, dryRun: input.dryRun, signal: input.signal });
+  const n = await networkConfig({
+    config, jobId: job.id, node: input.node, jobIndex: vm.jobIndex, hostname, nonce: input.nonce, dryRun: input.dryRun, signal: input.signal, index: vm.index, count: vm.count,
+  });
+  if (n.nic?.segment) (data.write_files as unknown[]).push(segmentHosts(input.node, vm.count));
+  const userData = `#cloud-config\n${await toYaml(data)}`;
   return { metaData, userData, networkConfig: await toYaml(n.doc), instanceId: iid, hostname, notes, network: n.nic };
+}
+
+/**
+ * This node's VMs of the job by their segment addresses, appended to
+ * /etc/hosts. Deferred to cloud-init's final stage: manage_etc_hosts rewrites
+ * /etc/hosts from its template in the init stage, which would drop them; the
+ * final stage still runs before runcmd starts the agent, so they are there
+ * before the job script.
+ */
+function segmentHosts(node: string, count: number): Record<string, unknown> {
+  const lines = Array.from({ length: count }, (_, i) => `${segmentAddress(i)} ${guestHostname(node, i, count)}\n`).join('');
+  return {
+    path: '/etc/hosts', content: Buffer.from(`# this job's VMs on its private segment (vtorque)\n${lines}`, 'utf8').toString('base64'), encoding: 'b64',
+    owner: 'root:root', permissions: '0644', append: true, defer: true,
+  };
 }
 
