@@ -192,7 +192,7 @@ t.test('bad options exit 2 with a pointer to help; --help teaches', async (t) =>
   const mom = stagedNode();
   const bad = doctor(mom, '--skip', 'config');
   t.equal(bad.code, 2);
-  t.match(bad.err, /"config" is not a check that can be skipped; checks: tools, guestfs, kvm, dirs, space, mom_priv, torque/);
+  t.match(bad.err, /"config" is not a check that can be skipped; checks: tools, guestfs, kvm, dirs, space, mom_priv, launch, torque/);
   t.equal(doctor(mom, '--frobnicate').code, 2);
   const h = doctor(mom, '--help');
   t.equal(h.code, 0);
