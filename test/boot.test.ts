@@ -30,7 +30,7 @@ const guest = ((): string => {
 interface Boot { code: number | null; timedOut: boolean; ms: number; console: string }
 
 /** qemu with direct kernel boot and the serial console in a file; killed past its time box. */
-function boot(o: { accel: 'kvm' | 'tcg'; disks: string[]; mac?: string; append: string; consoleFile: string; timeoutS: number; initrd?: boolean }): Promise<Boot> {
+function boot(o: { accel: 'kvm' | 'tcg'; disks: string[]; mac?: string; segmentMac?: string; append: string; consoleFile: string; timeoutS: number; initrd?: boolean }): Promise<Boot> {
   const args = [
     '-machine', `q35,accel=${o.accel}`, '-m', '1024', '-smp', '2', '-nodefaults', '-display', 'none', '-no-reboot',
     // -arch-capabilities: nested hosts refuse that MSR and qemu aborts (doctor's kvm check knows this quirk).
@@ -38,6 +38,8 @@ function boot(o: { accel: 'kvm' | 'tcg'; disks: string[]; mac?: string; append: 
     '-kernel', join(guest, 'vmlinuz'), ...(o.initrd === false ? [] : ['-initrd', join(guest, 'initrd.img')]), '-append', o.append,
     ...o.disks.flatMap((d, i) => ['-drive', `file=${d},if=virtio,format=${d.endsWith('.qcow2') ? 'qcow2' : 'raw'}${i > 0 ? ',readonly=on' : ''}`]),
     '-nic', `user,model=virtio-net-pci${o.mac ? `,mac=${o.mac}` : ''}`,
+    // Several VMs on a node: the seed names a second NIC (the job's private segment, [launch] network = user); give it one.
+    ...(o.segmentMac ? ['-nic', `user,model=virtio-net-pci,mac=${o.segmentMac}`] : []),
     '-serial', `file:${o.consoleFile}`,
   ];
   return new Promise((resolve) => {
@@ -116,7 +118,7 @@ t.test('a real Debian guest applies our seed from each medium: hostname, user, g
       t.equal(seed.media, m);
       t.ok(seed.network?.mac, 'a MAC for the launcher');
       const disks = m === 'inject' ? [overlay] : [overlay, seed.path];
-      const run = (a: 'kvm' | 'tcg') => boot({ accel: a, disks, mac: seed.network!.mac, append: 'root=/dev/vda rw console=ttyS0 vtorque.facts', consoleFile: join(dir, `console-${a}.log`), timeoutS: BOOT_TIMEOUT_S });
+      const run = (a: 'kvm' | 'tcg') => boot({ accel: a, disks, mac: seed.network!.mac, segmentMac: seed.network!.segment?.mac, append: 'root=/dev/vda rw console=ttyS0 vtorque.facts', consoleFile: join(dir, `console-${a}.log`), timeoutS: BOOT_TIMEOUT_S });
       let b = await run(accel);
       t.comment(`boot with ${m} seed under ${accel}: ${(b.ms / 1000).toFixed(1)} s to power-off${b.timedOut ? ' (TIMED OUT)' : ''}`);
       if (accel === 'kvm' && !facts(b.console).has('done')) {

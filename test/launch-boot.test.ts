@@ -5,10 +5,10 @@
 // within [launch] boot fails the job (exit 1) with its console tail.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom, NOBODY } from './harness/mom.js';
-import { bootGuestImage, ensureLaunchUser } from './harness/launch-user.js';
+import { bootGuestImage, ensureLaunchUser, qemusOf, bootingIni } from './harness/launch-user.js';
 import { asUser } from './harness/attacker.js';
 
 t.setTimeout(1800_000);
@@ -16,26 +16,14 @@ const LAUNCH = ensureLaunchUser();
 const guest = bootGuestImage();
 const QEMU = '/usr/bin/qemu-system-x86_64';
 
-const ini = (boot: number) => `[launch]\nstart = true\naccel = tcg\nboot = ${boot}\n[timeouts]\ntotal = 1200\n[seed]\nssh_keys_from =\n`;
 const script = '#!/bin/bash\n#VM img=boot-guest.qcow2,ram=1G,vcpus=1\necho hello\n';
 
-/** Live processes whose command line names this job's VMs (qemu -name vtorque-<jobid>-vm<n>). */
-function qemusOf(jobId: string): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^[0-9]+$/.test(p)) continue;
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').includes(`vtorque-${jobId}-vm0`)) out.push(Number(p));
-    } catch { /* gone */ }
-  }
-  return out;
-}
 
 /** Runs a small node program as nobody (the attacker harness's clean environment) and returns what it printed. */
 const asNobody = (code: string): string => asUser(code).stdout.trim();
 
 t.test('a #VM job boots in a VM of the launch account that the job owner cannot change or touch; the epilogue stops it', async (t) => {
-  const mom = new Mom({ pool: { 'boot-guest.qcow2': guest }, ini: ini(600) });
+  const mom = new Mom({ pool: { 'boot-guest.qcow2': guest }, ini: bootingIni(600) });
   const job = { id: `${process.pid}1.head`, script };
   t.teardown(() => { for (const p of qemusOf(job.id)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } });
   const r = await mom.prologue(job, { alarm: 1300 });
@@ -75,7 +63,7 @@ t.test('a #VM job boots in a VM of the launch account that the job owner cannot 
 });
 
 t.test('a VM that does not answer within [launch] boot fails the job with its console tail, and leaves no qemu', async (t) => {
-  const mom = new Mom({ pool: { 'boot-guest.qcow2': guest }, ini: ini(40) });
+  const mom = new Mom({ pool: { 'boot-guest.qcow2': guest }, ini: bootingIni(40) });
   const job = { id: `${process.pid}2.head`, script };
   t.teardown(() => { for (const p of qemusOf(job.id)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } });
   const r = await mom.prologue(job, { alarm: 1300 });

@@ -6,10 +6,10 @@
 // the job's; the epilogue leaves no qemu and no file.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom, lookupUser } from './harness/mom.js';
-import { bootGuestImage } from './harness/launch-user.js';
+import { bootGuestImage, qemusOf, bootingIni } from './harness/launch-user.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
 
 t.setTimeout(1800_000);
@@ -19,18 +19,8 @@ const guest = bootGuestImage();
 ensureSeedUser();
 const OWNER = lookupUser(SEED_USER.name);
 
-const INI = '[launch]\nstart = true\naccel = tcg\nboot = 900\n[timeouts]\ntotal = 1200\n[seed]\nssh_keys_from =\n';
+const INI = bootingIni();
 
-function qemusOf(jobId: string): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^[0-9]+$/.test(p)) continue;
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').some((a) => a.startsWith(`vtorque-${jobId}-vm`))) out.push(Number(p));
-    } catch { /* gone */ }
-  }
-  return out;
-}
 
 t.test('the job script runs in VM 0 as its owner; its output is the job\'s .OU/.ER and its exit status the job\'s', async (t) => {
   const mom = new Mom({ pool: { 'boot-guest.qcow2': guest }, ini: INI });

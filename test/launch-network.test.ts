@@ -5,28 +5,17 @@
 // show the star around VM 0 for more VMs, and that no other account can reach
 // the segment's sockets.
 import t from 'tap';
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Mom, lookupUser } from './harness/mom.js';
-import { bootGuestImage } from './harness/launch-user.js';
+import { bootGuestImage, ensureLaunchUser, qemusOf } from './harness/launch-user.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
 import { parseConfig } from '../src/config/load.js';
 import { makeTaps, qemuArgv, resolveLaunchAccount, runPathsOf, segmentSocket, tapName } from '../src/launch/qemu.js';
-import { ensureLaunchUser } from './harness/launch-user.js';
 
 t.setTimeout(1800_000);
 
-function qemusOf(jobId: string): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^[0-9]+$/.test(p)) continue;
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').some((a) => a.startsWith(`vtorque-${jobId}-vm`))) out.push(Number(p));
-    } catch { /* gone */ }
-  }
-  return out;
-}
 
 t.test('qemu argv: VM 0 holds the hub, every other VM is one unix datagram link to it, all in run/', async (t) => {
   const { config } = parseConfig('[launch]\naccel = tcg\n', 'test.ini');

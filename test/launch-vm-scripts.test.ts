@@ -4,10 +4,10 @@
 // script: vm_prologue, the job script, vm_epilogue (src/launch/starter.ts).
 // Two boots, one after the other: a VM runs one job script per boot.
 import t from 'tap';
-import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom, lookupUser } from './harness/mom.js';
-import { bootGuestImage } from './harness/launch-user.js';
+import { bootGuestImage, qemusOf, bootingIni } from './harness/launch-user.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
 
 t.setTimeout(1800_000);
@@ -15,18 +15,8 @@ const guest = bootGuestImage();
 ensureSeedUser();
 const OWNER = lookupUser(SEED_USER.name);
 
-const INI = '[launch]\nstart = true\naccel = tcg\nboot = 900\n[timeouts]\ntotal = 1200\n[seed]\nssh_keys_from =\n';
+const INI = bootingIni();
 
-function qemusOf(jobId: string): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^[0-9]+$/.test(p)) continue;
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').some((a) => a.startsWith(`vtorque-${jobId}-vm`))) out.push(Number(p));
-    } catch { /* gone */ }
-  }
-  return out;
-}
 
 /** A file of the job owner's in the submit directory, as they would write it. */
 function ownerFile(mom: Mom, rel: string, text: string): void {

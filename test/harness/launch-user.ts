@@ -2,6 +2,7 @@
 // [jobfiles] owner and group): a system account with no home and no shell, as
 // install.sh creates it.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, lookupUser, type User } from './mom.js';
 
@@ -30,4 +31,19 @@ export function ensureLaunchUser(): User {
 export function bootGuestImage(): string {
   const out = execFileSync(join(REPO, 'scripts/build-boot-guest'), [], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 900_000 });
   return join(out.trim().split('\n').pop()!, 'guest.qcow2');
+}
+
+/** An ini for nodes that really boot their VMs: TCG (a nested /dev/kvm hangs guests here) and time boxes for slow boots. */
+export const bootingIni = (boot = 900) => `[launch]\nstart = true\naccel = tcg\nboot = ${boot}\n[timeouts]\ntotal = 1200\n[seed]\nssh_keys_from =\n`;
+
+/** Live qemus of a job's VMs, by the name the launcher gives them (qemu -name vtorque-<jobid>-vm<n>). */
+export function qemusOf(jobId: string): number[] {
+  const out: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(p)) continue;
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').some((a) => a.startsWith(`vtorque-${jobId}-vm`))) out.push(Number(p));
+    } catch { /* gone */ }
+  }
+  return out;
 }
