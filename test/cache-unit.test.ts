@@ -1,7 +1,7 @@
 // The cache's building blocks on real files: the one-pass copy, leases, locks and overlays.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync, writeFileSync, existsSync, openSync, writeSync, closeSync, ftruncateSync, utimesSync, mkdirSync, readdirSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync, existsSync, openSync, writeSync, closeSync, ftruncateSync, utimesSync, mkdirSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { copyAndHash, SourceChanged } from '../src/cache/copy.js';
@@ -149,4 +149,16 @@ t.test('overlays: the copies of the first are the bytes qemu-img makes for each 
     execFileSync('qemu-io', ['-c', 'write -P 0x5a 0 64k', made[1]!.path], { stdio: 'ignore' });
     t.ok(readFileSync(made[2]!.path).equals(readFileSync(control)), `${format}: vm-2 untouched by a write to vm-1`);
   }
+});
+
+t.test('a cache_dir another path made first under umask 0077 is opened up, so the launch account reaches the bases', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vtorque-layout-'));
+  chmodSync(root, 0o755);
+  const dir = join(root, 'cache');
+  mkdirSync(join(dir, 'statmemo'), { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700); // as a stat memo written by check --image left it
+  const l = layoutOf(parseConfig(`[paths]\ncache_dir = ${dir}\n`, 't.ini').config);
+  ensureLayout(l);
+  t.equal(statSync(dir).mode & 0o777, 0o755);
+  t.equal(statSync(l.images).mode & 0o777, 0o755);
 });

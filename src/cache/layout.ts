@@ -36,6 +36,10 @@ export function ensureLayout(l: CacheLayout): void {
   try {
     // The root and everything above it must be root's alone; below it only root creates anything.
     ensureRootDir(l.root, 0o755, '[paths] cache_dir');
+    // Another path may have made it first under pbs_mom's umask 0077 (a verdict
+    // or stat memo written by check --image): the launch account must still
+    // reach the bases below it.
+    chmodSync(l.root, 0o755);
     // Bases must be readable by whatever launches the VMs; locks and tmp are ours alone.
     for (const [dir, mode] of [[l.images, 0o755], [l.leases, 0o755], [l.locks, 0o700], [l.tmp, 0o700]] as const) {
       try {
