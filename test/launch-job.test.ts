@@ -6,8 +6,10 @@
 // the job's; the epilogue leaves no qemu and no file.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
+import { cgroupV1Mounts } from '../src/launch/cgroup.js';
 import { Mom, lookupUser } from './harness/mom.js';
 import { bootGuestImage, qemusOf, bootingIni } from './harness/launch-user.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
@@ -20,6 +22,49 @@ ensureSeedUser();
 const OWNER = lookupUser(SEED_USER.name);
 
 const INI = bootingIni();
+
+/** Asks qemu for an ACPI power-off over its QMP socket, as the epilogue does. */
+function powerdown(qmp: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = createConnection(qmp);
+    let sent = false;
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => {
+      if (!sent && d.includes('"QMP"')) {
+        sent = true;
+        c.write('{"execute":"qmp_capabilities"}\n{"execute":"system_powerdown"}\n');
+      } else if ((d.match(/"return"/g) ?? []).length > 0 && sent) {
+        c.end();
+        resolve();
+      }
+    });
+    c.on('error', reject);
+  });
+}
+
+async function gone(jobId: string, seconds: number): Promise<boolean> {
+  for (let i = 0; i < seconds * 2; i++) {
+    if (qemusOf(jobId).length === 0) return true;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return false;
+}
+
+/**
+ * The job's cgroups as Torque 6.1 makes them (<v1 mount>/torque/<jobid>/), in
+ * the v1 hierarchies this node has mounted (cpuset left out: it needs cpus and
+ * mems written first).
+ */
+function torqueCgroups(jobId: string): string[] {
+  return cgroupV1Mounts().filter((m) => !/\/cpuset$/.test(m)).flatMap((m) => {
+    try {
+      mkdirSync(join(m, 'torque', jobId), { recursive: true });
+      return [join(m, 'torque', jobId)];
+    } catch {
+      return [];
+    }
+  });
+}
 
 
 t.test('the job script runs in VM 0 as its owner; its output is the job\'s .OU/.ER and its exit status the job\'s', async (t) => {
@@ -45,10 +90,20 @@ t.test('the job script runs in VM 0 as its owner; its output is the job\'s .OU/.
       '',
     ].join('\n'),
   };
-  t.teardown(() => { for (const p of qemusOf(job.id)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } });
+  const cgroups = torqueCgroups(job.id);
+  t.teardown(async () => {
+    for (const p of qemusOf(job.id)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
+    await gone(job.id, 10);
+    for (const d of cgroups) try { rmdirSync(d); } catch { /* busy or gone */ }
+  });
   const p = await mom.prologue(job, { alarm: 1300 });
   t.equal(p.code, 0, p.er);
   t.match(p.ou, /vtorque: VM vnode01 booted in [0-9.]+ s \(tcg\)/);
+  const [qemu] = qemusOf(job.id);
+  t.comment(`Torque-style job cgroups on this node: ${cgroups.join(' ') || 'none (no cgroup v1 mounts)'}`);
+  for (const d of cgroups) {
+    t.ok(readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').includes(String(qemu)), `qemu (pid ${qemu}) is in the job's cgroup ${d}`);
+  }
 
   const r = await mom.startJob(job);
   t.comment(`job .OU:\n${r.ou}\njob .ER:\n${r.er}`);
@@ -62,8 +117,14 @@ t.test('the job script runs in VM 0 as its owner; its output is the job\'s .OU/.
   t.match(r.ou, /^root=no$/m, 'root is out of the script\'s reach');
   t.match(r.er, /^to stderr$/m, 'stderr lands in .ER');
 
-  // What the script wrote stays in the VM's disk, which the host can read once the VM is gone.
+  // What the script wrote stays in the VM's disk, which the host can read once the VM is off.
   const manifest = JSON.parse(readFileSync(join(mom.jobDir, job.id, 'manifest.json'), 'utf8'));
+  await powerdown(join(mom.jobDir, job.id, 'vm-0.qmp'));
+  t.ok(await gone(job.id, 300), 'the guest powers off on ACPI');
+  const written = execFileSync('/usr/bin/virt-cat', ['--format=qcow2', '-a', manifest.vms[0].overlay, `/home/${OWNER.name}/from-the-job`], {
+    encoding: 'utf8', timeout: 600_000, env: { ...process.env, LIBGUESTFS_BACKEND: 'direct', LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' },
+  });
+  t.equal(written, 'written in the VM\n', 'the file the script wrote in its home is on the VM\'s disk, read on the host');
   const e = await mom.run('epilogue', job);
   t.equal(e.code, 0, e.er);
   t.same(qemusOf(job.id), [], 'no qemu left');

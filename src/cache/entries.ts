@@ -1,9 +1,9 @@
 // The cached base images and what is known of each. The base file itself is
 // the truth (it appears by rename, complete); its .json beside it is a
 // convenience that a crash may leave missing or stale, and is rebuilt then.
-import { lstatSync, readdirSync, readFileSync, unlinkSync, utimesSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, rmSync, unlinkSync, utimesSync } from 'node:fs';
 import { writeFileAtomic } from '../tools/atomic.js';
-import { BASE_NAME, basePath, metaPath, type CacheLayout } from './layout.js';
+import { BASE_NAME, basePath, kernelsPath, metaPath, type CacheLayout } from './layout.js';
 
 export interface EntryMeta {
   digest: string;
@@ -100,7 +100,7 @@ export function listEntries(l: CacheLayout): Entry[] {
   return out;
 }
 
-/** Removes a base and its .json. The caller holds the digest's lock and has checked the leases. */
+/** Removes a base, its .json and its boot files. The caller holds the digest's lock and has checked the leases. */
 export function removeEntry(l: CacheLayout, e: Pick<Entry, 'digest' | 'path'>): void {
   for (const p of [e.path, metaPath(l, e.digest)]) {
     try {
@@ -109,4 +109,6 @@ export function removeEntry(l: CacheLayout, e: Pick<Entry, 'digest' | 'path'>): 
       /* already gone */
     }
   }
+  // Root's directory in root's cache (rm -r does not follow links in it).
+  rmSync(kernelsPath(l, e.digest), { recursive: true, force: true });
 }

@@ -2,6 +2,7 @@
 //   images/<sha256>.<fmt>     immutable base images, root-owned, 0444
 //   images/<sha256>.json      what we know of each: size, format, pool names (optional; the base is the truth)
 //   verdicts/, statmemo/      from image verification
+//   kernels/<sha256>/         a base's kernel and initrd for direct boot (src/launch/bootfiles.ts); goes with the base
 //   leases/<jobid>.json       the digests a job's VMs use; eviction never takes them
 //   locks/                    proper-lockfile locks, one per digest or source
 //   tmp/                      ingests in progress; swept when their process is gone
@@ -14,6 +15,7 @@ import { ensureRootDir } from '../tools/safedir.js';
 export interface CacheLayout {
   root: string;
   images: string;
+  kernels: string;
   leases: string;
   locks: string;
   tmp: string;
@@ -21,11 +23,12 @@ export interface CacheLayout {
 
 export const layoutOf = (config: Config): CacheLayout => {
   const root = config.paths.cache_dir;
-  return { root, images: `${root}/images`, leases: `${root}/leases`, locks: `${root}/locks`, tmp: `${root}/tmp` };
+  return { root, images: `${root}/images`, kernels: `${root}/kernels`, leases: `${root}/leases`, locks: `${root}/locks`, tmp: `${root}/tmp` };
 };
 
 export const basePath = (l: CacheLayout, digest: string, format: string) => `${l.images}/${digest}.${format}`;
 export const metaPath = (l: CacheLayout, digest: string) => `${l.images}/${digest}.json`;
+export const kernelsPath = (l: CacheLayout, digest: string) => `${l.kernels}/${digest}`;
 export const leasePath = (l: CacheLayout, jobId: string) => `${l.leases}/${jobId}.json`;
 
 export const DIGEST = /^[0-9a-f]{64}$/;

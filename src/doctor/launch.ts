@@ -118,5 +118,18 @@ export async function checkLaunch(ctx: DoctorContext): Promise<CheckResult[]> {
   if (!existsSync(c.tools.qemu_system)) {
     out.push(r('FAIL', `${c.tools.qemu_system} ([tools] qemu_system) is not installed; VMs cannot boot`, 'install qemu-system-x86 (Debian) or qemu-kvm (RHEL), or set [tools] qemu_system'));
   } else out.push(r('ok', `${c.tools.qemu_system} is there`));
+  if (!existsSync(c.tools.setpriv)) {
+    out.push(r('FAIL', `${c.tools.setpriv} ([tools] setpriv) is not installed; qemu cannot be started as ${c.launch.user}`, 'install util-linux (setpriv), or set [tools] setpriv'));
+  }
+  if (c.launch.network === 'bridge') out.push(checkBridge(c));
   return out;
+}
+
+// network = bridge: the prologue makes a tap per VM with [tools] ip and puts it on [launch] bridge.
+function checkBridge(c: Config): CheckResult {
+  if (!existsSync(c.tools.ip)) return r('FAIL', `[launch] network = bridge, and ${c.tools.ip} ([tools] ip) is not installed: no tap device can be made`, 'install iproute2, or set [tools] ip');
+  if (!existsSync(`/sys/class/net/${c.launch.bridge}/bridge`)) {
+    return r('FAIL', `[launch] bridge ${c.launch.bridge} is not a bridge on this node`, `create it (ip link add ${c.launch.bridge} type bridge; ip link set ${c.launch.bridge} up, with the node's uplink in it), or name another`);
+  }
+  return r('ok', `bridge ${c.launch.bridge} is there; taps are made with ${c.tools.ip}`);
 }

@@ -3,11 +3,13 @@
 // only this way, and the rest boot faster. Taken out once per digest with
 // guestfish --ro into <cache_dir>/kernels/<digest>/, root-owned 0644 (the
 // launch account reads them); boot.json records the answer, "none" included,
-// so an image with no usable kernel is not inspected again.
-import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+// so an image with no usable kernel is not inspected again. A user's private
+// image (base root 0400) stays private: its base and its kernels directory are
+// opened to the launch group alone (0440, 0750), since qemu reads both.
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
-import { layoutOf } from '../cache/layout.js';
+import { kernelsPath, layoutOf } from '../cache/layout.js';
 import { withLock } from '../cache/lock.js';
 import { runTool } from '../tools/run.js';
 import { resolveAccel } from '../image/accel.js';
@@ -30,28 +32,55 @@ const PLAIN = /^[A-Za-z0-9._\/+-]+$/;
 const CANDIDATES = ['/dev/sda', ...Array.from({ length: 16 }, (_, i) => `/dev/sda${i + 1}`)];
 
 export function kernelsDir(config: Config, digest: string): string {
-  return `${config.paths.cache_dir}/kernels/${digest}`;
+  return kernelsPath(layoutOf(config), digest);
 }
 
-/** The boot files of a cached base, extracting them on first use under the digest's lock. */
-export async function bootFiles(config: Config, base: { path: string; digest: string; format: string }, signal?: AbortSignal): Promise<BootFiles> {
+/**
+ * Lets the launch group read a private base (a user's image: root 0400, not
+ * readable by others), by descriptor: root:gid 0440. Returns that gid for
+ * bootFiles, or undefined for a public base, which stays as it is.
+ */
+export function grantLaunchRead(basePath: string, gid: number): number | undefined {
+  const fd = openSync(basePath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.uid !== 0) throw new Error(`${basePath} is not a regular file of root's`);
+    if ((st.mode & 0o004) !== 0) return undefined;
+    if (st.gid !== gid) fchownSync(fd, 0, gid);
+    if ((st.mode & 0o777) !== 0o440) fchmodSync(fd, 0o440);
+    return gid;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The boot files of a cached base, extracting them on first use under the
+ * digest's lock. privateTo: the base is private and only this group (the
+ * launch group) may read its kernels.
+ */
+export async function bootFiles(config: Config, base: { path: string; digest: string; format: string }, signal?: AbortSignal, privateTo?: number): Promise<BootFiles> {
   const dir = kernelsDir(config, base.digest);
   const known = readBootJson(dir);
-  if (known) return filesOf(dir, known);
+  if (known) {
+    if (privateTo !== undefined) restrictDir(dir, privateTo);
+    return filesOf(dir, known);
+  }
   const l = layoutOf(config);
   return withLock(`img-${base.digest}`, { dir: l.locks, waitSeconds: config.timeouts.lock, staleSeconds: config.cache.lock_stale, signal }, async () => {
     const again = readBootJson(dir);
     if (again) return filesOf(dir, again);
-    mkdirSync(`${config.paths.cache_dir}/kernels`, { mode: 0o755, recursive: true });
+    mkdirSync(l.kernels, { mode: 0o755, recursive: true });
     // pbs_mom's umask 0077 would leave it unreadable to the launch account, which reads the kernels.
-    fchmodDir(`${config.paths.cache_dir}/kernels`, 0o755);
-    const tmp = `${config.paths.cache_dir}/kernels/.tmp-${base.digest}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    fchmodDir(l.kernels, 0o755);
+    const tmp = `${l.kernels}/.tmp-${base.digest}-${process.pid}-${randomBytes(4).toString('hex')}`;
     mkdirSync(tmp, { mode: 0o700 });
     try {
       const found = await extract(config, base, tmp, signal);
       writeFileSync(`${tmp}/boot.json`, JSON.stringify(found) + '\n', { mode: 0o644, flag: 'wx' });
       for (const f of ['vmlinuz', 'initrd.img', 'boot.json']) publish(`${tmp}/${f}`);
-      fchmodDir(tmp, 0o755);
+      if (privateTo === undefined) fchmodDir(tmp, 0o755);
+      else restrictDir(tmp, privateTo);
       rmSync(dir, { recursive: true, force: true });
       renameSync(tmp, dir);
       return filesOf(dir, found);
@@ -85,6 +114,19 @@ function publish(path: string): void {
   try {
     if (!fstatSync(fd).isFile()) throw new Error(`${path} is not a regular file`);
     fchmodSync(fd, 0o644);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** root:gid 0750, by descriptor: what a private base's kernels directory is. */
+function restrictDir(path: string, gid: number): void {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    const st = fstatSync(fd);
+    if (st.uid !== 0) throw new Error(`${path} is not root's`);
+    if (st.gid !== gid) fchownSync(fd, 0, gid);
+    if ((st.mode & 0o777) !== 0o750) fchmodSync(fd, 0o750);
   } finally {
     closeSync(fd);
   }

@@ -27,6 +27,8 @@ export interface LaunchAccount {
   user: string;
   uid: number;
   gid: number;
+  /** Supplementary groups (NSS initgroups): the kvm group is usually one. */
+  groups: number[];
 }
 
 /** Where one VM's qemu keeps its files, and where root moves its sockets to. */
@@ -84,11 +86,35 @@ async function getentId(config: Config, db: 'passwd' | 'group', name: string, si
   return Number(id);
 }
 
+/** The account's supplementary groups as NSS gives them (`getent initgroups USER` prints `USER gid gid ...`). */
+async function initGroups(config: Config, user: string, signal?: AbortSignal): Promise<number[]> {
+  const r = await runTool(config.tools.getent, ['initgroups', '--', user], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2], signal });
+  return r.exitCode === 0 ? (r.stdout.trim().split(/\s+/).slice(1).filter((g) => /^[0-9]+$/.test(g)).map(Number)) : [];
+}
+
 /** [launch] user and group as ids; root is refused by the schema and again here. */
 export async function resolveLaunchAccount(config: Config, signal?: AbortSignal): Promise<LaunchAccount> {
-  const [uid, gid] = await Promise.all([getentId(config, 'passwd', config.launch.user, signal), getentId(config, 'group', config.launch.group, signal)]);
-  if (uid === 0 || gid === 0) throw launchFault('the launch account is root', `[launch] user ${config.launch.user} or group ${config.launch.group} has id 0`, 'use an unprivileged account: qemu must never run as root');
-  return { user: config.launch.user, uid, gid };
+  const [uid, gid, groups] = await Promise.all([
+    getentId(config, 'passwd', config.launch.user, signal), getentId(config, 'group', config.launch.group, signal), initGroups(config, config.launch.user, signal),
+  ]);
+  if (uid === 0 || gid === 0 || groups.includes(0)) {
+    throw launchFault('the launch account is root', `[launch] user ${config.launch.user} or group ${config.launch.group}, or one of its groups, has id 0`, 'use an unprivileged account: qemu must never run as root');
+  }
+  return { user: config.launch.user, uid, gid, groups };
+}
+
+/**
+ * A program run as the launch account, with its supplementary groups: node's
+ * spawn with uid/gid drops them (setgroups(0)), and the kvm group is one. So
+ * root runs setpriv, which sets uid, gid and exactly the groups resolved above
+ * (those kvmUsableBy judged) and execs the program; no_new_privs, so nothing
+ * qemu runs can gain privileges through a setuid binary.
+ */
+export function asLaunchAccount(config: Config, account: LaunchAccount, program: string, args: readonly string[]): [string, string[]] {
+  return [config.tools.setpriv, [
+    '--reuid', String(account.uid), '--regid', String(account.gid), ...(account.groups.length > 0 ? ['--groups', account.groups.join(',')] : ['--clear-groups']), '--no-new-privs',
+    '--', program, ...args,
+  ]];
 }
 
 // qemu's option syntax: a comma inside a value is written twice.
@@ -283,8 +309,8 @@ export function confirmVms(pids: readonly number[]): void {
 
 /** Starts one VM's qemu as the launch account; -daemonize returns once qemu is up. Returns its pid. */
 export async function startVm(config: Config, account: LaunchAccount, argv: string[], paths: VmRunPaths, signal?: AbortSignal): Promise<number> {
-  await runTool(config.tools.qemu_system, argv, {
-    timeout: config.timeouts.tool * 1000, toolKey: 'qemu_system', uid: account.uid, gid: account.gid, cwd: paths.runDir, signal, stdout: 'ignore',
+  await runTool(...asLaunchAccount(config, account, config.tools.qemu_system, argv), {
+    timeout: config.timeouts.tool * 1000, toolKey: 'qemu_system', cwd: paths.runDir, signal, stdout: 'ignore',
   });
   const pid = qemuPid(config, paths.pidFile, account);
   if (pid === undefined) {
@@ -471,7 +497,7 @@ export async function clearRunDir(config: Config, jobDir: string, account: Launc
   if (st.isDirectory() && st.uid === account.uid) {
     const names = readdirSync(runDir);
     if (names.length > 0) {
-      await runTool(RM, ['-rf', '--', ...names.map((n) => `./${n}`)], { timeout: config.timeouts.tool * 1000, uid: account.uid, gid: account.gid, cwd: runDir, signal })
+      await runTool(config.tools.rm, ['-rf', '--', ...names.map((n) => `./${n}`)], { timeout: config.timeouts.tool * 1000, toolKey: 'rm', uid: account.uid, gid: account.gid, cwd: runDir, signal })
         .catch(() => undefined);
     }
   }
@@ -483,9 +509,6 @@ export async function clearRunDir(config: Config, jobDir: string, account: Launc
     return (e as NodeJS.ErrnoException).code === 'ENOENT';
   }
 }
-
-// rm is in /bin on every Linux this runs on (usrmerge links it to /usr/bin); never looked up on PATH.
-const RM = '/bin/rm';
 
 /**
  * [launch] accel as an accelerator: kvm and tcg as said; auto is KVM when the
@@ -510,11 +533,11 @@ export async function launchAccel(config: Config, account: LaunchAccount, boot: 
   }
   if (!boot.kernel) return { accel: 'kvm', how: 'not probed: no guest kernel to probe with' };
   const t0 = performance.now();
-  const out = await runTool(config.tools.qemu_system, [
+  const out = await runTool(...asLaunchAccount(config, account, config.tools.qemu_system, [
     '-machine', `${l.machine},accel=kvm`, '-cpu', 'host', '-m', '256', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
     '-serial', 'stdio', '-kernel', boot.kernel, '-append', 'console=ttyS0 panic=-1 root=/dev/nonexistent',
     ...(l.extra_args.trim() ? l.extra_args.trim().split(/ +/) : []),
-  ], { timeout: 30_000, toolKey: 'qemu_system', uid: account.uid, gid: account.gid, signal, maxBuffer: 4 * 1024 * 1024, okExitCodes: [1] })
+  ]), { timeout: 30_000, toolKey: 'qemu_system', signal, maxBuffer: 4 * 1024 * 1024, okExitCodes: [1] })
     .then((r) => /Kernel panic/.test(r.stdout), () => false);
   const accel: LaunchAccel = out ? 'kvm' : 'tcg';
   try {
@@ -526,16 +549,15 @@ export async function launchAccel(config: Config, account: LaunchAccount, boot: 
 }
 
 /**
- * Whether the launch account can open /dev/kvm read-write. By its uid or
- * primary group only: runTool's children (node's spawn with uid/gid) drop
- * supplementary groups, so membership in kvm through /etc/group does not count.
+ * Whether the launch account can open /dev/kvm read-write: by its uid, its
+ * group or a supplementary group (qemu gets them all through setpriv).
  */
 function kvmUsableBy(account: LaunchAccount): boolean {
   try {
     const st = statSync('/dev/kvm');
     if (!st.isCharacterDevice()) return false;
     if (st.uid === account.uid) return (st.mode & 0o600) === 0o600;
-    if (st.gid === account.gid) return (st.mode & 0o060) === 0o060;
+    if (st.gid === account.gid || account.groups.includes(st.gid)) return (st.mode & 0o060) === 0o060;
     return (st.mode & 0o006) === 0o006;
   } catch {
     return false;

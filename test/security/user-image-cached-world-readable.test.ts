@@ -6,6 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom, NOBODY, SHARED_CACHE, testImages } from '../harness/mom.js';
+import { ensureLaunchUser } from '../harness/launch-user.js';
+import { grantLaunchRead } from '../../src/launch/bootfiles.js';
 
 /** Every regular file under dir, recursively. */
 function walk(dir: string): string[] {
@@ -16,9 +18,9 @@ function walk(dir: string): string[] {
   });
 }
 
-/** Reads a file as uid/gid 1 (daemon): neither root nor the job owner. */
-function readAs(path: string): { status: number | null; stderr: string } {
-  const r = spawnSync('/bin/cat', [path], { uid: 1, gid: 1, encoding: 'utf8', maxBuffer: 1 << 30 });
+/** Reads a file as uid/gid 1 (daemon) by default: neither root nor the job owner. */
+function readAs(path: string, who = { uid: 1, gid: 1 }): { status: number | null; stderr: string } {
+  const r = spawnSync('/bin/cat', [path], { ...who, encoding: 'utf8', maxBuffer: 1 << 30 });
   return { status: r.status, stderr: r.stderr };
 }
 
@@ -56,4 +58,13 @@ t.test('another local user cannot read a user image once it is cached, and no ca
     const text = readFileSync(f, 'latin1');
     t.notOk(text.includes(secretDir), `${f.slice(mom.cacheDir.length + 1)} does not name the user's directory`);
   }
+
+  // The launcher's grant: qemu, as the launch account, opens the base as its backing file; still nobody else.
+  const launch = ensureLaunchUser();
+  t.equal(grantLaunchRead(base, launch.gid), launch.gid, 'a private base is granted to the launch group');
+  const granted = statSync(base);
+  t.equal(granted.mode & 0o777, 0o440, 'root:launch 0440');
+  t.equal(readAs(base, { uid: launch.uid, gid: launch.gid }).status, 0, 'the launch account can read it');
+  t.not(readAs(base).status, 0, 'a third user still cannot');
+  t.not(readAs(base, { uid: NOBODY.uid, gid: NOBODY.gid }).status, 0, 'nor can its owner read the cached copy through the cache');
 });
