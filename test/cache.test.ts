@@ -3,7 +3,7 @@
 // disk and eviction. Real qemu-img, real libguestfs, real files.
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, openSync, writeFileSync, writeSync, ftruncateSync, closeSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, openSync, utimesSync, writeFileSync, writeSync, ftruncateSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, Mom, testImages, type Job } from './harness/mom.js';
 import { ensureLaunchUser } from './harness/launch-user.js';
@@ -108,7 +108,11 @@ t.test('a prologue killed at 20 random moments of a cold ingest leaves nothing t
   t.equal(first.code, 0, first.er);
   const digest = manifestOf(mom, '1.srv').image.sha256 as string;
   await mom.run('epilogue', job('1.srv'));
+  // Boot files as the launcher extracts them (src/launch/bootfiles.ts) go with the base.
+  mkdirSync(join(mom.cacheDir, 'kernels', digest), { recursive: true });
+  writeFileSync(join(mom.cacheDir, 'kernels', digest, 'boot.json'), '{"kernel":false,"source":"none"}\n');
   t.equal(cache(mom, 'evict', digest).code, 0);
+  t.notOk(existsSync(join(mom.cacheDir, 'kernels', digest)), 'an evicted base takes its boot files with it');
   const cold = await mom.prologue(job('2.srv'));
   t.equal(cold.code, 0, cold.er);
   await mom.run('epilogue', job('2.srv'));
@@ -261,4 +265,56 @@ t.test('eviction: past max_size the least recently used unleased image goes, a l
   t.ok(existsSync(vr.images.find((i: { ok: boolean }) => !i.ok).quarantined), 'it is kept in quarantine for the admin');
   const gc = JSON.parse(cache(mom, 'gc', '--json').out);
   t.same(gc.tmpRemoved, []);
+});
+
+t.test('cache gc sweeps the leases of jobs Torque no longer has (asking qstat), keeps the rest, and says when qstat cannot answer', async (t) => {
+  const mom = new Mom({ privateCache: true });
+  t.equal(cache(mom, 'list').code, 0);
+  const leases = join(mom.cacheDir, 'leases');
+  const lease = (job: string, ageDays = 0) => {
+    const f = join(leases, `${job}.json`);
+    writeFileSync(f, JSON.stringify({ job, node: 'node01', digests: ['e'.repeat(64)], createdAt: new Date().toISOString() }) + '\n');
+    if (ageDays > 0) {
+      const old = new Date(Date.now() - ageDays * 86400_000);
+      utimesSync(f, old, old);
+    }
+  };
+  // 41 runs (the server has it R), 42 was deleted during its prologue (unknown to the server, the mom has no .JB),
+  // 43 is unknown to the server but this mom still holds it, 44 completed (keep_completed shows it as C).
+  mom.submit({ id: '41.srv', qstat: { job_state: 'R' } });
+  mom.submit({ id: '44.srv', qstat: { job_state: 'C' } });
+  writeFileSync(join(mom.momPriv, 'jobs', '43.srv.JB'), '');
+  for (const j of ['41.srv', '42.srv', '43.srv', '44.srv']) lease(j);
+  // Job-ended markers: one from long ago (swept), one fresh (a prologue may still need it).
+  mkdirSync(join(mom.cacheDir, 'ended'), { mode: 0o700 });
+  writeFileSync(join(mom.cacheDir, 'ended', '40.srv.json'), '{}\n');
+  const old = new Date(Date.now() - 86400_000);
+  utimesSync(join(mom.cacheDir, 'ended', '40.srv.json'), old, old);
+  writeFileSync(join(mom.cacheDir, 'ended', '41.srv.json'), '{}\n');
+
+  const gc = cache(mom, 'gc', '--json');
+  t.equal(gc.code, 0, gc.err);
+  const r = JSON.parse(gc.out);
+  t.same(r.leasesSwept.sort(), ['42.srv', '44.srv'], 'the deleted and the completed job');
+  t.same(r.jobsGone.sort(), ['42.srv', '44.srv']);
+  t.equal(r.qstatUnavailable, null);
+  t.same(ls(leases).sort(), ['41.srv.json', '43.srv.json'], 'a running job, and one this mom still has, keep theirs');
+  t.same(r.endedMarkersSwept, ['40.srv']);
+  t.same(ls(join(mom.cacheDir, 'ended')), ['41.srv.json']);
+  t.ok(mom.qstatCalls().includes('-f -1 42.srv'), 'qstat was asked about the job by its id');
+  t.notOk(mom.qstatCalls().some((c) => c.includes('43.srv')), 'not about a job the mom still holds');
+  const text = cache(mom, 'gc');
+  t.match(text.out, /swept 0 stale leases/);
+
+  // pbs_server down: nothing is judged by qstat, only by age.
+  lease('45.srv');
+  lease('46.srv', 15);
+  writeFileSync(join(mom.root, 'bin', 'qstat'), `#!/bin/sh\necho "$*" >> ${mom.root}/qstat.calls\necho "qstat: cannot connect to server head (errno=111) Connection refused" >&2\nexit 1\n`);
+  const before = mom.qstatCalls().length;
+  const down = cache(mom, 'gc');
+  t.equal(down.code, 0, 'the rest of gc ran');
+  t.match(down.out, /swept 1 stale lease: 46\.srv\n/, 'older than lease_max_age, unknown to this mom: swept as before');
+  t.match(down.err, /^vtorque: qstat could not say which jobs Torque still has \(.*cannot connect to server.*\); leases of jobs this node no longer runs were kept until \[cache\] lease_max_age \(1209600 s\)\. Fix: /m);
+  t.ok(existsSync(join(leases, '45.srv.json')), 'an unknown job\'s lease is kept while qstat cannot answer');
+  t.equal(mom.qstatCalls().length - before, 1, 'asked once, then no more: the first failure ends the asking');
 });

@@ -9,7 +9,8 @@ import type { HookIO } from '../torque/hook.js';
 import { hashFile } from '../image/verify.js';
 import { listEntries, type Entry } from './entries.js';
 import { ensureLayout, layoutOf, metaPath, type CacheLayout } from './layout.js';
-import { readLeases, sweepLeases } from './leases.js';
+import { readLeases, sweepEndedJobs, sweepLeases } from './leases.js';
+import { endedTtlSeconds, sweepEnded } from '../pipeline/ended.js';
 import { tryLock } from './lock.js';
 import { evictOne, makeRoom, reservations, spaceView } from './space.js';
 
@@ -62,14 +63,24 @@ function list(c: CacheCommand, l: CacheLayout): ExitCode {
 
 async function gc(c: CacheCommand, l: CacheLayout): Promise<ExitCode> {
   const tmp = reservations(l).swept;
-  const { swept } = sweepLeases(c.config, l);
+  // Leases of jobs that ended without their epilogue, or whose prologue published after it (qdel during the prologue): before eviction, which they would hold up.
+  const leases = await sweepEndedJobs(c.config, l);
+  const markers = sweepEnded(c.config);
   const evicted = await makeRoom({ config: c.config, layout: l, need: 0 });
-  const result = { tmpRemoved: tmp, leasesSwept: swept, evicted: evicted.map((e) => ({ digest: e.digest, bytes: e.bytes })) };
+  const result = {
+    tmpRemoved: tmp, leasesSwept: leases.swept, jobsGone: leases.gone, qstatUnavailable: leases.qstatUnavailable ?? null,
+    endedMarkersSwept: markers, evicted: evicted.map((e) => ({ digest: e.digest, bytes: e.bytes })),
+  };
   if (c.json) c.io.out(JSON.stringify(result, null, 2) + '\n');
   else {
+    const n = leases.swept.length;
     c.io.out(`removed ${tmp.length} partial cop${tmp.length === 1 ? 'y' : 'ies'} left by killed prologues\n`);
-    c.io.out(`swept ${swept.length} stale lease${swept.length === 1 ? '' : 's'}${swept.length ? `: ${swept.join(' ')}` : ''}\n`);
+    c.io.out(`swept ${n} stale lease${n === 1 ? '' : 's'}${n ? `: ${leases.swept.join(' ')}` : ''}${leases.gone.length ? ` (ended according to qstat: ${leases.gone.join(' ')})` : ''}\n`);
+    c.io.out(`removed ${markers.length} job-ended marker${markers.length === 1 ? '' : 's'} older than ${endedTtlSeconds(c.config)} s\n`);
     c.io.out(`evicted ${evicted.length} image${evicted.length === 1 ? '' : 's'}${evicted.map((e) => `\n  ${e.digest.slice(0, 16)} ${formatBytes(e.bytes)}`).join('')}\n`);
+  }
+  if (leases.qstatUnavailable !== undefined) {
+    c.io.err(`vtorque: qstat could not say which jobs Torque still has (${leases.qstatUnavailable}); leases of jobs this node no longer runs were kept until [cache] lease_max_age (${c.config.cache.lease_max_age} s). Fix: check [tools] qstat and that pbs_server answers (qstat -B), then run cache gc again\n`);
   }
   return EXIT_RUN;
 }
@@ -128,7 +139,7 @@ async function evict(c: CacheCommand, l: CacheLayout): Promise<ExitCode> {
   if (hits.length > 1) return say(false, `${want} matches ${hits.length} images. Fix: give more digits`);
   const e = hits[0]!;
   const jobs = sweepLeases(c.config, l).held.get(e.digest);
-  if (jobs) return say(false, `${e.digest.slice(0, 16)} is in use by job${jobs.length > 1 ? 's' : ''} ${jobs.join(' ')}; not evicted. Fix: wait for the jobs to end`, { leases: jobs });
+  if (jobs) return say(false, `${e.digest.slice(0, 16)} is in use by job${jobs.length > 1 ? 's' : ''} ${jobs.join(' ')}; not evicted. Fix: wait for the jobs to end; if they have ended, run cache gc (it asks qstat) and evict again`, { leases: jobs });
   if (!(await evictOne(c.config, l, e))) return say(false, `${e.digest.slice(0, 16)} is being used by a prologue right now; not evicted. Fix: try again`);
   return say(true, `evicted ${e.digest.slice(0, 16)} (${formatBytes(e.allocated)})`, { bytes: e.allocated });
 }

@@ -2,9 +2,11 @@
 // before the job is told its overlays are ready and removed by its epilogue.
 // Eviction never removes a leased base. A lease whose epilogue never ran (node
 // crash, killed mom) ends after [cache] lease_max_age, once Torque no longer
-// has the job on this node.
+// has the job on this node; `cache gc` also ends it at once when Torque's
+// server no longer has the job either (sweepEndedJobs).
 import { existsSync, lstatSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
+import { jobPresence } from '../torque/qstat.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { DIGEST, leasePath, type CacheLayout } from './layout.js';
 
@@ -89,4 +91,58 @@ export function sweepLeases(config: Config, l: CacheLayout): { held: Map<string,
     for (const d of f.lease?.digests ?? []) held.set(d, [...(held.get(d) ?? []), f.lease!.job]);
   }
   return { held, swept };
+}
+
+/** A Torque job id as parseJobArgs accepts it: only such a name goes to qstat's argv. */
+const JOB_ID = /^[0-9]{1,12}(\[[0-9]{0,9}\])?(\.[A-Za-z0-9][A-Za-z0-9.-]{0,252})?$/;
+
+/** What sweepEndedJobs did: the leases it removed and why, and whether qstat could answer. */
+export interface EndedJobsSweep {
+  held: Map<string, string[]>;
+  /** By age (sweepLeases) and by qstat, job ids. */
+  swept: string[];
+  /** Jobs qstat said the server no longer has (or has completed). */
+  gone: string[];
+  /** Why qstat could not answer; the leases it would have judged are kept (swept by age only). */
+  qstatUnavailable?: string;
+}
+
+/**
+ * sweepLeases, then asks Torque's server (qstat) about each job still
+ * holding a lease that this mom no longer has (<jobid>.JB): a job the
+ * server does not know, or has completed, has ended, and its lease goes
+ * whatever its age. qstat failing (server down, tool missing, timeout) is
+ * not an answer: those leases stay until lease_max_age, and the first
+ * failure stops the asking, so gc never waits out one timeout per lease.
+ */
+export async function sweepEndedJobs(config: Config, l: CacheLayout): Promise<EndedJobsSweep> {
+  const { swept } = sweepLeases(config, l);
+  const gone: string[] = [];
+  let qstatUnavailable: string | undefined;
+  const held = new Map<string, string[]>();
+  for (const f of readLeases(l)) {
+    const job = f.lease?.job;
+    if (!job) continue;
+    // The lease file's own name is what the prologue wrote it under; a lease naming another job is not ours to judge by qstat.
+    const mine = f.file === leasePath(l, job) && JOB_ID.test(job);
+    if (mine && qstatUnavailable === undefined && !jobKnownToTorque(config, job)) {
+      try {
+        const presence = await jobPresence(config, job);
+        if (presence !== 'active') {
+          try {
+            unlinkSync(f.file);
+          } catch {
+            /* its epilogue removed it meanwhile */
+          }
+          gone.push(job);
+          swept.push(job);
+          continue;
+        }
+      } catch (e) {
+        qstatUnavailable = String((e as Error).message ?? e);
+      }
+    }
+    for (const d of f.lease?.digests ?? []) held.set(d, [...(held.get(d) ?? []), job]);
+  }
+  return { held, swept, gone, qstatUnavailable };
 }

@@ -1,6 +1,8 @@
 // The epilogue stops the job's VMs on this node, then removes what the
 // prologue made for it (its directories and its lease on the cached image),
-// and nothing else.
+// and nothing else. First it leaves the marker that tells a prologue still at
+// work (qdel during the prologue) to remove what it makes from then on
+// (src/pipeline/ended.ts).
 import { removeJobDirs, stopJobRun } from '../cache/jobdir.js';
 import { removeTaps, resolveLaunchAccount } from '../launch/qemu.js';
 import { existsSync } from 'node:fs';
@@ -12,18 +14,30 @@ import { EXIT_RUN, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
 import { jobLogger } from './context.js';
 import { handleFailure } from './failure.js';
+import { markEnded } from './ended.js';
+import { lockJobFiles } from './job-lock.js';
 
 export interface EpilogueInput {
   args: JobArgs;
   env: JobEnv;
   config: Config;
   io: HookIO;
+  /** The fast path (src/torque/hook.ts) already wrote the job-ended marker. */
+  marked?: boolean;
 }
 
 export async function cleanUpJob(input: EpilogueInput): Promise<ExitCode> {
   const { args, config, io } = input;
   const log = jobLogger(config, args.kind, args.jobId, io);
   const clog = log.child({ stage: 'cleanup' });
+  // Written before anything is removed, or a prologue could publish after our removal and never learn of it.
+  try {
+    if (!input.marked) markEnded(config, args.jobId);
+  } catch (e) {
+    clog.error({ err: String((e as Error).message) }, 'could not leave the job-ended marker: a prologue of this job still at work would not stop (run vtorque-prologue doctor)');
+  }
+  // Not taken within [timeouts] lock: remove anyway; the prologue removes again what it makes after the marker.
+  const release = await lockJobFiles(config, args.jobId);
   try {
     // jobId passed parseJobArgs' pattern, so these stay inside job_dir, ramdisk_dir and leases/.
     // qemu first (power-off, [launch] shutdown, then SIGKILL): its disks are about to go.
@@ -43,5 +57,7 @@ export async function cleanUpJob(input: EpilogueInput): Promise<ExitCode> {
     return EXIT_RUN;
   } catch (e) {
     return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log });
+  } finally {
+    await release?.().catch(() => undefined);
   }
 }

@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import type { JobArgs, JobEnv } from '../torque/contract.js';
 import type { ScanResult } from '../torque/directives.js';
-import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../torque/exit.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
 import type { VmRequest } from '../request/resolve.js';
 import type { Placement, PlacedVm } from '../request/placement.js';
@@ -24,7 +24,10 @@ import { writeFileAtomic } from '../tools/atomic.js';
 import { jobLogger, shortHostname, startDeadline, type JobContext } from './context.js';
 import { handleFailure } from './failure.js';
 import { VERSION } from '../version.js';
-import { bootFiles } from '../launch/bootfiles.js';
+import { JobEnded, assertNotEnded, clearEnded, jobEnded, watchEnded } from './ended.js';
+import { lockJobFiles } from './job-lock.js';
+import { bootFiles, grantLaunchRead } from '../launch/bootfiles.js';
+import { joinJobCgroups } from '../launch/cgroup.js';
 import {
   VmBootError, bootFault, confirmVms, consoleTail, handOverSockets, launchAccel, makeRunDir, makeTaps, qemuArgv, removeTaps, resolveLaunchAccount, runPathsOf, startVm, waitReady,
   type LaunchAccel, type LaunchAccount,
@@ -89,7 +92,11 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     io.err(line(`node ${shortHostname()} did not prepare job ${args.jobId} within ${config.timeouts.total} s; the job goes back to the queue`) + '\n');
     process.exit(EXIT_NODE_FAULT);
   });
-  const ctx: JobContext = { args, env: input.env, config, node: shortHostname(), log, io, signal: deadline.signal };
+  // qdel during the prologue: the epilogue's marker stops every tool within a second (src/pipeline/ended.ts).
+  const ended = watchEnded(config, args.jobId, deadline.signal);
+  const ctx: JobContext = { args, env: input.env, config, node: shortHostname(), log, io, signal: ended.signal };
+  // After each thing the epilogue would have to remove: it wrote its marker before removing anything.
+  const published = (where: string) => assertNotEnded(config, args.jobId, where);
   let launchAccountP: Promise<LaunchAccount> | undefined;
   try {
     const clog = log.child({ stage: 'config' });
@@ -103,6 +110,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const resolved = jr.request;
     const place = placement(ctx, jr);
     rlog.info({ request: resolved, source: jr.source, position: place.position, hosts: place.hosts.length }, 'request resolved');
+    published('starting');
 
     // Independent of the image: run them while it is prepared.
     const shared = seedShared();
@@ -113,6 +121,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     jobAccount(shared, config, args.user, args.group, ctx.signal).catch(() => undefined);
     jr.crossCheck?.catch(() => undefined);
     const acquired = await checkImage(ctx, resolved);
+    published('preparing its image');
     const report = acquired.report;
     if (report.family === 'osv') {
       throw new JobFault(`image ${report.image.name} is an OSv unikernel: OSv guests have no shell to run a job script in`, [
@@ -133,6 +142,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     // A requeued job's VMs from an earlier start go first: their disks are about to be made afresh.
     if (launchAccount && !(await stopJobRun(config, args.jobId, launchAccount, 0, ctx.signal)).cleared) throw runDirFault(dirs.dir);
     freshJobDirs(config, args.jobId, dirs, owner);
+    published('making its job directory');
     const v0 = performance.now();
     const makeOverlay = overlayMaker({ config, base: acquired.base, dirs, owner, signal: ctx.signal }, backingFor({ base: acquired.base, dirs, owner }));
     const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
@@ -140,7 +150,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
       const overlay = await makeOverlay(vm.index);
       const seed = await writeSeed({
         config, node: place.hosts[place.position]!, request, owner, shared, signal: ctx.signal,
-        job: { id: args.jobId, user: args.user, group: args.group, name: args.jobName, workdir: input.env.workdir, nodefile: input.env.nodefile },
+        job: { id: args.jobId, user: args.user, group: args.group, name: args.jobName, workdir: input.env.workdir },
         vm: { index: vm.index, count: mine.length, jobIndex: vm.jobIndex }, vmHostnames: place.vms.map((v) => v.hostname),
         family: request.family ?? report.family ?? 'debian',
         dir: overlay.path.slice(0, overlay.path.lastIndexOf('/')),
@@ -154,14 +164,22 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     for (const n of new Set(seeds.flatMap((x) => x.notes))) io.out(line(`note: ${n}`) + '\n');
 
     await jr.crossCheck;
+    published('making its overlays and seeds');
     const booted = launchAccount ? await bootVms(ctx, { t0, dirs, request, acquired, overlays, seeds, mine, account: launchAccount, shared }) : undefined;
+    if (booted) published('booting its VMs');
     const manifestPath = writeManifest(ctx, { ...jr, request }, place, acquired, dirs, overlays, seeds, owner, booted);
+    // The last look: from here on only the epilogue removes what the job has.
+    published('writing its manifest');
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
     for (const l of summary(args.jobId, request, manifestPath, acquired, seeds)) io.out(line(l) + '\n');
     return EXIT_RUN;
   } catch (e) {
+    // Whatever failed after the epilogue ran (a tool stopped by the marker, a
+    // file the epilogue removed under us) failed because the job is gone.
+    const gone = e instanceof JobEnded || isEnded(config, args.jobId);
     // A job that does not start holds no image and leaves no half-made VM files;
     // a requeued one gets everything afresh at its next start.
+    const release = gone ? await lockJobFiles(config, args.jobId) : undefined;
     try {
       const account = await launchAccountP?.catch(() => undefined);
       // No qemu of a failed job outlives it; run/ is emptied as the launch account before root removes the rest.
@@ -169,13 +187,40 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
       if (config.launch.network === 'bridge') await removeTaps(config, args.jobId);
       removeJobDirs(config, args.jobId, !cleared);
       removeLease(layoutOf(config), args.jobId);
+      if (gone) clearEnded(config, args.jobId);
     } catch (ce) {
       log.child({ stage: 'cleanup' }).warn({ err: String((ce as Error).message) }, 'could not remove the job files after the failure');
+    } finally {
+      await release?.().catch(() => undefined);
     }
+    if (gone) return jobGone(ctx, e);
     return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log, source: input.scriptPath });
   } finally {
+    ended.stop();
     deadline.stop();
   }
+}
+
+const isEnded = (config: Config, jobId: string): boolean => {
+  try {
+    return jobEnded(config, jobId);
+  } catch {
+    return false; // the marker directory itself failed: the original error says more
+  }
+};
+
+/**
+ * The job was deleted (qdel) while its node prepared it. Not the job's fault
+ * nor the node's: no report is delivered (Torque has no job to deliver it
+ * to), the node stays online. Exit 1 so that pbs_mom's starter child does
+ * not go on to start the job's shell (start_exec.c handle_prologs: 1 is
+ * JOB_EXEC_FAIL2, abort; 2 would be a requeue).
+ */
+function jobGone(ctx: JobContext, e: unknown): ExitCode {
+  ctx.log.child({ stage: 'ended' }).info({ err: e instanceof JobEnded ? undefined : String((e as Error)?.message ?? e), during: e instanceof JobEnded ? e.where : undefined },
+    'the job ended (epilogue ran) while it was prepared: everything made for it is removed');
+  ctx.io.err(line(`job ${ctx.args.jobId} was deleted while this node prepared its VMs; everything made for it on ${ctx.node} is removed. Fix: nothing to fix; resubmit the job if it was deleted by mistake`) + '\n');
+  return EXIT_JOB_FAULT;
 }
 
 async function checkImage(ctx: JobContext, request: VmRequest): Promise<Acquired> {
@@ -187,7 +232,7 @@ async function checkImage(ctx: JobContext, request: VmRequest): Promise<Acquired
   }
   const img = await authoriseImage({ img: request.img, config: ctx.config, ownerUid });
   const t0 = performance.now();
-  const a = await acquireImage({ config: ctx.config, img, want: { distro: request.distro, arch: request.arch }, job: ctx.args.jobId, node: ctx.node, signal: ctx.signal, log: ilog });
+  const a = await acquireImage({ config: ctx.config, img, want: { distro: request.distro, arch: request.arch, vrdma: request.vrdma }, job: ctx.args.jobId, node: ctx.node, signal: ctx.signal, log: ilog });
   const r = a.report;
   ilog.info({ image: img.path, sha256: r.digest, base: a.base.path, ingested: a.ingested, verified: a.verified, fromCache: !a.verified, hashed: a.hashed, ms: Math.round(performance.now() - t0), rules: r.rules.filter((x) => !x.ok).map((x) => x.id) }, 'image ready');
   for (const w of warnedRules(r)) ctx.io.out(line(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`) + '\n');
@@ -213,8 +258,10 @@ async function bootVms(ctx: JobContext, o: {
 }): Promise<Booted> {
   const { config, io } = ctx;
   const blog = ctx.log.child({ stage: 'boot' });
+  // qemu (the launch account) opens the base as the overlay's backing file.
+  const privateTo = grantLaunchRead(o.acquired.base.path, o.account.gid);
   const [boot, jobOwner] = await Promise.all([
-    bootFiles(config, o.acquired.base, ctx.signal),
+    bootFiles(config, o.acquired.base, ctx.signal, privateTo),
     jobAccount(o.shared, config, ctx.args.user, ctx.args.group, ctx.signal),
   ]);
   const accel = await launchAccel(config, o.account, boot, ctx.signal);
@@ -236,6 +283,8 @@ async function bootVms(ctx: JobContext, o: {
     }, accel.accel, boot, paths);
     const b0 = performance.now();
     const pid = await startVm(config, o.account, argv, paths, ctx.signal);
+    const cg = joinJobCgroups(ctx.args.jobId, [pid]);
+    if (cg.joined.length > 0 || cg.failed.length > 0) blog[cg.failed.length > 0 ? 'warn' : 'info']({ vm: seed.hostname, pid, joined: cg.joined, failed: cg.failed }, "qemu in the job's cgroups");
     handOverSockets(paths, o.account, jobOwner);
     const until = Math.min(Date.now() + config.launch.boot * 1000, hardStop);
     try {

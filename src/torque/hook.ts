@@ -34,6 +34,17 @@ export const processIO: HookIO = {
   err: (t) => writeAll(2, t),
 };
 
+/** false: not written; cleanUpJob tries again and logs why. Loaded here: the prologue's fast path has no use for it. */
+async function markEndedQuietly(config: Config, jobId: string): Promise<boolean> {
+  try {
+    const { markEnded } = await import('../pipeline/ended.js');
+    markEnded(config, jobId);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function runHook(kind: ScriptKind, argv: readonly string[], configFile: string, io: HookIO = processIO): Promise<ExitCode> {
   const env = readJobEnv(process.env);
   let args: JobArgs | undefined;
@@ -61,11 +72,13 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
     // Loaded here, not at startup: building the whole schema is not for the prologue's non-VM path.
     const { loadConfig } = await import('../config/load.js');
     config = loadConfig(configFile).config;
+    // First, for every job: a prologue still at work (qdel during the prologue) publishes after this and must learn that the job ended.
+    const marked = await markEndedQuietly(config, args.jobId);
     // A prologue killed before it made the job directory may still have leased an image.
     const { job_dir, ramdisk_dir, cache_dir } = config.paths;
-    if (![`${job_dir}/${args.jobId}`, `${ramdisk_dir}/${args.jobId}`, `${cache_dir}/leases/${args.jobId}.json`].some((p) => existsSync(p))) return EXIT_RUN;
+    if (marked && ![`${job_dir}/${args.jobId}`, `${ramdisk_dir}/${args.jobId}`, `${cache_dir}/leases/${args.jobId}.json`].some((p) => existsSync(p))) return EXIT_RUN;
     const { cleanUpJob } = await heavy();
-    return await cleanUpJob({ args, env, config, io });
+    return await cleanUpJob({ args, env, config, io, marked });
   } catch (e) {
     const { handleFailure } = await heavy();
     return handleFailure(e, { kind, args, env, config, configFile, io });

@@ -16,13 +16,15 @@ import { JobFault } from './exit.js';
 import type { Config } from '../config/schema.js';
 
 export interface JobAttributes {
-  /** The attributes we use other than Variable_List, as printed (exec_host for placement). */
+  /** The attributes we use other than Variable_List, as printed (exec_host and job_radix for placement). */
   raw: Record<string, string>;
   errorPath?: string;
   outputPath?: string;
   /** "oe": stderr joins stdout; "eo": stdout joins stderr; "n": separate. */
   joinPath?: string;
   startCount?: number;
+  /** job_state as printed: Q, R, E, C (completed, kept for keep_completed), ... */
+  jobState?: string;
   /** The job variables we use (VTORQUE_*, VM_*, PBS_O_*); the others are never kept. */
   variables: Record<string, string>;
   /** Attributes longer than their cap: left out, as if Torque had not printed them. */
@@ -32,13 +34,13 @@ export interface JobAttributes {
 }
 
 /** The attributes we act on. Torque prints each once for a started job. */
-const USED = ['Error_Path', 'Output_Path', 'Join_Path', 'exec_host', 'start_count', 'Variable_List'] as const;
+const USED = ['Error_Path', 'Output_Path', 'Join_Path', 'exec_host', 'start_count', 'job_radix', 'job_state', 'Variable_List'] as const;
 type Used = (typeof USED)[number];
 const isUsed = (k: string): k is Used => (USED as readonly string[]).includes(k);
 
 /** Paths: PATH_MAX plus a host name. exec_host: a host and core list for a few thousand nodes. */
 const CAP: Record<Exclude<Used, 'Variable_List'>, number> = {
-  Error_Path: 8192, Output_Path: 8192, Join_Path: 16, start_count: 32, exec_host: 1024 * 1024,
+  Error_Path: 8192, Output_Path: 8192, Join_Path: 16, start_count: 32, job_radix: 32, job_state: 16, exec_host: 1024 * 1024,
 };
 /** Per kept variable: far above a real VTORQUE_REQUEST (at most 8192) or path. */
 export const VARIABLE_CAP = 64 * 1024;
@@ -226,6 +228,7 @@ export class QstatParser {
       outputPath: stripHost(raw.Output_Path),
       joinPath: raw.Join_Path,
       startCount: sc,
+      jobState: raw.job_state,
       variables: this.list.variables,
       oversized,
       oversizedVariables: [...this.list.oversized],
@@ -267,4 +270,31 @@ export async function qstatJob(config: Config, jobId: string): Promise<JobAttrib
     maxBuffer: 1024 * 1024,
   });
   return parser.end();
+}
+
+/**
+ * Whether Torque's server still has the job ('gone': qstat says Unknown Job
+ * Id; 'completed': job_state C, kept only for keep_completed) or not. Torque's
+ * qstat exits with PBSE_UNKJOBID (15001, so 153) and prints "Unknown Job Id"
+ * for a job the server does not know (src/cmds/qstat.c run_job_mode, main);
+ * both must hold. Any other failure throws: qstat could not say.
+ */
+export async function jobPresence(config: Config, jobId: string): Promise<'active' | 'completed' | 'gone'> {
+  const parser = new QstatParser();
+  const r = await runTool(config.tools.qstat, ['-f', '-1', jobId], {
+    timeout: config.timeouts.qstat * 1000,
+    toolKey: 'qstat',
+    onStdout: (chunk) => parser.push(chunk),
+    maxBuffer: 1024 * 1024,
+    okExitCodes: [153],
+  });
+  if (r.exitCode === 153) {
+    if (/Unknown Job Id/i.test(r.stderr)) return 'gone';
+    throw new Error(`${config.tools.qstat} exited 153 without saying the job is unknown: ${r.stderr.trim().split('\n')[0]?.slice(0, 200) ?? ''}`);
+  }
+  try {
+    return parser.end().jobState === 'C' ? 'completed' : 'active';
+  } catch {
+    return 'active'; // a record its variables forged: Torque still has the job
+  }
 }
