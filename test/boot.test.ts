@@ -108,7 +108,7 @@ t.test('a real Debian guest applies our seed from each medium: hostname, user, g
       const { config } = parseConfig(`[seed]\nmedia = ${m}\nssh_keys_from =\n[guestfs]\naccel = ${accel}\n`, 'boot-test.ini');
       const input: SeedInput = {
         config,
-        job: { id: `77.head`, user: SEED_USER.name, group: SEED_USER.group, name: `boot "${m}" #1`, workdir: "/home/vtseed/it's here", nodefile: '/var/spool/torque/aux/77.head' },
+        job: { id: `77.head`, user: SEED_USER.name, group: SEED_USER.group, name: `boot "${m}" #1`, workdir: "/home/vtseed/it's here" },
         node: 'node01', vm: { index: i, count: media.length, jobIndex: 10 + i }, family: 'debian', request,
         owner: { uid: 0, gid: 0, fileMode: 0o600, dirMode: 0o700 }, dir, overlay,
       };
@@ -144,7 +144,7 @@ t.test('a real Debian guest applies our seed from each medium: hostname, user, g
       t.ok(profile.includes("export PBS_JOBID='77.head'"), 'the PBS profile: job id');
       t.ok(profile.includes(`export PBS_JOBNAME='boot "${m}" #1'`), 'job name, quotes intact');
       t.ok(profile.includes(`export PBS_O_WORKDIR='/home/vtseed/it'\\''s here'`), 'work directory, quote escaped for sh');
-      t.ok(profile.includes("export PBS_NODEFILE='/var/spool/torque/aux/77.head'"), 'node file');
+      t.ok(profile.includes("export PBS_NODEFILE='/etc/vtorque/nodefile'"), "the guest's own node file, not the host's");
       t.ok(profile.includes("export DISTRO='debian'"), 'DISTRO');
       for (const l of f.get('log') ?? []) t.comment(`cloud-init.log: ${l}`);
       t.notMatch((f.get('log') ?? []).join('\n'), /Traceback/, 'no cloud-init module crashed');

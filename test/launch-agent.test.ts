@@ -105,7 +105,7 @@ async function startAgent(t: Tap, o: { config?: Record<string, unknown>; configO
   const config = join(dir, 'agent.json');
   writeFileSync(config, JSON.stringify(o.config ?? {
     user: 'nobody', uid: NOBODY.uid, home, vms: ['vnode01', 'vnode02'], np: 4,
-    env: { PBS_JOBID: '42.head', PBS_JOBNAME: "it's $HOME `id`", PBS_O_WORKDIR: '/home/nobody/run 1' },
+    env: { PBS_JOBID: '42.head', PBS_JOBNAME: "it's $HOME `id`", PBS_O_WORKDIR: '/home/nobody/run 1', PBS_NODEFILE: '/etc/vtorque/nodefile' },
   }), { mode: 0o600 });
   if (o.configOwner !== undefined) chownSync(config, o.configOwner, o.configOwner);
   const state = o.state ?? join(dir, 'state');
@@ -174,7 +174,7 @@ t.test('H gets R; the script runs as nobody in its home with the PBS variables, 
     'wait_for() { for i in $(seq 1 600); do [ -e "$HOME/$1" ] && return 0; sleep 0.1; done; echo "no $1" >&2; exit 9; }',
     'echo "uid=$(id -u) gid=$(id -g) pwd=$(pwd) home=$HOME user=$USER"',
     'echo "job=$PBS_JOBID name=$PBS_JOBNAME workdir=$PBS_O_WORKDIR np=$PBS_NP env=$PBS_ENVIRONMENT"',
-    'echo "nodes=$(tr "\\n" , < "$PBS_VM_NODEFILE")"',
+    'echo "nodes=$(tr "\\n" , < "$PBS_VM_NODEFILE") nodefile=$([ "$PBS_NODEFILE" = "$PBS_VM_NODEFILE" ] && echo same)"',
     'read -r line; echo "stdin=$line"; read -r more || echo "stdin-eof"',
     'wait_for go1',
     'echo err1 >&2',
@@ -198,11 +198,11 @@ t.test('H gets R; the script runs as nobody in its home with the PBS variables, 
   t.equal(out, [
     `uid=${NOBODY.uid} gid=${NOBODY.gid} pwd=${a.home} home=${a.home} user=nobody`,
     "job=42.head name=it's $HOME `id` workdir=/home/nobody/run 1 np=4 env=PBS_BATCH",
-    'nodes=vnode01,vnode02,',
+    'nodes=vnode01,vnode02, nodefile=same',
     'stdin=from the starter',
     'stdin-eof',
     '',
-  ].join('\n'), 'as nobody (65534), in the configured home, with the PBS variables exactly, PBS_NP, PBS_VM_NODEFILE, and stdin from I frames');
+  ].join('\n'), 'as nobody (65534), in the configured home, with the PBS variables exactly, PBS_NP, PBS_VM_NODEFILE (PBS_NODEFILE the same file), and stdin from I frames');
   writeFileSync(join(a.home, 'go1'), '');
   const e1 = await h.next('err1');
   t.same([e1.type, e1.payload.toString()], ['E', 'err1\n'], 'stderr as E, relayed while the script waits');

@@ -1,8 +1,9 @@
 // The prologue end to end, driven exactly as pbs_mom drives it.
 import t from 'tap';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Mom, NOBODY, type Job } from './harness/mom.js';
+import { BIN, Mom, NOBODY, type Job } from './harness/mom.js';
 import { ensureLaunchUser } from './harness/launch-user.js';
 
 // [jobfiles] owner and group default to the launch account ([launch] user): never the job owner.
@@ -204,4 +205,71 @@ t.test('a job refused after its image was cached leaves no VM files and no lease
   t.match(r.er, /metadata/);
   t.notOk(existsSync(join(mom.jobDir, '7031.srv')), 'no overlays or seeds');
   t.notOk(existsSync(join(mom.cacheDir, 'leases', '7031.srv.json')), 'no lease: the image may be evicted');
+});
+
+// Issue 14, item 4: what the user reads names what the user knows, and each kind of rejection gets the hint that helps with it.
+const FIX_WHO = /Fix: \((admin|you)\) /;
+
+t.test("a rejected job's report names its job name and submit directory, never Torque's spool copy of the script", async (t) => {
+  const mom = new Mom();
+  const name = 'my "run" \u2028two';
+  const r = await mom.prologue({ id: '40.srv', name, script: BAD_SCRIPT });
+  t.equal(r.code, 1);
+  const first = r.er.split('\n')[0]!;
+  t.notMatch(r.er, /mom_priv/, 'the spool copy is not named');
+  t.match(first, /^vtorque: job 40\.srv \(name "my \\"run\\" \\u2028two", submitted from "[^"]+\/home"\) was not started: /, `job name and submit directory, escaped: ${first}`);
+  t.notOk(r.er.includes('\u2028'), 'a separator in the job name cannot forge a line');
+  t.match(r.er, /vtorque: try a job script before submitting it: vtorque-prologue check --job SCRIPT/, 'a request problem gets the check --job hint');
+});
+
+t.test('past max_start_count: no check --job hint (the script is fine), and every fix line says who acts', async (t) => {
+  const mom = brokenJobDirMom();
+  const r = await mom.prologue({ id: '41.srv', name: 'loop', script: VM_SCRIPT, qstat: { start_count: '5' } });
+  t.equal(r.code, 1);
+  t.notMatch(r.er, /check --job/, 'check --job would say all is well: not offered');
+  const fixes = r.er.split('\n').filter((l) => l.includes('Fix: '));
+  t.ok(fixes.length >= 2, r.er);
+  for (const f of fixes) t.match(f, FIX_WHO, `each fix line starts with who acts: ${f}`);
+  t.match(r.er, /Fix: \(admin\) check \[paths\] job_dir/, "the node's problem is the admin's");
+  t.match(r.er, /Fix: \(you\) resubmit later/, 'the abort is the user\'s to act on');
+});
+
+// Not the runner's environment: tap's NODE_OPTIONS hooks would write where nobody cannot.
+const USER_ENV = { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' };
+
+function sums(mom: Mom, names: string[]): void {
+  const lines = names.map((n) => `${execFileSync('sha256sum', [join(mom.poolDir, n)], { encoding: 'utf8' }).split(' ')[0]}  ${n}`);
+  writeFileSync(join(mom.poolDir, 'SHA256SUMS'), lines.join('\n') + '\n');
+}
+
+t.test('an image that fails the requirements: the report lists the pool images that pass, and check --job reports the verdict the node holds', async (t) => {
+  const mom = new Mom({ pool: { 'debian12.qcow2': 'debian-ok.qcow2', 'nocloud.qcow2': 'debian-no-cloud-init.qcow2' } });
+  // An image no node has checked: its digest is new to every verdict store.
+  const fresh = join(mom.root, 'fresh.qcow2');
+  writeFileSync(fresh, `never checked ${process.pid} ${Date.now()}\n`, { mode: 0o644 });
+  mom.addImage('unknown.qcow2', fresh);
+  // Digests the pool lists, so that held verdicts can be found without hashing; unknown.qcow2 has no verdict anywhere.
+  sums(mom, ['debian12.qcow2', 'nocloud.qcow2', 'unknown.qcow2']);
+  const script = '#!/bin/bash\n#VM img=nocloud.qcow2\nhostname\n';
+  const r = await mom.prologue({ id: '42.srv', name: 'img', script });
+  t.equal(r.code, 1, r.er);
+  t.match(r.er, /fails cloud-init-installed/);
+  t.notMatch(r.er, /check --job/, 'check --job is not the hint for an image that fails');
+  t.match(r.er, /vtorque: pool images known to meet the requirements for this request: debian12\.qcow2\. Fix: pick one with #VM img=NAME/);
+  t.match(r.er, /1 other pool image has not been checked yet/);
+  t.notMatch(r.er.split('pool images known')[1] ?? '', /nocloud|unknown\.qcow2/, 'the failing and the unchecked images are not offered');
+
+  // The node now holds a failing verdict: check --job, as the user, says so instead of "all is well".
+  const f = join(mom.workdir, 'img.pbs');
+  writeFileSync(f, script);
+  chownSync(f, NOBODY.uid, NOBODY.gid);
+  const chk = spawnSync(process.execPath, [BIN, '--config', mom.configFile, 'check', '--job', f], { encoding: 'utf8', uid: NOBODY.uid, gid: NOBODY.gid, cwd: mom.workdir, env: USER_ENV });
+  t.equal(chk.status, 1, `check --job exits 1: ${chk.stdout}${chk.stderr}`);
+  t.match(chk.stdout, /image nocloud\.qcow2: fails cloud-init-installed: .*\(verdict held by this node\)/);
+  t.match(chk.stdout, /pool images known to meet the requirements for this request: debian12\.qcow2/);
+  const ok = join(mom.workdir, 'ok.pbs');
+  writeFileSync(ok, '#!/bin/bash\n#VM img=debian12.qcow2\nhostname\n');
+  const good = spawnSync(process.execPath, [BIN, '--config', mom.configFile, 'check', '--job', ok], { encoding: 'utf8', uid: NOBODY.uid, gid: NOBODY.gid, cwd: mom.workdir, env: USER_ENV });
+  t.equal(good.status, 0, good.stdout + good.stderr);
+  t.match(good.stdout, /image debian12\.qcow2 meets this site's guest image requirements \(verdict held by this node\)/);
 });

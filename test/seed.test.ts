@@ -62,7 +62,7 @@ function input(cfg: Config, over: Partial<SeedInput> = {}): SeedInput {
   const dir = mkdtempSync(join(work, 'vm-'));
   return {
     config: cfg,
-    job: { id: '42.head', user: TEST_USER.name, group: TEST_USER.group, name: 'job1', workdir: home, nodefile: '/var/spool/torque/aux/42.head' },
+    job: { id: '42.head', user: TEST_USER.name, group: TEST_USER.group, name: 'job1', workdir: home },
     node: 'node01', vm: { index: 0, count: 1, jobIndex: 0 }, family: 'debian', request: request(),
     owner: { uid: TEST_USER.uid, gid: TEST_USER.gid, fileMode: 0o600, dirMode: 0o750 },
     dir, overlay: join(dir, 'disk.qcow2'), ...over,
@@ -245,6 +245,24 @@ t.test('the guest agent gets every VM of the job (vmHostnames) and PBS_NP = VMs 
   t.equal(n.status, 0, `sh -n accepts it: ${n.stderr}`);
 });
 
+t.test('the VMs get a node file of their own: PBS_NODEFILE in the guest lists the job\'s VMs, never a host path', async (t) => {
+  const vms = ['vnode01-0', 'vnode01-1', 'vnode02-0', 'vnode02-1'];
+  const r = await renderSeed(input(config(), { vm: { index: 1, count: 2, jobIndex: 1 }, vmHostnames: vms }));
+  const u = pyyaml([r.userData])[0] as { write_files: FileEntry[] };
+  const file = (path: string) => u.write_files.find((f) => f.path === path);
+  const profile = Buffer.from(file('/etc/profile.d/vtorque-job.sh')!.content, 'base64').toString('utf8');
+  t.notMatch(profile, /torque\/aux|\/\//, `no host path in the profile: ${profile}`);
+  const nf = file('/etc/vtorque/nodefile');
+  t.ok(nf, 'the seed writes the guest node file');
+  t.equal(Buffer.from(nf!.content, 'base64').toString('utf8'), vms.map((v) => `${v}\n`).join(''), 'one line per VM of the job, in job order');
+  t.match(nf, { owner: 'root:root', permissions: '0644', encoding: 'b64' });
+  const f = join(mkdtempSync(join(work, 'profile-')), 'p.sh');
+  writeFileSync(f, profile);
+  const sh = spawnSync('sh', ['-c', '. "$1" && printf "%s\\0%s" "$PBS_NODEFILE" "$PBS_VM_NODEFILE"', 'sh', f], { encoding: 'utf8' });
+  t.same(sh.stdout.split('\0'), ['/etc/vtorque/nodefile', '/etc/vtorque/nodefile'], 'login shells in the VM get PBS_NODEFILE and PBS_VM_NODEFILE, both the guest\'s file');
+  t.match(b64json(file(AGENT_CONFIG_PATH)), { env: { PBS_NODEFILE: '/etc/vtorque/nodefile' } });
+});
+
 // Hostile names: each either survives YAML (PyYAML), /etc/passwd and sh exactly, or is refused with a message.
 const HOSTILE_ACCOUNTS: { name: string; ok: boolean }[] = [
   { name: 'a:b', ok: false }, { name: 'a#b', ok: false }, { name: "o'neil", ok: false }, { name: 'a"b', ok: false },
@@ -302,7 +320,7 @@ t.test('hostile paths and job names survive YAML and the sh profile exactly; con
   const docs: string[] = [];
   const cases = HOSTILE_TEXT.map((x) => ({ workdir: `/home/u/${x}/ü`, name: x }));
   for (const c of cases) {
-    const vars = profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, nodefile: `/aux/${c.name}`, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' });
+    const vars = profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' });
     const text = profileText(vars);
     const account = { user: 'alice', uid: 1234, group: 'staff', gid: 99, gecos: '', home: '/home/x' };
     const doc = `#cloud-config\n${await toYaml(buildUserData({ config: config(), family: 'debian', hostname: 'vx', account, sshKeys: [], profile: text, agent: AGENT }))}`;
@@ -311,9 +329,9 @@ t.test('hostile paths and job names survive YAML and the sh profile exactly; con
     // Sourcing it must set the variables to exactly these bytes and run nothing.
     const f = join(mkdtempSync(join(work, 'profile-')), 'p.sh');
     writeFileSync(f, text);
-    const r = spawnSync('sh', ['-c', '. "$1" && printf "%s\\0%s\\0%s" "$PBS_O_WORKDIR" "$PBS_JOBNAME" "$PBS_NODEFILE"', 'sh', f], { encoding: 'utf8' });
+    const r = spawnSync('sh', ['-c', '. "$1" && printf "%s\\0%s" "$PBS_O_WORKDIR" "$PBS_JOBNAME"', 'sh', f], { encoding: 'utf8' });
     t.equal(r.status, 0);
-    t.same(r.stdout.split('\0'), [c.workdir, c.name, `/aux/${c.name}`], `sh reads back ${JSON.stringify(c.name)}`);
+    t.same(r.stdout.split('\0'), [c.workdir, c.name], `sh reads back ${JSON.stringify(c.name)}`);
   }
   t.notOk(spawnSync('test', ['-e', '/tmp/vtorque-pwned']).status === 0, 'no command substitution ran');
   const back = pyyaml(docs) as { write_files: { content: string; encoding: string }[] }[];
@@ -321,7 +339,7 @@ t.test('hostile paths and job names survive YAML and the sh profile exactly; con
   const profiles = back.map((b) => Buffer.from(b.write_files[0]!.content, 'base64').toString('utf8'));
   back.forEach((b, i) => t.equal(b.write_files[0]!.encoding, 'b64', `profile ${i} is base64`));
   profiles.forEach((p, i) => t.match(p, `export PBS_JOBNAME=`, `profile ${i} survives YAML`));
-  t.same(profiles, await Promise.all(cases.map(async (c) => profileText(profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, nodefile: `/aux/${c.name}`, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' })))), 'byte for byte');
+  t.same(profiles, await Promise.all(cases.map(async (c) => profileText(profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' })))), 'byte for byte');
   for (const bad of ['/a\nb', '/a\tb', 'relative/path', '/nul\0byte', '/a\u2028b', '/a\u2029b', '/a\u0085b', '/a\ud800b', '/a\uffffb']) {
     const e = caught(() => checkJobPath('PBS_O_WORKDIR', bad));
     // Escaped: a raw U+2028 in a test name would break the TAP stream itself.
@@ -348,7 +366,7 @@ t.test('the YAML writer refuses any key or string a YAML 1.1 reader would not re
 t.test('OSv gets the profile as one line that sh reads back exactly', async (t) => {
   const cases = HOSTILE_TEXT.map((x) => ({ workdir: `/home/u/${x}`, name: x }));
   for (const c of cases) {
-    const r = await renderSeed(input(config(), { family: 'osv', request: request({ distro: 'osv', family: 'osv' }), job: { id: '1.h', user: TEST_USER.name, group: TEST_USER.group, name: c.name, workdir: c.workdir, nodefile: '/aux/1' } }));
+    const r = await renderSeed(input(config(), { family: 'osv', request: request({ distro: 'osv', family: 'osv' }), job: { id: '1.h', user: TEST_USER.name, group: TEST_USER.group, name: c.name, workdir: c.workdir } }));
     const doc = pyyaml([r.userData])[0] as { files: Record<string, string> };
     const line = doc.files['/etc/vtorque-job.sh']!;
     t.notOk(line.includes('\n'), 'one line');

@@ -1,7 +1,7 @@
 // `check --job SCRIPT`: what the prologue would make of a job script's #VM
 // lines, without touching the node. Users run it before qsub. With --render
 // DIR it also writes the cloud-init seed files each VM would get.
-import { mkdirSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync, realpathSync } from 'node:fs';
 import { userInfo, hostname } from 'node:os';
 import { basename } from 'node:path';
 import { loadConfig, parseConfig, DEFAULT_CONFIG_FILE } from '../config/load.js';
@@ -62,23 +62,78 @@ export async function checkJob(o: CheckJobOptions): Promise<ExitCode> {
       problems = e.problems;
     }
   }
+  const image = request ? await heldImage(request, config) : undefined;
+  if (image?.problems.length) problems = image.problems;
 
   if (o.json) {
-    o.io.out(JSON.stringify({ script: o.script, config: config.file, vmJob, ok: problems.length === 0, request, problems, notes }, null, 2) + '\n');
+    o.io.out(JSON.stringify({ script: o.script, config: config.file, vmJob, ok: problems.length === 0, request, image: image?.json, problems, notes: [...notes, ...(image?.notes ?? [])] }, null, 2) + '\n');
   } else {
     for (const n of notes) o.io.out(line(n) + '\n');
     if (!vmJob) o.io.out(line(`${o.script}: not a VM job (no #VM lines)`) + '\n');
-    else if (problems.length > 0) {
+    else if (problems.length > 0 && image?.problems.length) {
+      o.io.out(line(image.json.verdict === 'refused'
+        ? `${o.script}: image ${request!.img} cannot be used on this site; the job would not start`
+        : `${o.script}: image ${request!.img} does not meet this site's guest image requirements; the job would not start`) + '\n');
+      for (const p of problems) o.io.out(problemLine(p) + '\n');
+      for (const h of image.hints) o.io.out(line(h) + '\n');
+    } else if (problems.length > 0) {
       o.io.out(line(`${o.script}: the #VM request has ${problems.length} problem${problems.length > 1 ? 's' : ''}; the job would not start`) + '\n');
       for (const p of problems) o.io.out(problemLine(p) + '\n');
     } else if (request) {
       o.io.out(line(`${o.script}: VM job; the request resolves to (config: ${config.file})`) + '\n');
       o.io.out(table(request));
+      for (const n of image?.notes ?? []) o.io.out(line(n) + '\n');
     }
   }
   if (problems.length > 0) return EXIT_JOB_FAULT;
   if (o.render !== undefined && request) await renderSeeds(o, config, request);
   return EXIT_RUN;
+}
+
+interface HeldImage {
+  /** The rules the image fails for this request, as the prologue would report them. */
+  problems: Problem[];
+  /** For a failing image: the pool images that pass. */
+  hints: string[];
+  notes: string[];
+  /** refused: not in the pool, or not allowed (authorisation); fail: a held verdict fails the requirements. */
+  json: { name: string; verdict: 'pass' | 'fail' | 'refused' | 'unknown' | 'not-checked-here'; heldBy?: 'node' | 'shared' };
+}
+
+/**
+ * What this node, or the shared verdict directory, already knows of the
+ * image: never hashed, never inspected here (held.ts). A user's own image is
+ * checked on the node at job start, from a file only root may read the verdict of.
+ */
+async function heldImage(request: VmRequest, config: Config): Promise<HeldImage> {
+  const { authoriseImage } = await import('../image/authorise.js');
+  const { heldVerdict, judge, poolHint, poolImagesFor } = await import('../image/held.js');
+  const none = (verdict: HeldImage['json']['verdict'], note: string): HeldImage => ({ problems: [], hints: [], notes: [note], json: { name: request.img, verdict } });
+  if (request.img.startsWith('/')) return none('not-checked-here', `image ${request.img} is your own: the node checks it when the job starts`);
+  // A login node may have no pool (nor the admin's ini): only the request can be checked there.
+  if (!existsSync(config.paths.image_pool)) return none('not-checked-here', `the image pool ${config.paths.image_pool} is not on this machine: image ${request.img} is checked on the node when the job starts`);
+  let img;
+  try {
+    img = await authoriseImage({ img: request.img, config, ownerUid: process.getuid?.() });
+  } catch (e) {
+    if (isJobFault(e)) return { problems: [...e.problems], hints: [], notes: [], json: { name: request.img, verdict: 'refused' } };
+    return none('not-checked-here', `image ${request.img} was not looked up here (${(e as Error).message}); the node checks it when the job starts`);
+  }
+  const held = heldVerdict(img, config);
+  if (!held) return none('unknown', `image ${img.name} has not been checked on this node yet; the node checks it when the job starts`);
+  const want = { distro: request.distro, arch: request.arch, vrdma: request.vrdma };
+  const { rules, failed } = judge(held, want, config);
+  const heldBy = held.where === 'node' ? 'this node' : 'the shared verdict directory';
+  const warnings = rules.filter((r) => !r.ok && r.level === 'warn').map((w) => `warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`);
+  if (failed.length === 0) {
+    return { problems: [], hints: [], notes: [`image ${img.name} meets this site's guest image requirements (verdict held by ${heldBy})`, ...warnings], json: { name: img.name, verdict: 'pass', heldBy: held.where } };
+  }
+  return {
+    problems: failed.map((x) => ({ id: x.id, where: `image ${img.name}`, message: `fails ${x.id}: ${x.message} (verdict held by ${heldBy})`, fix: x.fix })),
+    hints: poolHint(await poolImagesFor(config, want)),
+    notes: warnings,
+    json: { name: img.name, verdict: 'fail', heldBy: held.where },
+  };
 }
 
 /**
@@ -101,7 +156,7 @@ async function renderSeeds(o: CheckJobOptions, config: Config, request: VmReques
   for (let i = 0; i < request.vms_per_node; i++) {
     const r = await renderSeed({
       config, request, family, node, dryRun: true, shared,
-      job: { id: jobId, user: me.username, group, name: basename(o.script), workdir: process.cwd(), nodefile: `${config.paths.torque_home}/aux/${jobId}` },
+      job: { id: jobId, user: me.username, group, name: basename(o.script), workdir: process.cwd() },
       vm: { index: i, count: request.vms_per_node, jobIndex: i },
       owner: { uid: me.uid, gid: me.gid, fileMode: 0o600, dirMode: 0o700 }, dir: o.render!, overlay: '',
     });

@@ -5,9 +5,12 @@ import type { Config } from '../config/schema.js';
 import type { JobArgs, JobEnv, ScriptKind } from '../torque/contract.js';
 import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, JobFault, NodeFault, exitCodeOf, isJobFault, isNodeFault, isVtorqueError, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
-import { jobFaultReport, nodeFaultReport, line } from '../report/user.js';
+import { CHECK_HINT, YOU, forAdmin, jobFaultReport, nodeFaultReport, line } from '../report/user.js';
 import type { Logger } from '../report/log.js';
 import { jobLogger, shortHostname } from './context.js';
+import type { JobAttributes } from '../torque/qstat.js';
+import type { JobPlace } from '../torque/pbsnodes.js';
+import type { VmRequest } from '../request/resolve.js';
 
 export interface FailureContext {
   kind: ScriptKind;
@@ -18,7 +21,7 @@ export interface FailureContext {
   configFile?: string;
   io: HookIO;
   log?: Logger;
-  /** The job script, named in the user's report. */
+  /** The job script (Torque's spool copy): read again for the request when an image is refused; never named to the user. */
   source?: string;
 }
 
@@ -35,7 +38,7 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
 
   const isPrologue = ctx.kind === 'prologue' || ctx.kind === 'prologue-parallel';
   const canAsk = isPrologue && ctx.args !== undefined && ctx.config !== undefined;
-  let attrs: import('../torque/qstat.js').JobAttributes | undefined;
+  let attrs: JobAttributes | undefined;
   if (canAsk) {
     try {
       const { qstatJob } = await import('../torque/qstat.js');
@@ -50,19 +53,26 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
 
   // Torque requeues a job whose prologue exits 2 and restarts it at once, so a
   // sick node would loop it forever. Past max_start_count, stop the loop.
+  let hints: string[] = [CHECK_HINT];
   if (isNodeFault(err) && ctx.config && attrs?.startCount !== undefined && attrs.startCount >= ctx.config.policy.max_start_count) {
     log?.error({ startCount: attrs.startCount, max: ctx.config.policy.max_start_count }, 'start count reached: aborting instead of requeueing');
+    // The node's problems stay the admin's, as in the requeue reports before; the user's one step says it is theirs.
     err = new JobFault(`it was started ${attrs.startCount} times and each time a node could not prepare it (last: ${err.message})`, [
-      ...err.problems,
-      { id: 'max-start-count', message: `aborted after ${attrs.startCount} starts so that it does not loop in the queue`, fix: 'resubmit later; if it keeps happening, tell your admin the job id' },
-    ]);
+      ...err.problems.map(forAdmin),
+      { id: 'max-start-count', message: `aborted after ${attrs.startCount} starts so that it does not loop in the queue`, fix: `${YOU}resubmit later; if it keeps happening, give your admin the job id ${jobId}` },
+    ], { cause: err });
+    // The script is not at fault, so check --job would find nothing: no hint beyond the fix lines.
+    hints = [];
+  } else if (isJobFault(err) && ctx.config && ctx.args) {
+    hints = await imageHints(err, ctx, attrs, log);
   }
 
-  const offlined = isNodeFault(err) && isPrologue ? await offlineOnFault(err, ctx, jobId, log) : undefined;
+  const place = ctx.args && isPrologue ? await jobPlace(ctx, attrs) : undefined;
+  const offlined = isNodeFault(err) && isPrologue ? await offlineOnFault(err, ctx, jobId, log, place) : undefined;
 
   const lines = isJobFault(err)
-    ? jobFaultReport(jobId, err.message, err.problems, ctx.source)
-    : nodeFaultReport(jobId, shortHostname(), err.message, err.problems);
+    ? jobFaultReport(jobId, err.message, err.problems, { name: ctx.args?.jobName, workdir: ctx.env.workdir }, hints)
+    : nodeFaultReport(jobId, await shownNodeName(ctx, place), err.message, err.problems);
   // Said in the job's .ER too: with a broken ini there is no admin log to say it in.
   if (offlined) lines.push(line(`(admin) ${offlined}`));
   const text = lines.join('\n') + '\n';
@@ -86,11 +96,11 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
 // that cannot prepare VM jobs takes itself out of scheduling, as LBNL NHC
 // does. Only the prologue: an epilogue failure requeues nothing. A job fault,
 // or a node fault turned into a job fault at max_start_count, never gets here.
-async function offlineOnFault(err: NodeFault, ctx: FailureContext, jobId: string, log: Logger | undefined): Promise<string | undefined> {
+async function offlineOnFault(err: NodeFault, ctx: FailureContext, jobId: string, log: Logger | undefined, place: JobPlace | undefined): Promise<string | undefined> {
   const p = await import('../torque/pbsnodes.js');
   const settings = ctx.config
-    ? (ctx.config.torque.offline_on_fault ? p.pbsnodesSettings(ctx.config) : undefined)
-    : ctx.configFile !== undefined ? p.pbsnodesSettingsFromFile(ctx.configFile) : undefined;
+    ? (ctx.config.torque.offline_on_fault ? p.pbsnodesSettings(ctx.config, place) : undefined)
+    : ctx.configFile !== undefined ? p.pbsnodesSettingsFromFile(ctx.configFile, place) : undefined;
   if (!settings) {
     log?.info('node not offlined: [torque] offline_on_fault is off');
     return undefined;
@@ -112,4 +122,53 @@ async function offlineOnFault(err: NodeFault, ctx: FailureContext, jobId: string
     log?.error({ err: String((e as Error).message) }, said);
     return said;
   }
+}
+
+/** Where this job stands for pbs_mom (its kind, PBS_MSHOST, PBS_NODENUM, its hosts): how the node learns its Torque name. */
+async function jobPlace(ctx: FailureContext, attrs: JobAttributes | undefined): Promise<JobPlace> {
+  const { distinctHosts, hasRadix, jobHostList } = await import('./request.js');
+  const list = jobHostList(ctx.env, attrs);
+  return { kind: ctx.kind, env: ctx.env, hosts: list ? distinctHosts(list) : undefined, radix: hasRadix(attrs) };
+}
+
+/** The node as the user's report names it: its Torque name, the short host name when Torque gave none. */
+async function shownNodeName(ctx: FailureContext, place: JobPlace | undefined): Promise<string> {
+  const { torqueNodeName } = await import('../torque/contract.js');
+  const id = torqueNodeName({ configured: ctx.config?.torque.node_name ?? '', ...place });
+  return id.from === 'hostname' ? shortHostname() : id.name;
+}
+
+/**
+ * A refused image gets the pool images that pass for the same request, from
+ * held verdicts; every other job fault, the check --job hint. The request is
+ * read again as the pipeline read it: the script on Mother Superior, the job's
+ * variables on a sister.
+ */
+async function imageHints(err: JobFault, ctx: FailureContext, attrs: JobAttributes | undefined, log: Logger | undefined): Promise<string[]> {
+  const { isImageRejection, poolHint, poolImagesFor } = await import('../image/held.js');
+  if (!isImageRejection(err.problems)) return [CHECK_HINT];
+  try {
+    const request = await requestAgain(ctx, attrs);
+    if (!request) return [];
+    return poolHint(await poolImagesFor(ctx.config!, { distro: request.distro, arch: request.arch, vrdma: request.vrdma }));
+  } catch (e) {
+    log?.warn({ err: String((e as Error).message) }, 'the pool images that pass could not be listed for the user');
+    return [];
+  }
+}
+
+async function requestAgain(ctx: FailureContext, attrs: JobAttributes | undefined): Promise<VmRequest | undefined> {
+  const config = ctx.config!;
+  if (ctx.kind === 'prologue' && ctx.source) {
+    const { readScriptHeader, scanDirectives } = await import('../torque/directives.js');
+    const { resolveScanned } = await import('../request/resolve.js');
+    const header = readScriptHeader(ctx.source);
+    if (!header) return undefined;
+    const forced = ctx.args !== undefined && config.policy.vm_queues.includes(ctx.args.queue);
+    return resolveScanned(scanDirectives(header.text, header.truncated), config, forced);
+  }
+  if (!attrs) return undefined;
+  const { requestFromVariables } = await import('../request/sister.js');
+  const r = requestFromVariables(attrs.variables, config, attrs.oversizedVariables);
+  return r.source === 'none' ? undefined : r.request;
 }

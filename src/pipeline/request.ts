@@ -4,12 +4,14 @@
 // VM_<KEY> variables of `qsub -v`. Both sides derive their place in the job's
 // host list, so every VM of the job gets a distinct index and hostname.
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import type { ScanResult } from '../torque/directives.js';
 import { NodeFault, isJobFault } from '../torque/exit.js';
 import type { JobAttributes } from '../torque/qstat.js';
 import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { describeDisagreement, requestDisagreement, requestFromVariables } from '../request/sister.js';
 import { hostsFromExecHost, noHostList, placeVms, soloPlacement, type Placement } from '../request/placement.js';
+import { torqueNodeName, type JobEnv, type ScriptKind, type TorqueNodeName } from '../torque/contract.js';
 import { line } from '../report/user.js';
 import type { JobContext } from './context.js';
 
@@ -85,24 +87,62 @@ async function askTorque(ctx: JobContext, required: boolean): Promise<JobAttribu
   }
 }
 
-/** This node's name as Torque knows it. */
-export function torqueNodeName(ctx: JobContext): string {
-  return ctx.config.torque.node_name || ctx.node;
+/** The job's hosts, one per slot: PBS_NODEFILE, else qstat's exec_host (a sister has no node file). */
+export function jobHostList(env: JobEnv, attrs: JobAttributes | undefined): string | undefined {
+  let list: string | undefined;
+  try {
+    if (env.nodefile) list = readFileSync(env.nodefile, 'utf8');
+  } catch {
+    /* sisters may not have it */
+  }
+  if (!list?.trim() && attrs?.raw.exec_host) list = hostsFromExecHost(attrs.raw.exec_host);
+  return list?.trim() ? list : undefined;
+}
+
+/** Distinct hosts in first-occurrence order: exec_host's entries, which pbs_mom numbers from 0 (start_exec.c job_nodes). */
+export function distinctHosts(list: string): string[] {
+  const out: string[] = [];
+  for (const raw of list.split('\n')) {
+    const h = raw.trim();
+    if (h !== '' && !out.includes(h)) out.push(h);
+  }
+  return out;
+}
+
+// qsub -W job_radix=N; Torque prints the attribute only when the job has it.
+export const hasRadix = (attrs: JobAttributes | undefined) => attrs?.raw.job_radix !== undefined && !/^0*$/.test(attrs.raw.job_radix.trim());
+
+/** This node's Torque name for this job (torque/contract.ts torqueNodeName), from the job's host list and pbs_mom's variables. */
+export function jobNodeName(o: { configured: string; kind: ScriptKind; env: JobEnv; attrs?: JobAttributes; list?: string }): TorqueNodeName {
+  const list = o.list ?? jobHostList(o.env, o.attrs);
+  return torqueNodeName({ configured: o.configured, kind: o.kind, env: o.env, hosts: list ? distinctHosts(list) : undefined, radix: hasRadix(o.attrs) });
 }
 
 /** The job's hosts from PBS_NODEFILE, else qstat's exec_host; Mother Superior alone may fall back to itself. */
 export function placement(ctx: JobContext, r: JobRequest): Placement {
-  const me = torqueNodeName(ctx);
-  let list: string | undefined;
-  try {
-    if (ctx.env.nodefile) list = readFileSync(ctx.env.nodefile, 'utf8');
-  } catch {
-    /* sisters may not have it */
-  }
-  if (!list?.trim() && r.attrs?.raw.exec_host) list = hostsFromExecHost(r.attrs.raw.exec_host);
-  if (!list?.trim()) {
-    if (ctx.args.kind === 'prologue') return soloPlacement(me, r.request.vms_per_node);
+  const list = jobHostList(ctx.env, r.attrs);
+  const id = jobNodeName({ configured: ctx.config.torque.node_name, kind: ctx.args.kind, env: ctx.env, attrs: r.attrs, list });
+  sayWhereTheNameDiffers(ctx, id);
+  if (!list) {
+    if (ctx.args.kind === 'prologue') return soloPlacement(id.name, r.request.vms_per_node);
     throw noHostList('PBS_NODEFILE is missing or empty and qstat shows no exec_host');
   }
-  return placeVms(list, me, r.request.vms_per_node);
+  return placeVms(list, id.name, r.request.vms_per_node);
+}
+
+/**
+ * Placement follows the name it was given; the admin learns when the other
+ * sources disagree: a node_name pbs_mom contradicts, or a Torque name that
+ * doctor (which has no job, so node_name or the host name) would not find.
+ */
+function sayWhereTheNameDiffers(ctx: JobContext, id: TorqueNodeName): void {
+  const log = ctx.log.child({ stage: 'request' });
+  const doctorName = ctx.config.torque.node_name || hostname();
+  if (id.torque !== undefined && id.torque !== id.name) {
+    log.warn({ node: id }, `[torque] node_name = ${id.name}, but pbs_mom calls this node ${id.torque} for this job; placement follows node_name. Fix: set [torque] node_name = ${id.torque}, or leave it empty`);
+  } else if (id.name !== doctorName) {
+    log.warn({ node: id }, `Torque calls this node ${id.name} (${id.from}), not ${doctorName}: set [torque] node_name = ${id.name} so that doctor and doctor --clear find this node`);
+  } else {
+    log.debug({ node: id }, "this node's Torque name");
+  }
 }

@@ -1,5 +1,6 @@
 // Lines the user reads in the job's output. Every line starts with
 // "vtorque:", says what is wrong and where, and how to fix it.
+import { quote } from '../config/values.js';
 import type { Problem } from '../torque/exit.js';
 
 export const PREFIX = 'vtorque:';
@@ -36,17 +37,42 @@ function capped(problems: readonly Problem[], map: (p: Problem) => string): stri
   return shown;
 }
 
-export function jobFaultReport(jobId: string, summary: string, problems: readonly Problem[], source?: string): string[] {
+/** The closing hint for a request the job script got wrong: check --job finds every such problem before qsub. */
+export const CHECK_HINT = 'try a job script before submitting it: vtorque-prologue check --job SCRIPT';
+
+/** A fix is marked with who acts when a report holds the admin's fixes and the user's side by side. */
+export const ADMIN = '(admin) ';
+export const YOU = '(you) ';
+export const forAdmin = (p: Problem): Problem => ({ ...p, fix: p.fix && !p.fix.startsWith(ADMIN) ? `${ADMIN}${p.fix}` : p.fix });
+
+export interface JobNames {
+  /** Torque's Job_Name (qsub -N, else the script's file name), as the user knows the job. */
+  name?: string;
+  /** PBS_O_WORKDIR: where the user submitted from. */
+  workdir?: string;
+}
+
+/** "job 9.srv (name "run", submitted from "/home/u/x")": what the user knows, never Torque's spool copy. */
+function jobTitle(jobId: string, names: JobNames): string {
+  const parts = [
+    ...(names.name !== undefined ? [`name ${quote(names.name, 80)}`] : []),
+    ...(names.workdir !== undefined ? [`submitted from ${quote(names.workdir, 200)}`] : []),
+  ];
+  return `job ${jobId}${parts.length > 0 ? ` (${parts.join(', ')})` : ''}`;
+}
+
+/** `hints`: the closing lines that help with this kind of rejection (CHECK_HINT unless the caller knows better). */
+export function jobFaultReport(jobId: string, summary: string, problems: readonly Problem[], names: JobNames = {}, hints: readonly string[] = [CHECK_HINT]): string[] {
   return [
-    line(`job ${jobId} was not started: ${summary}${source ? ` (${source})` : ''}`),
+    line(`${jobTitle(jobId, names)} was not started: ${summary}`),
     ...capped(problems, (p) => problemLine(p)),
-    line('try a job script before submitting it: vtorque-prologue check --job SCRIPT'),
+    ...hints.map((h) => line(h)),
   ];
 }
 
 export function nodeFaultReport(jobId: string, node: string, summary: string, problems: readonly Problem[]): string[] {
   return [
     line(`node ${node} cannot prepare VM job ${jobId} now: ${summary}. The job goes back to the queue; this is not your fault.`),
-    ...capped(problems, (p) => problemLine({ ...p, fix: p.fix ? `(admin) ${p.fix}` : undefined })),
+    ...capped(problems, (p) => problemLine(forAdmin(p))),
   ];
 }

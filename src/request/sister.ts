@@ -143,7 +143,7 @@ export function nodePosition(nodefile: string, host: string): NodePosition {
   const hosts: string[] = [];
   for (const h of full) if (!hosts.includes(short(h))) hosts.push(short(h));
   const me = short(host);
-  const fix = 'check that PBS_NODEFILE names this node as Torque knows it (pbsnodes), and the node\'s hostname';
+  const fix = "set [torque] node_name to this node's name in Torque's nodes file (pbsnodes lists it); see doc/admin.md, node identity";
   if (hosts.length === 0) {
     throw new NodeFault('PBS_NODEFILE lists no hosts', [{ id: 'nodefile', where: 'PBS_NODEFILE', message: 'lists no hosts', fix }]);
   }

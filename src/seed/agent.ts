@@ -24,7 +24,7 @@ export interface AgentConfig {
   uid: number;
   /** The VM user's home in the guest (user-data's homedir): the script runs there. */
   home: string;
-  /** Every VM of the job, in job order: PBS_VM_NODEFILE, one line each. */
+  /** Every VM of the job, in job order: the job script's PBS_NODEFILE and PBS_VM_NODEFILE, one line each. */
   vms: string[];
   /** PBS_NP: vCPUs of the whole job (VMs x vcpus). */
   np: number;
@@ -283,7 +283,7 @@ class Job(object):
         env.update({
             'HOME': cfg['home'], 'USER': cfg['user'], 'LOGNAME': cfg['user'], 'SHELL': '/bin/bash',
             'PATH': '/usr/local/bin:/usr/bin:/bin', 'PBS_ENVIRONMENT': 'PBS_BATCH',
-            'PBS_VM_NODEFILE': nodefile, 'PBS_NP': str(cfg['np']),
+            'PBS_NODEFILE': nodefile, 'PBS_VM_NODEFILE': nodefile, 'PBS_NP': str(cfg['np']),
         })
         if 'LANG' in os.environ:
             env['LANG'] = os.environ['LANG']

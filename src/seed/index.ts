@@ -46,7 +46,7 @@ import { renderDocuments } from './render.js';
 
 export interface SeedInput {
   config: Config;
-  job: { id: string; user: string; group: string; name: string; workdir?: string; nodefile?: string };
+  job: { id: string; user: string; group: string; name: string; workdir?: string };
   /** This node's short host name; the guest is v<node>[-<index>]. */
   node: string;
   /** index on this node, VMs on this node, index unique across the whole job. */

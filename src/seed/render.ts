@@ -7,7 +7,7 @@ import { loadYaml } from '../tools/yaml.js';
 import { checkAccountName, checkJobName, checkJobPath, gecosFor, guestHostname, instanceId } from './names.js';
 import { networkConfig, segmentAddress } from './network.js';
 import { buildOsvData } from './osv.js';
-import { profileText, profileVars } from './profile.js';
+import { GUEST_NODEFILE, nodefileVars, profileText, profileVars } from './profile.js';
 import { sshKeysOf } from './ssh-keys.js';
 import { buildUserData } from './user-data.js';
 import { userCloudConfig } from './user-metadata.js';
@@ -65,12 +65,11 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
   checkAccountName('group', job.group);
   checkJobName(job.name);
   if (job.workdir !== undefined) checkJobPath('PBS_O_WORKDIR', job.workdir);
-  if (job.nodefile !== undefined) checkJobPath('PBS_NODEFILE', job.nodefile);
   const hostname = guestHostname(input.node, vm.index, vm.count);
   const iid = instanceId(job.id, vm.jobIndex, input.nonce);
   const metaData = await toYaml({ 'instance-id': iid, 'local-hostname': hostname });
   const vars = profileVars({
-    jobId: job.id, jobName: job.name, workdir: job.workdir, nodefile: job.nodefile,
+    jobId: job.id, jobName: job.name, workdir: job.workdir,
     distro: input.request.distro ?? input.family, index: vm.index, count: vm.count, jobIndex: vm.jobIndex, hostname,
   });
 
@@ -91,6 +90,7 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
   const user = await once(`metadata\0${input.request.metadata}`, () => userCloudConfig({ config, file: input.request.metadata, workdir: job.workdir, account, signal: input.signal }));
   // Default: this node's VMs, which is the whole job when it has one node (check --render, tests).
   const vms = input.vmHostnames ?? Array.from({ length: vm.count }, (_, i) => guestHostname(input.node, i, vm.count));
+  vars.push(...nodefileVars());
   const agent = agentConfig({ account, vars, vms, vcpus: input.request.vcpus });
   const data = buildUserData({ config, family: input.family, hostname, account, gecos: g.gecos, sshKeys: keys.keys, profile: profileText(vars), user, agent });
 
@@ -100,9 +100,18 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
   const n = await networkConfig({
     config, jobId: job.id, node: input.node, jobIndex: vm.jobIndex, hostname, nonce: input.nonce, dryRun: input.dryRun, signal: input.signal, index: vm.index, count: vm.count,
   });
+  (data.write_files as unknown[]).push(guestNodefile(vms));
   if (n.nic?.segment) (data.write_files as unknown[]).push(segmentHosts(input.node, vm.count));
   const userData = `#cloud-config\n${await toYaml(data)}`;
   return { metaData, userData, networkConfig: await toYaml(n.doc), instanceId: iid, hostname, notes, network: n.nic };
+}
+
+/** The guest's node file (profile.ts GUEST_NODEFILE): the job's VM hostnames, which guestHostname made DNS labels. */
+function guestNodefile(vms: readonly string[]): Record<string, unknown> {
+  return {
+    path: GUEST_NODEFILE, content: Buffer.from(vms.map((v) => `${v}\n`).join(''), 'utf8').toString('base64'), encoding: 'b64',
+    owner: 'root:root', permissions: '0644',
+  };
 }
 
 /**

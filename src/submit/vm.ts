@@ -16,7 +16,7 @@
 //   command line last). So the added line repeats the variables of the
 //   script's last `#PBS -v` line, and a command-line -v, which would drop
 //   the added line, is refused for multi-node jobs and warned about otherwise.
-import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import { DEFAULT_CONFIG_FILE, loadConfig, parseConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { ScanResult } from '../torque/directives.js';
@@ -30,9 +30,9 @@ import type { VmKey } from '../request/keys.js';
 import { authoriseImage, type AuthorisedImage } from '../image/authorise.js';
 import { checkHeader } from '../image/format.js';
 import { readHeader } from '../image/header.js';
-import { CHECKER_VERSION, failedRules, policyHash, warnedRules, type Verdict } from '../image/verify.js';
-import { evaluateRules, familyOf } from '../image/rules.js';
-import { MAX_PROBLEM_LINES, line, problemLine } from '../report/user.js';
+import { failedRules, warnedRules } from '../image/verify.js';
+import { heldVerdict, isImageRejection, judge } from '../image/held.js';
+import { CHECK_HINT, MAX_PROBLEM_LINES, line, problemLine } from '../report/user.js';
 import type { FilterContext } from './filter.js';
 import { directiveOptions, parseVariableList, qsubHeader, type PbsDirective, type ScriptLine } from './qsub.js';
 
@@ -251,38 +251,6 @@ function withRequestLine(c: FilterContext, lines: readonly ScriptLine[], directi
   return Buffer.concat([c.head.subarray(0, anchor.end), bytes(insert), c.head.subarray(anchor.end)]);
 }
 
-/** The pool's own word for the image's digest, when it can be trusted for the file as it is now. */
-function listedDigest(img: AuthorisedImage, config: Config): string | undefined {
-  if (img.origin !== 'pool') return undefined;
-  const file = `${config.paths.image_pool}/SHA256SUMS`;
-  try {
-    // Listed after the image last changed, or checked against it by the prologue anyway.
-    if (!config.policy.require_checksums && statSync(file).mtimeMs < img.stat.mtimeMs) return undefined;
-    const rel = img.path.slice(img.path.lastIndexOf('/') + 1);
-    for (const l of readFileSync(file, 'utf8').split('\n')) {
-      const m = /^([0-9a-fA-F]{64}) [ *](.+)$/.exec(l);
-      if (m && (m[2] === img.name || m[2] === rel)) return m[1]!.toLowerCase();
-    }
-  } catch {
-    /* no list: no digest, no verdict */
-  }
-  return undefined;
-}
-
-/** A verdict another node stored in [paths] shared_verdicts, under the name verify.ts gives it. */
-export function sharedVerdict(config: Config, digest: string): Verdict | undefined {
-  const dir = config.paths.shared_verdicts;
-  if (!dir) return undefined;
-  try {
-    const text = readFileSync(`${dir}/${digest}-v${CHECKER_VERSION}-${policyHash(config)}.json`, 'utf8');
-    const v = JSON.parse(text) as Verdict;
-    if (v.checker === CHECKER_VERSION && v.digest === digest && v.policy === policyHash(config) && v.facts && typeof v.facts.exists === 'object' && v.format?.format) return v;
-  } catch {
-    /* none, or unreadable, or foreign: the node verifies */
-  }
-  return undefined;
-}
-
 async function checkImage(request: VmRequest, config: Config, notes: string[]): Promise<void> {
   let img: AuthorisedImage;
   try {
@@ -300,13 +268,10 @@ async function checkImage(request: VmRequest, config: Config, notes: string[]): 
     return;
   }
   if (layer1.problems.length > 0) throw new JobFault(`image ${img.name} is not a safe disk image`, layer1.problems);
-  const digest = listedDigest(img, config);
-  const verdict = digest ? sharedVerdict(config, digest) : undefined;
-  if (!digest || !verdict) return;
-  const report = {
-    image: img, digest, verdict, fromCache: true, hashed: false, family: familyOf(verdict.facts),
-    rules: evaluateRules(verdict.facts, { distro: request.distro, arch: request.arch }, config),
-  };
+  const held = heldVerdict(img, config);
+  if (!held) return;
+  const { rules, family } = judge(held, { distro: request.distro, arch: request.arch, vrdma: request.vrdma }, config);
+  const report = { image: img, digest: held.digest, verdict: held.verdict, fromCache: true, hashed: false, family, rules };
   for (const w of warnedRules(report)) notes.push(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`);
   const failed = failedRules(report);
   if (failed.length > 0) {
@@ -324,7 +289,9 @@ export function filterFailureReport(e: unknown): string[] {
     return [
       line(`job not submitted: ${e.message}`),
       ...cap(e.problems, (p) => problemLine(p)),
-      line('try a job script before submitting it: vtorque-prologue check --job SCRIPT'),
+      line(isImageRejection(e.problems)
+        ? 'choose another image: vtorque-prologue check --job SCRIPT lists the pool images known to meet the requirements for your request'
+        : CHECK_HINT),
     ];
   }
   if (isVtorqueError(e)) {

@@ -1,5 +1,6 @@
 // What pbs_mom hands a prologue or epilogue: argv by position, and an
 // environment of nothing but PBS_*, LANG and PATH=/bin:/usr/bin.
+import { hostname } from 'node:os';
 import { NodeFault } from './exit.js';
 
 export const SCRIPT_KINDS = ['prologue', 'prologue-parallel', 'epilogue', 'epilogue-parallel'] as const;
@@ -105,4 +106,53 @@ export function jobSequence(jobId: string): string {
 /** Where pbs_mom keeps the script when it does not pass the path (Torque < 6). */
 export function defaultScriptPath(torqueHome: string, jobId: string): string {
   return `${torqueHome}/mom_priv/jobs/${jobId}.SC`;
+}
+
+export type NodeNameSource = '[torque] node_name' | 'PBS_MSHOST' | 'PBS_NODENUM' | 'hostname';
+
+export interface TorqueNodeName {
+  /** This node's name in Torque's server_priv/nodes: what exec_host, PBS_NODEFILE and pbsnodes use. */
+  name: string;
+  from: NodeNameSource;
+  /** What pbs_mom's own variables say, when they say anything: compared with a configured node_name. */
+  torque?: string;
+}
+
+const isSisterKind = (kind: ScriptKind) => kind.endsWith('-parallel');
+
+/**
+ * Torque's word for this node, from what pbs_mom passes (Torque 6.1):
+ * - Only Mother Superior runs `prologue`/`epilogue`, and prolog.c
+ *   setup_pelog_environment sets PBS_MSHOST to ji_vnods[0].vn_host->hn_host:
+ *   the first exec_host entry, that is this node's name.
+ * - A sister's PBS_NODENUM is ji_nodeid, which Mother Superior sends in
+ *   IM_JOIN_JOB as the host's index in ji_hosts (start_exec.c
+ *   send_join_job_to_a_sister, node_id = i over exec_host's entries, job_nodes);
+ *   im_join_job_as_sister sets it before run_prologue_scripts runs
+ *   prologue.parallel. With job_radix, an intermediate mom numbers its own
+ *   sisters within its radix list (mom_comm.c contact_sisters,
+ *   open_tcp_stream_to_sisters), so the index is not the exec_host position.
+ *   Node 0 is Mother Superior, never a sister.
+ */
+function torqueSays(kind: ScriptKind | undefined, env: JobEnv | undefined, hosts: readonly string[] | undefined, radix: boolean): { name: string; from: NodeNameSource } | undefined {
+  if (!kind || !env) return undefined;
+  if (!isSisterKind(kind)) return env.msHost ? { name: env.msHost, from: 'PBS_MSHOST' } : undefined;
+  const n = env.nodeNum;
+  if (radix || n === undefined || n < 1 || !hosts || n >= hosts.length) return undefined;
+  return { name: hosts[n]!, from: 'PBS_NODENUM' };
+}
+
+/**
+ * This node's Torque name: the one answer placement, pbsnodes and the log
+ * use. [torque] node_name is the admin's word and wins; else what pbs_mom
+ * says in the job's environment (torqueSays); else the host name, which
+ * placement matches by its short form. `hosts`: the job's distinct hosts in
+ * exec_host order; `radix`: the job has job_radix set. Without a job (doctor),
+ * node_name or the host name.
+ */
+export function torqueNodeName(o: { configured: string; kind?: ScriptKind; env?: JobEnv; hosts?: readonly string[]; radix?: boolean }): TorqueNodeName {
+  const said = torqueSays(o.kind, o.env, o.hosts, o.radix ?? false);
+  if (o.configured) return { name: o.configured, from: '[torque] node_name', torque: said?.name };
+  if (said) return { ...said, torque: said.name };
+  return { name: hostname(), from: 'hostname' };
 }

@@ -10,11 +10,11 @@
 //   pbsnodes -c -N n NODE     clears offline; "-N n" clears the note
 // It exits 1 when it cannot reach pbs_server or the node is unknown.
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import ini from 'ini';
 import { SCHEMA, type Config, type KeySpec } from '../config/schema.js';
 import type { Parsed } from '../config/values.js';
 import { runTool } from '../tools/run.js';
+import { torqueNodeName, type JobEnv, type ScriptKind } from './contract.js';
 
 /** Every note we write starts with this; only such notes are ours to replace or clear. */
 export const NOTE_LEADER = 'vtorque:';
@@ -35,12 +35,21 @@ export interface PbsnodesSettings {
   node: string;
 }
 
-export function pbsnodesSettings(config: Config): PbsnodesSettings {
+/** The job a hook runs for, when there is one: pbs_mom's word for this node's name (torque/contract.ts torqueNodeName). */
+export interface JobPlace {
+  kind: ScriptKind;
+  env: JobEnv;
+  /** The job's distinct hosts in exec_host order. */
+  hosts?: readonly string[];
+  radix?: boolean;
+}
+
+export function pbsnodesSettings(config: Config, job?: JobPlace): PbsnodesSettings {
   return {
     pbsnodes: config.tools.pbsnodes,
     // A Torque client call like qstat: the same deadline.
     timeoutMs: config.timeouts.qstat * 1000,
-    node: config.torque.node_name || hostname(),
+    node: torqueNodeName({ configured: config.torque.node_name, ...job }).name,
   };
 }
 
@@ -50,7 +59,7 @@ export function pbsnodesSettings(config: Config): PbsnodesSettings {
  * an admin who set offline_on_fault = false is obeyed. Each key is read on its
  * own; an unreadable one takes its default. Undefined: do not offline.
  */
-export function pbsnodesSettingsFromFile(file: string): PbsnodesSettings | undefined {
+export function pbsnodesSettingsFromFile(file: string, job?: JobPlace): PbsnodesSettings | undefined {
   let raw: Record<string, Record<string, unknown> | undefined>;
   try {
     raw = ini.parse(readFileSync(file, 'utf8')) as typeof raw;
@@ -70,7 +79,7 @@ export function pbsnodesSettingsFromFile(file: string): PbsnodesSettings | undef
   return {
     pbsnodes: pick(SCHEMA.tools.pbsnodes, raw.tools?.pbsnodes),
     timeoutMs: pick(SCHEMA.timeouts.qstat, raw.timeouts?.qstat) * 1000,
-    node: name || hostname(),
+    node: torqueNodeName({ configured: name, ...job }).name,
   };
 }
 

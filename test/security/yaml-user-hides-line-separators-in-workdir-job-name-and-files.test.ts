@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom, NOBODY } from '../harness/mom.js';
-import { profileText, profileVars } from '../../src/seed/profile.js';
+import { GUEST_NODEFILE, profileText, profileVars, nodefileVars } from '../../src/seed/profile.js';
 import { AGENT_CONFIG_PATH, AGENT_PATH } from '../../src/seed/agent.js';
 
 const SEPARATORS = [['U+2028', '\u2028'], ['U+2029', '\u2029'], ['U+0085', '\u0085']] as const;
@@ -22,7 +22,7 @@ const SEPARATORS = [['U+2028', '\u2028'], ['U+2029', '\u2029'], ['U+0085', '\u00
 const PAYLOAD = (sep: string) => `x${sep}runcmd: [[touch, pwned]]${sep}disable_root: false${sep}zz: |2 #`;
 const OUR_KEYS = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files', 'runcmd'];
 /** Our own write_files entries: the profile and the guest agent with its config. */
-const OUR_FILES = ['/etc/profile.d/vtorque-job.sh', AGENT_PATH, AGENT_CONFIG_PATH];
+const OUR_FILES = ['/etc/profile.d/vtorque-job.sh', AGENT_PATH, AGENT_CONFIG_PATH, GUEST_NODEFILE];
 const SCRIPT = '#!/bin/sh\n#VM img=debian12.qcow2\necho\n';
 
 /** PyYAML, exactly as cloud-init loads user-data. */
@@ -99,10 +99,10 @@ t.test('a workdir with quotes, $ and non-ASCII reaches the guest profile exactly
   const [ud] = seedsOf(mom, '40.srv');
   const doc = pyyaml(ud!);
   t.same(Object.keys(doc), OUR_KEYS, 'exactly our top-level keys');
-  const meant = profileText(profileVars({
-    jobId: '40.srv', jobName: `name 'q' $(id)`, workdir: dir, nodefile: join(mom.torqueHome, 'aux', '40.srv'),
+  const meant = profileText([...profileVars({
+    jobId: '40.srv', jobName: `name 'q' $(id)`, workdir: dir,
     distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vnode01',
-  }));
+  }), ...nodefileVars()]);
   t.equal(profileOf(doc), meant, 'the profile, decoded from b64, is byte for byte what we meant');
   const agent = (doc.write_files as Entry[]).find((f) => f.path === AGENT_CONFIG_PATH);
   t.equal(agent?.encoding, 'b64', 'the agent config is base64 too');
