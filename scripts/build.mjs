@@ -32,3 +32,5 @@ await build({ ...common, stdin: { contents: "module.exports = require('execa');"
 await build({ ...common, stdin: { contents: "module.exports = require('yaml');", resolveDir: '.' }, outfile: 'dist/vendor-yaml.cjs' });
 // The job starter's VM side: its own small bundle, so a VM job's starter parses only the frame code and itself.
 await build({ ...common, stdin: { contents: "require('./src/launch/starter.ts').starterMain();", resolveDir: '.', loader: 'js' }, outfile: 'dist/vtorque-starter.cjs' });
+// vsub, vTorque's submit command for users: its own bundle, so a user's submit never parses the prologue.
+await build({ ...common, entryPoints: ['src/submit/vsub.ts'], outfile: 'dist/vsub.cjs' });

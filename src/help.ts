@@ -194,7 +194,8 @@ Install (on every host users run qsub on), in TORQUE_HOME/torque.cfg:
 with that file a root-owned, 0755 script:
   #!/bin/sh
   exec /usr/bin/node /opt/vtorque-prologue/bin/vtorque-prologue submit-filter "$@"
-(qsub also runs /usr/local/sbin/torque_submitfilter when torque.cfg names none.)
+(When torque.cfg names none, Torque 6.1's qsub runs <torque prefix>/libexec/qsub_filter,
+else the legacy /usr/local/sbin/torque_submitfilter.)
 Users can skip a filter, so it is a convenience: the prologue still checks everything.
 
 Options: qsub's own; -q, -v, -V, -C and -l are read, the rest ignored.
@@ -284,3 +285,39 @@ export function helpFor(cmd: string | undefined): string | undefined {
   return HELP[cmd ?? 'main'];
 }
 
+
+HELP.vsub = `vsub [--config FILE] [QSUB-OPTIONS] [-vm key=value[,key=value...]]... [SCRIPT]
+
+vTorque's submit command, for users coming from vTorque: qsub's options plus
+-vm, submitted through Torque's qsub. Each -vm becomes a '#VM key=value,...'
+line added after the script's first line (#!...), and the script's own
+'#PBS -vm' lines become '#VM' lines; #VM is the native form, and any qsub with
+the site's submit filter reads '#PBS -vm' lines too. Every other byte of the
+script stays as it is; the script then reaches qsub on stdin, named after its
+file as qsub would name it (-N NAME), unless -N is given. Without any VM
+request vsub runs qsub with exactly your arguments.
+
+vsub's options:
+  -vm key=value,...  a VM request, as on a #VM line; may be repeated. Keys:
+                     img distro arch vcpus ram vms_per_node vcpu_pinning fs_type
+                     metadata vm_prologue vm_epilogue vrdma iocm iocm_min_cores
+                     iocm_max_cores unclot unclot_shmem (disk is refused here)
+  -gf                refused: vTorque's development mode only generated its
+                     wrapper files; try a script with 'vtorque-prologue check --job'
+  -listImages        refused: ask your admin for the pool's images, and try one
+                     with 'vtorque-prologue check --image NAME'
+  --config FILE      the ini to find qsub next to [tools] qstat (default ${DEFAULT_CONFIG_FILE})
+  --help             this text
+Also refused: -vm with -I (an interactive job has no script for the request),
+'-vmkey=value' without a blank (qsub would read it as -v), a key given both by
+-vm and in the script, and words after SCRIPT (use -F "ARGS").
+
+qsub is the first one on your PATH that is not vsub itself, else the one next
+to [tools] qstat of the ini.
+
+Examples:
+  vsub -l nodes=2,walltime=00:15:00 -vm img=debian12.qcow2,vcpus=4 job.sh
+  vsub -vm vcpus=4 -vm ram=8G job.sh       two #VM lines
+  vsub job.sh                             a script with '#PBS -vm' lines
+
+Exit codes: qsub's; 1 when vsub refuses the submission (qsub was not run).`;

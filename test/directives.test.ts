@@ -49,3 +49,34 @@ t.test('a truncated header says only the first bytes were read', async (t) => {
   const r = scanDirectives('#VM img=a\n' + '#\n'.repeat(10), true);
   t.match(r.notes.join(), new RegExp(`first ${HEADER_CAP / 1024} KiB`));
 });
+
+// vTorque's form: a site moving from vTorque keeps its scripts (issue 14, item 9).
+t.test('#PBS -vm lines (vTorque\'s form) are read like #VM lines, with a note that #VM is the native form', async (t) => {
+  const vt = scanDirectives('#!/bin/bash\n#PBS -l nodes=1\n#PBS -vm img=a.qcow2,vcpus=2\n#PBS  -vm\tram=4G\necho go\n');
+  const vm = scanDirectives('#!/bin/bash\n#PBS -l nodes=1\n#VM img=a.qcow2,vcpus=2\n#VM ram=4G\necho go\n');
+  t.same(vt.directives, vm.directives);
+  t.equal(vt.vmLines, 2);
+  t.same(vt.problems, []);
+  t.same(vt.pbsVmLines, [3, 4]);
+  t.match(vt.notes.join('\n'), /lines 3, 4: '#PBS -vm' is vTorque's form of '#VM' and is read as '#VM'.*native/);
+  t.same(vm.pbsVmLines, []);
+});
+
+t.test('a #PBS -vm line with nothing after it, or continued with \\, is a syntax problem in its own words', async (t) => {
+  const r = scanDirectives('#PBS -vm\n#PBS -vm img=a.qcow2,\\\n#PBS -vm vcpus\n');
+  t.same(r.problems.map((p) => p.where), ['line 1', 'line 2', 'line 3']);
+  t.match(r.problems[0]!.message, /^#PBS -vm has nothing after it/);
+  t.match(r.problems[0]!.fix, /#PBS -vm img=/);
+  t.match(r.problems[1]!.message, /continued/);
+});
+
+t.test('look-alikes of #PBS -vm get a note and are not used', async (t) => {
+  for (const l of ['  #PBS -vm img=a', '#pbs -vm img=a', '#PBS -vmimg=a', '#PBS -VM img=a']) {
+    const r = scanDirectives(`${l}\necho\n`);
+    t.equal(r.vmLines, 0, l);
+    t.match(r.notes.join(), /looks like vTorque's '#PBS -vm'/, l);
+  }
+  const after = scanDirectives('#!/bin/sh\necho\n#PBS -vm img=a\n');
+  t.equal(after.vmLines, 0);
+  t.match(after.notes.join(), /line 3: #PBS -vm after the first command \(line 2\) is ignored/);
+});

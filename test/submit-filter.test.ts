@@ -8,6 +8,7 @@ import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, u
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, NOBODY } from './harness/mom.js';
+import { withoutSiteConfig } from './harness/no-site-config.js';
 import { parseConfig } from '../src/config/load.js';
 import { scanDirectives } from '../src/torque/directives.js';
 import { resolveScanned } from '../src/request/resolve.js';
@@ -73,10 +74,15 @@ interface Run { code: number | null; out: Buffer; err: string }
 function filter(script: string | Buffer, o: { args?: string[]; config?: string | null; env?: Record<string, string>; stdin?: number } = {}): Run {
   const cfg = o.config === null ? [] : ['--config', o.config ?? siteIni];
   // Through env -u: tap's process tracking would make the child write under .tap/ as nobody.
-  const r = spawnSync('/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, BIN, ...cfg, 'submit-filter', ...(o.args ?? [])], {
+  const argv = ['-u', 'NODE_OPTIONS', process.execPath, BIN, ...cfg, 'submit-filter', ...(o.args ?? [])];
+  // Without --config: /etc/vtorque hidden (root makes the namespace), then the user's uid, as qsub runs it.
+  const [file, args] = o.config === null
+    ? withoutSiteConfig('/usr/bin/setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', '/usr/bin/env', ...argv])
+    : ['/usr/bin/env', argv];
+  const r = spawnSync(file, args, {
     input: o.stdin === undefined ? script : undefined,
     stdio: [o.stdin ?? 'pipe', 'pipe', 'pipe'],
-    uid: NOBODY.uid, gid: NOBODY.gid,
+    ...(o.config === null ? {} : { uid: NOBODY.uid, gid: NOBODY.gid }),
     env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', HOME: '/nonexistent', ...o.env },
     maxBuffer: 64 * 1024 * 1024,
   });
@@ -315,7 +321,7 @@ t.test('a verdict in [paths] shared_verdicts refuses a known-bad image with the 
   t.equal(filter('#!/bin/sh\n#VM img=rocky9.qcow2\necho\n', { config: ini(`${SITE}[policy]\nrequire_checksums = true\n`) }).code, 1, 'unless the prologue enforces SHA256SUMS anyway');
 });
 
-t.test('without the admin\'s ini (unreadable for users) only the form is checked', { skip: readable('/etc/vtorque/prologue.ini') && 'this host has /etc/vtorque/prologue.ini' }, async (t) => {
+t.test('without the admin\'s ini (unreadable for users) only the form is checked', async (t) => {
   const big = filter('#!/bin/sh\n#VM ram=999G,vcpus=200\necho\n', { config: null });
   t.equal(big.code, 0, 'the limits are the node\'s to check');
   t.match(big.err, /prologue\.ini is not readable here, so only the form of the VM request was checked/);
@@ -347,7 +353,9 @@ t.test('help explains the contract and how to install it in torque.cfg', async (
 });
 
 t.test('qsub\'s own parsing, as the filter reproduces it', async (t) => {
-  t.same(parseQsubArgs(['-q', 'vm@head', '-vA=1,B', '-V', '-l', 'nodes=2', '-N', 'x', 'job.sh', '-v', 'ignored']), { vLists: ['A=1,B'], exportEnv: true, resources: ['nodes=2'], queue: 'vm@head', script: 'job.sh' });
+  t.same(parseQsubArgs(['-q', 'vm@head', '-vA=1,B', '-V', '-l', 'nodes=2', '-N', 'x', 'job.sh', '-v', 'ignored']), { vLists: ['A=1,B'], exportEnv: true, resources: ['nodes=2'], queue: 'vm@head', script: 'job.sh', name: 'x' });
+  // Torque 6's GETOPT_ARGS: -i, -K and -L take a value, so the word after them is not the script.
+  t.same(parseQsubArgs(['-K', '5', '-L', 'tasks=1', '-i', 'img', 'job.sh']).script, 'job.sh');
   t.same(parseQsubArgs(['-IV', '-C', '#X']), { vLists: [], exportEnv: true, resources: [], prefix: '#X' });
   t.same(splitDirective(' -v "A=1 2",B=\\ 3  -N x'), ['-v', '"A=1 2",B= 3', '-N', 'x']);
   const h = qsubHeader('#!/bin/sh\n: colon\n#PBS -N a\\\n#PBS -q b\n  #PBS -l nodes=1\necho\n#PBS -N late\n', '#PBS');
@@ -359,11 +367,32 @@ t.test('qsub\'s own parsing, as the filter reproduces it', async (t) => {
   t.equal(nodeCount(['walltime=1:00:00']), undefined);
 });
 
-function readable(p: string): boolean {
-  try {
-    readFileSync(p);
-    return true;
-  } catch {
-    return false;
+t.test('#PBS -vm lines (vTorque\'s form) become #VM lines before qsub reads them; nothing else changes', async (t) => {
+  const vt = Buffer.from('#!/bin/bash\n#PBS -l nodes=1\n#PBS -vm img=debian12.qcow2,vcpus=4\n#PBS  -vm\tram=8G\n#PBS -N j\n\necho hi\n');
+  const native = Buffer.from('#!/bin/bash\n#PBS -l nodes=1\n#VM img=debian12.qcow2,vcpus=4\n#VM\tram=8G\n#PBS -N j\n\necho hi\n');
+  const a = filter(vt);
+  const b = filter(native);
+  t.equal(a.code, 0, a.err);
+  t.equal(b.code, 0, b.err);
+  t.equal(a.out.toString('latin1'), b.out.toString('latin1'), 'the same script as the #VM form, the same request line');
+  t.match(a.err, /lines 3, 4: '#PBS -vm' is vTorque's form of '#VM'/);
+  // qsub then finds no -vm directive in what it parses.
+  t.notOk(qsubHeader(a.out.toString('latin1'), '#PBS').directives.some((d) => d.words[0]?.startsWith('-vm')));
+});
+
+t.test('a #PBS -vm that qsub would misread (-v m) or that is malformed is refused, with where and how to fix it', async (t) => {
+  const cases: [string, RegExp][] = [
+    ['#!/bin/sh\n  #PBS -vm img=debian12.qcow2\necho\n', /line 2: .*qsub would take it as '-v m.*Fix: write it as '#PBS -vm key=value,...' at the start of the line/],
+    ['#!/bin/sh\n#PBS -vmimg=debian12.qcow2\necho\n', /line 2: .*qsub would take it as '-v m.*Fix: write it as '#PBS -vm key=value,...' at the start of the line/],
+    ['#!/bin/sh\n#PBS -vm\necho\n', /line 2: #PBS -vm has nothing after it/],
+    ['#!/bin/sh\n#PBS -vm vcpus=2,\\\n  ram=4G\necho\n', /line 2: .*continued/],
+    ['#!/bin/sh\n#PBS -vm vcpu=2\necho\n', /line 2: unknown key "vcpu".*did you mean vcpus/],
+  ];
+  for (const [s, re] of cases) {
+    const r = filter(s);
+    t.equal(r.code, 1, s);
+    t.equal(r.out.length, 0, 'nothing reaches qsub');
+    t.match(r.err, /vtorque: job not submitted/, s);
+    t.match(r.err, re, s);
   }
-}
+});

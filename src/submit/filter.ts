@@ -15,6 +15,7 @@ import { HEADER_CAP, scanDirectives } from '../torque/directives.js';
 import { EXIT_RUN, type ExitCode } from '../torque/exit.js';
 import { heavy } from '../lazy.js';
 import { directiveOptions, parseQsubArgs, qsubHeader, type QsubArgs } from './qsub.js';
+import { refuseMisreadVm, rewritePbsVm } from './pbs-vm.js';
 
 export interface SubmitFilterOptions {
   /** qsub's arguments, as qsub passed them to the filter. */
@@ -124,10 +125,17 @@ export async function runSubmitFilter(o: SubmitFilterOptions): Promise<ExitCode>
       view = head.subarray(0, nl + 1);
     }
     const scan = scanDirectives(view.toString('utf8'));
+    // vTorque's #PBS -vm lines become the #VM lines they mean, before qsub (and the rest of this filter) reads them.
+    if (scan.pbsVmLines.length > 0) {
+      const rest = head.subarray(view.length);
+      view = rewritePbsVm(view, scan.pbsVmLines);
+      head = Buffer.concat([view, rest]);
+    }
     const qsub = parseQsubArgs(o.argv);
     const prefix = qsub.prefix ?? o.env.PBS_DPREFIX ?? '#PBS';
     const latin1 = view.toString('latin1');
     const header = qsubHeader(latin1, prefix);
+    refuseMisreadVm(header.directives);
     // The command line is read after the script, so its -q wins, as in qsub.
     let queue = qsub.queue;
     let exportEnv = qsub.exportEnv;

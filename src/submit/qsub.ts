@@ -1,6 +1,6 @@
 // What qsub does with its arguments and with the #PBS lines of a script, as far
 // as the submit filter needs it. Read from Torque 6's qsub (qsub_functions.c):
-// - options are getopt's "a:A:b:c:C:d:D:e:EfF:hIj:J:k:l:m:M:nN:o:p:P:q:r:S:t:T:u:v:Vw:W:Xxz";
+// - options are getopt's "a:A:b:c:C:d:D:e:EfF:hi:Ij:J:k:K:l:L:m:M:nN:o:p:P:q:r:S:t:T:u:v:Vw:W:Xxz-:" (GETOPT_ARGS);
 // - directives are lines whose first non-blank text is the prefix ("#PBS", or
 //   -C / PBS_DPREFIX), read until the first line that is a command; a line is
 //   not a command when it is blank, starts with '#' after blanks, or starts
@@ -10,7 +10,7 @@
 //   line last, so the last -v wins and a command-line -v drops the script's.
 // Pure and small: this module is on the submit filter's fast path.
 
-const WITH_ARG = new Set('aAbcCdDeFjJklmMNopPqrStTuvwW'.split(''));
+export const WITH_ARG = new Set('aAbcCdDeFijJkKlLmMNopPqrStTuvwW'.split(''));
 
 export interface VarItem {
   name: string;
@@ -30,6 +30,8 @@ export interface QsubArgs {
   resources: string[];
   /** The script file named on the command line, if any (the filter gets the script on stdin either way). */
   script?: string;
+  /** -N: the job name. */
+  name?: string;
 }
 
 /** getopt over qsub's options; stops at the first non-option (the script) or "--". */
@@ -40,6 +42,7 @@ export function parseQsubArgs(argv: readonly string[]): QsubArgs {
     else if (c === 'v') out.vLists.push(v);
     else if (c === 'C') out.prefix = v;
     else if (c === 'l') out.resources.push(v);
+    else if (c === 'N') out.name = v;
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;

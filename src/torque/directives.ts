@@ -1,6 +1,9 @@
 // Finds #VM directives in a job script header with the rule qsub applies to
 // #PBS lines: directives are read until the first line that is neither blank
 // nor a comment. Pure: bytes in, lines out; key meaning lives in request/.
+// vTorque's `#PBS -vm key=value,...` (its vsub read it from scripts) is read
+// as a #VM line, so a site moving from vTorque keeps its scripts; #VM is the
+// native form, and the submit filter rewrites the one into the other.
 import { closeSync, fstatSync, openSync, readSync, constants } from 'node:fs';
 import { JobFault, NodeFault, type Problem } from './exit.js';
 
@@ -19,13 +22,19 @@ export interface ScanResult {
   problems: Problem[];
   /** Things the user should know that do not stop the job. */
   notes: string[];
-  /** Number of #VM lines in the header, valid or not. */
+  /** Number of #VM lines in the header, valid or not, vTorque's #PBS -vm lines included. */
   vmLines: number;
+  /** 1-based numbers of the header lines written as vTorque's '#PBS -vm'. */
+  pbsVmLines: number[];
 }
 
 const VM = /^#VM(?:[ \t]+([\s\S]*))?$/;
+// vTorque's vsub matched '^#PBS +-vm +' (src/vsub, _parseInlineResRequests); tabs are blanks to qsub too.
+export const PBS_VM = /^#PBS[ \t]+-vm(?:[ \t]+([\s\S]*))?$/;
 // "#vm img=x", "# VM img=x", "  #VM img=x": meant as directives, ignored by the rule.
 const LOOKALIKE = /^\s*#\s*vm\b\s*:?\s*[A-Za-z_]+\s*=/i;
+// "  #PBS -vm x", "#pbs -vm x", "#PBS -vmimg=x": meant as vTorque's form, and qsub would take them as -v m...
+export const PBS_VM_LOOKALIKE = /^\s*#\s*pbs\s+-vm/i;
 
 function isHeaderLine(line: string): boolean {
   const t = line.trimStart();
@@ -33,7 +42,7 @@ function isHeaderLine(line: string): boolean {
 }
 
 export function scanDirectives(text: string, truncated = false): ScanResult {
-  const out: ScanResult = { directives: [], problems: [], notes: [], vmLines: 0 };
+  const out: ScanResult = { directives: [], problems: [], notes: [], vmLines: 0, pbsVmLines: [] };
   const lines = text.split('\n');
   if (truncated) lines.pop(); // the last line may be cut mid-way
   let crlf = false;
@@ -50,26 +59,42 @@ export function scanDirectives(text: string, truncated = false): ScanResult {
       inHeader = false;
       headerEnd = n;
     }
-    const m = VM.exec(line);
+    // The common line is neither form: one character test keeps the scan of a non-VM header cheap.
+    const vm = line.startsWith('#VM') ? VM.exec(line) : null;
+    const pbs = vm === null && line.startsWith('#PBS') ? PBS_VM.exec(line) : null;
+    const m = vm ?? pbs;
+    const form = pbs ? '#PBS -vm' : '#VM';
     if (!inHeader) {
-      if (m) out.notes.push(`line ${n}: #VM after the first command (line ${headerEnd}) is ignored, as #PBS lines are; move it above line ${headerEnd}`);
+      if (m) out.notes.push(`line ${n}: ${form} after the first command (line ${headerEnd}) is ignored, as #PBS lines are; move it above line ${headerEnd}`);
       continue;
     }
     if (!m) {
       if (LOOKALIKE.test(line)) out.notes.push(`line ${n}: looks like a #VM directive but is not one; write it as '#VM key=value' at the start of the line`);
+      else if (PBS_VM_LOOKALIKE.test(line)) out.notes.push(`line ${n}: looks like vTorque's '#PBS -vm' but is not one; write it as '#PBS -vm key=value,...' at the start of the line, or as '#VM key=value,...'`);
       continue;
     }
     out.vmLines++;
-    parseBody(m[1] ?? '', n, out);
+    if (pbs) out.pbsVmLines.push(n);
+    parseBody(m[1] ?? '', n, form, out);
+  }
+  if (out.pbsVmLines.length > 0) {
+    const ls = out.pbsVmLines;
+    out.notes.push(`line${ls.length > 1 ? 's' : ''} ${ls.join(', ')}: '#PBS -vm' is vTorque's form of '#VM' and is read as '#VM' lines; '#VM key=value,...' is the native form`);
   }
   if (crlf) out.notes.push('the job script has Windows (CRLF) line endings; #VM lines were read anyway, but bash may fail on them: run dos2unix on it');
   if (truncated && inHeader) out.notes.push(`only the first ${HEADER_CAP / 1024} KiB of the job script are read for #VM lines`);
   return out;
 }
 
-function parseBody(body: string, line: number, out: ScanResult): void {
+function parseBody(body: string, line: number, form: '#VM' | '#PBS -vm', out: ScanResult): void {
   if (body.trim() === '') {
-    out.problems.push({ id: 'syntax', where: `line ${line}`, message: '#VM has nothing after it', fix: 'write #VM key=value[,key=value...], e.g. #VM img=debian12.qcow2,vcpus=4' });
+    out.problems.push({ id: 'syntax', where: `line ${line}`, message: `${form} has nothing after it`, fix: `write ${form} key=value[,key=value...], e.g. ${form} img=debian12.qcow2,vcpus=4` });
+    return;
+  }
+  // qsub joins a directive ending in '\' with the next line; read alone, the
+  // two would disagree about what the request is.
+  if (form === '#PBS -vm' && body.trimEnd().endsWith('\\')) {
+    out.problems.push({ id: 'syntax', where: `line ${line}`, message: "#PBS -vm is continued with '\\' on the next line, which is not read as part of it", fix: 'put the items on one line, or give them on several #PBS -vm lines' });
     return;
   }
   for (const item of body.split(',')) {
