@@ -233,6 +233,41 @@ debian_purge_cloud_init() {
   chmod 0644 "$t/var/lib/dpkg/status"
 }
 
+# hyv_kernel TREE KVER [MODULE...] -- /lib/modules/KVER with a modules.dep as
+# depmod writes it: the stock modules, plus each named HyV guest module
+# (DKMS puts out-of-tree modules under updates/dkms/).  The .ko files are
+# small text placeholders; nothing loads them.
+hyv_kernel() {
+  local t=$1 kver=$2 m d; shift 2
+  d="$t/usr/lib/modules/$kver"
+  mkdir -p "$d/kernel/drivers/infiniband/core" "$d/kernel/drivers/virtio"
+  for m in ib_core ib_uverbs; do
+    printf 'placeholder for %s.ko (%s)\n' "$m" "$kver" | put "$d/kernel/drivers/infiniband/core/$m.ko"
+  done
+  printf 'placeholder for virtio_pci.ko (%s)\n' "$kver" | put "$d/kernel/drivers/virtio/virtio_pci.ko"
+  {
+    echo 'kernel/drivers/virtio/virtio_pci.ko:'
+    echo 'kernel/drivers/infiniband/core/ib_core.ko:'
+    echo 'kernel/drivers/infiniband/core/ib_uverbs.ko: kernel/drivers/infiniband/core/ib_core.ko'
+  } >"$d/modules.dep"
+  for m in "$@"; do
+    printf 'placeholder for HyV guest module %s.ko (%s)\n' "$m" "$kver" | put "$d/updates/dkms/$m.ko"
+    if [[ $m == virtio_hyv ]]; then
+      echo "updates/dkms/$m.ko: kernel/drivers/infiniband/core/ib_core.ko" >>"$d/modules.dep"
+    else
+      echo "updates/dkms/$m.ko: updates/dkms/virtio_hyv.ko kernel/drivers/infiniband/core/ib_core.ko" >>"$d/modules.dep"
+    fi
+  done
+  chmod 0644 "$d/modules.dep"
+}
+
+# libibverbs_stub TREE -- libibverbs1's library as Debian installs it (a placeholder).
+libibverbs_stub() {
+  local l="$1/usr/lib/x86_64-linux-gnu"
+  printf 'placeholder for libibverbs.so.1.14.44.0\n' | put "$l/libibverbs.so.1.14.44.0"
+  ln -s libibverbs.so.1.14.44.0 "$l/libibverbs.so.1"
+}
+
 # Rocky Linux 9 tree with cloud-init present (no rpm database).
 rocky_tree() {
   local t=$1 label=$2

@@ -9,6 +9,7 @@ import type { ResultPromise, execa as Execa } from 'execa';
 import { loadExeca } from '../tools/execa.js';
 import { killAtExit, killGroup } from '../tools/run.js';
 import { NodeFault } from '../torque/exit.js';
+import { HYV_DRIVER, HYV_PROVIDERS } from './rules.js';
 
 export interface DiskInput {
   path: string;
@@ -33,7 +34,33 @@ export interface GuestFacts {
   notes: string[];
   /** The effective datasource_list, worked out from cloudCfg and cloudCfgD when the verdict is made. */
   datasources?: Datasources;
+  /** The HyV (vRDMA) guest side; undefined for OSv, whose kernel is not a file. */
+  vrdma?: VrdmaFacts;
 }
+
+/**
+ * vTorque's vRDMA is HyV (github.com/zrlio/hyv): vTorque's libvirt fragment
+ * gives the VM a virtio-hyv-pci device, which the guest drives with the
+ * virtio_hyv module, plus a provider module for the host's RDMA NIC, and
+ * programs reach it through libibverbs (hyv README, "In guest").
+ */
+export interface VrdmaFacts {
+  /** Kernel releases with a modules.dep under /lib/modules. */
+  kernels: string[];
+  /** The newest of them, whose modules.dep was read. */
+  kernel?: string;
+  /** HyV guest modules that kernel's modules.dep lists and whose file is there. */
+  modules: string[];
+  /** libibverbs.so.1 files found. */
+  verbs: string[];
+}
+
+// A kernel's modules.dep is well under 1 MiB; a bigger one is not read (grep output comes back through us).
+const MODULES_DEP_MAX = 16 * 1024 * 1024;
+// Names from the guest become guestfish arguments: nothing that could end a word or a line.
+const KERNEL_RE = /^\/lib\/modules\/([A-Za-z0-9._+~-]{1,128})\/modules\.dep$/;
+const MODULE_PATH_RE = /^[A-Za-z0-9._+\/-]{1,512}$/;
+const VERBS_RE = /^\/usr\/lib(?:64)?\/(?:[A-Za-z0-9_.-]+\/)?libibverbs\.so\.1[0-9.]*$/;
 
 export interface Datasources {
   list?: string[];
@@ -165,6 +192,7 @@ async function linuxFacts(fish: Fish, root: string, onDisk: (d: string) => boole
     .sort((a, b) => a[0]!.length - b[0]!.length);
   await fish.ask(['-umount-all', ...mounts.map(([mp, dev]) => `-mount-ro ${dev} ${mp}`)]);
   const facts = await commonFacts(fish);
+  facts.vrdma = await vrdmaFacts(fish);
   facts.os = { type: type!.trim(), distro: distro!.trim(), arch: arch!.trim(), major: major!.trim(), product: product!.trim(), root };
   await fish.ask(['-umount-all']);
   return facts;
@@ -223,4 +251,58 @@ async function dpkgInstalled(fish: Fish): Promise<boolean> {
   const [status] = await fish.ask(['-cat /var/lib/dpkg/status']);
   const stanza = (status ?? '').split(/\n\n+/).find((st) => /^Package:\s+cloud-init\s*$/m.test(st)) ?? '';
   return /^Status:\s+install ok installed\s*$/m.test(stanza);
+}
+
+/** Kernel releases in version order, last the newest: what Debian's and RHEL's boot loaders start by default. */
+export function newestKernel(releases: readonly string[]): string | undefined {
+  const key = (r: string) => r.split(/[^0-9]+/).filter((x) => x !== '').map(Number);
+  const cmp = (a: string, b: string) => {
+    const ka = key(a), kb = key(b);
+    for (let i = 0; i < Math.max(ka.length, kb.length); i++) {
+      const d = (ka[i] ?? -1) - (kb[i] ?? -1);
+      if (d !== 0) return d;
+    }
+    return a < b ? -1 : a > b ? 1 : 0;
+  };
+  return [...releases].sort(cmp).pop();
+}
+
+/** Kernel releases from the glob of each kernel's modules.dep under /lib/modules; a name that could split a guestfish word or line is dropped. */
+export function kernelReleases(globOutput: string): string[] {
+  return lines(globOutput).map((p) => KERNEL_RE.exec(p)?.[1]).filter((k): k is string => k !== undefined).slice(0, 64);
+}
+
+/** The module file of the first modules.dep line grep found, if it is a plain relative or absolute path without "..". */
+export function moduleFileFrom(grepOutput: string): string | undefined {
+  return lines(grepOutput).map((l) => l.slice(0, l.indexOf(':'))).find((p) => MODULE_PATH_RE.test(p) && !p.split('/').includes('..'));
+}
+
+/**
+ * What modprobe and udev would find for HyV in the kernel the image boots:
+ * modules.dep, because a module depmod did not list is never loaded, and the
+ * files it names, because a stale entry loads nothing either.
+ */
+async function vrdmaFacts(fish: Fish): Promise<VrdmaFacts> {
+  const [deps, ...verbGlobs] = await fish.ask([
+    '-glob-expand /lib/modules/*/modules.dep',
+    '-glob-expand /usr/lib/*/libibverbs.so.1*', '-glob-expand /usr/lib64/libibverbs.so.1*', '-glob-expand /usr/lib/libibverbs.so.1*',
+  ]);
+  const kernels = kernelReleases(deps!);
+  const verbs = verbGlobs.flatMap((g) => lines(g)).filter((p) => VERBS_RE.test(p)).slice(0, 8);
+  const kernel = newestKernel(kernels);
+  const facts: VrdmaFacts = { kernels, kernel, modules: [], verbs };
+  if (!kernel) return facts;
+  const dir = `/lib/modules/${kernel}`;
+  const [size] = await fish.ask([`-filesize ${dir}/modules.dep`]);
+  const n = Number(size!.trim() || -1);
+  if (!(n > 0 && n <= MODULES_DEP_MAX)) return facts;
+  // One basic regex per module, without | or quotes, so guestfish passes each as one plain word.
+  const names = [HYV_DRIVER, ...HYV_PROVIDERS];
+  const hits = await fish.ask(names.map((m) => `-grep ^[^:]*/${m}[.]ko[.a-z]*: ${dir}/modules.dep`));
+  const listed = names.map((m, i) => ({ m, path: moduleFileFrom(hits[i]!) })).filter((x): x is { m: string; path: string } => x.path !== undefined);
+  if (listed.length === 0) return facts;
+  // realpath resolves inside the guest, so RHEL's weak-updates links (absolute, into another kernel's tree) count; it fails for a dangling one.
+  const there = await fish.ask(listed.map((x) => `-realpath ${x.path.startsWith('/') ? x.path : `${dir}/${x.path}`}`));
+  facts.modules = listed.filter((_, i) => there[i]!.trim() !== '').map((x) => x.m);
+  return facts;
 }

@@ -8,9 +8,14 @@ import type { GuestFacts } from './guestfs.js';
 
 export const RULE_IDS = [
   'os-family', 'distro-match', 'arch-match', 'cloud-init-installed', 'cloud-init-enabled',
-  'nocloud-enabled', 'workspace-dir', 'home-default', 'opt-unused', 'opt-vm-present',
+  'nocloud-enabled', 'workspace-dir', 'home-default', 'opt-unused', 'opt-vm-present', 'vrdma-guest',
 ] as const;
 export type RuleId = (typeof RULE_IDS)[number];
+
+/** HyV's paravirtual guest driver (github.com/zrlio/hyv guest/virtio_hyv/Kbuild). */
+export const HYV_DRIVER = 'virtio_hyv';
+/** HyV's guest providers, one per host NIC kind: mlx4, cxgb4, SoftiWARP (guest/provider/{mlx4,cxgb4,siw2}/Kbuild). */
+export const HYV_PROVIDERS = ['virtmlx4_ib', 'virtiw_cxgb4', 'virtsiw2'] as const;
 
 export interface RuleResult {
   id: RuleId;
@@ -24,6 +29,8 @@ export interface RuleResult {
 export interface Expectation {
   distro: Distro | null;
   arch: string;
+  /** The job asks for vRDMA; absent when there is no job (check --image). */
+  vrdma?: boolean;
 }
 
 const INSPECTED_FAMILY: Record<string, Family> = {
@@ -117,6 +124,30 @@ const optUnused: Check = (f) => {
 // Fails when /opt-vm is missing.
 const optVmPresent: Check = (f) => (f.exists['/opt-vm'] ? pass('/opt-vm exists') : fail('has no /opt-vm directory', 'create /opt-vm and install software there instead of /opt'));
 
+// Fails, for a job with vrdma=true only, when the kernel the image boots has no
+// HyV guest driver and provider, or there is no libibverbs: vTorque's
+// "guests must have the support for it also installed" (doc/guest-images.md).
+// Kernel releases and library paths are filtered to plain characters when read; anything else (a foreign verdict) is quoted.
+const plain = (s: string) => (/^[A-Za-z0-9._+~\/-]{1,128}$/.test(s) ? s : quote(s, 60));
+const vrdmaGuest: Check = (f, want) => {
+  const asked = want.vrdma === true;
+  if (f.osv) return pass('OSv: vRDMA is built into the OSv kernel (MIKELANGELO OSv, drivers/virtio-rdma.cc), which is not a file to look at; assumed present');
+  const v = f.vrdma;
+  if (!v) return asked ? fail('the verdict holds no vRDMA facts', 'verify the image again (delete its verdict)') : pass('not checked (no vRDMA facts)');
+  const missing: string[] = [];
+  if (!v.kernel) missing.push('no kernel modules under /lib/modules');
+  else {
+    if (!v.modules.includes(HYV_DRIVER)) missing.push(`no ${HYV_DRIVER} module in modules.dep of kernel ${plain(v.kernel)}`);
+    if (!HYV_PROVIDERS.some((p) => v.modules.includes(p))) missing.push(`no HyV provider module (${HYV_PROVIDERS.slice(0, -1).join(', ')} or ${HYV_PROVIDERS.at(-1)}) for kernel ${plain(v.kernel)}`);
+  }
+  if (v.verbs.length === 0) missing.push('no libibverbs.so.1');
+  const older = v.kernels.length > 1 ? ` (the newest of ${v.kernels.length} kernels)` : '';
+  if (missing.length === 0) return pass(`HyV guest side: ${v.modules.map(plain).join(', ')} in kernel ${plain(v.kernel!)}${older}; ${plain(v.verbs[0]!)}`);
+  const what = `has no vRDMA guest side: ${missing.join('; ')}${v.kernel ? older : ''}`;
+  if (!asked) return pass(`${what}; only a job with vrdma=true is refused`);
+  return fail(`${what}, but the job asks for vrdma=true`, `use an image with HyV's guest side (github.com/zrlio/hyv: ${HYV_DRIVER} and the provider for the site's RDMA NIC, built for the kernel the image boots, then depmod; and libibverbs), or drop vrdma=true`);
+};
+
 const CHECKS: Record<RuleId, Check> = {
   'os-family': osFamily,
   'distro-match': distroMatch,
@@ -128,6 +159,7 @@ const CHECKS: Record<RuleId, Check> = {
   'home-default': homeDefault,
   'opt-unused': optUnused,
   'opt-vm-present': optVmPresent,
+  'vrdma-guest': vrdmaGuest,
 };
 
 export function evaluateRules(f: GuestFacts, want: Expectation, config: Config): RuleResult[] {

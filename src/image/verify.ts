@@ -17,7 +17,7 @@ import { evaluateRules, familyOf, type Expectation, type RuleResult } from './ru
 import type { Family } from '../request/keys.js';
 
 /** Bump when a change to the checks could change a verdict. */
-export const CHECKER_VERSION = 2;
+export const CHECKER_VERSION = 3;
 
 export interface Verdict {
   checker: number;
