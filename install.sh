@@ -29,22 +29,34 @@ Options:
   --torque-home DIR   TORQUE_HOME                   (default /var/spool/torque)
   --config DIR        where prologue.ini goes       (default /etc/vtorque)
   --logrotate DIR     where the logrotate snippet goes      (default /etc/logrotate.d)
+  --bin-dir DIR       where users find the commands: vtorque-prologue (and vsub, if
+                      built) are linked there to PREFIX/bin (default /usr/local/bin;
+                      it must be root's and not writable by group or others)
+  --no-bin-links      do not link the commands into --bin-dir
+  --torque-prefix DIR where Torque is installed (DIR/bin/qstat, DIR/bin/pbsnodes).
+                      Without it: the prefix of the running pbs_mom (mom_priv/mom.lock),
+                      else qstat on PATH. The [tools] qstat and pbsnodes of a config
+                      this run creates are set to what is found; in an existing
+                      config only keys still at their defaults are
   --root DIR          install into a staging root instead of / (doctor is skipped:
                       the staged config names the node's real paths)
   --deps              first install the system packages with apt-get or dnf:
                       qemu-img, libguestfs tools, genisoimage or xorriso, mtools,
                       dosfstools, qemu-system, and Node.js if missing or older than 20
   --submit-filter FILE  also write Torque's submit filter wrapper at FILE (mode 0755), for
-                      hosts where users run qsub: FILE is /usr/local/sbin/torque_submitfilter
-                      by default in Torque, or what SUBMITFILTER in TORQUE_HOME/torque.cfg names
+                      hosts where users run qsub. Torque 6.1's qsub runs what SUBMITFILTER in
+                      TORQUE_HOME/torque.cfg names, else <torque prefix>/libexec/qsub_filter,
+                      else the legacy /usr/local/sbin/torque_submitfilter
   --no-doctor         do not run doctor at the end
   --dry-run           print every action, change nothing
-  --uninstall         remove the wrappers (restoring any .orig), the program and the
-                      logrotate snippet; keeps config, images, cache and logs
+  --uninstall         remove the wrappers (restoring any .orig), the program, the
+                      links in --bin-dir that point at it, and the logrotate snippet;
+                      keeps config, images, cache and logs
   -h, --help          this text
 
 Examples:
-  sudo ./install.sh --deps
+  ./install.sh --deps                            # as root
+  ./install.sh --torque-prefix /opt/torque       # Torque not in /usr/local
   sudo ./install.sh --torque-home /var/spool/torque --dry-run
   ./install.sh --root /tmp/stage                 # for packagers
 Exit codes: 0 done and doctor is happy; 1 bad usage; 2 a step failed;
@@ -62,9 +74,15 @@ DEPS=0
 DOCTOR=1
 LOGROTATE_DIR=/etc/logrotate.d
 SUBMIT_FILTER=
+BIN_DIR=/usr/local/bin
+BIN_LINKS=1
+TORQUE_PREFIX=
 while [ $# -gt 0 ]; do
   case "$1" in
     --submit-filter) SUBMIT_FILTER=$2; shift 2 ;;
+    --bin-dir) BIN_DIR=$2; shift 2 ;;
+    --no-bin-links) BIN_LINKS=0; shift ;;
+    --torque-prefix) TORQUE_PREFIX=$2; shift 2 ;;
     --deps) DEPS=1; shift ;;
     --logrotate) LOGROTATE_DIR=$2; shift 2 ;;
     --no-doctor) DOCTOR=0; shift ;;
@@ -180,6 +198,8 @@ plain_path --prefix "$PREFIX" 1
 plain_path --torque-home "$TORQUE_HOME" 1
 plain_path --config "$CONFIG_DIR" 1
 [ -z "$SUBMIT_FILTER" ] || plain_path --submit-filter "$SUBMIT_FILTER" 1
+plain_path --bin-dir "$BIN_DIR" 1
+[ -z "$TORQUE_PREFIX" ] || plain_path --torque-prefix "$TORQUE_PREFIX" 1
 
 find_node
 [ -n "$NODE" ] || { echo "install.sh: node not found; install Node.js 20 or newer (./install.sh --deps does)" >&2; exit 2; }
@@ -218,15 +238,19 @@ LOGROTATE=$ROOT$LOGROTATE_DIR/vtorque-prologue
 # A value from the [paths] of the installed ini, or the default: an admin who
 # moved the cache gets their directory made, not ours.
 ini_get() { # ini_get SECTION KEY DEFAULT
-  local v=""
-  if [ -f "$CONF/prologue.ini" ]; then
+  ini_get_in "$CONF/prologue.ini" "$@"
+}
+ini_get_in() { # ini_get_in FILE SECTION KEY DEFAULT
+  local v="" file=$1
+  shift
+  if [ -f "$file" ]; then
     v=$(awk -v sec="$1" -v key="$2" '
       # As the ini package reads it: [section], key = value, ; or # starts a comment.
       /^[ \t]*\[/ { ins = ($0 ~ "^[ \t]*\\[" sec "\\]"); next }
       ins && /^[ \t]*[^;# \t]/ {
         k = $0; sub(/[ \t]*=.*/, "", k); sub(/^[ \t]+/, "", k)
         if (k == key) { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t]*[;#].*$/, "", v); sub(/[ \t]+$/, "", v); print "=" v; exit }
-      }' "$CONF/prologue.ini")
+      }' "$file")
   fi
   # "=" marks a key that is there, so "log_file =" (log to stderr) is not the default.
   if [ -n "$v" ]; then echo "${v#=}"; else echo "$3"; fi
@@ -245,6 +269,169 @@ ensure_dir() { # ensure_dir MODE DIR
     run chmod "$mode" "$dir"
     [ "$DRY" = 1 ] || echo "fixed $dir: now root's, mode $mode (others could change what root trusts)"
   fi
+}
+
+# Torque's client tools. pbs_mom gives the prologue PATH=/bin:/usr/bin, so
+# [tools] names them by absolute path; the shipped defaults assume Torque's
+# own default prefix, /usr/local, which many sites do not use.
+DEFAULT_QSTAT=$(ini_get_in "$SRC/conf/prologue.ini" tools qstat /usr/local/bin/qstat)
+DEFAULT_PBSNODES=$(ini_get_in "$SRC/conf/prologue.ini" tools pbsnodes /usr/local/bin/pbsnodes)
+TORQUE_BIN=
+TORQUE_FROM=
+
+is_plain() { case "$1" in /*[!A-Za-z0-9._/+@-]*|[!/]*|'') return 1 ;; esac; }
+torque_bin_has_tools() { [ -f "$ROOT$1/qstat" ] && [ -x "$ROOT$1/qstat" ] && [ -f "$ROOT$1/pbsnodes" ] && [ -x "$ROOT$1/pbsnodes" ]; }
+
+# Sets TORQUE_BIN (the directory holding qstat and pbsnodes, as the node
+# sees it) and TORQUE_FROM (how it was found), or leaves them empty. In order:
+# --torque-prefix; the running pbs_mom, whose pid Torque keeps in
+# mom_priv/mom.lock (src/resmom/mom_main.c) and which make install puts in
+# PREFIX/sbin, beside PREFIX/bin; qstat on PATH. Root runs what is found, so a
+# tool that someone else could change is not taken.
+find_torque() {
+  local pid exe dir why
+  TORQUE_BIN= TORQUE_FROM=
+  if [ -n "$TORQUE_PREFIX" ]; then
+    if ! torque_bin_has_tools "$TORQUE_PREFIX/bin"; then
+      echo "install.sh: --torque-prefix $TORQUE_PREFIX: $ROOT$TORQUE_PREFIX/bin has no executable qstat and pbsnodes. Fix: give the prefix Torque was built with (./configure --prefix), the directory holding bin/qstat" >&2
+      exit 1
+    fi
+    if [ -z "$ROOT" ]; then
+      why=$(untrusted_path "$(readlink -f "$TORQUE_PREFIX/bin/qstat")")$(untrusted_path "$(readlink -f "$TORQUE_PREFIX/bin/pbsnodes")")
+      if [ -n "$why" ]; then
+        echo "install.sh: --torque-prefix $TORQUE_PREFIX: the prologue runs its qstat and pbsnodes as root, and $why. Fix: make them and every directory above them root's and not writable by group or others" >&2
+        exit 2
+      fi
+    fi
+    TORQUE_BIN=$TORQUE_PREFIX/bin TORQUE_FROM="--torque-prefix $TORQUE_PREFIX"
+    return 0
+  fi
+  # A staged root is for another node: this machine's Torque says nothing about it.
+  [ -z "$ROOT" ] || return 0
+  if [ -f "$MOM/mom.lock" ] && read -r pid < "$MOM/mom.lock" 2>/dev/null && [[ "$pid" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = pbs_mom ]; then
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+    dir=$(dirname "$(dirname "$exe")")/bin
+    if [ -n "$exe" ] && is_plain "$dir" && torque_bin_has_tools "$dir"; then
+      why=$(untrusted_path "$(readlink -f "$dir/qstat")")$(untrusted_path "$(readlink -f "$dir/pbsnodes")")
+      if [ -z "$why" ]; then TORQUE_BIN=$dir TORQUE_FROM="the running pbs_mom (pid $pid, $exe)"; return 0; fi
+      echo "install.sh: warning: not using the qstat and pbsnodes in $dir beside the running pbs_mom: $why" >&2
+    fi
+  fi
+  exe=$(command -v qstat 2>/dev/null || true)
+  case "$exe" in /*) ;; *) return 0 ;; esac
+  dir=$(dirname "$exe")
+  if is_plain "$dir" && torque_bin_has_tools "$dir"; then
+    why=$(untrusted_path "$(readlink -f "$dir/qstat")")$(untrusted_path "$(readlink -f "$dir/pbsnodes")")
+    if [ -z "$why" ]; then TORQUE_BIN=$dir TORQUE_FROM="qstat on PATH"; return 0; fi
+    echo "install.sh: warning: not using the qstat and pbsnodes found on PATH in $dir: $why" >&2
+  fi
+}
+
+warn_no_torque() {
+  echo "install.sh: warning: Torque's qstat and pbsnodes were not found (no --torque-prefix$([ -n "$ROOT" ] && echo ", and a staged root says nothing of the node's Torque" || echo ", no running pbs_mom in $TORQUE_HOME/mom_priv/mom.lock, no qstat on PATH")); [tools] keeps qstat = $1 and pbsnodes = $2. Fix: run install.sh again with --torque-prefix DIR, or set [tools] qstat and pbsnodes in $CONFIG_DIR/prologue.ini" >&2
+}
+
+# The shipped ini with [tools] qstat and pbsnodes set: what a new install
+# writes, and what prologue.ini.new holds beside an admin's own ini.
+shipped_ini() { # shipped_ini QSTAT PBSNODES
+  awk -v q="$1" -v p="$2" '
+    /^[ \t]*\[/ { ins = ($0 ~ /^[ \t]*\[tools\]/) }
+    ins && /^qstat = / { print "qstat = " q; next }
+    ins && /^pbsnodes = / { print "pbsnodes = " p; next }
+    { print }' "$SRC/conf/prologue.ini"
+}
+
+# FILE with [tools] qstat and/or pbsnodes set (an empty value: that key is left
+# as it is); a key the section lacks is added to it, a missing section at the end.
+ini_with_tools() { # ini_with_tools FILE QSTAT PBSNODES
+  awk -v q="$2" -v p="$3" '
+    function flush() {
+      if (q != "" && !dq) print "qstat = " q
+      if (p != "" && !dp) print "pbsnodes = " p
+      dq = dp = 1
+    }
+    /^[ \t]*\[/ { if (ins) flush(); ins = ($0 ~ /^[ \t]*\[tools\][ \t]*$/); if (ins) seen = 1; print; next }
+    ins && q != "" && /^[ \t]*qstat[ \t]*=/ { print "qstat = " q; dq = 1; next }
+    ins && p != "" && /^[ \t]*pbsnodes[ \t]*=/ { print "pbsnodes = " p; dp = 1; next }
+    { print }
+    END { if (ins) flush(); if (!seen && (q != "" || p != "")) { print ""; print "[tools]"; flush() } }' "$1"
+}
+
+# Installs the ini, or keeps the admin's. Torque's tools go into a new ini;
+# in an existing one only a key still at the shipped default is changed.
+install_ini() {
+  local ini=$CONF/prologue.ini q p nq= np=
+  if [ ! -f "$ini" ]; then
+    find_torque
+    q=$DEFAULT_QSTAT p=$DEFAULT_PBSNODES
+    [ -z "$TORQUE_BIN" ] || q=$TORQUE_BIN/qstat p=$TORQUE_BIN/pbsnodes
+    put 0644 "$ini" < <(shipped_ini "$q" "$p")
+    if [ -n "$TORQUE_BIN" ]; then echo "Torque: [tools] qstat = $q, pbsnodes = $p (found through $TORQUE_FROM)"; else warn_no_torque "$q" "$p"; fi
+    return 0
+  fi
+  q=$(ini_get tools qstat "$DEFAULT_QSTAT")
+  p=$(ini_get tools pbsnodes "$DEFAULT_PBSNODES")
+  if [ "$q" = "$DEFAULT_QSTAT" ] || [ "$p" = "$DEFAULT_PBSNODES" ]; then
+    find_torque
+    if [ -z "$TORQUE_BIN" ]; then
+      warn_no_torque "$q" "$p"
+    else
+      [ "$q" != "$DEFAULT_QSTAT" ] || [ "$TORQUE_BIN/qstat" = "$q" ] || nq=$TORQUE_BIN/qstat
+      [ "$p" != "$DEFAULT_PBSNODES" ] || [ "$TORQUE_BIN/pbsnodes" = "$p" ] || np=$TORQUE_BIN/pbsnodes
+      if [ -n "$nq$np" ]; then
+        put "$(stat -c %a "$ini")" "$ini" < <(ini_with_tools "$ini" "$nq" "$np")
+        echo "Torque: set${nq:+ [tools] qstat = $nq}${np:+ [tools] pbsnodes = $np} in $ini, where the default was (found through $TORQUE_FROM); your other settings are as they were"
+        q=${nq:-$q} p=${np:-$p}
+      fi
+    fi
+  fi
+  if [ -n "$TORQUE_PREFIX" ] && [ "$q $p" != "$TORQUE_PREFIX/bin/qstat $TORQUE_PREFIX/bin/pbsnodes" ]; then
+    echo "Torque: kept your [tools] qstat = $q, pbsnodes = $p in $ini; --torque-prefix changes only keys at their defaults"
+  fi
+  if ! cmp -s <(shipped_ini "$q" "$p") "$ini"; then
+    put 0644 "$CONF/prologue.ini.new" < <(shipped_ini "$q" "$p")
+    echo "kept your $ini; the shipped one is $ini.new"
+  fi
+}
+
+# Users run `vtorque-prologue check --job SCRIPT` by name (every rejection
+# message says so), so the commands are linked into a directory on their
+# PATH. Root runs them from there too: a directory others can write would let
+# them put their own program under that name.
+USER_COMMANDS=(vtorque-prologue)
+[ -x "$SRC/bin/vsub" ] && USER_COMMANDS+=(vsub)
+
+link_user_commands() {
+  local dir=$ROOT$BIN_DIR name link target why
+  [ "$BIN_LINKS" = 1 ] || return 0
+  if [ -e "$dir" ] || [ -L "$dir" ]; then
+    why=$(untrusted_path "$dir")
+    if [ -n "$why" ]; then
+      echo "install.sh: --bin-dir $dir: $why; anyone who can change it could put their own program where users and root run vtorque-prologue. Fix: make it root's and not writable by group or others, pick another --bin-dir, or --no-bin-links" >&2
+      exit 2
+    fi
+  else
+    ensure_dir 0755 "$dir"
+  fi
+  for name in "${USER_COMMANDS[@]}"; do
+    link=$dir/$name
+    target=$PREFIX/bin/$name
+    if [ -L "$link" ] && [ "$(readlink "$link")" = "$target" ]; then continue; fi
+    if [ -e "$link" ] || [ -L "$link" ]; then
+      echo "install.sh: $link exists and is not a link to $target ($( [ -L "$link" ] && echo "it points to $(readlink "$link")" || echo "a $(stat -c %F "$link")")); users would not run this install. Fix: remove it if it is an older install's, or pick another --bin-dir, or --no-bin-links" >&2
+      exit 2
+    fi
+    run ln -s "$target" "$link"
+    [ "$DRY" = 1 ] || echo "linked $link -> $target: users run $name"
+  done
+}
+
+unlink_user_commands() {
+  local name link
+  for name in vtorque-prologue vsub; do
+    link=$ROOT$BIN_DIR/$name
+    if [ -L "$link" ] && [ "$(readlink "$link")" = "$PREFIX/bin/$name" ]; then run rm -f "$link"; fi
+  done
 }
 
 # pbs_mom's $job_starter (mom_priv/config). Ours replaces a site's line, which
@@ -363,6 +550,7 @@ if [ "$UNINSTALL" = 1 ]; then
     fi
   done
   uninstall_job_starter
+  unlink_user_commands
   run rm -rf "$P"
   if [ -f "$LOGROTATE" ]; then run rm -f "$LOGROTATE"; fi
   if [ -n "$SUBMIT_FILTER" ] && [ -f "$ROOT$SUBMIT_FILTER" ] && grep -q 'vtorque-prologue submit filter' "$ROOT$SUBMIT_FILTER"; then
@@ -372,24 +560,23 @@ if [ "$UNINSTALL" = 1 ]; then
   exit 0
 fi
 
+# A --torque-prefix that holds no Torque is a mistake to say now, whatever the config holds.
+[ -z "$TORQUE_PREFIX" ] || find_torque
+
 if [ ! -f "$SRC/dist/vtorque-prologue.cjs" ] || [ ! -f "$SRC/dist/vtorque-heavy.cjs" ] || [ ! -f "$SRC/dist/vendor-execa.cjs" ] || [ ! -f "$SRC/dist/vtorque-starter.cjs" ]; then
   run bash -c "cd '$SRC' && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build"
 fi
 
 # The bundles carry every runtime dependency; nothing else from node_modules is needed.
-for f in bin/vtorque-prologue bin/package.json dist/vtorque-prologue.cjs dist/vtorque-heavy.cjs dist/vendor-execa.cjs dist/vendor-yaml.cjs dist/vtorque-starter.cjs; do
-  mode=0644; [ "$f" = bin/vtorque-prologue ] && mode=0755
-  put "$mode" "$P/$f" < "$SRC/$f"
+put 0644 "$P/bin/package.json" < "$SRC/bin/package.json"
+for f in "$SRC"/dist/*.cjs; do put 0644 "$P/dist/${f##*/}" < "$f"; done
+# The commands users and admins run by name start the node vetted above, not
+# whichever node is first on the caller's PATH (an older one cannot run them).
+for name in "${USER_COMMANDS[@]}"; do
+  put 0755 "$P/bin/$name" < <(sed "1s|^#!/usr/bin/env node\$|#!$NODE|" "$SRC/bin/$name")
 done
 
-if [ -f "$CONF/prologue.ini" ]; then
-  if ! cmp -s "$SRC/conf/prologue.ini" "$CONF/prologue.ini"; then
-    put 0644 "$CONF/prologue.ini.new" < "$SRC/conf/prologue.ini"
-    echo "kept your $CONF/prologue.ini; the shipped one is $CONF/prologue.ini.new"
-  fi
-else
-  put 0644 "$CONF/prologue.ini" < "$SRC/conf/prologue.ini"
-fi
+install_ini
 
 # State directories, from the ini's [paths] (the ini was just installed or kept).
 ensure_dir 0755 "$ROOT$(ini_get paths image_pool /var/lib/vtorque/images)"
@@ -448,6 +635,7 @@ exec $ENV_BIN -i LANG=C.UTF-8 PATH=/bin:/usr/bin \\
 WRAPPER
 done
 echo "installed in $P; wrappers in $MOM"
+link_user_commands
 ensure_launch_account
 install_job_starter
 
@@ -464,7 +652,12 @@ if [ -n "$SUBMIT_FILTER" ]; then
 # vtorque-prologue submit filter, written by install.sh. qsub runs it as the user.
 exec $ENV_BIN -u NODE_OPTIONS -u NODE_PATH $NODE $NODE_FLAGS $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini submit-filter "\$@"
 FILTER
-  [ "$SUBMIT_FILTER" = /usr/local/sbin/torque_submitfilter ] || echo "submit filter: add 'SUBMITFILTER $SUBMIT_FILTER' to $TORQUE_HOME/torque.cfg on the hosts users run qsub on"
+  # qsub's own order (validate_submit_filter, src/cmds/qsub_functions.c): SUBMITFILTER, <prefix>/libexec/qsub_filter, the legacy path.
+  case $SUBMIT_FILTER in
+    */libexec/qsub_filter) echo "submit filter: qsub finds $SUBMIT_FILTER by itself when Torque's prefix is ${SUBMIT_FILTER%/libexec/qsub_filter} and torque.cfg names no SUBMITFILTER" ;;
+    /usr/local/sbin/torque_submitfilter) echo "submit filter: qsub runs $SUBMIT_FILTER only when torque.cfg names no SUBMITFILTER and <torque prefix>/libexec/qsub_filter does not exist" ;;
+    *) echo "submit filter: add 'SUBMITFILTER $SUBMIT_FILTER' to $TORQUE_HOME/torque.cfg on the hosts users run qsub on" ;;
+  esac
 fi
 
 if [ "$DOCTOR" = 0 ]; then

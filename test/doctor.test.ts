@@ -14,7 +14,7 @@ function stagedNode(opts: MomOptions = {}): Mom {
   const mom = new Mom({ privateCache: true, ...opts });
   for (const h of ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel']) rmSync(join(mom.momPriv, h));
   const r = spawnSync('bash', [join(REPO, 'install.sh'), '--prefix', join(mom.root, 'opt'), '--torque-home', mom.torqueHome,
-    '--config', mom.root, '--logrotate', join(mom.root, 'logrotate.d'), '--no-doctor'], { encoding: 'utf8' });
+    '--config', mom.root, '--logrotate', join(mom.root, 'logrotate.d'), '--bin-dir', join(mom.root, 'usr-bin'), '--no-doctor'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`install.sh: ${r.stderr}`);
   return mom;
 }
@@ -37,8 +37,8 @@ t.test('a healthy staged node passes every check, libguestfs launch timed, in on
   t.match(r.out, /^(ok|WARN) {2,3}kvm {7}/m, 'KVM is probed');
   t.equal(linesOf(r.out, 'mom_priv').filter((l) => l.startsWith('ok ') && l.includes(' runs vtorque-prologue ')).length, 4, 'four hooks, all ours');
   t.match(r.out, /^ok {4}mom_priv {2}\/\S+\/node and the program in \S+\/opt are root's, as is every directory above them$/m);
-  t.match(r.out, /^ok {4}torque {4}qstat -B reaches pbs_server/m);
-  t.match(r.out, /^ok {4}torque {4}pbsnodes: node node01 is free$/m);
+  t.ok(r.lines.some((l) => l.startsWith(`ok    torque    ${mom.root}/bin/qstat -B reaches pbs_server (`)), 'the torque line names the qstat it ran');
+  t.ok(r.lines.includes(`ok    torque    ${mom.root}/bin/pbsnodes: node node01 is free`), 'and the pbsnodes');
   t.match(r.out, /^healthy/m);
   t.notMatch(r.out, /^FAIL/m);
 });
@@ -151,18 +151,21 @@ t.test('an unreachable pbs_server fails the torque check for qstat and pbsnodes'
   writeFileSync(join(mom.root, 'pbsnodes.fail'), 'pbsnodes: cannot connect to server head, error=111 (Connection refused)\n');
   const r = doctor(mom, ...FAST);
   t.equal(r.code, 1);
-  t.match(r.out, /^FAIL {2}torque {4}qstat -B fails: .*Connection refused/m);
-  t.match(r.out, /^FAIL {2}torque {4}pbsnodes -l -n all node01 fails: .*Connection refused/m);
+  t.match(r.out, /^FAIL {2}torque {4}\S+\/bin\/qstat -B fails: .*Connection refused/m);
+  t.match(r.out, /^FAIL {2}torque {4}\S+\/bin\/pbsnodes -l -n all node01 fails: .*Connection refused/m);
 });
 
 t.test('doctor --clear brings back a healthy node that vtorque took offline, and clears our note', async (t) => {
   const mom = stagedNode({ ini: '[cache]\nmax_size = 1G\nmin_free = 1M\n' });
   mom.setNode('node01', 'offline', 'vtorque: cannot create the job directory (job 1.srv)');
   const before = doctor(mom, ...FAST);
-  t.match(before.out, /^WARN {2}torque {4}pbsnodes: node node01 is offline, taken out by vtorque: .*Fix: fix the cause, then run: vtorque-prologue doctor --clear/m);
+  t.match(before.out, /^WARN {2}torque {4}\S+\/bin\/pbsnodes: node node01 is offline, taken out by vtorque: .*Fix: fix the cause, then run: vtorque-prologue doctor --clear/m);
   const r = doctor(mom, ...FAST, '--clear');
   t.equal(r.code, 0, r.out);
-  t.match(r.out, /^ok {4}clear {5}node node01 is back online; our note "vtorque: cannot create the job directory \(job 1\.srv\)" is cleared$/m);
+  t.match(r.out, /^ok {4}clear {5}node node01 is back online; our note "vtorque: cannot create the job directory \(job 1\.srv\)" is cleared\. /m);
+  const qmgr = `${mom.root}/bin/qmgr -c "set server scheduling = true"`;
+  t.ok(r.lines.find((l) => l.startsWith('ok    clear '))?.endsWith(`A requeued job may wait for pbs_sched's next cycle (scheduler_iteration, 600 s by default); to start one now, as a Torque operator: ${qmgr}`),
+    'says a requeued job can wait for the next scheduling cycle, and the command that starts one now, beside the [tools] qstat');
   t.same(mom.nodeState('node01'), { state: 'free', note: '' });
   t.ok(mom.pbsnodesCalls().includes('-c -N n node01'));
 });

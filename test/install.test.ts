@@ -1,11 +1,11 @@
 // install.sh into a staging root and into a harness node: files and modes,
 // chaining of a site's own prologue, idempotence, uninstall.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Mom, NOBODY, REPO } from './harness/mom.js';
+import { BIN, Mom, NOBODY, REPO } from './harness/mom.js';
 
 const install = (...args: string[]) => spawnSync('bash', [join(REPO, 'install.sh'), ...args], { encoding: 'utf8' });
 
@@ -34,6 +34,7 @@ t.test('install into a staging root: modes, chaining, idempotence, uninstall', a
   }
   t.match(readFileSync(join(root, 'etc/logrotate.d/vtorque-prologue'), 'utf8'), /^\/var\/log\/vtorque\/prologue\.log \{\n {4}weekly\n/m);
   t.match(first.stdout, /doctor skipped: --root stages files/);
+  t.equal(readlinkSync(join(root, 'usr/local/bin/vtorque-prologue')), '/opt/vtorque-prologue/bin/vtorque-prologue', 'users find the command in /usr/local/bin');
   const second = install('--root', root);
   t.equal(second.status, 0);
   t.notMatch(second.stdout, /wrote|created|fixed|would/, 'a second run changes nothing');
@@ -50,6 +51,7 @@ t.test('install into a staging root: modes, chaining, idempotence, uninstall', a
   t.notOk(existsSync(join(mom, 'epilogue')));
   t.notOk(existsSync(join(root, 'opt/vtorque-prologue')));
   t.notOk(existsSync(join(root, 'etc/logrotate.d/vtorque-prologue')), 'the logrotate snippet goes');
+  t.notOk(existsSync(join(root, 'usr/local/bin/vtorque-prologue')), 'and the link users ran');
   t.ok(existsSync(join(root, 'var/cache/vtorque')) && existsSync(join(root, 'var/log/vtorque')), 'cache and logs stay');
   rmSync(root, { recursive: true, force: true });
 });
@@ -114,7 +116,7 @@ function bareNode(): Mom {
 }
 
 const installInto = (node: Mom, ...more: string[]) =>
-  install('--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome, '--config', join(node.root, 'etc'), '--logrotate', join(node.root, 'logrotate.d'), ...more);
+  install('--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome, '--config', join(node.root, 'etc'), '--logrotate', join(node.root, 'logrotate.d'), '--bin-dir', join(node.root, 'usr-bin'), ...more);
 
 t.test('the installed wrapper runs through the pbs_mom harness, after the site prologue', async (t) => {
   const node = bareNode();
@@ -234,4 +236,140 @@ t.test("the installed starter runs a non-VM job through the site's starter, with
   t.equal(out.ou, '0=-bash login=y\n');
   t.equal(out.er, 'site starter: 2\n');
   rmSync(node.root, { recursive: true, force: true });
+});
+
+t.test('users run vtorque-prologue by name, with the node install.sh vetted, whatever node their PATH has', async (t) => {
+  const node = bareNode();
+  const bin = join(node.root, 'usr-bin');
+  const r = installInto(node, '--no-doctor');
+  t.equal(r.status, 0, r.stderr);
+  const link = join(bin, 'vtorque-prologue');
+  t.equal(readlinkSync(link), join(node.root, 'opt/bin/vtorque-prologue'));
+  t.match(r.stdout, new RegExp(`^linked ${link} -> \\S+: users run vtorque-prologue$`, 'm'));
+  t.equal(lstatSync(bin).uid, 0);
+  t.equal(statSync(bin).mode & 0o777, 0o755);
+  const script = join(node.workdir, 'run.pbs');
+  writeFileSync(script, '#!/bin/sh\n#VM img=debian12.qcow2,vcpus=2\necho\n');
+  // As the user, by name, with a PATH that has no node at all: the command runs as the user types it in the messages.
+  const u = spawnSync('/bin/sh', ['-c', `vtorque-prologue --config ${node.configFile} check --job run.pbs`], {
+    encoding: 'utf8', uid: NOBODY.uid, gid: NOBODY.gid, cwd: node.workdir, env: { PATH: `${bin}:/nonexistent`, HOME: node.workdir },
+  });
+  t.equal(u.status, 0, u.stderr);
+  t.match(u.stdout, /vcpus\s+2\s+#VM/);
+  t.notMatch(u.stderr, /not found/);
+  t.notMatch(installInto(node, '--no-doctor').stdout, /linked|wrote|created/, 'a second run changes nothing');
+  const un = installInto(node, '--uninstall');
+  t.equal(un.status, 0, un.stderr);
+  t.notOk(existsSync(link), 'uninstall removes the link');
+});
+
+t.test('a user command of someone else is never replaced or removed; a bin dir others can write is refused', async (t) => {
+  const node = bareNode();
+  const bin = join(node.root, 'usr-bin');
+  mkdirSync(bin, { mode: 0o755 });
+  symlinkSync('/usr/bin/true', join(bin, 'vtorque-prologue'));
+  const theirs = installInto(node, '--no-doctor');
+  t.equal(theirs.status, 2);
+  t.match(theirs.stderr, /usr-bin\/vtorque-prologue exists and is not a link to \S+opt\/bin\/vtorque-prologue \(it points to \/usr\/bin\/true\).*Fix: /);
+  t.equal(readlinkSync(join(bin, 'vtorque-prologue')), '/usr/bin/true', 'kept');
+  t.equal(installInto(node, '--uninstall').status, 0);
+  t.equal(readlinkSync(join(bin, 'vtorque-prologue')), '/usr/bin/true', 'uninstall removes only a link to our install');
+  rmSync(join(bin, 'vtorque-prologue'));
+  chmodSync(bin, 0o777);
+  const open = installInto(node, '--no-doctor');
+  t.equal(open.status, 2, 'others could swap the link for their own program, which root runs too');
+  t.match(open.stderr, /--bin-dir \S+usr-bin: \S+usr-bin has mode 0777, writable by group and others; .*Fix: /);
+  t.notOk(existsSync(join(bin, 'vtorque-prologue')));
+  t.equal(installInto(node, '--no-doctor', '--no-bin-links').status, 0, '--no-bin-links installs without them');
+});
+
+/** A Torque install at prefix: root-owned bin/qstat and bin/pbsnodes stand-ins, and sbin/pbs_mom. */
+function fakeTorque(prefix: string): void {
+  for (const d of ['bin', 'sbin']) mkdirSync(join(prefix, d), { recursive: true, mode: 0o755 });
+  for (const tool of ['qstat', 'pbsnodes']) writeFileSync(join(prefix, 'bin', tool), '#!/bin/sh\necho "Version: 6.1.2"\n', { mode: 0o755 });
+  copyFileSync('/bin/sleep', join(prefix, 'sbin', 'pbs_mom'));
+  chmodSync(join(prefix, 'sbin', 'pbs_mom'), 0o755);
+}
+
+const toolsOf = (ini: string) => {
+  const text = readFileSync(ini, 'utf8');
+  const tools = text.slice(text.indexOf('\n[tools]'));
+  return { qstat: /^qstat = (.*)$/m.exec(tools)?.[1], pbsnodes: /^pbsnodes = (.*)$/m.exec(tools)?.[1], text };
+};
+
+t.test("a new config gets the running pbs_mom's Torque in [tools]; doctor names it", async (t) => {
+  const node = new Mom({ privateCache: true });
+  for (const h of ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel']) rmSync(join(node.momPriv, h), { force: true });
+  const torque = join(node.root, 'torque-6.1');
+  fakeTorque(torque);
+  // pbs_mom writes its pid into mom_priv/mom.lock (src/resmom/mom_main.c).
+  const mom = spawn(join(torque, 'sbin', 'pbs_mom'), ['300'], { stdio: 'ignore' });
+  t.teardown(() => void mom.kill());
+  writeFileSync(join(node.momPriv, 'mom.lock'), `${mom.pid}\n`);
+  const etc = join(node.root, 'etc');
+  const r = install('--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome, '--config', etc, '--logrotate', join(node.root, 'logrotate.d'),
+    '--bin-dir', join(node.root, 'usr-bin'), '--no-doctor', '--dry-run');
+  t.match(r.stdout, /^would: write \S+\/etc\/prologue\.ini \(mode 0644\)$/m);
+  t.match(r.stdout, new RegExp(`^Torque: \\[tools\\] qstat = ${torque}/bin/qstat, pbsnodes = ${torque}/bin/pbsnodes \\(found through the running pbs_mom \\(pid ${mom.pid}, ${torque}/sbin/pbs_mom\\)\\)$`, 'm'));
+  t.notOk(existsSync(etc), 'a dry run writes nothing');
+  const real = install('--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome, '--config', etc, '--logrotate', join(node.root, 'logrotate.d'),
+    '--bin-dir', join(node.root, 'usr-bin'), '--no-doctor');
+  t.equal(real.status, 0, real.stderr);
+  const ini = toolsOf(join(etc, 'prologue.ini'));
+  t.same([ini.qstat, ini.pbsnodes], [join(torque, 'bin/qstat'), join(torque, 'bin/pbsnodes')]);
+  t.notOk(existsSync(join(etc, 'prologue.ini.new')), 'the config install.sh made is not "yours"');
+  const again = install('--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome, '--config', etc, '--logrotate', join(node.root, 'logrotate.d'),
+    '--bin-dir', join(node.root, 'usr-bin'), '--no-doctor');
+  t.notMatch(again.stdout, /prologue\.ini|kept your|Torque:|linked/, 'a second run changes neither the config nor the links');
+  // doctor reads the paths install.sh wrote, and says which it ran.
+  writeFileSync(node.configFile, node.defaultIni().replace(/^qstat = .*$/m, `qstat = ${ini.qstat}`).replace(/^pbsnodes = .*$/m, `pbsnodes = ${ini.pbsnodes}`));
+  const d = spawnSync(process.execPath, [BIN, '--config', node.configFile, 'doctor', '--skip', 'guestfs,kvm,launch', '--json'], { encoding: 'utf8', timeout: 300_000 });
+  const torqueChecks = (JSON.parse(d.stdout) as { checks: { check: string; message: string }[] }).checks.filter((c) => c.check === 'torque');
+  t.ok(torqueChecks.some((c) => c.message.startsWith(`${torque}/bin/qstat -B `)), JSON.stringify(torqueChecks));
+  t.ok(torqueChecks.some((c) => c.message.startsWith(`${torque}/bin/pbsnodes `)), JSON.stringify(torqueChecks));
+});
+
+t.test("an existing config: keys at the defaults take the Torque found, an admin's own are kept", async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  fakeTorque(join(root, 'opt/torque'));
+  const etc = join(root, 'etc/vtorque');
+  mkdirSync(etc, { recursive: true });
+  writeFileSync(join(etc, 'prologue.ini'), '[logging]\nlevel = debug ; mine\n[tools]\nqstat = /usr/local/bin/qstat\n');
+  const r = install('--root', root, '--torque-prefix', '/opt/torque');
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^Torque: set \[tools\] qstat = \/opt\/torque\/bin\/qstat \[tools\] pbsnodes = \/opt\/torque\/bin\/pbsnodes in \S+prologue\.ini, where the default was \(found through --torque-prefix \/opt\/torque\); your other settings are as they were$/m);
+  t.equal(readFileSync(join(etc, 'prologue.ini'), 'utf8'), '[logging]\nlevel = debug ; mine\n[tools]\nqstat = /opt/torque/bin/qstat\npbsnodes = /opt/torque/bin/pbsnodes\n');
+  t.same([toolsOf(join(etc, 'prologue.ini.new')).qstat, toolsOf(join(etc, 'prologue.ini.new')).pbsnodes], ['/opt/torque/bin/qstat', '/opt/torque/bin/pbsnodes'], 'the shipped one beside it names the same Torque');
+  writeFileSync(join(etc, 'prologue.ini'), '[tools]\nqstat = /site/qstat\n[paths]\nlog_file =\n');
+  const mine = install('--root', root, '--torque-prefix', '/opt/torque');
+  t.equal(readFileSync(join(etc, 'prologue.ini'), 'utf8'), '[tools]\nqstat = /site/qstat\npbsnodes = /opt/torque/bin/pbsnodes\n[paths]\nlog_file =\n', "the admin's qstat is kept; the missing pbsnodes is added to [tools]");
+  t.match(mine.stdout, /^Torque: set \[tools\] pbsnodes = \/opt\/torque\/bin\/pbsnodes in /m);
+  const bad = install('--root', root, '--torque-prefix', '/opt/nowhere');
+  t.equal(bad.status, 1);
+  t.match(bad.stderr, /^install\.sh: --torque-prefix \/opt\/nowhere: \S+\/opt\/nowhere\/bin has no executable qstat and pbsnodes\. Fix: /m);
+  rmSync(root, { recursive: true, force: true });
+});
+
+t.test('qstat on PATH is found when no pbs_mom runs; nothing found keeps the defaults and says how to fix it', async (t) => {
+  const node = new Mom({ privateCache: true });
+  const torque = join(node.root, 'tq');
+  fakeTorque(torque);
+  const args = ['--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome, '--logrotate', join(node.root, 'logrotate.d'), '--bin-dir', join(node.root, 'usr-bin'), '--no-doctor'];
+  const onPath = spawnSync('bash', [join(REPO, 'install.sh'), ...args, '--config', join(node.root, 'a')], { encoding: 'utf8', env: { ...process.env, PATH: `${torque}/bin:/usr/bin:/bin` } });
+  t.equal(onPath.status, 0, onPath.stderr);
+  t.match(onPath.stdout, /\(found through qstat on PATH\)/);
+  t.equal(toolsOf(join(node.root, 'a/prologue.ini')).qstat, join(torque, 'bin/qstat'));
+  chmodSync(join(torque, 'bin'), 0o777);
+  const open = spawnSync('bash', [join(REPO, 'install.sh'), ...args, '--config', join(node.root, 'b')], { encoding: 'utf8', env: { ...process.env, PATH: `${torque}/bin:/usr/bin:/bin` } });
+  t.match(open.stderr, /warning: not using the qstat and pbsnodes found on PATH in \S+: \S+\/tq\/bin has mode 0777/, 'a qstat others can replace is not one root runs');
+  // This machine's own Torque, if it has one, must not be found: a PATH of everything in /usr/bin and /bin but Torque's tools.
+  const bare = join(node.root, 'path-without-torque');
+  mkdirSync(bare);
+  for (const dir of ['/usr/bin', '/bin']) {
+    for (const n of readdirSync(dir)) if (!['qstat', 'pbsnodes', 'qmgr'].includes(n) && !existsSync(join(bare, n))) symlinkSync(join(dir, n), join(bare, n));
+  }
+  const none = spawnSync('bash', [join(REPO, 'install.sh'), ...args, '--config', join(node.root, 'c')], { encoding: 'utf8', env: { ...process.env, PATH: bare } });
+  t.equal(none.status, 0, none.stderr);
+  t.match(none.stderr, /^install\.sh: warning: Torque's qstat and pbsnodes were not found \(no --torque-prefix, no running pbs_mom in \S+mom_priv\/mom\.lock, no qstat on PATH\); \[tools\] keeps qstat = \/usr\/local\/bin\/qstat and pbsnodes = \/usr\/local\/bin\/pbsnodes\. Fix: run install\.sh again with --torque-prefix DIR/m);
+  t.equal(toolsOf(join(node.root, 'c/prologue.ini')).qstat, '/usr/local/bin/qstat');
 });

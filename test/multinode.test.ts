@@ -12,9 +12,9 @@ const SCRIPT = '#!/bin/bash\n#PBS -l nodes=3:ppn=2\n#VM img=debian12.qcow2,vcpus
 const NODEFILE = NODES.flatMap((n) => [n, n]).join('\n') + '\n';
 const EXEC_HOST = NODES.map((n) => `${n}/0-1`).join('+');
 
-/** What qsub does with the submit filter: the script it gets back carries the request in a #PBS -v line. */
-function submitFiltered(script: string): { script: string; variables: string } {
-  const r = spawnSync(process.execPath, [BIN, 'submit-filter'], { input: script, encoding: 'utf8' });
+/** What qsub does with the submit filter, with the node's ini (never the machine's): the script it gets back carries the request in a #PBS -v line. */
+function submitFiltered(mom: Mom, script: string): { script: string; variables: string } {
+  const r = spawnSync(process.execPath, [BIN, '--config', mom.configFile, 'submit-filter'], { input: script, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`submit-filter refused: ${r.stderr}`);
   const m = /^#PBS -v (.*)$/m.exec(r.stdout);
   if (!m) throw new Error('submit-filter added no #PBS -v line');
@@ -42,7 +42,7 @@ const manifest = (mom: Mom, id: string) => JSON.parse(readFileSync(join(mom.jobD
 
 t.test('a 3-node VM job: sisters first, from qstat; every node prepares its own VMs, with job-wide unique names', async (t) => {
   const moms = cluster();
-  const { script, variables } = submitFiltered(SCRIPT);
+  const { script, variables } = submitFiltered(moms[0]!, SCRIPT);
   const qstat = { Variable_List: variables, exec_host: EXEC_HOST, start_count: '1' };
   const id = '42.head';
   for (const m of moms) nodefile(m, id);
@@ -74,7 +74,7 @@ t.test('a 3-node VM job: sisters first, from qstat; every node prepares its own 
 
 t.test('a sister finds its place from exec_host when it has no PBS_NODEFILE', async (t) => {
   const [, m2] = cluster();
-  const { variables } = submitFiltered(SCRIPT);
+  const { variables } = submitFiltered(m2!, SCRIPT);
   const id = '43.head';
   nodefile(m2!, id, '');
   m2!.submit({ id, qstat: { Variable_List: variables, exec_host: EXEC_HOST } });
@@ -101,8 +101,8 @@ t.test('sisters: no request in the variables is not a VM job; no answer from Tor
 
 t.test("Mother Superior follows the script when VTORQUE_REQUEST disagrees, and says so", async (t) => {
   const m = new Mom();
-  const { script } = submitFiltered(SCRIPT);
-  const { variables } = submitFiltered(SCRIPT.replace('vcpus=2', 'vcpus=4'));
+  const { script } = submitFiltered(m, SCRIPT);
+  const { variables } = submitFiltered(m, SCRIPT.replace('vcpus=2', 'vcpus=4'));
   nodefile(m, '46.head', 'node01\n');
   const r = await m.prologue({ id: '46.head', script, qstat: { Variable_List: variables } });
   t.equal(r.code, 0, r.er);

@@ -488,7 +488,8 @@ export function checkMomPriv(ctx: DoctorContext): CheckResult[] {
 }
 
 // Fails when qstat cannot reach pbs_server (qstat -B), or pbsnodes cannot, or
-// does not know this node. Warns when the node is offline, saying whose note
+// does not know this node. Each line names the [tools] path it ran, so an
+// admin sees which Torque install.sh found. Warns when the node is offline, saying whose note
 // it carries: ours is cleared by doctor --clear, an operator's never.
 export async function checkTorque(ctx: DoctorContext): Promise<CheckResult[]> {
   const c = ctx.config!;
@@ -496,20 +497,21 @@ export async function checkTorque(ctx: DoctorContext): Promise<CheckResult[]> {
   const t0 = performance.now();
   try {
     await runTool(c.tools.qstat, ['-B'], { timeout: c.timeouts.qstat * 1000, toolKey: 'qstat', maxBuffer: 1024 * 1024 });
-    out.push(r('torque', 'ok', `qstat -B reaches pbs_server (${Math.round(performance.now() - t0)} ms)`));
+    out.push(r('torque', 'ok', `${c.tools.qstat} -B reaches pbs_server (${Math.round(performance.now() - t0)} ms)`, undefined, { data: { qstat: c.tools.qstat } }));
   } catch (e) {
-    out.push(r('torque', 'FAIL', `qstat -B fails: ${(e as Error).message}`, `check [tools] qstat, ${c.paths.torque_home}/server_name, and that pbs_server runs and accepts this host`));
+    out.push(r('torque', 'FAIL', `${c.tools.qstat} -B fails: ${(e as Error).message}`, `check [tools] qstat, ${c.paths.torque_home}/server_name, and that pbs_server runs and accepts this host`));
   }
   const p = await import('../torque/pbsnodes.js');
   const s = p.pbsnodesSettings(c);
   try {
     const n = await p.readNode(s);
-    const data = { node: n.node, state: n.state, note: n.note };
-    if (!p.isOffline(n)) out.push(r('torque', 'ok', `pbsnodes: node ${n.node} is ${n.state}${n.note ? ` (note: ${n.note})` : ''}`, undefined, { data }));
-    else if (p.isOurNote(n.note)) out.push(r('torque', 'warn', `pbsnodes: node ${n.node} is ${n.state}, taken out by vtorque: ${n.note}`, 'fix the cause, then run: vtorque-prologue doctor --clear', { data }));
-    else out.push(r('torque', 'warn', `pbsnodes: node ${n.node} is ${n.state}${n.note ? `, with an operator's note: ${n.note}` : ' without a note (taken out by hand)'}`, `an operator's offline is theirs to end (pbsnodes -c ${n.node}); doctor --clear leaves it alone`, { data }));
+    const data = { pbsnodes: c.tools.pbsnodes, node: n.node, state: n.state, note: n.note };
+    const pbsnodes = c.tools.pbsnodes;
+    if (!p.isOffline(n)) out.push(r('torque', 'ok', `${pbsnodes}: node ${n.node} is ${n.state}${n.note ? ` (note: ${n.note})` : ''}`, undefined, { data }));
+    else if (p.isOurNote(n.note)) out.push(r('torque', 'warn', `${pbsnodes}: node ${n.node} is ${n.state}, taken out by vtorque: ${n.note}`, 'fix the cause, then run: vtorque-prologue doctor --clear', { data }));
+    else out.push(r('torque', 'warn', `${pbsnodes}: node ${n.node} is ${n.state}${n.note ? `, with an operator's note: ${n.note}` : ' without a note (taken out by hand)'}`, `an operator's offline is theirs to end (pbsnodes -c ${n.node}); doctor --clear leaves it alone`, { data }));
   } catch (e) {
-    out.push(r('torque', 'FAIL', `pbsnodes -l -n all ${s.node} fails: ${(e as Error).message}`, "check [tools] pbsnodes, that pbs_server accepts this host as an operator, and [torque] node_name"));
+    out.push(r('torque', 'FAIL', `${c.tools.pbsnodes} -l -n all ${s.node} fails: ${(e as Error).message}`, "check [tools] pbsnodes, that pbs_server accepts this host as an operator, and [torque] node_name"));
   }
   return out;
 }

@@ -3,6 +3,7 @@
 // healthy, if and only if vtorque took it out. Exit 0 healthy, 1 problems
 // found, 2 doctor itself could not run.
 import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
 import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, type ExitCode } from '../torque/exit.js';
 import type { HookIO } from '../torque/hook.js';
 import {
@@ -33,6 +34,22 @@ const RUNNERS: Record<Exclude<CheckId, 'config'>, (ctx: DoctorContext) => CheckR
 export interface ClearResult {
   status: 'onlined' | 'left-alone' | 'not-healthy' | 'failed';
   message: string;
+  /** After onlined: the command that has pbs_sched look at the node now rather than at its next cycle. */
+  next?: string;
+}
+
+/**
+ * What starts a scheduling cycle at once. pbs_server runs pbs_sched every
+ * scheduler_iteration seconds (PBS_SCHEDULE_CYCLE, 600, in
+ * src/include/server_limits.h; src/server/pbsd_main.c main_loop), and a node
+ * coming back online is no event that starts one; setting the server's
+ * "scheduling" attribute to true is (its action routine poke_scheduler in
+ * src/server/svr_func.c sets SCH_SCHEDULE_CMD). The attribute is NO_USER_SET:
+ * an operator or manager may set it, as for pbsnodes -c. qmgr is installed
+ * beside qstat.
+ */
+export function scheduleNowCommand(config: NonNullable<DoctorContext['config']>): string {
+  return `${join(dirname(config.tools.qstat), 'qmgr')} -c "set server scheduling = true"`;
 }
 
 export async function runChecks(ctx: DoctorContext, skip: readonly CheckId[]): Promise<CheckResult[]> {
@@ -68,8 +85,9 @@ async function clearNode(ctx: DoctorContext, results: readonly CheckResult[]): P
   const p = await import('../torque/pbsnodes.js');
   try {
     const o = await p.onlineNode(p.pbsnodesSettings(ctx.config));
+    const next = scheduleNowCommand(ctx.config);
     return o.action === 'onlined'
-      ? { status: 'onlined', message: `node ${o.node} is back online; our note "${o.note}" is cleared` }
+      ? { status: 'onlined', message: `node ${o.node} is back online; our note "${o.note}" is cleared. A requeued job may wait for pbs_sched's next cycle (scheduler_iteration, 600 s by default); to start one now, as a Torque operator: ${next}`, next }
       : { status: 'left-alone', message: `node ${o.node} left as it is: ${o.why}` };
   } catch (e) {
     return { status: 'failed', message: `node could not be brought online: ${(e as Error).message}` };

@@ -13,7 +13,7 @@ function installedNode(): Mom {
   const node = new Mom({ privateCache: true });
   for (const h of HOOKS) rmSync(join(node.momPriv, h), { force: true });
   const r = spawnSync('bash', [join(REPO, 'install.sh'), '--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome,
-    '--config', node.root, '--logrotate', join(node.root, 'logrotate.d'), '--no-doctor'], { encoding: 'utf8' });
+    '--config', node.root, '--logrotate', join(node.root, 'logrotate.d'), '--bin-dir', join(node.root, 'usr-bin'), '--no-doctor'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`install.sh: ${r.stderr}`);
   return node;
 }

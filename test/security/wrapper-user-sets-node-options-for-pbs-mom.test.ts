@@ -18,7 +18,7 @@ function installedNode(path = process.env.PATH!): { node: Mom; install: ReturnTy
   mkdirSync(join(node.root, 'etc'));
   copyFileSync(node.configFile, join(node.root, 'etc', 'prologue.ini'));
   const install = spawnSync('bash', [join(REPO, 'install.sh'), '--prefix', join(node.root, 'opt'), '--torque-home', node.torqueHome,
-    '--config', join(node.root, 'etc'), '--logrotate', join(node.root, 'logrotate.d'), '--no-doctor'], { encoding: 'utf8', env: { ...process.env, PATH: path } });
+    '--config', join(node.root, 'etc'), '--logrotate', join(node.root, 'logrotate.d'), '--bin-dir', join(node.root, 'usr-bin'), '--no-doctor'], { encoding: 'utf8', env: { ...process.env, PATH: path } });
   return { node, install };
 }
 
