@@ -96,6 +96,8 @@ export const SCHEMA = {
     mkfs_vfat: tool('/usr/sbin/mkfs.vfat', 'for [seed] media = vfat: mkfs.vfat, from dosfstools'),
     mcopy: tool('/usr/bin/mcopy', 'for [seed] media = vfat: mcopy, from mtools'),
     ip: tool('/usr/sbin/ip', "for [launch] network = bridge: ip (iproute2), to make the VMs' tap devices and remove them"),
+    setpriv: tool('/usr/bin/setpriv', 'setpriv (util-linux), to start qemu as [launch] user with its supplementary groups (the kvm group)'),
+    rm: tool('/bin/rm', "rm (coreutils), run as [launch] user to empty the VMs' run directory"),
     qemu_system: tool('/usr/bin/qemu-system-x86_64', 'qemu-system for this node, from qemu-system-x86 (Debian) or qemu-kvm (RHEL); doctor starts it paused to see whether KVM works'),
   },
   limits: {
@@ -117,6 +119,7 @@ export const SCHEMA = {
     'home-default': level('homes are under /home (/etc/default/useradd HOME, and /home exists)'),
     'opt-unused': level("/opt is empty or absent, because the cluster's /opt is mounted over it"),
     'opt-vm-present': level('/opt-vm exists, for software that would otherwise go to /opt'),
+    'vrdma-guest': level("for a job with vrdma=true only: the kernel the image boots (its newest under /lib/modules) has HyV's guest driver virtio_hyv and a HyV provider module (virtmlx4_ib, virtiw_cxgb4 or virtsiw2) in its modules.dep, and libibverbs.so.1 is installed; OSv images are assumed to have it built in"),
   },
   cache: {
     max_size: key(sizeType(1024 ** 2, 1024 ** 5), '200G', 'most space the cached base images may take together; past it, the least recently used images no job holds are evicted'),
@@ -132,7 +135,7 @@ export const SCHEMA = {
   },
   torque: {
     offline_on_fault: key(boolType, 'true', 'on a node fault, take the node out of scheduling with pbsnodes -o and a "vtorque:" note, so Torque does not loop the requeued job on it'),
-    node_name: key(stringType(/^(?:|[A-Za-z0-9][A-Za-z0-9._-]{0,254})$/, 'a host name, or empty'), '', "this node's name in Torque's nodes file, for pbsnodes; empty: the host name (hostname)"),
+    node_name: key(stringType(/^(?:|[A-Za-z0-9][A-Za-z0-9._-]{0,254})$/, 'a host name, or empty'), '', "this node's name in Torque's nodes file (server_priv/nodes), for placement in the job's host list and for pbsnodes; empty: what pbs_mom says (PBS_MSHOST on Mother Superior, PBS_NODENUM on a sister), else the host name"),
   },
   launch: {
     start: key(boolType, 'true', "boot each #VM job's VMs in the prologue; false: prepare their files and manifest.json only, for a launcher of the site's own"),
