@@ -2,8 +2,9 @@
 // nothing heavy: every subcommand is imported only when it is chosen.
 import { DEFAULT_CONFIG_FILE } from './config/peek.js';
 import { SCRIPT_KINDS, type ScriptKind } from './torque/contract.js';
-import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, isVtorqueError, type ExitCode } from './torque/exit.js';
-import { processIO, runHook, type HookIO } from './torque/hook.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, isVtorqueError, type ExitCode } from './core/errors.js';
+import { processIO, type HookIO } from './core/io.js';
+import { runHook } from './torque/hook.js';
 import { VERSION } from './version.js';
 import { heavy } from './lazy.js';
 

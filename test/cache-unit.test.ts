@@ -10,7 +10,7 @@ import { parseConfig } from '../src/config/load.js';
 import { layoutOf, ensureLayout } from '../src/cache/layout.js';
 import { isStale, readLeases, sweepLeases, writeLease } from '../src/cache/leases.js';
 import { reservations, spaceView } from '../src/cache/space.js';
-import { isNodeFault } from '../src/torque/exit.js';
+import { isNodeFault } from '../src/core/errors.js';
 import { createOverlays } from '../src/cache/overlays.js';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'vtorque-cache-'));

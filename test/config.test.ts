@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { loadConfig, parseConfig } from '../src/config/load.js';
 import { renderIni } from '../src/config/generate.js';
 import { SCHEMA, SECTIONS } from '../src/config/schema.js';
-import { NodeFault } from '../src/torque/exit.js';
+import { NodeFault } from '../src/core/errors.js';
 import { REPO } from './harness/mom.js';
 
 const faultOf = (text: string) => {

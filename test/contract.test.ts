@@ -1,6 +1,6 @@
 import t from 'tap';
 import { jobSequence, parseJobArgs } from '../src/torque/contract.js';
-import { NodeFault } from '../src/torque/exit.js';
+import { NodeFault } from '../src/core/errors.js';
 
 const pro = ['9.srv', 'alice', 'users', 'job1', 'walltime=00:05:00,nodes=1:ppn=2', 'batch', ''];
 

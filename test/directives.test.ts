@@ -1,5 +1,5 @@
 import t from 'tap';
-import { scanDirectives, HEADER_CAP } from '../src/torque/directives.js';
+import { scanDirectives, HEADER_CAP } from '../src/request/directives.js';
 
 t.test('directives are read from the header, as qsub reads #PBS lines', async (t) => {
   const r = scanDirectives('#!/bin/bash\n#PBS -l nodes=1\n\n# a comment\n#VM img=a.qcow2,vcpus=2\n#VM ram=4G\necho go\n');

@@ -4,8 +4,8 @@
 import t from 'tap';
 import { parseConfig } from '../src/config/load.js';
 import { resolveRequest } from '../src/request/resolve.js';
-import { scanDirectives } from '../src/torque/directives.js';
-import { JobFault } from '../src/torque/exit.js';
+import { scanDirectives } from '../src/request/directives.js';
+import { JobFault } from '../src/core/errors.js';
 import { jobFaultReport } from '../src/report/user.js';
 import { VM_KEY_NAMES } from '../src/request/keys.js';
 

@@ -11,7 +11,7 @@ import { authoriseImage } from '../src/image/authorise.js';
 import { readVerdict } from '../src/image/verify.js';
 import { resolveAccel } from '../src/image/accel.js';
 import { parseConfig } from '../src/config/load.js';
-import { JobFault } from '../src/torque/exit.js';
+import { JobFault } from '../src/core/errors.js';
 import type { GuestFacts } from '../src/image/guestfs.js';
 import { NOBODY } from './harness/mom.js';
 

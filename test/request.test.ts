@@ -1,8 +1,8 @@
 import t from 'tap';
 import { parseConfig } from '../src/config/load.js';
 import { resolveRequest } from '../src/request/resolve.js';
-import { scanDirectives } from '../src/torque/directives.js';
-import { JobFault } from '../src/torque/exit.js';
+import { scanDirectives } from '../src/request/directives.js';
+import { JobFault } from '../src/core/errors.js';
 
 const config = parseConfig('[defaults]\nimg = debian12.qcow2\ndistro = debian\n[policy]\nmax_vcpus = 16\n', 'test.ini').config;
 const resolve = (script: string, forced = false) => resolveRequest({ directives: scanDirectives(script).directives, config, forcedByQueue: forced });

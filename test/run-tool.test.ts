@@ -7,7 +7,7 @@ import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTool, ToolError } from '../src/tools/run.js';
-import { isNodeFault } from '../src/torque/exit.js';
+import { isNodeFault } from '../src/core/errors.js';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'vtorque-run-'));
 // A zombie is dead too: an orphan waits for its reaper, which on some

@@ -20,7 +20,7 @@ import { AGENT_CONFIG_PATH, AGENT_PATH, AGENT_SOURCE, agentRuncmd, type AgentCon
 import { profileText, profileVars } from '../src/seed/profile.js';
 import { parseStaticLine } from '../src/seed/network.js';
 import type { VmRequest } from '../src/request/resolve.js';
-import { isJobFault, isNodeFault } from '../src/torque/exit.js';
+import { isJobFault, isNodeFault } from '../src/core/errors.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
 import { REPO } from './harness/mom.js';
 

@@ -10,7 +10,7 @@ import {
   describeDisagreement, directivesFromVmVariables, nodePosition, requestDisagreement, requestFromVariables, vmVariableName,
 } from '../src/request/sister.js';
 import { parseQstat } from '../src/torque/qstat.js';
-import { isJobFault, isNodeFault, type Problem } from '../src/torque/exit.js';
+import { isJobFault, isNodeFault, type Problem } from '../src/core/errors.js';
 
 const config = parseConfig('[defaults]\nvcpus = 2\n', 'test.ini').config;
 const resolve = (pairs: [string, string][]) => resolveRequest({ directives: pairs.map(([key, value], i) => ({ key, value, line: i + 1 })), config });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { BIN, NOBODY } from './harness/mom.js';
 import { withoutSiteConfig } from './harness/no-site-config.js';
 import { parseConfig } from '../src/config/load.js';
-import { scanDirectives } from '../src/torque/directives.js';
+import { scanDirectives } from '../src/request/directives.js';
 import { resolveScanned } from '../src/request/resolve.js';
 import { REQUEST_VARIABLE, requestFromEncoded } from '../src/request/encoding.js';
 import { parseQstat } from '../src/torque/qstat.js';

@@ -21,7 +21,7 @@ import { chmodSync, closeSync, constants, lstatSync, openSync, renameSync, rmSyn
 import type { FileHandle } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
 import { formatBytes, formatSize } from '../config/values.js';
-import { JobFault, NodeFault } from '../torque/exit.js';
+import { JobFault, NodeFault } from '../core/errors.js';
 import { fsyncDir } from '../tools/atomic.js';
 import type { AuthorisedImage } from '../image/authorise.js';
 import type { Expectation } from '../image/rules.js';

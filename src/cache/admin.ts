@@ -4,8 +4,8 @@
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { formatBytes } from '../config/values.js';
-import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, type ExitCode } from '../torque/exit.js';
-import type { HookIO } from '../torque/hook.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, type ExitCode } from '../core/errors.js';
+import type { HookIO } from '../core/io.js';
 import { hashFile } from '../image/verify.js';
 import { listEntries, type Entry } from './entries.js';
 import { ensureLayout, layoutOf, metaPath, type CacheLayout } from './layout.js';

@@ -7,7 +7,7 @@
 // root's alone first (src/tools/safedir.ts), so nothing a user made or can
 // swap is followed, chowned or removed.
 import type { Config } from '../config/schema.js';
-import { NodeFault, isVtorqueError } from '../torque/exit.js';
+import { NodeFault, isVtorqueError } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
 import { ensureRootDir, freshDir, ownDir as ownDirFd, ownFile as ownFileFd, removeIn } from '../tools/safedir.js';
 import { untrustedPath } from '../tools/trust.js';

@@ -9,7 +9,7 @@
 // Per job, under [paths] job_dir/<jobid>/ (and ramdisk_dir/<jobid>/ for fs_type=ramdisk).
 import { chmodSync, lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
-import { NodeFault, isVtorqueError } from '../torque/exit.js';
+import { NodeFault, isVtorqueError } from '../core/errors.js';
 import { ensureRootDir } from '../tools/safedir.js';
 
 export interface CacheLayout {

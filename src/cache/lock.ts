@@ -4,7 +4,7 @@
 // [cache] lock_stale old. Every wait is bounded and listens to the run's deadline.
 import { mkdirSync } from 'node:fs';
 import lockfile from 'proper-lockfile';
-import { NodeFault, isNodeFault } from '../torque/exit.js';
+import { NodeFault, isNodeFault } from '../core/errors.js';
 
 export interface LockOptions {
   dir: string;

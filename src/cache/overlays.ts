@@ -4,7 +4,7 @@
 import { constants, copyFileSync, lstatSync, mkdirSync, renameSync, rmSync, statfsSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { formatBytes } from '../config/values.js';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
 import type { CachedBase } from './acquire.js';
 import { ownDir, ownFile, type FileOwner, type JobDirs } from './jobdir.js';

@@ -6,7 +6,7 @@
 import { lstatSync, readdirSync, statfsSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { formatBytes } from '../config/values.js';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault } from '../core/errors.js';
 import { listEntries, removeEntry, type Entry } from './entries.js';
 import { processAlive, sweepStrays, type CacheLayout } from './layout.js';
 import { sweepLeases } from './leases.js';

@@ -6,10 +6,10 @@ import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import { authoriseImage, describeImage, type AuthorisedImage } from '../image/authorise.js';
 import { inspectImages, screenImage, type ImageReport, type Screened } from '../image/verify.js';
-import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, isJobFault, type ExitCode, type Problem } from '../torque/exit.js';
+import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, isJobFault, type ExitCode, type Problem } from '../core/errors.js';
 import type { Distro } from '../request/keys.js';
 import { clean, line } from '../report/user.js';
-import type { HookIO } from '../torque/hook.js';
+import type { HookIO } from '../core/io.js';
 
 export interface CheckImageOptions {
   names: string[];

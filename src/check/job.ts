@@ -7,12 +7,12 @@ import { basename } from 'node:path';
 import { loadConfig, parseConfig, DEFAULT_CONFIG_FILE } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
-import { readScriptHeader, scanDirectives } from '../torque/directives.js';
-import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, NodeFault, isJobFault, type ExitCode, type Problem } from '../torque/exit.js';
+import { readScriptHeader, scanDirectives } from '../request/directives.js';
+import { EXIT_JOB_FAULT, EXIT_RUN, JobFault, NodeFault, isJobFault, type ExitCode, type Problem } from '../core/errors.js';
 import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { FAMILY_OF, VM_KEY_NAMES } from '../request/keys.js';
 import { line, problemLine } from '../report/user.js';
-import type { HookIO } from '../torque/hook.js';
+import type { HookIO } from '../core/io.js';
 
 export interface CheckJobOptions {
   script: string;

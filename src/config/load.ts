@@ -2,7 +2,7 @@
 // node cannot run VM jobs correctly, and the job deserves another node.
 import { readFileSync } from 'node:fs';
 import ini from 'ini';
-import { NodeFault, type Problem } from '../torque/exit.js';
+import { NodeFault, type Problem } from '../core/errors.js';
 import { SCHEMA, SECTIONS, specsOf, type Config, type SectionName } from './schema.js';
 import { closest, controlCharIn, quote } from './values.js';
 

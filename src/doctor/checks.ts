@@ -5,7 +5,7 @@ import { accessSync, constants, existsSync, lstatSync, readFileSync, readdirSync
 import { dirname, join, resolve } from 'node:path';
 import { loadConfig } from '../config/load.js';
 import { SCHEMA, type Config } from '../config/schema.js';
-import { isVtorqueError } from '../torque/exit.js';
+import { isVtorqueError } from '../core/errors.js';
 import { runTool, ToolError } from '../tools/run.js';
 import { squattable, untrustedEntry, untrustedPath, untrustedResolved } from '../tools/trust.js';
 

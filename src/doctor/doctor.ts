@@ -4,8 +4,8 @@
 // found, 2 doctor itself could not run.
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, type ExitCode } from '../torque/exit.js';
-import type { HookIO } from '../torque/hook.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, type ExitCode } from '../core/errors.js';
+import type { HookIO } from '../core/io.js';
 import {
   CHECK_IDS, checkConfig, checkDirectories, checkFreeSpace, checkGuestfs, checkKvm, checkMomPriv, checkTools, checkTorque,
   type CheckId, type CheckResult, type DoctorContext,

@@ -5,7 +5,7 @@ import { lstatSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { lstat, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, sep } from 'node:path';
 import type { Config } from '../config/schema.js';
-import { JobFault, NodeFault, type Problem } from '../torque/exit.js';
+import { JobFault, NodeFault, type Problem } from '../core/errors.js';
 
 export interface AuthorisedImage {
   /** As the job named it. */

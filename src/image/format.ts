@@ -2,7 +2,7 @@
 // cross-check. Either layer alone can be fooled; together they must agree.
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
-import type { Problem } from '../torque/exit.js';
+import type { Problem } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
 import type { AuthorisedImage } from './authorise.js';
 import type { HeaderFacts, VmdkFacts } from './header.js';

@@ -8,7 +8,7 @@ import type { Config } from '../config/schema.js';
 import type { ResultPromise, execa as Execa } from 'execa';
 import { loadExeca } from '../tools/execa.js';
 import { killAtExit, killGroup } from '../tools/run.js';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault } from '../core/errors.js';
 import { HYV_DRIVER, HYV_PROVIDERS } from './rules.js';
 
 export interface DiskInput {

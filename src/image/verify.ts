@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { constants, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
-import { JobFault, NodeFault, type Problem } from '../torque/exit.js';
+import { JobFault, NodeFault, type Problem } from '../core/errors.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import type { AuthorisedImage } from './authorise.js';
 import { checkHeader, checkWithQemuImg, type FormatVerdict } from './format.js';

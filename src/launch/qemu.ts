@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { createConnection } from 'node:net';
 import { release } from 'node:os';
 import type { Config } from '../config/schema.js';
-import { JobFault, NodeFault } from '../torque/exit.js';
+import { JobFault, NodeFault } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { FrameDecoder, encodeFrame, parseReady, FRAME } from './protocol.js';

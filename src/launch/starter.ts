@@ -19,7 +19,7 @@ import { constants } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { VM_KEYS } from '../request/keys.js';
 import { shQuote } from '../seed/names.js';
-import { HEADER_CAP, scanDirectives } from '../torque/directives.js';
+import { HEADER_CAP, scanDirectives } from '../request/directives.js';
 import { encodeFrame, FrameDecoder, parseExit } from './protocol.js';
 
 export const EXIT_NOINPUT = 66;

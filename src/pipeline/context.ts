@@ -3,7 +3,7 @@
 import { hostname } from 'node:os';
 import type { Config } from '../config/schema.js';
 import type { JobArgs, JobEnv, ScriptKind } from '../torque/contract.js';
-import type { HookIO } from '../torque/hook.js';
+import type { HookIO } from '../core/io.js';
 import { openLog, type Logger } from '../report/log.js';
 
 export interface JobContext {

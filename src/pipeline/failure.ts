@@ -3,8 +3,8 @@
 // must be delivered by hand because Torque will not deliver it.
 import type { Config } from '../config/schema.js';
 import type { JobArgs, JobEnv, ScriptKind } from '../torque/contract.js';
-import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, JobFault, NodeFault, exitCodeOf, isJobFault, isNodeFault, isVtorqueError, type ExitCode } from '../torque/exit.js';
-import type { HookIO } from '../torque/hook.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, JobFault, NodeFault, exitCodeOf, isJobFault, isNodeFault, isVtorqueError, type ExitCode } from '../core/errors.js';
+import type { HookIO } from '../core/io.js';
 import { CHECK_HINT, YOU, forAdmin, jobFaultReport, nodeFaultReport, line } from '../report/user.js';
 import type { Logger } from '../report/log.js';
 import { jobLogger, shortHostname } from './context.js';
@@ -160,7 +160,7 @@ async function imageHints(err: JobFault, ctx: FailureContext, attrs: JobAttribut
 async function requestAgain(ctx: FailureContext, attrs: JobAttributes | undefined): Promise<VmRequest | undefined> {
   const config = ctx.config!;
   if (ctx.kind === 'prologue' && ctx.source) {
-    const { readScriptHeader, scanDirectives } = await import('../torque/directives.js');
+    const { readScriptHeader, scanDirectives } = await import('../request/directives.js');
     const { resolveScanned } = await import('../request/resolve.js');
     const header = readScriptHeader(ctx.source);
     if (!header) return undefined;

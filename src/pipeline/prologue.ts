@@ -5,9 +5,9 @@
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import type { JobArgs, JobEnv } from '../torque/contract.js';
-import type { ScanResult } from '../torque/directives.js';
-import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../torque/exit.js';
-import type { HookIO } from '../torque/hook.js';
+import type { ScanResult } from '../request/directives.js';
+import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../core/errors.js';
+import type { HookIO } from '../core/io.js';
 import type { VmRequest } from '../request/resolve.js';
 import type { Placement, PlacedVm } from '../request/placement.js';
 import { placement, requestFromAttributes, requestFromScript, type JobRequest } from './request.js';

@@ -5,8 +5,8 @@
 // host list, so every VM of the job gets a distinct index and hostname.
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import type { ScanResult } from '../torque/directives.js';
-import { NodeFault, isJobFault } from '../torque/exit.js';
+import type { ScanResult } from '../request/directives.js';
+import { NodeFault, isJobFault } from '../core/errors.js';
 import type { JobAttributes } from '../torque/qstat.js';
 import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { describeDisagreement, requestDisagreement, requestFromVariables } from '../request/sister.js';

@@ -1,7 +1,7 @@
 // Lines the user reads in the job's output. Every line starts with
 // "vtorque:", says what is wrong and where, and how to fix it.
 import { quote } from '../config/values.js';
-import type { Problem } from '../torque/exit.js';
+import type { Problem } from '../core/errors.js';
 
 export const PREFIX = 'vtorque:';
 

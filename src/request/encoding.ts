@@ -21,8 +21,8 @@
 // code that checks #VM lines, with the same messages.
 import type { Config } from '../config/schema.js';
 import { controlCharIn, quote } from '../config/values.js';
-import { JobFault, type Problem } from '../torque/exit.js';
-import type { Directive } from '../torque/directives.js';
+import { JobFault, type Problem } from '../core/errors.js';
+import type { Directive } from './directives.js';
 import { VM_KEYS, VM_KEY_NAMES, type VmKey } from './keys.js';
 import { resolveRequest, type VmRequest } from './resolve.js';
 

@@ -1,7 +1,7 @@
 // Where a job's VMs go and what they are called, the same on every node: each
 // node derives its place in the job's host list, so VM indices, hostnames and
 // instance-ids are unique across the job without the nodes talking.
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault } from '../core/errors.js';
 import { guestHostname } from '../seed/names.js';
 import { nodePosition } from './sister.js';
 

@@ -3,8 +3,8 @@
 // fixes the whole header in one go.
 import type { Config } from '../config/schema.js';
 import { closest, controlCharIn, formatSize, quote } from '../config/values.js';
-import { JobFault, type Problem } from '../torque/exit.js';
-import type { Directive, ScanResult } from '../torque/directives.js';
+import { JobFault, type Problem } from '../core/errors.js';
+import type { Directive, ScanResult } from './directives.js';
 import {
   DEFAULTABLE, FAMILY_OF, VM_KEYS, VM_KEY_NAMES, isVmKey, type Distro, type Family, type VmKey, type VmValues,
 } from './keys.js';

@@ -31,8 +31,8 @@
 //     the job (e.g. global = index * vms_per_node + i). Throws a NodeFault
 //     when the node is not in the list or its short name is ambiguous.
 import type { Config } from '../config/schema.js';
-import { JobFault, NodeFault } from '../torque/exit.js';
-import type { Directive } from '../torque/directives.js';
+import { JobFault, NodeFault } from '../core/errors.js';
+import type { Directive } from './directives.js';
 import { VM_KEY_NAMES, type VmKey } from './keys.js';
 import { resolveRequest, type VmRequest } from './resolve.js';
 import { REQUEST_VARIABLE, canonicalValue, relabel, requestFromEncoded } from './encoding.js';

@@ -3,7 +3,7 @@
 // person inside and outside the VM.
 import type { Config } from '../config/schema.js';
 import { quote } from '../config/values.js';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
 import type { SeedShared } from './index.js';
 

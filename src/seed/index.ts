@@ -35,7 +35,7 @@ import type { Config } from '../config/schema.js';
 import type { FileOwner } from '../cache/jobdir.js';
 import { ownFile } from '../cache/jobdir.js';
 import type { VmRequest } from '../request/resolve.js';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault } from '../core/errors.js';
 import { fsyncDir, fsyncFile, tmpNameFor } from '../tools/atomic.js';
 import { withStaging, type SeedFiles } from './files.js';
 import { injectSeed } from './media/inject.js';

@@ -3,7 +3,7 @@
 // shell profile inside the VM, so each name either survives all three exactly
 // or is refused here with what to do about it.
 import { controlCharIn, quote } from '../config/values.js';
-import { JobFault, NodeFault } from '../torque/exit.js';
+import { JobFault, NodeFault } from '../core/errors.js';
 
 // useradd/groupadd on Debian and RHEL both take this without their relaxed
 // modes, and it is what NSS tools and mount paths handle everywhere.

@@ -14,7 +14,7 @@
 // (render.ts adds them to /etc/hosts) whatever the user-mode NIC's NAT hides.
 import type { Config } from '../config/schema.js';
 import { quote } from '../config/values.js';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
 
 import { createHash } from 'node:crypto';

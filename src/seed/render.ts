@@ -2,7 +2,7 @@
 // the yaml package from data, in YAML 1.1 mode: cloud-init reads with PyYAML
 // (YAML 1.1), where an unquoted no, on or 0644 would not be the string we meant.
 import { controlCharIn, quote } from '../config/values.js';
-import { JobFault } from '../torque/exit.js';
+import { JobFault } from '../core/errors.js';
 import { loadYaml } from '../tools/yaml.js';
 import { checkAccountName, checkJobName, checkJobPath, gecosFor, guestHostname, instanceId } from './names.js';
 import { networkConfig, segmentAddress } from './network.js';

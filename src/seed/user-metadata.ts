@@ -4,7 +4,7 @@
 // silently dropped key would leave the user guessing.
 import type { Config } from '../config/schema.js';
 import { controlCharIn, quote } from '../config/values.js';
-import { JobFault, type Problem } from '../torque/exit.js';
+import { JobFault, type Problem } from '../core/errors.js';
 import { loadYaml } from '../tools/yaml.js';
 import type { Account } from './account.js';
 import type { UserFile } from './guest-files.js';

@@ -11,8 +11,8 @@
 // filter refuses the job rather than letting a bad script through unchecked.
 import { readSync, writeSync } from 'node:fs';
 import { peekConfig } from '../config/peek.js';
-import { HEADER_CAP, scanDirectives } from '../torque/directives.js';
-import { EXIT_RUN, type ExitCode } from '../torque/exit.js';
+import { HEADER_CAP, scanDirectives } from '../request/directives.js';
+import { EXIT_RUN, type ExitCode } from '../core/errors.js';
 import { heavy } from '../lazy.js';
 import { directiveOptions, parseQsubArgs, qsubHeader, type QsubArgs } from './qsub.js';
 import { refuseMisreadVm, rewritePbsVm } from './pbs-vm.js';

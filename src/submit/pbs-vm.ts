@@ -2,7 +2,7 @@
 // mean before qsub parses the script: qsub would take `-vm` as `-v m` plus a
 // stray word. Shared by the submit filter and vsub, so both rewrite exactly the
 // lines the prologue's scanner reads as #PBS -vm, and nothing else.
-import { JobFault, type Problem } from '../torque/exit.js';
+import { JobFault, type Problem } from '../core/errors.js';
 import type { PbsDirective } from './qsub.js';
 
 const HEAD = /^#PBS[ \t]+-vm/;

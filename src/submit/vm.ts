@@ -19,10 +19,10 @@
 import { accessSync, constants } from 'node:fs';
 import { DEFAULT_CONFIG_FILE, loadConfig, parseConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import type { ScanResult } from '../torque/directives.js';
+import type { ScanResult } from '../request/directives.js';
 import {
   EXIT_JOB_FAULT, EXIT_NODE_FAULT, JobFault, isJobFault, isNodeFault, isVtorqueError, type ExitCode, type Problem,
-} from '../torque/exit.js';
+} from '../core/errors.js';
 import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { REQUEST_VARIABLE, encodeRequest } from '../request/encoding.js';
 import { directivesFromVmVariables, requestDisagreement, requestFromVariables, vmVariableName } from '../request/sister.js';

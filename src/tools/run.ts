@@ -9,7 +9,7 @@
 // (no shell, collected output, typed failure) is these few lines; execa stays
 // where it earns its keep, the long guestfish session (src/image/guestfs.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault } from '../core/errors.js';
 
 export interface RunOptions {
   /** Milliseconds; the child gets SIGTERM, then SIGKILL 2 s later. */

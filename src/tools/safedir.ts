@@ -14,7 +14,7 @@
 //   rm) do so only inside a verified chain, which is why they are safe here.
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { NodeFault } from '../torque/exit.js';
+import { NodeFault } from '../core/errors.js';
 import { modeText, untrustedPath } from './trust.js';
 
 const OPEN_DIR = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;

@@ -1,7 +1,7 @@
 // What pbs_mom hands a prologue or epilogue: argv by position, and an
 // environment of nothing but PBS_*, LANG and PATH=/bin:/usr/bin.
 import { hostname } from 'node:os';
-import { NodeFault } from './exit.js';
+import { NodeFault } from '../core/errors.js';
 
 export const SCRIPT_KINDS = ['prologue', 'prologue-parallel', 'epilogue', 'epilogue-parallel'] as const;
 export type ScriptKind = (typeof SCRIPT_KINDS)[number];

@@ -2,37 +2,14 @@
 // two keys of the ini, the first 64 KiB of the job script, nothing else.
 // Everything heavy (pino, yaml, the stages) is loaded only once a job turns
 // out to want VMs, or something fails.
-import { existsSync, writeSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { processIO, type HookIO } from '../core/io.js';
 import { peekConfig } from '../config/peek.js';
 import type { Config } from '../config/schema.js';
 import { defaultScriptPath, parseJobArgs, readJobEnv, type JobArgs, type ScriptKind } from './contract.js';
-import { readScriptHeader, scanDirectives } from './directives.js';
-import { EXIT_RUN, type ExitCode } from './exit.js';
+import { readScriptHeader, scanDirectives } from '../request/directives.js';
+import { EXIT_RUN, type ExitCode } from '../core/errors.js';
 import { heavy } from '../lazy.js';
-
-export interface HookIO {
-  out: (text: string) => void;
-  err: (text: string) => void;
-}
-
-// Plain write(2) on fds 1 and 2: pbs_mom points them at the spool files, and
-// touching process.stdout would build a stream object (~3 ms) for one line.
-function writeAll(fd: number, text: string): void {
-  const buf = Buffer.from(text);
-  let off = 0;
-  while (off < buf.length) {
-    try {
-      off += writeSync(fd, buf, off);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return; // a closed stdout must not fail the job
-    }
-  }
-}
-
-export const processIO: HookIO = {
-  out: (t) => writeAll(1, t),
-  err: (t) => writeAll(2, t),
-};
 
 /** false: not written; cleanUpJob tries again and logs why. Loaded here: the prologue's fast path has no use for it. */
 async function markEndedQuietly(config: Config, jobId: string): Promise<boolean> {

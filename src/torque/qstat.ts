@@ -12,7 +12,7 @@
 // copy of an attribute we act on means the record was forged by the job.
 import { StringDecoder } from 'node:string_decoder';
 import { runTool } from '../tools/run.js';
-import { JobFault } from './exit.js';
+import { JobFault } from '../core/errors.js';
 import type { Config } from '../config/schema.js';
 
 export interface JobAttributes {

@@ -8,7 +8,7 @@ import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileS
 import { join } from 'node:path';
 import { Mom, NOBODY } from '../harness/mom.js';
 import { QstatParser, parseQstat } from '../../src/torque/qstat.js';
-import { isJobFault, type Problem } from '../../src/torque/exit.js';
+import { isJobFault, type Problem } from '../../src/core/errors.js';
 
 /** Torque's prt_attr (src/cmds/qstat.c) under -1: "    name = ", commas kept, "\n\t" where a line would pass 65536 characters. */
 function prtAttr(name: string, value: string, linesize = 65536): string {

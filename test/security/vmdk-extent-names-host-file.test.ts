@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseConfig } from '../../src/config/load.js';
 import { describeImage } from '../../src/image/authorise.js';
 import { screenImage } from '../../src/image/verify.js';
-import { isJobFault } from '../../src/torque/exit.js';
+import { isJobFault } from '../../src/core/errors.js';
 
 function setup() {
   const root = mkdtempSync(join(tmpdir(), 'vt-vmdk-'));

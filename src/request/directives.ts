@@ -5,7 +5,7 @@
 // as a #VM line, so a site moving from vTorque keeps its scripts; #VM is the
 // native form, and the submit filter rewrites the one into the other.
 import { closeSync, fstatSync, openSync, readSync, constants } from 'node:fs';
-import { JobFault, NodeFault, type Problem } from './exit.js';
+import { JobFault, NodeFault, type Problem } from '../core/errors.js';
 
 /** Only the header matters, and a hostile 1 GiB script must cost no more than this. */
 export const HEADER_CAP = 64 * 1024;
