@@ -1,7 +1,7 @@
 // Entry point: global options, subcommands, exit codes. Nothing else, and
 // nothing heavy: every subcommand is imported only when it is chosen.
 import { DEFAULT_CONFIG_FILE } from './config/peek.js';
-import { SCRIPT_KINDS, type ScriptKind } from './torque/contract.js';
+import { HOOK_KINDS, type HookKind } from './core/engine.js';
 import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, isVtorqueError, type ExitCode } from './core/errors.js';
 import { processIO, type HookIO } from './core/io.js';
 import { runHook } from './torque/hook.js';
@@ -39,12 +39,12 @@ export async function main(argv: readonly string[], io: HookIO = processIO): Pro
     io.out(h + '\n');
     return EXIT_RUN;
   }
-  if ((SCRIPT_KINDS as readonly string[]).includes(cmd)) {
+  if ((HOOK_KINDS as readonly string[]).includes(cmd)) {
     if (rest[0] === '--help' || rest[0] === '-h') {
       io.out((await heavy()).helpFor(cmd) + '\n');
       return EXIT_RUN;
     }
-    return runHook(cmd as ScriptKind, rest, configFile, io);
+    return runHook(cmd as HookKind, rest, configFile, io);
   }
   if (cmd === 'check') return runCheck(rest, configFile, configExplicit, io);
   if (cmd === 'doctor') return (await heavy()).doctorCommand(rest, configFile, io, (await heavy()).HELP.doctor!);
@@ -78,7 +78,8 @@ async function runCache(args: readonly string[], configFile: string, io: HookIO)
   try {
     const h = await heavy();
     const { config } = h.loadConfig(configFile);
-    return await h.runCacheCommand({ action, digest: operands[0], json, config, io });
+    // The CLI is an edge: it creates the batch system's engine, as torque/hook.ts does for pbs_mom's runs.
+    return await h.runCacheCommand({ action, digest: operands[0], json, config, engine: h.torqueEngine(process.env), io });
   } catch (e) {
     if (!isVtorqueError(e)) throw e;
     const { problemLine, line } = await heavy();

@@ -11,7 +11,7 @@ import { layoutOf, ensureLayout } from '../src/cache/layout.js';
 import { isStale, readLeases, sweepLeases, writeLease } from '../src/cache/leases.js';
 import { reservations, spaceView } from '../src/cache/space.js';
 import { isNodeFault } from '../src/core/errors.js';
-import { createOverlays } from '../src/cache/overlays.js';
+import { backingFor, overlayMaker } from '../src/cache/overlays.js';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'vtorque-cache-'));
 const sha256sum = (p: string) => execFileSync('sha256sum', [p], { encoding: 'utf8' }).split(' ')[0];
@@ -130,7 +130,9 @@ t.test('overlays: the copies of the first are the bytes qemu-img makes for each 
     const dirs = { dir: join(d, 'jobs', `1.${format}`) };
     mkdirSync(dirs.dir, { recursive: true });
     const owner = { uid: 65534, gid: 65534, fileMode: 0o640, dirMode: 0o750 };
-    const made = await createOverlays({ config, base: { digest: 'x', path: basePath, format, size: 0 }, dirs, count: 3, owner });
+    const o = { config, base: { digest: 'x', path: basePath, format, size: 0 }, dirs, owner };
+    const make = overlayMaker(o, backingFor(o));
+    const made = await Promise.all([0, 1, 2].map((i) => make(i)));
     t.same(made.map((o) => o.index), [0, 1, 2]);
     // The control: what qemu-img itself writes for a VM's overlay, made now.
     const control = join(d, `control-${format}.qcow2`);

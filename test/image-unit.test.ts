@@ -8,7 +8,7 @@ import { parseHeader } from '../src/image/header.js';
 import { evaluateRules } from '../src/image/rules.js';
 import { effectiveDatasources } from '../src/image/datasources.js';
 import { authoriseImage } from '../src/image/authorise.js';
-import { readVerdict } from '../src/image/verify.js';
+import { readVerdict } from '../src/image/verdicts.js';
 import { resolveAccel } from '../src/image/accel.js';
 import { parseConfig } from '../src/config/load.js';
 import { JobFault } from '../src/core/errors.js';
@@ -145,7 +145,7 @@ t.test('a corrupt verdict file means verify again, never a crash', async (t) => 
   const cfg = parseConfig(`[paths]\ncache_dir = ${root}/cache\n`, 'x').config;
   const digest = 'a'.repeat(64);
   mkdirSync(`${root}/cache/verdicts`, { recursive: true });
-  const { policyHash, CHECKER_VERSION } = await import('../src/image/verify.js');
+  const { policyHash, CHECKER_VERSION } = await import('../src/image/verdicts.js');
   const f = `${root}/cache/verdicts/${digest}-v${CHECKER_VERSION}-${policyHash(cfg)}.json`;
   for (const junk of ['', '{', 'null', '{"checker":1}', JSON.stringify({ checker: CHECKER_VERSION, digest: 'b'.repeat(64) })]) {
     writeFileSync(f, junk);

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
-import { renderSeed, seedShared, seedVms, writeSeed, type SeedInput } from '../src/seed/index.js';
+import { renderSeed, seedShared, writeSeed, type SeedInput } from '../src/seed/index.js';
 import { toYaml } from '../src/seed/render.js';
 import { USER_DATA_KEYS, buildUserData } from '../src/seed/user-data.js';
 import { OSV_KEYS } from '../src/seed/osv.js';
@@ -163,7 +163,7 @@ t.test('every family and option combination passes cloud-init schema, with exact
       t.match(files.find((f) => f.path === AGENT_CONFIG_PATH), { encoding: 'b64', owner: 'root:root', permissions: '0600' }, 'its config, root-only');
       t.same(b64json(files.find((f) => f.path === AGENT_CONFIG_PATH)), {
         user: TEST_USER.name, uid: TEST_USER.uid, home: `/home/${TEST_USER.name}`, vms: ['vnode01'], np: 1,
-        env: { PBS_JOBID: '42.head', PBS_JOBNAME: 'job1', PBS_O_WORKDIR: home, PBS_NODEFILE: '/var/spool/torque/aux/42.head', DISTRO: c.family, VTORQUE_VM_INDEX: '0', VTORQUE_VM_NODE_INDEX: '0', VTORQUE_VMS_ON_NODE: '1', VTORQUE_HOSTNAME: 'vnode01' },
+        env: { PBS_JOBID: '42.head', PBS_JOBNAME: 'job1', PBS_O_WORKDIR: home, PBS_NODEFILE: '/etc/vtorque/nodefile', PBS_VM_NODEFILE: '/etc/vtorque/nodefile', DISTRO: c.family, VTORQUE_VM_INDEX: '0', VTORQUE_VM_NODE_INDEX: '0', VTORQUE_VMS_ON_NODE: '1', VTORQUE_HOSTNAME: 'vnode01' },
       }, 'the agent runs the script as the job owner in the guest home, with the profile\'s variables; a one-node job by default');
       t.same(user.runcmd, [agentRuncmd()], 'the agent is started by our one fixed runcmd entry');
       if (c.ini.includes('ssh_keys_from =')) t.notOk('ssh_authorized_keys' in u, 'no keys when ssh_keys_from is empty');
@@ -545,7 +545,7 @@ t.test('vfat media: label CIDATA, our three files, owner-only', async (t) => {
 
 t.test('check --job SCRIPT --render DIR writes the seed files each VM would get, as the user, touching nothing else', async (t) => {
   const ini = join(work, 'render.ini');
-  writeFileSync(ini, `[paths]\njob_dir = ${join(work, 'no-such-jobs')}\ncache_dir = ${join(work, 'no-such-cache')}\n[policy]\nuser_cloud_config = allowlist\n`);
+  writeFileSync(ini, `[paths]\nimage_pool = ${join(work, 'no-such-pool')}\njob_dir = ${join(work, 'no-such-jobs')}\ncache_dir = ${join(work, 'no-such-cache')}\n[policy]\nuser_cloud_config = allowlist\n`);
   chmodSync(ini, 0o644);
   userFile('render.pbs', '#!/bin/sh\n#PBS -l nodes=1\n#VM vms_per_node=2,metadata=ok-render.yaml\necho hi\n', 0o700);
   userFile('ok-render.yaml', '#cloud-config\ntimezone: UTC\n');
@@ -573,14 +573,17 @@ t.test('check --job SCRIPT --render DIR writes the seed files each VM would get,
   t.match(h.stdout, /--render DIR +with --job: write each VM's cloud-init seed files under DIR/, 'documented in help check');
 });
 
-t.test('seedVms: one seed beside each overlay, VM indexes from the node\'s first, hostnames v<node>-<n>', async (t) => {
+t.test('writeSeed per VM, as the prologue calls it: one seed beside each overlay, VM indexes from the node\'s first, hostnames v<node>-<n>', async (t) => {
   const cfg = config('[seed]\nmedia = iso\n');
   const base = mkdtempSync(join(work, 'job-'));
   const vms = [0, 1, 2].map((index) => { const d = join(base, `vm-${index}`); mkdirSync(d); return { index, path: join(d, 'disk.qcow2') }; });
   const { vm: _vm, dir: _dir, overlay: _o, ...one } = input(cfg);
   const t0 = performance.now();
-  const res = await seedVms({ ...one, vms, firstJobIndex: 6 });
-  t.comment(`seedVms, 3 VMs, iso: ${Math.round(performance.now() - t0)} ms`);
+  const shared = seedShared();
+  const res = await Promise.all(vms.map((v) => writeSeed({
+    ...one, shared, overlay: v.path, dir: v.path.slice(0, v.path.lastIndexOf('/')), vm: { index: v.index, count: vms.length, jobIndex: 6 + v.index },
+  })));
+  t.comment(`writeSeed, 3 VMs, iso: ${Math.round(performance.now() - t0)} ms`);
   t.same(res.map((r) => r.path), vms.map((v) => v.path.replace('disk.qcow2', 'seed.iso')));
   t.same(res.map((r) => r.hostname), ['vnode01-0', 'vnode01-1', 'vnode01-2']);
   t.same(res.map((r) => /-vm([0-9]+)-/.exec(r.instanceId)![1]), ['6', '7', '8'], 'job-wide VM indexes');

@@ -14,7 +14,7 @@ import { scanDirectives } from '../src/request/directives.js';
 import { resolveScanned } from '../src/request/resolve.js';
 import { REQUEST_VARIABLE, requestFromEncoded } from '../src/request/encoding.js';
 import { parseQstat } from '../src/torque/qstat.js';
-import { CHECKER_VERSION, failedRules, policyHash } from '../src/image/verify.js';
+import { CHECKER_VERSION, failedRules, policyHash } from '../src/image/verdicts.js';
 import { evaluateRules } from '../src/image/rules.js';
 import { problemLine } from '../src/report/user.js';
 import { nodeCount } from '../src/submit/vm.js';

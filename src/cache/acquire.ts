@@ -26,9 +26,9 @@ import { fsyncDir } from '../tools/atomic.js';
 import type { AuthorisedImage } from '../image/authorise.js';
 import type { Expectation } from '../image/rules.js';
 import {
-  assertCompliant, assertSafeHeader, changedFault, checkFormatHeader, checkSums, digestOf, forgetDigest, inspectImages, memoDigest, openAuthorised,
-  readVerdict, reportFor, screenImage, unreadableFault, type ImageReport, type Logish,
+  assertSafeHeader, changedFault, checkFormatHeader, digestOf, inspectImages, openAuthorised, reportFor, screenImage, unreadableFault, type Logish,
 } from '../image/verify.js';
+import { assertCompliant, checkSums, forgetDigest, memoDigest, readVerdict, type ImageReport } from '../image/verdicts.js';
 import { readHeaderFrom } from '../image/header.js';
 import { copyAndHash, SourceChanged, SourceUnreadable } from './copy.js';
 import { findBase, readMeta, touch, userSource, writeMeta } from './entries.js';

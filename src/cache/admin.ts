@@ -6,6 +6,7 @@ import type { Config } from '../config/schema.js';
 import { formatBytes } from '../config/values.js';
 import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, type ExitCode } from '../core/errors.js';
 import type { HookIO } from '../core/io.js';
+import type { BatchSystem } from '../core/engine.js';
 import { hashFile } from '../image/verify.js';
 import { listEntries, type Entry } from './entries.js';
 import { ensureLayout, layoutOf, metaPath, type CacheLayout } from './layout.js';
@@ -19,6 +20,8 @@ export interface CacheCommand {
   digest?: string;
   json: boolean;
   config: Config;
+  /** gc asks it which leased jobs have ended. */
+  engine: BatchSystem;
   io: HookIO;
 }
 
@@ -64,7 +67,7 @@ function list(c: CacheCommand, l: CacheLayout): ExitCode {
 async function gc(c: CacheCommand, l: CacheLayout): Promise<ExitCode> {
   const tmp = reservations(l).swept;
   // Leases of jobs that ended without their epilogue, or whose prologue published after it (qdel during the prologue): before eviction, which they would hold up.
-  const leases = await sweepEndedJobs(c.config, l);
+  const leases = await sweepEndedJobs(c.config, l, c.engine);
   const markers = sweepEnded(c.config);
   const evicted = await makeRoom({ config: c.config, layout: l, need: 0 });
   const result = {
@@ -75,7 +78,7 @@ async function gc(c: CacheCommand, l: CacheLayout): Promise<ExitCode> {
   else {
     const n = leases.swept.length;
     c.io.out(`removed ${tmp.length} partial cop${tmp.length === 1 ? 'y' : 'ies'} left by killed prologues\n`);
-    c.io.out(`swept ${n} stale lease${n === 1 ? '' : 's'}${n ? `: ${leases.swept.join(' ')}` : ''}${leases.gone.length ? ` (ended according to qstat: ${leases.gone.join(' ')})` : ''}\n`);
+    c.io.out(`swept ${n} stale lease${n === 1 ? '' : 's'}${n ? `: ${leases.swept.join(' ')}` : ''}${leases.gone.length ? ` (ended according to ${c.engine.recordTool}: ${leases.gone.join(' ')})` : ''}\n`);
     c.io.out(`removed ${markers.length} job-ended marker${markers.length === 1 ? '' : 's'} older than ${endedTtlSeconds(c.config)} s\n`);
     c.io.out(`evicted ${evicted.length} image${evicted.length === 1 ? '' : 's'}${evicted.map((e) => `\n  ${e.digest.slice(0, 16)} ${formatBytes(e.bytes)}`).join('')}\n`);
   }
@@ -111,7 +114,7 @@ async function quarantine(config: Config, l: CacheLayout, e: Entry): Promise<{ q
   const release = await tryLock(`img-${e.digest}`, { dir: l.locks, staleSeconds: config.cache.lock_stale });
   if (!release) return { skipped: 'a prologue holds its lock; run cache verify again' };
   try {
-    const dir = `${l.root}/quarantine`;
+    const dir = l.quarantine;
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const dest = `${dir}/${e.digest}.${e.format}.${Date.now()}`;
     // Running VMs keep their open file; new jobs no longer find it and copy afresh.
@@ -138,7 +141,7 @@ async function evict(c: CacheCommand, l: CacheLayout): Promise<ExitCode> {
   if (hits.length === 0) return say(false, `no cached image has digest ${want}. Fix: run cache list`);
   if (hits.length > 1) return say(false, `${want} matches ${hits.length} images. Fix: give more digits`);
   const e = hits[0]!;
-  const jobs = sweepLeases(c.config, l).held.get(e.digest);
+  const jobs = sweepLeases(c.config, l, c.engine.runsHere).held.get(e.digest);
   if (jobs) return say(false, `${e.digest.slice(0, 16)} is in use by job${jobs.length > 1 ? 's' : ''} ${jobs.join(' ')}; not evicted. Fix: wait for the jobs to end; if they have ended, run cache gc (it asks qstat) and evict again`, { leases: jobs });
   if (!(await evictOne(c.config, l, e))) return say(false, `${e.digest.slice(0, 16)} is being used by a prologue right now; not evicted. Fix: try again`);
   return say(true, `evicted ${e.digest.slice(0, 16)} (${formatBytes(e.allocated)})`, { bytes: e.allocated });

@@ -8,7 +8,7 @@
 // swap is followed, chowned or removed.
 import type { Config } from '../config/schema.js';
 import { NodeFault, isVtorqueError } from '../core/errors.js';
-import { runTool } from '../tools/run.js';
+import { groupOf, passwdOf } from '../tools/nss.js';
 import { ensureRootDir, freshDir, ownDir as ownDirFd, ownFile as ownFileFd, removeIn } from '../tools/safedir.js';
 import { untrustedPath } from '../tools/trust.js';
 import { clearRunDir, stopJobVms, type LaunchAccount } from '../launch/qemu.js';
@@ -32,23 +32,22 @@ export const jobDirsOf = (config: Config, jobId: string, ramdisk: boolean): JobD
   ramdisk: ramdisk ? `${config.paths.ramdisk_dir}/${jobId}` : undefined,
 });
 
-async function getentId(config: Config, db: 'passwd' | 'group', name: string, signal?: AbortSignal): Promise<number> {
-  const r = await runTool(config.tools.getent, [db, '--', name], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2], signal });
-  const f = r.stdout.trim().split('\n')[0]?.split(':') ?? [];
-  if (r.exitCode !== 0 || !/^[0-9]+$/.test(f[2] ?? '')) {
+async function idOf(config: Config, db: 'passwd' | 'group', name: string, signal?: AbortSignal): Promise<number> {
+  const id = db === 'passwd' ? (await passwdOf(config, name, signal))?.uid : (await groupOf(config, name, signal))?.gid;
+  if (id === undefined) {
     throw new NodeFault(`${db === 'passwd' ? 'user' : 'group'} ${name} is not known on this node`, [
       { id: 'jobfiles-owner', where: `getent ${db} ${name}`, message: 'found nothing', fix: `check [jobfiles] ${db === 'passwd' ? 'owner' : 'group'} and the node's NSS (LDAP/SSSD)` },
     ]);
   }
-  return Number(f[2]);
+  return id;
 }
 
 /** [jobfiles] owner and group as ids: root (no lookup), or the account named. */
 export async function resolveOwner(config: Config, signal?: AbortSignal): Promise<FileOwner> {
   const { owner, group, file_mode: fileMode, dir_mode: dirMode } = config.jobfiles;
   const [uid, gid] = await Promise.all([
-    owner === 'root' ? 0 : getentId(config, 'passwd', owner, signal),
-    group === 'root' ? 0 : getentId(config, 'group', group, signal),
+    owner === 'root' ? 0 : idOf(config, 'passwd', owner, signal),
+    group === 'root' ? 0 : idOf(config, 'group', group, signal),
   ]);
   return { uid, gid, fileMode, dirMode };
 }

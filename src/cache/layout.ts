@@ -6,6 +6,9 @@
 //   leases/<jobid>.json       the digests a job's VMs use; eviction never takes them
 //   locks/                    proper-lockfile locks, one per digest or source
 //   tmp/                      ingests in progress; swept when their process is gone
+//   quarantine/               bases `cache verify` found corrupt, kept for the admin to look at
+//   ended/<jobid>.json        the epilogue's marker: the job ended while its prologue ran (src/pipeline/ended.ts)
+//   accel.json, launch-accel.json   the KVM probes' answers for libguestfs and for qemu, per kernel
 // Per job, under [paths] job_dir/<jobid>/ (and ramdisk_dir/<jobid>/ for fs_type=ramdisk).
 import { chmodSync, lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
@@ -19,17 +22,30 @@ export interface CacheLayout {
   leases: string;
   locks: string;
   tmp: string;
+  verdicts: string;
+  statmemo: string;
+  quarantine: string;
+  ended: string;
 }
 
 export const layoutOf = (config: Config): CacheLayout => {
   const root = config.paths.cache_dir;
-  return { root, images: `${root}/images`, kernels: `${root}/kernels`, leases: `${root}/leases`, locks: `${root}/locks`, tmp: `${root}/tmp` };
+  return {
+    root, images: `${root}/images`, kernels: `${root}/kernels`, leases: `${root}/leases`, locks: `${root}/locks`, tmp: `${root}/tmp`,
+    verdicts: `${root}/verdicts`, statmemo: `${root}/statmemo`, quarantine: `${root}/quarantine`, ended: `${root}/ended`,
+  };
 };
 
 export const basePath = (l: CacheLayout, digest: string, format: string) => `${l.images}/${digest}.${format}`;
 export const metaPath = (l: CacheLayout, digest: string) => `${l.images}/${digest}.json`;
 export const kernelsPath = (l: CacheLayout, digest: string) => `${l.kernels}/${digest}`;
 export const leasePath = (l: CacheLayout, jobId: string) => `${l.leases}/${jobId}.json`;
+export const endedMarkerPath = (l: CacheLayout, jobId: string) => `${l.ended}/${jobId}.json`;
+/** A verdict file; its name (digest, checker version, policy) is the verdict store's to choose. */
+export const verdictPath = (l: CacheLayout, name: string) => `${l.verdicts}/${name}.json`;
+export const statMemoPath = (l: CacheLayout, key: string) => `${l.statmemo}/${key}.json`;
+export const accelMemoPath = (l: CacheLayout) => `${l.root}/accel.json`;
+export const launchAccelMemoPath = (l: CacheLayout) => `${l.root}/launch-accel.json`;
 
 export const DIGEST = /^[0-9a-f]{64}$/;
 /** images/<digest>.<fmt>: the only names that count as cached bases. */

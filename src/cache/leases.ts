@@ -1,12 +1,14 @@
 // A job's hold on the base images its VMs run on: one file per job, written
 // before the job is told its overlays are ready and removed by its epilogue.
 // Eviction never removes a leased base. A lease whose epilogue never ran (node
-// crash, killed mom) ends after [cache] lease_max_age, once Torque no longer
-// has the job on this node; `cache gc` also ends it at once when Torque's
-// server no longer has the job either (sweepEndedJobs).
-import { existsSync, lstatSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+// crash, killed mom) ends after [cache] lease_max_age, once the batch system
+// no longer has the job on this node; `cache gc` also ends it at once when the
+// batch system's server no longer has the job either (sweepEndedJobs).
+import { lstatSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
-import { jobPresence } from '../torque/qstat.js';
+import type { BatchSystem } from '../core/engine.js';
+// The default for callers not yet handed an engine (cache/space.ts, through makeRoom and evictOne).
+import { jobKnownToTorque } from '../torque/engine.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { DIGEST, leasePath, type CacheLayout } from './layout.js';
 
@@ -64,22 +66,20 @@ export function readLeases(l: CacheLayout): LeaseFile[] {
   return out;
 }
 
-/** Torque keeps <jobid>.JB in mom_priv/jobs while this node has the job. */
-export function jobKnownToTorque(config: Config, jobId: string): boolean {
-  return existsSync(`${config.paths.torque_home}/mom_priv/jobs/${jobId}.JB`);
-}
+/** Whether this node still holds a job: the engine's runsHere. */
+export type RunsHere = BatchSystem['runsHere'];
 
-export function isStale(config: Config, f: LeaseFile, now = Date.now()): boolean {
+export function isStale(config: Config, f: LeaseFile, now = Date.now(), runsHere: RunsHere = jobKnownToTorque): boolean {
   if (now - f.mtimeMs < config.cache.lease_max_age * 1000) return false;
-  return !f.lease || !jobKnownToTorque(config, f.lease.job);
+  return !f.lease || !runsHere(config, f.lease.job);
 }
 
 /** Removes stale leases; returns the digests the remaining leases hold, and what was swept. */
-export function sweepLeases(config: Config, l: CacheLayout): { held: Map<string, string[]>; swept: string[] } {
+export function sweepLeases(config: Config, l: CacheLayout, runsHere: RunsHere = jobKnownToTorque): { held: Map<string, string[]>; swept: string[] } {
   const held = new Map<string, string[]>();
   const swept: string[] = [];
   for (const f of readLeases(l)) {
-    if (isStale(config, f)) {
+    if (isStale(config, f, Date.now(), runsHere)) {
       try {
         unlinkSync(f.file);
         swept.push(f.lease?.job ?? f.file);
@@ -93,41 +93,38 @@ export function sweepLeases(config: Config, l: CacheLayout): { held: Map<string,
   return { held, swept };
 }
 
-/** A Torque job id as parseJobArgs accepts it: only such a name goes to qstat's argv. */
-const JOB_ID = /^[0-9]{1,12}(\[[0-9]{0,9}\])?(\.[A-Za-z0-9][A-Za-z0-9.-]{0,252})?$/;
-
-/** What sweepEndedJobs did: the leases it removed and why, and whether qstat could answer. */
+/** What sweepEndedJobs did: the leases it removed and why, and whether the batch system could answer. */
 export interface EndedJobsSweep {
   held: Map<string, string[]>;
-  /** By age (sweepLeases) and by qstat, job ids. */
+  /** By age (sweepLeases) and by the batch system, job ids. */
   swept: string[];
-  /** Jobs qstat said the server no longer has (or has completed). */
+  /** Jobs the batch system said its server no longer has (or has completed). */
   gone: string[];
-  /** Why qstat could not answer; the leases it would have judged are kept (swept by age only). */
+  /** Why the batch system (Torque: qstat) could not answer; the leases it would have judged are kept (swept by age only). */
   qstatUnavailable?: string;
 }
 
 /**
- * sweepLeases, then asks Torque's server (qstat) about each job still
- * holding a lease that this mom no longer has (<jobid>.JB): a job the
+ * sweepLeases, then asks the batch system's server (engine.jobPresence) about
+ * each job still holding a lease that this node no longer runs: a job the
  * server does not know, or has completed, has ended, and its lease goes
- * whatever its age. qstat failing (server down, tool missing, timeout) is
- * not an answer: those leases stay until lease_max_age, and the first
- * failure stops the asking, so gc never waits out one timeout per lease.
+ * whatever its age. The server failing to answer (down, tool missing,
+ * timeout) is not an answer: those leases stay until lease_max_age, and the
+ * first failure stops the asking, so gc never waits out one timeout per lease.
  */
-export async function sweepEndedJobs(config: Config, l: CacheLayout): Promise<EndedJobsSweep> {
-  const { swept } = sweepLeases(config, l);
+export async function sweepEndedJobs(config: Config, l: CacheLayout, engine: BatchSystem): Promise<EndedJobsSweep> {
+  const { swept } = sweepLeases(config, l, engine.runsHere);
   const gone: string[] = [];
   let qstatUnavailable: string | undefined;
   const held = new Map<string, string[]>();
   for (const f of readLeases(l)) {
     const job = f.lease?.job;
     if (!job) continue;
-    // The lease file's own name is what the prologue wrote it under; a lease naming another job is not ours to judge by qstat.
-    const mine = f.file === leasePath(l, job) && JOB_ID.test(job);
-    if (mine && qstatUnavailable === undefined && !jobKnownToTorque(config, job)) {
+    // The lease file's own name is what the prologue wrote it under; a lease naming another job is not ours to ask the server about.
+    const mine = f.file === leasePath(l, job) && engine.isJobId(job);
+    if (mine && qstatUnavailable === undefined && !engine.runsHere(config, job)) {
       try {
-        const presence = await jobPresence(config, job);
+        const presence = await engine.jobPresence(config, job);
         if (presence !== 'active') {
           try {
             unlinkSync(f.file);

@@ -20,14 +20,8 @@ export interface OverlayOptions {
   config: Config;
   base: CachedBase;
   dirs: JobDirs;
-  count: number;
   owner: FileOwner;
   signal?: AbortSignal;
-}
-
-export async function createOverlays(o: OverlayOptions): Promise<Overlay[]> {
-  const make = overlayMaker(o, backingFor(o));
-  return Promise.all(Array.from({ length: o.count }, (_, i) => make(i)));
 }
 
 /** The file the overlays are backed by: the cached base, or its copy in the job's ramdisk directory. */
@@ -42,7 +36,7 @@ export function backingFor(o: Pick<OverlayOptions, 'base' | 'dirs' | 'owner'>): 
  * (test/cache-unit checks that against qemu-img): each further VM then costs
  * a 200 KB copy instead of a qemu-img start, ~15 ms of CPU.
  */
-export function overlayMaker(o: Omit<OverlayOptions, 'count'>, backing: string): (index: number) => Promise<Overlay> {
+export function overlayMaker(o: OverlayOptions, backing: string): (index: number) => Promise<Overlay> {
   let first: Promise<Overlay> | undefined;
   return async (index) => {
     if (!first) {
@@ -55,14 +49,14 @@ export function overlayMaker(o: Omit<OverlayOptions, 'count'>, backing: string):
 }
 
 /** One VM's overlay in <home>/vm-<index>/disk.qcow2, made by qemu-img under a temporary name. */
-export function createOverlay(o: Omit<OverlayOptions, 'count'>, backing: string, index: number): Promise<Overlay> {
+export function createOverlay(o: OverlayOptions, backing: string, index: number): Promise<Overlay> {
   // -F names the base's format so qemu never probes it; the absolute backing path keeps the overlay valid wherever it is opened from.
   return placeOverlay(o, index, backing, (tmp) => runTool(o.config.tools.qemu_img, ['create', '-q', '-f', 'qcow2', '-F', o.base.format, '-b', backing, tmp], {
     timeout: o.config.timeouts.tool * 1000, toolKey: 'qemu_img', signal: o.signal, stdout: 'ignore',
   }));
 }
 
-async function placeOverlay(o: Omit<OverlayOptions, 'count'>, index: number, backing: string, make: (tmp: string) => unknown): Promise<Overlay> {
+async function placeOverlay(o: OverlayOptions, index: number, backing: string, make: (tmp: string) => unknown): Promise<Overlay> {
   const home = o.dirs.ramdisk ?? o.dirs.dir;
   const dir = `${home}/vm-${index}`;
   mkdirSync(dir, { mode: 0o700 });

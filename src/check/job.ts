@@ -102,12 +102,13 @@ interface HeldImage {
 
 /**
  * What this node, or the shared verdict directory, already knows of the
- * image: never hashed, never inspected here (held.ts). A user's own image is
- * checked on the node at job start, from a file only root may read the verdict of.
+ * image, from the verdict store (image/verdicts.ts): never hashed, never
+ * inspected here. A user's own image is checked on the node at job start,
+ * from a file only root may read the verdict of.
  */
 async function heldImage(request: VmRequest, config: Config): Promise<HeldImage> {
   const { authoriseImage } = await import('../image/authorise.js');
-  const { heldVerdict, judge, poolHint, poolImagesFor } = await import('../image/held.js');
+  const { heldVerdict, judge, poolHint, poolImagesFor, ruleProblems } = await import('../image/verdicts.js');
   const none = (verdict: HeldImage['json']['verdict'], note: string): HeldImage => ({ problems: [], hints: [], notes: [note], json: { name: request.img, verdict } });
   if (request.img.startsWith('/')) return none('not-checked-here', `image ${request.img} is your own: the node checks it when the job starts`);
   // A login node may have no pool (nor the admin's ini): only the request can be checked there.
@@ -122,14 +123,14 @@ async function heldImage(request: VmRequest, config: Config): Promise<HeldImage>
   const held = heldVerdict(img, config);
   if (!held) return none('unknown', `image ${img.name} has not been checked on this node yet; the node checks it when the job starts`);
   const want = { distro: request.distro, arch: request.arch, vrdma: request.vrdma };
-  const { rules, failed } = judge(held, want, config);
+  const { failed, warned } = judge(held.verdict, want, config);
   const heldBy = held.where === 'node' ? 'this node' : 'the shared verdict directory';
-  const warnings = rules.filter((r) => !r.ok && r.level === 'warn').map((w) => `warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`);
+  const warnings = warned.map((w) => `warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`);
   if (failed.length === 0) {
     return { problems: [], hints: [], notes: [`image ${img.name} meets this site's guest image requirements (verdict held by ${heldBy})`, ...warnings], json: { name: img.name, verdict: 'pass', heldBy: held.where } };
   }
   return {
-    problems: failed.map((x) => ({ id: x.id, where: `image ${img.name}`, message: `fails ${x.id}: ${x.message} (verdict held by ${heldBy})`, fix: x.fix })),
+    problems: ruleProblems(img.name, failed, heldBy),
     hints: poolHint(await poolImagesFor(config, want)),
     notes: warnings,
     json: { name: img.name, verdict: 'fail', heldBy: held.where },
@@ -171,10 +172,9 @@ async function renderSeeds(o: CheckJobOptions, config: Config, request: VmReques
 }
 
 async function primaryGroup(config: Config, gid: number): Promise<string> {
-  const { runTool } = await import('../tools/run.js');
-  const r = await runTool(config.tools.getent, ['group', String(gid)], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2] });
-  const name = r.stdout.split(':')[0];
-  if (r.exitCode !== 0 || !name) throw new NodeFault(`your group ${gid} is not known to getent`, [{ id: 'seed-account', where: `getent group ${gid}`, message: 'found nothing', fix: "check this host's NSS (LDAP/SSSD)" }]);
+  const { groupOf } = await import('../tools/nss.js');
+  const name = (await groupOf(config, String(gid)))?.group;
+  if (!name) throw new NodeFault(`your group ${gid} is not known to getent`, [{ id: 'seed-account', where: `getent group ${gid}`, message: 'found nothing', fix: "check this host's NSS (LDAP/SSSD)" }]);
   return name;
 }
 

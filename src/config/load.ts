@@ -1,8 +1,8 @@
 // Reads and validates the admin's ini. Invalid config is a node fault: the
 // node cannot run VM jobs correctly, and the job deserves another node.
 import { readFileSync } from 'node:fs';
-import ini from 'ini';
 import { NodeFault, type Problem } from '../core/errors.js';
+import { parseIni } from './ini.js';
 import { SCHEMA, SECTIONS, specsOf, type Config, type SectionName } from './schema.js';
 import { closest, controlCharIn, quote } from './values.js';
 
@@ -51,16 +51,16 @@ function syntaxProblems(text: string, file: string): Problem[] {
 }
 
 /**
- * The two keys the non-VM fast path needs, without validating the rest: a
- * broken ini must stop VM jobs (exit 2, node offline), not every job on the
- * node. Unreadable or invalid values fall back to the defaults here; the VM
- * path and `doctor` report them properly.
+ * The whole config from the ini's text, every key checked against the schema.
+ * Unknown sections and keys are warnings; a line that is not ini, a value its
+ * type refuses, or timeouts that contradict each other throw one NodeFault
+ * listing the problems found, so the admin fixes them in one pass.
  */
 export function parseConfig(text: string, file: string): LoadedConfig {
   const warnings: string[] = [];
   const problems: Problem[] = syntaxProblems(text, file);
   if (problems.length > 0) throw new NodeFault(`config ${file} is not a valid ini file`, problems);
-  const raw = ini.parse(text) as Record<string, unknown>;
+  const raw = parseIni(text);
   const out: Record<string, Record<string, unknown>> = {};
 
   for (const [name, body] of Object.entries(raw)) {

@@ -6,6 +6,7 @@ import {
 } from './values.js';
 import { VM_KEYS } from '../request/keys.js';
 import { DEFAULT_TORQUE_HOME, queueListType } from './peek.js';
+import { RULES, type Level, type RuleId } from '../image/rules.js';
 
 export interface KeySpec<T> {
   readonly type: ValueType<T>;
@@ -44,7 +45,12 @@ const accountType = (kind: 'user' | 'group') => stringType(/^(?!job$)(?:root|[a-
 const launchAccountType = (kind: 'user' | 'group') => stringType(/^(?!root$|job$)[a-z_][a-z0-9_-]{0,31}$/, `a ${kind} name of the launch account; not root, not job`);
 // Tokens only: no shell ever sees them, and a quote or a blank inside one would not mean what the admin thinks.
 const qemuArgsType = stringType(/^(?:|[A-Za-z0-9_=,.:\/+-]+(?: +[A-Za-z0-9_=,.:\/+-]+)*)$/, 'qemu arguments separated by spaces (letters, digits and _=,.:/+-), or empty');
-const level = (doc: string) => key(enumType(['error', 'warn', 'off'] as const), 'error', doc);
+const levelType = enumType(['error', 'warn', 'off'] as const);
+
+/** One key per guest rule, in RULES order, with the rule's own doc and default level (src/image/rules.ts). */
+function requirementsSection(): { readonly [K in RuleId]: KeySpec<Level> } {
+  return Object.fromEntries(RULES.map((r) => [r.id, key(levelType, r.level, r.doc)])) as { [K in RuleId]: KeySpec<Level> };
+}
 
 export const SCHEMA = {
   paths: {
@@ -108,19 +114,7 @@ export const SCHEMA = {
     accel: key(enumType(['auto', 'kvm', 'tcg'] as const), 'auto', 'auto probes once whether libguestfs can use KVM (result kept in <cache_dir>/accel.json), else TCG'),
     memsize: key(intType(256, 8192), '768', 'appliance memory in MiB'),
   },
-  requirements: {
-    'os-family': level('the image is Debian/Ubuntu, RedHat/CentOS/Rocky/Alma/Fedora, or OSv'),
-    'distro-match': level("the job's distro (or the default) is the family the image really holds"),
-    'arch-match': level("the image's architecture is the job's arch"),
-    'cloud-init-installed': level('cloud-init is installed (package database, or its binary and Python module)'),
-    'cloud-init-enabled': level('/etc/cloud/cloud-init.disabled does not exist'),
-    'nocloud-enabled': level('the effective datasource_list (cloud.cfg, then cloud.cfg.d/*.cfg in order) includes NoCloud, or nothing restricts it'),
-    'workspace-dir': level('/workspace is a directory'),
-    'home-default': level('homes are under /home (/etc/default/useradd HOME, and /home exists)'),
-    'opt-unused': level("/opt is empty or absent, because the cluster's /opt is mounted over it"),
-    'opt-vm-present': level('/opt-vm exists, for software that would otherwise go to /opt'),
-    'vrdma-guest': level("for a job with vrdma=true only: the kernel the image boots (its newest under /lib/modules) has HyV's guest driver virtio_hyv and a HyV provider module (virtmlx4_ib, virtiw_cxgb4 or virtsiw2) in its modules.dep, and libibverbs.so.1 is installed; OSv images are assumed to have it built in"),
-  },
+  requirements: requirementsSection(),
   cache: {
     max_size: key(sizeType(1024 ** 2, 1024 ** 5), '200G', 'most space the cached base images may take together; past it, the least recently used images no job holds are evicted'),
     min_free: key(sizeType(0, 1024 ** 5), '5G', 'free space to keep on the cache filesystem after an ingest; evicts like max_size'),

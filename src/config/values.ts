@@ -69,7 +69,9 @@ export function intType(min: number, max: number): ValueType<number> {
   };
 }
 
-const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+/** The size units the config and #VM lines take, largest first (binary: 1K = 1024). */
+export const SIZE_UNITS = [['T', 1024 ** 4], ['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const;
+const UNITS: Record<string, number> = { '': 1, ...Object.fromEntries(SIZE_UNITS) };
 
 /** Sizes in bytes from "512M", "4G", "1T" (binary units, as qemu and vTorque read them). */
 export function sizeType(min: number, max: number, bareUnit: '' | 'M' = ''): ValueType<number> {
@@ -87,8 +89,9 @@ export function sizeType(min: number, max: number, bareUnit: '' | 'M' = ''): Val
   };
 }
 
+/** A size as the config and #VM lines write it ("8G"): exact where a unit allows, else in bytes. */
 export function formatSize(bytes: number): string {
-  for (const [unit, f] of [['T', 1024 ** 4], ['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
+  for (const [unit, f] of SIZE_UNITS) {
     if (bytes >= f && bytes % (f / 1024) === 0) {
       const v = bytes / f;
       return `${Number.isInteger(v) ? v : v.toFixed(1)}${unit}`;
@@ -97,16 +100,19 @@ export function formatSize(bytes: number): string {
   return `${bytes}B`;
 }
 
-/** Any byte count, rounded for people: "1.3 GiB". */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+/**
+ * Any byte count, rounded for people: "1.3 GiB", or "1.3G" in the compact
+ * style doctor's one-line results use.
+ */
+export function formatBytes(bytes: number, style: 'iec' | 'compact' = 'iec'): string {
+  const units = style === 'iec' ? ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'] : ['B', 'K', 'M', 'G', 'T', 'P'];
   let v = bytes;
   let u = 0;
   while (Math.abs(v) >= 1024 && u < units.length - 1) {
     v /= 1024;
     u++;
   }
-  return `${u === 0 || v >= 100 ? Math.round(v) : v.toFixed(1)} ${units[u]}`;
+  return `${u === 0 || v >= 100 ? Math.round(v) : v.toFixed(1)}${style === 'iec' ? ' ' : ''}${units[u]}`;
 }
 
 const TRUE = new Set(['true', 'yes', 'on', '1']);

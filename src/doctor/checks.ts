@@ -5,6 +5,7 @@ import { accessSync, constants, existsSync, lstatSync, readFileSync, readdirSync
 import { dirname, join, resolve } from 'node:path';
 import { loadConfig } from '../config/load.js';
 import { SCHEMA, type Config } from '../config/schema.js';
+import { formatBytes } from '../config/values.js';
 import { isVtorqueError } from '../core/errors.js';
 import { runTool, ToolError } from '../tools/run.js';
 import { squattable, untrustedEntry, untrustedPath, untrustedResolved } from '../tools/trust.js';
@@ -35,17 +36,6 @@ const r = (check: string, status: Status, message: string, fix?: string, extra: 
 const mode = (m: number) => (m & 0o7777).toString(8).padStart(4, '0');
 const firstLine = (s: string) => s.split('\n').map((l) => l.trim()).find((l) => l !== '') ?? '';
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-
-export function human(bytes: number): string {
-  const units = ['B', 'K', 'M', 'G', 'T', 'P'];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v >= 10 || i === 0 ? Math.round(v) : v.toFixed(1)}${units[i]}`;
-}
 
 /** Why root should not read or run the file at path (it, a symlink on the way, or a directory above it is not root's alone), or undefined; a missing file is judged elsewhere. */
 function untrustedFile(path: string): string | undefined {
@@ -117,18 +107,12 @@ export async function checkTools(ctx: DoctorContext): Promise<CheckResult[]> {
   return out;
 }
 
-function guestfsEnv(config: Config, accel: 'kvm' | 'tcg'): Record<string, string> {
-  const env: Record<string, string> = { LIBGUESTFS_BACKEND: 'direct', LIBGUESTFS_MEMSIZE: String(config.guestfs.memsize), HOME: '/root' };
-  if (accel === 'tcg') env.LIBGUESTFS_BACKEND_SETTINGS = 'force_tcg';
-  return env;
-}
-
 // Fails when the libguestfs appliance cannot start within [timeouts] tool,
 // with the accelerator the prologue would use ([guestfs] accel; auto probes
 // KVM once, up to 90 s, and remembers the answer in <cache_dir>/accel.json).
 export async function checkGuestfs(ctx: DoctorContext): Promise<CheckResult[]> {
   const config = ctx.config!;
-  const { resolveAccel } = await import('../image/accel.js');
+  const { guestfsEnv, resolveAccel } = await import('../image/accel.js');
   const t0 = performance.now();
   const { accel, how } = await resolveAccel(config, ctx.signal);
   const probeMs = performance.now() - t0;
@@ -296,14 +280,14 @@ export function checkFreeSpace(ctx: DoctorContext): CheckResult[] {
   const used = existsSync(c.paths.cache_dir) ? usage(c.paths.cache_dir) : 0;
   const data = { dir, free, used, min_free: c.cache.min_free, max_size: c.cache.max_size };
   if (free < c.cache.min_free) {
-    return [r('space', 'FAIL', `the cache filesystem (${dir}) has ${human(free)} free; [cache] min_free is ${human(c.cache.min_free)}`,
+    return [r('space', 'FAIL', `the cache filesystem (${dir}) has ${formatBytes(free, 'compact')} free; [cache] min_free is ${formatBytes(c.cache.min_free, 'compact')}`,
       'free space there, move [paths] cache_dir to a larger filesystem, or lower [cache] min_free', { data })];
   }
   if (free + used < c.cache.max_size) {
-    return [r('space', 'warn', `the cache (${human(used)} now) can grow to ${human(free + used)} on ${dir}, less than [cache] max_size ${human(c.cache.max_size)}: images are evicted sooner`,
+    return [r('space', 'warn', `the cache (${formatBytes(used, 'compact')} now) can grow to ${formatBytes(free + used, 'compact')} on ${dir}, less than [cache] max_size ${formatBytes(c.cache.max_size, 'compact')}: images are evicted sooner`,
       'lower [cache] max_size to what the filesystem holds, or move [paths] cache_dir', { data })];
   }
-  return [r('space', 'ok', `the cache filesystem (${dir}) has ${human(free)} free, the cache holds ${human(used)}; min_free ${human(c.cache.min_free)}, max_size ${human(c.cache.max_size)}`, undefined, { data })];
+  return [r('space', 'ok', `the cache filesystem (${dir}) has ${formatBytes(free, 'compact')} free, the cache holds ${formatBytes(used, 'compact')}; min_free ${formatBytes(c.cache.min_free, 'compact')}, max_size ${formatBytes(c.cache.max_size, 'compact')}`, undefined, { data })];
 }
 
 export const HOOKS = ['prologue', 'prologue.parallel', 'epilogue', 'epilogue.parallel'] as const;

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
-import { runTool } from '../tools/run.js';
+import { groupOf, passwdOf } from '../tools/nss.js';
 import { untrustedResolved } from '../tools/trust.js';
 import type { CheckResult, DoctorContext } from './checks.js';
 
@@ -30,14 +30,8 @@ function starterSetting(text: string, key: string): string | undefined {
   return new RegExp(`^${key}=(.*)$`, 'm').exec(text)?.[1];
 }
 
-async function getent(c: Config, db: 'passwd' | 'group', key: string): Promise<string[] | undefined> {
-  try {
-    const out = await runTool(c.tools.getent, [db, key], { timeout: 10_000, toolKey: 'getent', maxBuffer: 64 * 1024 });
-    return out.stdout.trim().split(':');
-  } catch {
-    return undefined;
-  }
-}
+/** NSS's answer, or undefined for any failure: doctor reports what it finds, it does not stop. */
+const tryNss = <T>(p: Promise<T | undefined>): Promise<T | undefined> => p.catch(() => undefined);
 
 function checkStarterFile(c: Config, starter: string): CheckResult[] {
   const why = (() => {
@@ -63,12 +57,11 @@ function checkStarterFile(c: Config, starter: string): CheckResult[] {
 
 async function checkAccount(c: Config): Promise<CheckResult[]> {
   const user = c.launch.user;
-  const pw = await getent(c, 'passwd', user);
-  if (!pw || pw.length < 4) {
+  const pw = await tryNss(passwdOf(c, user));
+  if (!pw) {
     return [r('FAIL', `the launch account ${user} ([launch] user) does not exist; qemu cannot be started`, `run install.sh, or: useradd --system --user-group --no-create-home --shell /usr/sbin/nologin ${user}`)];
   }
-  const uid = Number(pw[2]);
-  const gid = Number(pw[3]);
+  const { uid, gid } = pw;
   if (uid === 0) return [r('FAIL', `the launch account ${user} has uid 0; qemu would run as root`, `give ${user} its own uid (userdel ${user}, then run install.sh)`)];
   const out = [r('ok', `launch account ${user} (uid ${uid})`)];
   let kvm;
@@ -77,11 +70,11 @@ async function checkAccount(c: Config): Promise<CheckResult[]> {
   } catch {
     return [...out, r('warn', '/dev/kvm does not exist: VMs boot with TCG (about 10x slower)', 'load kvm_intel or kvm_amd, and enable virtualisation in the BIOS (or for a VM, nested virtualisation)')];
   }
-  const grp = await getent(c, 'group', String(kvm.gid));
-  const inGroup = gid === kvm.gid || (grp?.[3] ?? '').split(',').includes(user);
+  const grp = await tryNss(groupOf(c, String(kvm.gid)));
+  const inGroup = gid === kvm.gid || (grp?.members ?? []).includes(user);
   const can = (kvm.uid === uid && (kvm.mode & 0o600) === 0o600) || (inGroup && (kvm.mode & 0o060) === 0o060) || (kvm.mode & 0o006) === 0o006;
   if (!can) {
-    const g = grp?.[0] ?? String(kvm.gid);
+    const g = grp?.group ?? String(kvm.gid);
     out.push(r('warn', `${user} cannot open /dev/kvm (mode ${(kvm.mode & 0o777).toString(8)}, group ${g}): VMs boot with TCG (about 10x slower)${c.launch.allow_tcg ? '' : ', and [launch] allow_tcg = false refuses that'}`, `usermod -aG ${g} ${user} (install.sh adds it to kvm)`));
   } else out.push(r('ok', `${user} can open /dev/kvm`));
   return out;

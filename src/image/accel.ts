@@ -6,9 +6,27 @@ import { release } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { runTool } from '../tools/run.js';
 import { writeFileAtomic } from '../tools/atomic.js';
+import { accelMemoPath, layoutOf } from '../cache/layout.js';
 
 export type Accel = 'kvm' | 'tcg';
 const PROBE_SECONDS = 90;
+
+/**
+ * The environment every guestfish run gets: the direct backend (no libvirtd on
+ * a compute node), root's HOME for supermin's appliance cache, the appliance's
+ * memory, and TCG forced when KVM is not to be used. The probe gives neither
+ * memory nor accel: it asks whether the default (KVM) launch works at all.
+ */
+export function libguestfsEnv(o: { memsize?: number; accel?: Accel } = {}): Record<string, string> {
+  const env: Record<string, string> = { LIBGUESTFS_BACKEND: 'direct' };
+  if (o.memsize !== undefined) env.LIBGUESTFS_MEMSIZE = String(o.memsize);
+  env.HOME = '/root';
+  if (o.accel === 'tcg') env.LIBGUESTFS_BACKEND_SETTINGS = 'force_tcg';
+  return env;
+}
+
+/** libguestfsEnv for a session under this config with the accel resolved for it. */
+export const guestfsEnv = (config: Config, accel: Accel): Record<string, string> => libguestfsEnv({ memsize: config.guestfs.memsize, accel });
 
 export async function resolveAccel(config: Config, signal?: AbortSignal): Promise<{ accel: Accel; how: string }> {
   if (config.guestfs.accel !== 'auto') return { accel: config.guestfs.accel, how: '[guestfs] accel' };
@@ -17,7 +35,7 @@ export async function resolveAccel(config: Config, signal?: AbortSignal): Promis
   } catch {
     return { accel: 'tcg', how: '/dev/kvm is not usable' };
   }
-  const memo = `${config.paths.cache_dir}/accel.json`;
+  const memo = accelMemoPath(layoutOf(config));
   try {
     const m = JSON.parse(readFileSync(memo, 'utf8')) as { kernel?: string; accel?: Accel };
     if (m.kernel === release() && (m.accel === 'kvm' || m.accel === 'tcg')) return { accel: m.accel, how: `probed earlier (${memo})` };
@@ -26,7 +44,7 @@ export async function resolveAccel(config: Config, signal?: AbortSignal): Promis
   }
   const t0 = performance.now();
   const ok = await runTool(config.tools.guestfish, ['--ro', '-a', '/dev/null', 'run'], {
-    timeout: PROBE_SECONDS * 1000, toolKey: 'guestfish', env: { LIBGUESTFS_BACKEND: 'direct', HOME: '/root' }, signal,
+    timeout: PROBE_SECONDS * 1000, toolKey: 'guestfish', env: libguestfsEnv(), signal,
   }).then(() => true, () => false);
   const accel: Accel = ok ? 'kvm' : 'tcg';
   try {

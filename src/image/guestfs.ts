@@ -9,7 +9,8 @@ import type { ResultPromise, execa as Execa } from 'execa';
 import { loadExeca } from '../tools/execa.js';
 import { killAtExit, killGroup } from '../tools/run.js';
 import { NodeFault } from '../core/errors.js';
-import { HYV_DRIVER, HYV_PROVIDERS } from './rules.js';
+import { HYV_DRIVER, HYV_PROVIDERS, RULES, type FactGroup } from './rules.js';
+import { guestfsEnv } from './accel.js';
 
 export interface DiskInput {
   path: string;
@@ -68,10 +69,15 @@ export interface Datasources {
   errors: string[];
 }
 
-/** Paths whose existence the rules ask about. */
-// /workspace, /home and /opt-vm are asked with is-dir below, not here: a file of that name is no directory.
-export const PROBED = ['/usr/bin/cloud-init', '/etc/cloud/cloud-init.disabled', '/libenviron.so', '/tools/mount-fs.so', '/usr/mgmt/cloud-init.so'] as const;
+// OSv has no inspection data; these files of its own mark it.
 const OSV_MARKERS = ['/libenviron.so', '/tools/mount-fs.so'];
+const union = (xs: readonly (readonly string[] | undefined)[]) => [...new Set(xs.flatMap((x) => x ?? []))];
+/** Paths whose existence the rules ask about, and OSv's markers. */
+export const PROBED: readonly string[] = union([...RULES.map((r) => r.probes.exists), OSV_MARKERS]);
+/** Paths the rules ask to be directories. */
+export const PROBED_DIRS: readonly string[] = union(RULES.map((r) => r.probes.dirs));
+const FACTS: ReadonlySet<FactGroup> = new Set(RULES.flatMap((r) => r.probes.facts ?? []));
+const wanted = (g: FactGroup) => FACTS.has(g);
 
 export interface GuestfsOptions {
   accel: 'kvm' | 'tcg';
@@ -145,12 +151,6 @@ class Fish {
   }
 }
 
-function guestfsEnv(config: Config, accel: 'kvm' | 'tcg'): Record<string, string> {
-  const env: Record<string, string> = { LIBGUESTFS_BACKEND: 'direct', LIBGUESTFS_MEMSIZE: String(config.guestfs.memsize), HOME: '/root' };
-  if (accel === 'tcg') env.LIBGUESTFS_BACKEND_SETTINGS = 'force_tcg';
-  return env;
-}
-
 export async function gatherGuestFacts(disks: readonly DiskInput[], config: Config, opts: GuestfsOptions): Promise<GuestFacts[]> {
   const add = disks.flatMap((d) => [`--format=${d.format}`, '-a', d.path]);
   const { execa } = await loadExeca();
@@ -192,7 +192,7 @@ async function linuxFacts(fish: Fish, root: string, onDisk: (d: string) => boole
     .sort((a, b) => a[0]!.length - b[0]!.length);
   await fish.ask(['-umount-all', ...mounts.map(([mp, dev]) => `-mount-ro ${dev} ${mp}`)]);
   const facts = await commonFacts(fish);
-  facts.vrdma = await vrdmaFacts(fish);
+  if (wanted('vrdma')) facts.vrdma = await vrdmaFacts(fish);
   facts.os = { type: type!.trim(), distro: distro!.trim(), arch: arch!.trim(), major: major!.trim(), product: product!.trim(), root };
   await fish.ask(['-umount-all']);
   return facts;
@@ -209,36 +209,43 @@ async function otherFacts(fish: Fish, filesystems: string[]): Promise<GuestFacts
   return { osv: false, exists: {}, cloudInitModule: false, cloudCfgD: [], notes: filesystems.length ? [] : ['no filesystem found'] };
 }
 
+/** Sends named commands in one round trip; the answers come back under the same names. */
+async function askNamed(fish: Fish, cmds: readonly (readonly [string, string])[]): Promise<Map<string, string>> {
+  const answers = await fish.ask(cmds.map(([, c]) => c));
+  return new Map(cmds.map(([name], i) => [name, answers[i] ?? '']));
+}
+
 async function commonFacts(fish: Fish): Promise<GuestFacts> {
-  const probes = PROBED.map((p) => `-exists ${p}`);
-  const answers = await fish.ask([
-    ...probes,
-    '-is-dir /workspace', '-is-dir /home', '-is-dir /opt-vm', '-is-dir /opt', '-ls /opt',
-    '-head-n 3000 /etc/cloud/cloud.cfg', '-glob-expand /etc/cloud/cloud.cfg.d/*.cfg',
-    '-head-n 200 /etc/default/useradd', '-filesize /var/lib/dpkg/status',
-    '-glob-expand /usr/lib/python3*/*-packages/cloudinit/__init__.py',
-  ]);
+  const cmds: (readonly [string, string])[] = [
+    ...PROBED.map((p) => [`exists ${p}`, `-exists ${p}`] as const),
+    ...PROBED_DIRS.map((p) => [`dir ${p}`, `-is-dir ${p}`] as const),
+  ];
+  if (wanted('opt-listing')) cmds.push(['optDir', '-is-dir /opt'], ['optLs', '-ls /opt']);
+  if (wanted('cloud-cfg')) cmds.push(['cloudCfg', '-head-n 3000 /etc/cloud/cloud.cfg'], ['cfgD', '-glob-expand /etc/cloud/cloud.cfg.d/*.cfg']);
+  if (wanted('useradd')) cmds.push(['useradd', '-head-n 200 /etc/default/useradd']);
+  if (wanted('dpkg')) cmds.push(['dpkgSize', '-filesize /var/lib/dpkg/status']);
+  if (wanted('cloudinit-module')) cmds.push(['pyMod', '-glob-expand /usr/lib/python3*/*-packages/cloudinit/__init__.py']);
+  const a = await askNamed(fish, cmds);
+  const get = (name: string) => a.get(name) ?? '';
   const exists: Record<string, boolean> = {};
-  PROBED.forEach((p, i) => { exists[p] = answers[i]!.trim() === 'true'; });
-  const a = answers.slice(PROBED.length);
-  const [wsDir, homeDir, optVmDir, optDir, optLs, cloudCfg, cfgD, useradd, dpkgSize, pyMod] = a as string[];
-  exists['/workspace'] = wsDir!.trim() === 'true';
-  exists['/home'] = homeDir!.trim() === 'true';
-  exists['/opt-vm'] = optVmDir!.trim() === 'true';
+  for (const p of PROBED) exists[p] = get(`exists ${p}`).trim() === 'true';
+  for (const p of PROBED_DIRS) exists[p] = get(`dir ${p}`).trim() === 'true';
+  const cloudCfg = get('cloudCfg');
+  const useradd = get('useradd');
   const facts: GuestFacts = {
     osv: false,
     exists,
-    cloudInitModule: lines(pyMod!).length > 0,
+    cloudInitModule: lines(get('pyMod')).length > 0,
     cloudCfg: exists['/usr/bin/cloud-init'] || cloudCfg ? cloudCfg : undefined,
     cloudCfgD: [],
     useradd: useradd || undefined,
-    optEntries: optDir!.trim() === 'true' ? lines(optLs!) : undefined,
+    optEntries: get('optDir').trim() === 'true' ? lines(get('optLs')) : undefined,
     notes: [],
   };
-  const size = Number(dpkgSize!.trim() || -1);
-  if (size >= 0) facts.dpkgCloudInit = size < 64 * 1024 * 1024 && (await dpkgInstalled(fish));
+  const size = Number(get('dpkgSize').trim() || -1);
+  if (wanted('dpkg') && size >= 0) facts.dpkgCloudInit = size < 64 * 1024 * 1024 && (await dpkgInstalled(fish));
   // cloud.cfg.d is read in sorted order: later files override earlier ones.
-  const names = lines(cfgD!).filter((n) => /^\/etc\/cloud\/cloud\.cfg\.d\/[^/\s]+\.cfg$/.test(n)).sort().slice(0, 100);
+  const names = lines(get('cfgD')).filter((n) => /^\/etc\/cloud\/cloud\.cfg\.d\/[^/\s]+\.cfg$/.test(n)).sort().slice(0, 100);
   if (names.length > 0) {
     const texts = await fish.ask(names.map((n) => `-head-n 3000 ${n}`));
     facts.cloudCfgD = names.map((name, i) => ({ name, text: texts[i] ?? '' }));

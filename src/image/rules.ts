@@ -1,16 +1,33 @@
-// The guest image requirements, one small named function per rule, each with
-// a stable id and a one-line message an admin or user can act on. Facts come
-// from guestfs.ts; the request supplies what the job expects.
+// The guest image requirements: one record per rule (RULES, at the end), each
+// with a stable id, the doc line of its [requirements] key, its default level,
+// what it needs probed in the guest, and a small check with a one-line message
+// an admin or user can act on. The [requirements] schema, the guestfish probes
+// and the checker version (verdicts.ts) are all derived from RULES, so a new
+// rule is one record here (and test images that pass and fail it).
 import type { Config } from '../config/schema.js';
 import { FAMILY_OF, type Distro, type Family } from '../request/keys.js';
 import { quote } from '../config/values.js';
 import type { GuestFacts } from './guestfs.js';
 
-export const RULE_IDS = [
-  'os-family', 'distro-match', 'arch-match', 'cloud-init-installed', 'cloud-init-enabled',
-  'nocloud-enabled', 'workspace-dir', 'home-default', 'opt-unused', 'opt-vm-present', 'vrdma-guest',
-] as const;
-export type RuleId = (typeof RULE_IDS)[number];
+export type Level = 'error' | 'warn' | 'off';
+
+/**
+ * Facts the guestfs session gathers for the rules that name them (guestfs.ts):
+ * inspection: libguestfs's OS inspection (always done: it finds what to mount);
+ * dpkg: whether dpkg lists cloud-init as installed; cloudinit-module: the
+ * cloudinit Python package; cloud-cfg: cloud.cfg and cloud.cfg.d/*.cfg;
+ * useradd: /etc/default/useradd; opt-listing: what /opt holds; vrdma: VrdmaFacts.
+ */
+export type FactGroup = 'inspection' | 'dpkg' | 'cloudinit-module' | 'cloud-cfg' | 'useradd' | 'opt-listing' | 'vrdma';
+
+/** What a rule needs looked at in the guest. exists and dirs land in GuestFacts.exists under the path. */
+export interface Probes {
+  /** Paths asked with guestfish exists (any kind of file). */
+  readonly exists?: readonly string[];
+  /** Paths asked with is-dir: a file of that name is no directory. */
+  readonly dirs?: readonly string[];
+  readonly facts?: readonly FactGroup[];
+}
 
 /** HyV's paravirtual guest driver (github.com/zrlio/hyv guest/virtio_hyv/Kbuild). */
 export const HYV_DRIVER = 'virtio_hyv';
@@ -23,7 +40,7 @@ export interface RuleResult {
   /** What was found, for the table; the failure sentence when !ok. */
   message: string;
   fix?: string;
-  level: 'error' | 'warn' | 'off';
+  level: Level;
 }
 
 export interface Expectation {
@@ -148,23 +165,39 @@ const vrdmaGuest: Check = (f, want) => {
   return fail(`${what}, but the job asks for vrdma=true`, `use an image with HyV's guest side (github.com/zrlio/hyv: ${HYV_DRIVER} and the provider for the site's RDMA NIC, built for the kernel the image boots, then depmod; and libibverbs), or drop vrdma=true`);
 };
 
-const CHECKS: Record<RuleId, Check> = {
-  'os-family': osFamily,
-  'distro-match': distroMatch,
-  'arch-match': archMatch,
-  'cloud-init-installed': cloudInitInstalled,
-  'cloud-init-enabled': cloudInitEnabled,
-  'nocloud-enabled': nocloudEnabled,
-  'workspace-dir': workspaceDir,
-  'home-default': homeDefault,
-  'opt-unused': optUnused,
-  'opt-vm-present': optVmPresent,
-  'vrdma-guest': vrdmaGuest,
-};
+export interface GuestRule<Id extends string = string> {
+  readonly id: Id;
+  /** The doc line of its [requirements] key (config reference, prologue.ini). */
+  readonly doc: string;
+  /** Its level when the ini does not set one. */
+  readonly level: Level;
+  readonly probes: Probes;
+  readonly check: Check;
+}
+
+const rule = <Id extends string>(id: Id, doc: string, probes: Probes, check: Check, level: Level = 'error'): GuestRule<Id> => ({ id, doc, level, probes, check });
+
+/** Every guest rule, in the order of the [requirements] section and of the check table. */
+export const RULES = [
+  rule('os-family', 'the image is Debian/Ubuntu, RedHat/CentOS/Rocky/Alma/Fedora, or OSv', { facts: ['inspection'] }, osFamily),
+  rule('distro-match', "the job's distro (or the default) is the family the image really holds", { facts: ['inspection'] }, distroMatch),
+  rule('arch-match', "the image's architecture is the job's arch", { facts: ['inspection'] }, archMatch),
+  rule('cloud-init-installed', 'cloud-init is installed (package database, or its binary and Python module)',
+    { exists: ['/usr/bin/cloud-init', '/usr/mgmt/cloud-init.so'], facts: ['inspection', 'dpkg', 'cloudinit-module'] }, cloudInitInstalled),
+  rule('cloud-init-enabled', '/etc/cloud/cloud-init.disabled does not exist', { exists: ['/etc/cloud/cloud-init.disabled'], facts: ['inspection'] }, cloudInitEnabled),
+  rule('nocloud-enabled', 'the effective datasource_list (cloud.cfg, then cloud.cfg.d/*.cfg in order) includes NoCloud, or nothing restricts it',
+    { facts: ['inspection', 'cloud-cfg'] }, nocloudEnabled),
+  rule('workspace-dir', '/workspace is a directory', { dirs: ['/workspace'] }, workspaceDir),
+  rule('home-default', 'homes are under /home (/etc/default/useradd HOME, and /home exists)', { dirs: ['/home'], facts: ['useradd'] }, homeDefault),
+  rule('opt-unused', "/opt is empty or absent, because the cluster's /opt is mounted over it", { facts: ['opt-listing'] }, optUnused),
+  rule('opt-vm-present', '/opt-vm exists, for software that would otherwise go to /opt', { dirs: ['/opt-vm'] }, optVmPresent),
+  rule('vrdma-guest', `for a job with vrdma=true only: the kernel the image boots (its newest under /lib/modules) has HyV's guest driver ${HYV_DRIVER} and a HyV provider module (${HYV_PROVIDERS.join(', ').replace(/, ([^,]*)$/, ' or $1')}) in its modules.dep, and libibverbs.so.1 is installed; OSv images are assumed to have it built in`,
+    { facts: ['inspection', 'vrdma'] }, vrdmaGuest),
+] as const;
+
+export type RuleId = (typeof RULES)[number]['id'];
+export const RULE_IDS: readonly RuleId[] = RULES.map((r) => r.id);
 
 export function evaluateRules(f: GuestFacts, want: Expectation, config: Config): RuleResult[] {
-  return RULE_IDS.map((id) => {
-    const level = config.requirements[id];
-    return { id, level, ...CHECKS[id](f, want) };
-  });
+  return RULES.map((r) => ({ id: r.id, level: config.requirements[r.id], ...r.check(f, want) }));
 }

@@ -1,54 +1,23 @@
-// Verify once, reuse many times. A verdict (format facts and guest facts) is
-// keyed by the image's sha256, the checker version and the policy it was
-// checked under; the rules are evaluated against the job's request each time,
-// which costs nothing. A stat memo spares re-hashing an unchanged pool image.
+// Verify once, reuse many times: the image's file read safely (opened once,
+// checked to be the authorised file, hashed), its header judged, then either
+// its verdict found in the store (verdicts.ts) or made with qemu-img and one
+// libguestfs appliance for all the images that need one.
 import { createHash } from 'node:crypto';
-import { constants, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
-import { JobFault, NodeFault, type Problem } from '../core/errors.js';
-import { writeFileAtomic } from '../tools/atomic.js';
+import { JobFault, NodeFault } from '../core/errors.js';
 import type { AuthorisedImage } from './authorise.js';
 import { checkHeader, checkWithQemuImg, type FormatVerdict } from './format.js';
 import { assertIdentity, NotTheAuthorisedFile, readHeader, type HeaderFacts } from './header.js';
-import { gatherGuestFacts, type GuestFacts } from './guestfs.js';
+import { gatherGuestFacts } from './guestfs.js';
 import { resolveAccel } from './accel.js';
-import { evaluateRules, familyOf, type Expectation, type RuleResult } from './rules.js';
-import type { Family } from '../request/keys.js';
-
-/** Bump when a change to the checks could change a verdict. */
-export const CHECKER_VERSION = 3;
-
-export interface Verdict {
-  checker: number;
-  policy: string;
-  digest: string;
-  format: FormatVerdict;
-  facts: GuestFacts;
-  checkedAt: string;
-  ms: { qemuImg: number; guestfs: number };
-}
-
-export interface ImageReport {
-  image: AuthorisedImage;
-  digest: string;
-  verdict: Verdict;
-  rules: RuleResult[];
-  /** What the image really is; fills the request's distro when the job gave none. */
-  family?: Family;
-  fromCache: boolean;
-  hashed: boolean;
-}
+import type { Expectation } from './rules.js';
+import { checkSums, judge, memoDigest, readVerdict, rememberDigest, writeVerdict, type ImageReport, type Verdict } from './verdicts.js';
 
 export interface Logish {
   info(o: object, msg: string): void;
   warn(o: object, msg: string): void;
-}
-
-const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
-
-export function policyHash(config: Config): string {
-  return sha256(JSON.stringify({ formats: config.policy.formats, max: config.policy.max_virtual_size })).slice(0, 16);
 }
 
 /** The sha256 of what an open descriptor holds from offset 0 to its end. */
@@ -132,71 +101,13 @@ export async function hashAuthorised(img: AuthorisedImage, signal?: AbortSignal)
   }
 }
 
-function memoPath(config: Config, img: AuthorisedImage): string {
-  return `${config.paths.cache_dir}/statmemo/${sha256(img.path).slice(0, 32)}.json`;
-}
-
-/** The digest the stat memo remembers for an unchanged pool image; undefined means "hash it". */
-export function memoDigest(img: AuthorisedImage, config: Config): string | undefined {
-  if (img.origin !== 'pool') return undefined;
-  try {
-    const m = JSON.parse(readFileSync(memoPath(config, img), 'utf8')) as Record<string, unknown>;
-    const key = memoKey(img);
-    const same = (Object.keys(key) as (keyof typeof key)[]).every((k) => m[k] === key[k]);
-    if (same && typeof m.sha256 === 'string' && /^[0-9a-f]{64}$/.test(m.sha256)) return m.sha256;
-  } catch {
-    /* no memo, or a broken one */
-  }
-  return undefined;
-}
-
-const memoKey = (img: AuthorisedImage) => ({ path: img.path, dev: img.stat.dev, ino: img.stat.ino, size: img.stat.size, mtimeMs: img.stat.mtimeMs, ctimeMs: img.stat.ctimeMs });
-
-/** Forgets a pool image's digest, so the next run hashes it again (its content changed under an unchanged stat). */
-export function forgetDigest(img: AuthorisedImage, config: Config): void {
-  rmSync(memoPath(config, img), { force: true });
-}
-
 /** sha256 of the image, from the stat memo when the pool file is unchanged. User images are always hashed. */
 export async function digestOf(img: AuthorisedImage, config: Config, signal?: AbortSignal): Promise<{ digest: string; hashed: boolean }> {
   const known = memoDigest(img, config);
   if (known) return { digest: known, hashed: false };
   const digest = await hashAuthorised(img, signal);
-  if (img.origin === 'pool') {
-    mkdirSync(`${config.paths.cache_dir}/statmemo`, { recursive: true, mode: 0o700 });
-    writeFileAtomic(memoPath(config, img), JSON.stringify({ ...memoKey(img), sha256: digest }) + '\n', 0o600);
-  }
+  rememberDigest(img, config, digest);
   return { digest, hashed: true };
-}
-
-export function checkSums(img: AuthorisedImage, digest: string, config: Config): void {
-  if (!config.policy.require_checksums || img.origin !== 'pool') return;
-  const file = `${config.paths.image_pool}/SHA256SUMS`;
-  let text = '';
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    throw new NodeFault(`${file} is missing`, [{ id: 'checksums', where: file, message: 'is missing but [policy] require_checksums is on', fix: 'create it with: cd POOL && sha256sum IMAGES > SHA256SUMS' }]);
-  }
-  const rel = img.path.slice(img.path.lastIndexOf('/') + 1);
-  const listed = text.split('\n').map((l) => /^([0-9a-fA-F]{64}) [ *](.+)$/.exec(l)).find((m) => m && (m[2] === img.name || m[2] === rel));
-  if (!listed) throw new JobFault(`image ${img.name} is not listed in SHA256SUMS`, [{ id: 'checksum', where: img.name, message: 'is not listed in the pool\'s SHA256SUMS', fix: 'ask your admin to add it (sha256sum IMAGE >> SHA256SUMS)' }]);
-  if (listed[1]!.toLowerCase() !== digest) throw new JobFault(`image ${img.name} does not match SHA256SUMS`, [{ id: 'checksum', where: img.name, message: `has sha256 ${digest.slice(0, 12)}…, SHA256SUMS says ${listed[1]!.slice(0, 12)}…`, fix: 'the image changed after it was listed: ask your admin' }]);
-}
-
-function verdictPath(config: Config, digest: string): string {
-  return `${config.paths.cache_dir}/verdicts/${digest}-v${CHECKER_VERSION}-${policyHash(config)}.json`;
-}
-
-/** A corrupt or foreign verdict file means "verify again", never a crash. */
-export function readVerdict(config: Config, digest: string): Verdict | undefined {
-  try {
-    const v = JSON.parse(readFileSync(verdictPath(config, digest), 'utf8')) as Verdict;
-    if (v.checker === CHECKER_VERSION && v.digest === digest && v.policy === policyHash(config) && v.facts && typeof v.facts.exists === 'object' && v.format?.format) return v;
-  } catch {
-    /* verify again */
-  }
-  return undefined;
 }
 
 export interface VerifyOptions {
@@ -259,14 +170,8 @@ export async function inspectImages(screened: readonly Screened[], o: VerifyOpti
     const { effectiveDatasources } = await import('./datasources.js');
     for (const f of facts) f.datasources = effectiveDatasources(f);
     const gms = performance.now() - t0;
-    mkdirSync(`${config.paths.cache_dir}/verdicts`, { recursive: true, mode: 0o755 });
     pending.forEach((p, i) => {
-      const v: Verdict = {
-        checker: CHECKER_VERSION, policy: policyHash(config), digest: p.digest, format: p.format, facts: facts[i]!,
-        checkedAt: new Date().toISOString(), ms: { qemuImg: Math.round(p.qemuMs), guestfs: Math.round(gms) },
-      };
-      // What a user's private image holds (its OS, its cloud-init config) is not for other users to read.
-      writeFileAtomic(verdictPath(config, p.digest), JSON.stringify(v) + '\n', p.img.origin === 'user' ? 0o600 : 0o644);
+      const v = writeVerdict(config, { digest: p.digest, format: p.format, facts: facts[i]!, ms: { qemuImg: Math.round(p.qemuMs), guestfs: Math.round(gms) } }, p.img.origin === 'user');
       o.log?.info({ image: p.img.path, digest: p.digest, ms: v.ms }, 'verdict stored');
       fresh.set(p, v);
     });
@@ -276,22 +181,6 @@ export async function inspectImages(screened: readonly Screened[], o: VerifyOpti
 
 /** The job's view of a verdict: the rules evaluated against what it asked for. */
 export function reportFor(img: AuthorisedImage, digest: string, verdict: Verdict, o: VerifyOptions, fromCache: boolean, hashed: boolean): ImageReport {
-  return { image: img, digest, verdict, rules: evaluateRules(verdict.facts, o.want, o.config), family: familyOf(verdict.facts), fromCache, hashed };
-}
-
-/** The rules that stop the job, as problems with their fix hints. */
-export function failedRules(r: ImageReport): Problem[] {
-  return r.rules.filter((x) => !x.ok && x.level === 'error').map((x) => ({ id: x.id, where: `image ${r.image.name}`, message: `fails ${x.id}: ${x.message}`, fix: x.fix }));
-}
-
-/** Throws the JobFault that rejects a job whose image fails any rule at level error. */
-export function assertCompliant(r: ImageReport): void {
-  const failed = failedRules(r);
-  if (failed.length > 0) {
-    throw new JobFault(`image ${r.image.name} does not meet this site's guest image requirements (${failed.length} rule${failed.length > 1 ? 's' : ''})`, failed);
-  }
-}
-
-export function warnedRules(r: ImageReport): RuleResult[] {
-  return r.rules.filter((x) => !x.ok && x.level === 'warn');
+  const { rules, family } = judge(verdict, o.want, o.config);
+  return { image: img, digest, verdict, rules, family, fromCache, hashed };
 }

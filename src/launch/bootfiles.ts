@@ -12,7 +12,7 @@ import type { Config } from '../config/schema.js';
 import { kernelsPath, layoutOf } from '../cache/layout.js';
 import { withLock } from '../cache/lock.js';
 import { runTool } from '../tools/run.js';
-import { resolveAccel } from '../image/accel.js';
+import { guestfsEnv, resolveAccel } from '../image/accel.js';
 
 export interface BootFiles {
   /** Absent: boot from the disk's own bootloader. */
@@ -149,8 +149,7 @@ function fchmodDir(path: string, mode: number): void {
 async function extract(config: Config, base: { path: string; format: string }, tmp: string, signal?: AbortSignal): Promise<BootJson> {
   if (!PLAIN.test(tmp) || !PLAIN.test(base.path)) return { kernel: false, source: 'paths guestfish cannot be given' };
   const { accel } = await resolveAccel(config, signal);
-  const env: Record<string, string> = { LIBGUESTFS_BACKEND: 'direct', LIBGUESTFS_MEMSIZE: String(config.guestfs.memsize), HOME: '/root' };
-  if (accel === 'tcg') env.LIBGUESTFS_BACKEND_SETTINGS = 'force_tcg';
+  const env = guestfsEnv(config, accel);
   // A random marker: file names in the guest's /boot cannot forge a section.
   const mark = `@@vt${randomBytes(6).toString('hex')}`;
   const script = [

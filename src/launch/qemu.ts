@@ -17,9 +17,11 @@ import { release } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
+import { groupOf, initGroupsOf, passwdOf } from '../tools/nss.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { FrameDecoder, encodeFrame, parseReady, FRAME } from './protocol.js';
 import type { BootFiles } from './bootfiles.js';
+import { launchAccelMemoPath, layoutOf } from '../cache/layout.js';
 
 export type LaunchAccel = 'kvm' | 'tcg';
 
@@ -76,26 +78,19 @@ export const runPathsOf = (jobDir: string, index: number): VmRunPaths => {
 const launchFault = (summary: string, message: string, fix: string, cause?: unknown) =>
   new NodeFault(summary, [{ id: 'launch', where: '[launch]', message, fix }], { cause });
 
-async function getentId(config: Config, db: 'passwd' | 'group', name: string, signal?: AbortSignal): Promise<number> {
-  const r = await runTool(config.tools.getent, [db, '--', name], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2], signal });
-  const id = r.stdout.trim().split('\n')[0]?.split(':')[2] ?? '';
-  if (r.exitCode !== 0 || !/^[0-9]+$/.test(id)) {
+async function idOf(config: Config, db: 'passwd' | 'group', name: string, signal?: AbortSignal): Promise<number> {
+  const id = db === 'passwd' ? (await passwdOf(config, name, signal))?.uid : (await groupOf(config, name, signal))?.gid;
+  if (id === undefined) {
     throw launchFault(`the launch ${db === 'passwd' ? 'account' : 'group'} ${name} is not known on this node`, `getent ${db} ${name} found nothing`,
       `create it (useradd --system --no-create-home --shell /usr/sbin/nologin ${name}; install.sh does), or set [launch] ${db === 'passwd' ? 'user' : 'group'}`);
   }
-  return Number(id);
-}
-
-/** The account's supplementary groups as NSS gives them (`getent initgroups USER` prints `USER gid gid ...`). */
-async function initGroups(config: Config, user: string, signal?: AbortSignal): Promise<number[]> {
-  const r = await runTool(config.tools.getent, ['initgroups', '--', user], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2], signal });
-  return r.exitCode === 0 ? (r.stdout.trim().split(/\s+/).slice(1).filter((g) => /^[0-9]+$/.test(g)).map(Number)) : [];
+  return id;
 }
 
 /** [launch] user and group as ids; root is refused by the schema and again here. */
 export async function resolveLaunchAccount(config: Config, signal?: AbortSignal): Promise<LaunchAccount> {
   const [uid, gid, groups] = await Promise.all([
-    getentId(config, 'passwd', config.launch.user, signal), getentId(config, 'group', config.launch.group, signal), initGroups(config, config.launch.user, signal),
+    idOf(config, 'passwd', config.launch.user, signal), idOf(config, 'group', config.launch.group, signal), initGroupsOf(config, config.launch.user, signal),
   ]);
   if (uid === 0 || gid === 0 || groups.includes(0)) {
     throw launchFault('the launch account is root', `[launch] user ${config.launch.user} or group ${config.launch.group}, or one of its groups, has id 0`, 'use an unprivileged account: qemu must never run as root');
@@ -524,7 +519,7 @@ export async function launchAccel(config: Config, account: LaunchAccount, boot: 
     return { accel: 'tcg' as const, how: why };
   };
   if (!kvmUsableBy(account)) return tcg(`/dev/kvm is not usable by ${account.user}`);
-  const memo = `${config.paths.cache_dir}/launch-accel.json`;
+  const memo = launchAccelMemoPath(layoutOf(config));
   try {
     const m = JSON.parse(readFileSync(memo, 'utf8')) as { kernel?: string; accel?: LaunchAccel };
     if (m.kernel === release() && (m.accel === 'kvm' || m.accel === 'tcg')) return m.accel === 'kvm' ? { accel: 'kvm', how: `probed earlier (${memo})` } : tcg(`the KVM probe failed earlier (${memo})`);

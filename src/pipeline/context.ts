@@ -1,14 +1,17 @@
-// What every stage of a job run may use: the job, the config, the logger, the
-// deadline, and the two output streams that land in the job's spool files.
+// What every stage of a job run may use: the job, the batch system it came
+// from, the config, the logger, the deadline, and the two output streams that
+// land in the job's spool files.
 import { hostname } from 'node:os';
 import type { Config } from '../config/schema.js';
-import type { JobArgs, JobEnv, ScriptKind } from '../torque/contract.js';
+import type { BatchSystem, HookKind, JobArgs, JobEnv } from '../core/engine.js';
 import type { HookIO } from '../core/io.js';
 import { openLog, type Logger } from '../report/log.js';
 
 export interface JobContext {
   args: JobArgs;
   env: JobEnv;
+  /** Everything the run asks of the batch system (core/engine.ts). */
+  engine: BatchSystem;
   config: Config;
   node: string;
   log: Logger;
@@ -21,7 +24,7 @@ export function shortHostname(): string {
   return hostname().split('.')[0] ?? 'localhost';
 }
 
-export function jobLogger(config: Config, kind: ScriptKind, jobId: string, io: HookIO): Logger {
+export function jobLogger(config: Config, kind: HookKind, jobId: string, io: HookIO): Logger {
   const { log, problem } = openLog({ file: config.paths.log_file, level: config.logging.level, job: jobId, node: shortHostname() });
   if (problem) io.err(`vtorque: (admin) ${problem}; logging errors to stderr instead\n`);
   return log.child({ hook: kind });

@@ -26,6 +26,7 @@ import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, read
 import type { Config } from '../config/schema.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { ensureRootDir } from '../tools/safedir.js';
+import { endedMarkerPath, layoutOf } from '../cache/layout.js';
 
 export interface EndedMarker {
   job: string;
@@ -45,8 +46,8 @@ export class JobEnded extends Error {
   }
 }
 
-export const endedDir = (config: Config): string => `${config.paths.cache_dir}/ended`;
-const markerPath = (config: Config, jobId: string) => `${endedDir(config)}/${jobId}.json`;
+export const endedDir = (config: Config): string => layoutOf(config).ended;
+const markerPath = (config: Config, jobId: string) => endedMarkerPath(layoutOf(config), jobId);
 
 /** The directory, verified root's alone (made if missing) once per process. */
 let ensured: string | undefined;

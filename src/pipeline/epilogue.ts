@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { layoutOf } from '../cache/layout.js';
 import { removeLease } from '../cache/leases.js';
 import type { Config } from '../config/schema.js';
-import type { JobArgs, JobEnv } from '../torque/contract.js';
+import type { BatchSystem, JobArgs, JobEnv } from '../core/engine.js';
 import { EXIT_RUN, type ExitCode } from '../core/errors.js';
 import type { HookIO } from '../core/io.js';
 import { jobLogger } from './context.js';
@@ -20,6 +20,7 @@ import { lockJobFiles } from './job-lock.js';
 export interface EpilogueInput {
   args: JobArgs;
   env: JobEnv;
+  engine: BatchSystem;
   config: Config;
   io: HookIO;
   /** The fast path (src/torque/hook.ts) already wrote the job-ended marker. */
@@ -56,7 +57,7 @@ export async function cleanUpJob(input: EpilogueInput): Promise<ExitCode> {
     clog.info({ removed, lease, jobExitCode: args.jobExitCode }, removed.length > 0 || lease ? 'job files removed' : 'nothing to remove');
     return EXIT_RUN;
   } catch (e) {
-    return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log });
+    return await handleFailure(e, { kind: args.kind, engine: input.engine, args, env: input.env, config, io, log });
   } finally {
     await release?.().catch(() => undefined);
   }

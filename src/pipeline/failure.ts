@@ -1,27 +1,35 @@
 // One place decides what a failure means for the job: what the user reads,
 // what the admin logs, which exit code pbs_mom gets, and whether the report
-// must be delivered by hand because Torque will not deliver it.
+// must be delivered by hand because the batch system will not deliver it.
 import type { Config } from '../config/schema.js';
-import type { JobArgs, JobEnv, ScriptKind } from '../torque/contract.js';
-import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, JobFault, NodeFault, exitCodeOf, isJobFault, isNodeFault, isVtorqueError, type ExitCode } from '../core/errors.js';
+import type { BatchSystem, HookKind, JobArgs, JobEnv, JobRecord } from '../core/engine.js';
+import { EXIT_JOB_FAULT, JobFault, NodeFault, exitCodeOf, isJobFault, isNodeFault, isVtorqueError, type ExitCode } from '../core/errors.js';
 import type { HookIO } from '../core/io.js';
 import { CHECK_HINT, YOU, forAdmin, jobFaultReport, nodeFaultReport, line } from '../report/user.js';
 import type { Logger } from '../report/log.js';
 import { jobLogger, shortHostname } from './context.js';
-import type { JobAttributes } from '../torque/qstat.js';
-import type { JobPlace } from '../torque/pbsnodes.js';
 import type { VmRequest } from '../request/resolve.js';
 
+/** The job as the batch system places it on this node: how the node learns its name there. */
+interface JobPlace {
+  kind: HookKind;
+  env: JobEnv;
+  hosts?: readonly string[];
+  ownNumbering?: boolean;
+}
+
 export interface FailureContext {
-  kind: ScriptKind;
+  kind: HookKind;
+  /** The batch system: the job's record, the node's name, and what a fault becomes. */
+  engine: BatchSystem;
   args?: JobArgs;
   env: JobEnv;
   config?: Config;
-  /** The ini file, for a config that did not load: offlining still needs its [torque] and [tools] keys. */
+  /** The ini file, for a config that did not load: offlining still needs its batch system and [tools] keys. */
   configFile?: string;
   io: HookIO;
   log?: Logger;
-  /** The job script (Torque's spool copy): read again for the request when an image is refused; never named to the user. */
+  /** The job script (the batch system's spool copy): read again for the request when an image is refused; never named to the user. */
   source?: string;
 }
 
@@ -38,20 +46,19 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
 
   const isPrologue = ctx.kind === 'prologue' || ctx.kind === 'prologue-parallel';
   const canAsk = isPrologue && ctx.args !== undefined && ctx.config !== undefined;
-  let attrs: JobAttributes | undefined;
+  let attrs: JobRecord | undefined;
   if (canAsk) {
     try {
-      const { qstatJob } = await import('../torque/qstat.js');
-      attrs = await qstatJob(ctx.config!, jobId);
+      attrs = await ctx.engine.jobRecord(ctx.config!, jobId);
     } catch (qe) {
       // A forged record (a JobFault) is no more use than none: its paths and start count may be the job's own words.
       log?.warn({ err: String((qe as Error).message) }, isJobFault(qe)
-        ? 'the job\'s qstat record is forged by its variables: using the default error path and no start count'
-        : 'qstat unavailable: using the default error path and no start count');
+        ? `the job's ${ctx.engine.recordTool} record is forged by its variables: using the default error path and no start count`
+        : `${ctx.engine.recordTool} unavailable: using the default error path and no start count`);
     }
   }
 
-  // Torque requeues a job whose prologue exits 2 and restarts it at once, so a
+  // A requeued job is restarted at once (a node fault's exit code), so a
   // sick node would loop it forever. Past max_start_count, stop the loop.
   let hints: string[] = [CHECK_HINT];
   if (isNodeFault(err) && ctx.config && attrs?.startCount !== undefined && attrs.startCount >= ctx.config.policy.max_start_count) {
@@ -81,7 +88,7 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
   if (isJobFault(err) && canAsk) {
     try {
       const { deliverReport } = await import('../report/deliver.js');
-      const path = await deliverReport({ config: ctx.config!, args: ctx.args!, env: ctx.env, attrs, text });
+      const path = await deliverReport({ config: ctx.config!, engine: ctx.engine, args: ctx.args!, env: ctx.env, attrs, text });
       log?.info({ path }, 'report delivered to the job owner');
       ctx.io.err(line(`this report was also written to ${path}`) + '\n');
     } catch (de) {
@@ -89,52 +96,31 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
     }
   }
   log?.flush?.();
-  return exitCodeOf(err) === EXIT_JOB_FAULT ? EXIT_JOB_FAULT : EXIT_NODE_FAULT;
+  return exitCodeOf(err) === EXIT_JOB_FAULT ? ctx.engine.exits.jobFault : ctx.engine.exits.nodeFault;
 }
 
-// Torque restarts a requeued job at once, about four times a second, so a node
-// that cannot prepare VM jobs takes itself out of scheduling, as LBNL NHC
-// does. Only the prologue: an epilogue failure requeues nothing. A job fault,
-// or a node fault turned into a job fault at max_start_count, never gets here.
+// A sick node takes itself out of scheduling (the engine decides how and
+// whether); only the prologue: an epilogue failure requeues nothing. A job
+// fault, or a node fault turned into a job fault at max_start_count, never gets here.
 async function offlineOnFault(err: NodeFault, ctx: FailureContext, jobId: string, log: Logger | undefined, place: JobPlace | undefined): Promise<string | undefined> {
-  const p = await import('../torque/pbsnodes.js');
-  const settings = ctx.config
-    ? (ctx.config.torque.offline_on_fault ? p.pbsnodesSettings(ctx.config, place) : undefined)
-    : ctx.configFile !== undefined ? p.pbsnodesSettingsFromFile(ctx.configFile, place) : undefined;
-  if (!settings) {
-    log?.info('node not offlined: [torque] offline_on_fault is off');
-    return undefined;
-  }
   const first = err.problems[0];
   const detail = first && !err.message.includes(first.message) ? `: ${first.where ? `${first.where}: ` : ''}${first.message}` : '';
-  const when = `(job ${jobId}, ${new Date().toISOString().slice(0, 16)}Z; vtorque-prologue doctor --clear once fixed)`;
-  try {
-    const r = await p.offlineNode(settings, `${err.message}${detail}`, when);
-    const said = r.action === 'offlined'
-      ? `node ${r.node} was taken offline with the note "${r.note}"`
-      : r.action === 'offlined-kept-note'
-        ? `node ${r.node} was taken offline; the operator's note "${r.note}" was kept`
-        : `node ${r.node} was not offlined: ${r.why}`;
-    log?.warn({ pbsnodes: r }, said);
-    return said;
-  } catch (e) {
-    const said = `node ${settings.node} could not be taken offline (${(e as Error).message}); Torque may restart this job here at once. Fix: check [tools] pbsnodes, and that this host may run pbsnodes -o (Torque operator or manager)`;
-    log?.error({ err: String((e as Error).message) }, said);
-    return said;
-  }
+  const r = await ctx.engine.offlineOnFault({ config: ctx.config, configFile: ctx.configFile, job: place, jobId, reason: `${err.message}${detail}` });
+  if (r.log.data) log?.[r.log.level](r.log.data, r.log.message);
+  else log?.[r.log.level](r.log.message);
+  return r.said;
 }
 
-/** Where this job stands for pbs_mom (its kind, PBS_MSHOST, PBS_NODENUM, its hosts): how the node learns its Torque name. */
-async function jobPlace(ctx: FailureContext, attrs: JobAttributes | undefined): Promise<JobPlace> {
-  const { distinctHosts, hasRadix, jobHostList } = await import('./request.js');
-  const list = jobHostList(ctx.env, attrs);
-  return { kind: ctx.kind, env: ctx.env, hosts: list ? distinctHosts(list) : undefined, radix: hasRadix(attrs) };
+/** Where this job stands for the batch system (its kind, its variables, its hosts): how the node learns its name there. */
+async function jobPlace(ctx: FailureContext, attrs: JobRecord | undefined): Promise<JobPlace> {
+  const { distinctHosts } = await import('./request.js');
+  const list = ctx.engine.hostList(ctx.env, attrs);
+  return { kind: ctx.kind, env: ctx.env, hosts: list ? distinctHosts(list) : undefined, ownNumbering: attrs?.ownNumbering ?? false };
 }
 
-/** The node as the user's report names it: its Torque name, the short host name when Torque gave none. */
+/** The node as the user's report names it: its batch-system name, the short host name when the batch system gave none. */
 async function shownNodeName(ctx: FailureContext, place: JobPlace | undefined): Promise<string> {
-  const { torqueNodeName } = await import('../torque/contract.js');
-  const id = torqueNodeName({ configured: ctx.config?.torque.node_name ?? '', ...place });
+  const id = ctx.engine.nodeName(ctx.config, place);
   return id.from === 'hostname' ? shortHostname() : id.name;
 }
 
@@ -144,8 +130,8 @@ async function shownNodeName(ctx: FailureContext, place: JobPlace | undefined): 
  * read again as the pipeline read it: the script on Mother Superior, the job's
  * variables on a sister.
  */
-async function imageHints(err: JobFault, ctx: FailureContext, attrs: JobAttributes | undefined, log: Logger | undefined): Promise<string[]> {
-  const { isImageRejection, poolHint, poolImagesFor } = await import('../image/held.js');
+async function imageHints(err: JobFault, ctx: FailureContext, attrs: JobRecord | undefined, log: Logger | undefined): Promise<string[]> {
+  const { isImageRejection, poolHint, poolImagesFor } = await import('../image/verdicts.js');
   if (!isImageRejection(err.problems)) return [CHECK_HINT];
   try {
     const request = await requestAgain(ctx, attrs);
@@ -157,7 +143,7 @@ async function imageHints(err: JobFault, ctx: FailureContext, attrs: JobAttribut
   }
 }
 
-async function requestAgain(ctx: FailureContext, attrs: JobAttributes | undefined): Promise<VmRequest | undefined> {
+async function requestAgain(ctx: FailureContext, attrs: JobRecord | undefined): Promise<VmRequest | undefined> {
   const config = ctx.config!;
   if (ctx.kind === 'prologue' && ctx.source) {
     const { readScriptHeader, scanDirectives } = await import('../request/directives.js');

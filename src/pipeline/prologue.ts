@@ -4,15 +4,15 @@
 // answers) -> manifest -> summary. Each stage takes a plain value and returns one.
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
-import type { JobArgs, JobEnv } from '../torque/contract.js';
+import type { BatchSystem, JobArgs, JobEnv } from '../core/engine.js';
 import type { ScanResult } from '../request/directives.js';
-import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../core/errors.js';
+import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../core/errors.js';
 import type { HookIO } from '../core/io.js';
 import type { VmRequest } from '../request/resolve.js';
 import type { Placement, PlacedVm } from '../request/placement.js';
 import { placement, requestFromAttributes, requestFromScript, type JobRequest } from './request.js';
 import { authoriseImage } from '../image/authorise.js';
-import { warnedRules, type ImageReport } from '../image/verify.js';
+import { warnedRules, type ImageReport } from '../image/verdicts.js';
 import { acquireImage, type Acquired, type CachedBase } from '../cache/acquire.js';
 import { freshJobDirs, jobDirsOf, ownFile, removeJobDirs, resolveOwner, stopJobRun, type FileOwner, type JobDirs } from '../cache/jobdir.js';
 import { layoutOf } from '../cache/layout.js';
@@ -36,9 +36,10 @@ import {
 export interface PrologueInput {
   args: JobArgs;
   env: JobEnv;
+  engine: BatchSystem;
   config: Config;
   configWarnings: string[];
-  /** undefined on a sister, which has no job script: the request then comes from qstat. */
+  /** undefined on a sister, which has no job script: the request then comes from the job's record. */
   scan: ScanResult | undefined;
   scriptPath: string;
   forcedByQueue: boolean;
@@ -50,7 +51,7 @@ export interface Manifest {
   vtorque: string;
   job: {
     id: string; user: string; group: string; name: string; queue: string;
-    /** The job's hosts in Torque's order, and every VM of the job (on every host), for the VM launcher's node file. */
+    /** The job's hosts in the batch system's order, and every VM of the job (on every host), for the VM launcher's node file. */
     hosts: string[];
     vms: PlacedVm[];
   };
@@ -94,7 +95,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
   });
   // qdel during the prologue: the epilogue's marker stops every tool within a second (src/pipeline/ended.ts).
   const ended = watchEnded(config, args.jobId, deadline.signal);
-  const ctx: JobContext = { args, env: input.env, config, node: shortHostname(), log, io, signal: ended.signal };
+  const ctx: JobContext = { args, env: input.env, engine: input.engine, config, node: shortHostname(), log, io, signal: ended.signal };
   // After each thing the epilogue would have to remove: it wrote its marker before removing anything.
   const published = (where: string) => assertNotEnded(config, args.jobId, where);
   let launchAccountP: Promise<LaunchAccount> | undefined;
@@ -120,7 +121,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     launchAccountP?.catch(() => undefined);
     jobAccount(shared, config, args.user, args.group, ctx.signal).catch(() => undefined);
     jr.crossCheck?.catch(() => undefined);
-    const acquired = await checkImage(ctx, resolved);
+    const acquired = await checkImage(ctx, resolved, shared);
     published('preparing its image');
     const report = acquired.report;
     if (report.family === 'osv') {
@@ -194,7 +195,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
       await release?.().catch(() => undefined);
     }
     if (gone) return jobGone(ctx, e);
-    return await handleFailure(e, { kind: args.kind, args, env: input.env, config, io, log, source: input.scriptPath });
+    return await handleFailure(e, { kind: args.kind, engine: input.engine, args, env: input.env, config, io, log, source: input.scriptPath });
   } finally {
     ended.stop();
     deadline.stop();
@@ -211,24 +212,24 @@ const isEnded = (config: Config, jobId: string): boolean => {
 
 /**
  * The job was deleted (qdel) while its node prepared it. Not the job's fault
- * nor the node's: no report is delivered (Torque has no job to deliver it
- * to), the node stays online. Exit 1 so that pbs_mom's starter child does
- * not go on to start the job's shell (start_exec.c handle_prologs: 1 is
- * JOB_EXEC_FAIL2, abort; 2 would be a requeue).
+ * nor the node's: no report is delivered (the batch system has no job to
+ * deliver it to), the node stays online, and the exit code is the engine's
+ * for a job that is gone (Torque: 1, so that pbs_mom's starter child does not
+ * go on to start the job's shell; 2 would be a requeue).
  */
 function jobGone(ctx: JobContext, e: unknown): ExitCode {
   ctx.log.child({ stage: 'ended' }).info({ err: e instanceof JobEnded ? undefined : String((e as Error)?.message ?? e), during: e instanceof JobEnded ? e.where : undefined },
     'the job ended (epilogue ran) while it was prepared: everything made for it is removed');
   ctx.io.err(line(`job ${ctx.args.jobId} was deleted while this node prepared its VMs; everything made for it on ${ctx.node} is removed. Fix: nothing to fix; resubmit the job if it was deleted by mistake`) + '\n');
-  return EXIT_JOB_FAULT;
+  return ctx.engine.exits.jobGone;
 }
 
-async function checkImage(ctx: JobContext, request: VmRequest): Promise<Acquired> {
+async function checkImage(ctx: JobContext, request: VmRequest, shared: ReturnType<typeof seedShared>): Promise<Acquired> {
   const ilog = ctx.log.child({ stage: 'image' });
   let ownerUid: number | undefined;
   if (request.img.startsWith('/') && ctx.config.policy.allow_user_images) {
-    const { lookupOwner } = await import('../report/deliver.js');
-    ownerUid = (await lookupOwner(ctx.config, ctx.args.user, ctx.args.group)).uid;
+    // The seed's lookup of the owner, already under way: NSS is asked once.
+    ownerUid = (await jobAccount(shared, ctx.config, ctx.args.user, ctx.args.group, ctx.signal)).uid;
   }
   const img = await authoriseImage({ img: request.img, config: ctx.config, ownerUid });
   const t0 = performance.now();

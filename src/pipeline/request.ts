@@ -1,17 +1,16 @@
 // The job's VM request and where its VMs go. Mother Superior reads the #VM
 // lines of the job script; a sister has no script and takes the request that
-// the submit filter put into the job's Variable_List (VTORQUE_REQUEST), or the
-// VM_<KEY> variables of `qsub -v`. Both sides derive their place in the job's
-// host list, so every VM of the job gets a distinct index and hostname.
-import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+// the submit filter put into the job's variables (VTORQUE_REQUEST), or the
+// VM_<KEY> variables of `qsub -v`, from the job's record (ctx.engine). Both
+// sides derive their place in the job's host list, so every VM of the job
+// gets a distinct index and hostname.
 import type { ScanResult } from '../request/directives.js';
-import { NodeFault, isJobFault } from '../core/errors.js';
-import type { JobAttributes } from '../torque/qstat.js';
+import { isJobFault } from '../core/errors.js';
+import type { BatchSystem, JobEnv, JobRecord, NodeName } from '../core/engine.js';
 import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { describeDisagreement, requestDisagreement, requestFromVariables } from '../request/sister.js';
-import { hostsFromExecHost, noHostList, placeVms, soloPlacement, type Placement } from '../request/placement.js';
-import { torqueNodeName, type JobEnv, type ScriptKind, type TorqueNodeName } from '../torque/contract.js';
+import { placeVms, soloPlacement, type Placement } from '../request/placement.js';
+import type { Config } from '../config/schema.js';
 import { line } from '../report/user.js';
 import type { JobContext } from './context.js';
 
@@ -19,7 +18,7 @@ export interface JobRequest {
   request: VmRequest;
   /** Where the request came from, for the log and the manifest. */
   source: 'script' | 'queue' | 'VTORQUE_REQUEST' | 'VM_variables';
-  attrs?: JobAttributes;
+  attrs?: JobRecord;
   /** Mother Superior's comparison with VTORQUE_REQUEST, running while the image is prepared; await before finishing. */
   crossCheck?: Promise<void>;
 }
@@ -30,11 +29,11 @@ export async function requestFromScript(ctx: JobContext, scan: ScanResult, force
   for (const n of scan.notes) ctx.io.out(line(n) + '\n');
   rlog.info({ vmLines: scan.vmLines, forcedByQueue }, 'VM job');
   const request = resolveScanned(scan, ctx.config, forcedByQueue);
-  const crossCheck = askTorque(ctx, false).then((attrs) => compareWithVariables(ctx, request, attrs));
+  const crossCheck = askRecord(ctx, false).then((attrs) => compareWithVariables(ctx, request, attrs));
   return { request, source: scan.vmLines > 0 ? 'script' : 'queue', crossCheck };
 }
 
-function compareWithVariables(ctx: JobContext, request: VmRequest, attrs: JobAttributes | undefined): void {
+function compareWithVariables(ctx: JobContext, request: VmRequest, attrs: JobRecord | undefined): void {
   const rlog = ctx.log.child({ stage: 'request' });
   if (attrs) {
     try {
@@ -53,7 +52,7 @@ function compareWithVariables(ctx: JobContext, request: VmRequest, attrs: JobAtt
 /** A sister: the request from the job's variables; undefined when the job asked for no VMs. */
 export async function requestFromAttributes(ctx: JobContext, forcedByQueue: boolean): Promise<JobRequest | undefined> {
   const rlog = ctx.log.child({ stage: 'request' });
-  const attrs = (await askTorque(ctx, true))!;
+  const attrs = (await askRecord(ctx, true))!;
   const vr = requestFromVariables(attrs.variables, ctx.config, attrs.oversizedVariables);
   if (vr.source === 'none') {
     if (!forcedByQueue) return undefined;
@@ -63,43 +62,23 @@ export async function requestFromAttributes(ctx: JobContext, forcedByQueue: bool
   return { request: vr.request, source: vr.source, attrs };
 }
 
-/** qstat -f for this job. A sister cannot work without it; Mother Superior only loses a cross-check. */
-async function askTorque(ctx: JobContext, required: boolean): Promise<JobAttributes | undefined> {
-  const { qstatJob } = await import('../torque/qstat.js');
+/** The job's record. A sister cannot work without it; Mother Superior only loses a cross-check. */
+async function askRecord(ctx: JobContext, required: boolean): Promise<JobRecord | undefined> {
   try {
-    return await qstatJob(ctx.config, ctx.args.jobId);
+    return await ctx.engine.jobRecord(ctx.config, ctx.args.jobId);
   } catch (e) {
     // A record the job's own variables forged: the job's fault on a sister, and
     // on Mother Superior, where the script decides, only a lost cross-check.
     if (isJobFault(e) && required) throw e;
     if (!required) {
-      ctx.log.child({ stage: 'request' }).info({ err: (e as Error).message }, 'qstat unavailable: the script\'s request is not compared with VTORQUE_REQUEST');
+      ctx.log.child({ stage: 'request' }).info({ err: (e as Error).message }, `${ctx.engine.recordTool} unavailable: the script's request is not compared with VTORQUE_REQUEST`);
       return undefined;
     }
-    throw new NodeFault(`cannot get job ${ctx.args.jobId}'s VM request from Torque on this sister node`, [
-      {
-        id: 'sister-request',
-        where: `qstat -f -1 ${ctx.args.jobId}`,
-        message: (e as Error).message.split('\n')[0]!.slice(0, 300),
-        fix: "a sister has no job script and learns the VM request from qstat: check [tools] qstat and that this node can reach pbs_server",
-      },
-    ]);
+    throw ctx.engine.recordFault(ctx.args.jobId, e);
   }
 }
 
-/** The job's hosts, one per slot: PBS_NODEFILE, else qstat's exec_host (a sister has no node file). */
-export function jobHostList(env: JobEnv, attrs: JobAttributes | undefined): string | undefined {
-  let list: string | undefined;
-  try {
-    if (env.nodefile) list = readFileSync(env.nodefile, 'utf8');
-  } catch {
-    /* sisters may not have it */
-  }
-  if (!list?.trim() && attrs?.raw.exec_host) list = hostsFromExecHost(attrs.raw.exec_host);
-  return list?.trim() ? list : undefined;
-}
-
-/** Distinct hosts in first-occurrence order: exec_host's entries, which pbs_mom numbers from 0 (start_exec.c job_nodes). */
+/** Distinct hosts in first-occurrence order: the order in which the batch system numbers the job's nodes from 0. */
 export function distinctHosts(list: string): string[] {
   const out: string[] = [];
   for (const raw of list.split('\n')) {
@@ -109,40 +88,21 @@ export function distinctHosts(list: string): string[] {
   return out;
 }
 
-// qsub -W job_radix=N; Torque prints the attribute only when the job has it.
-export const hasRadix = (attrs: JobAttributes | undefined) => attrs?.raw.job_radix !== undefined && !/^0*$/.test(attrs.raw.job_radix.trim());
-
-/** This node's Torque name for this job (torque/contract.ts torqueNodeName), from the job's host list and pbs_mom's variables. */
-export function jobNodeName(o: { configured: string; kind: ScriptKind; env: JobEnv; attrs?: JobAttributes; list?: string }): TorqueNodeName {
-  const list = o.list ?? jobHostList(o.env, o.attrs);
-  return torqueNodeName({ configured: o.configured, kind: o.kind, env: o.env, hosts: list ? distinctHosts(list) : undefined, radix: hasRadix(o.attrs) });
+/** This node's name for this job (the engine's nodeName), from the job's host list and what the batch system says. */
+export function jobNodeName(o: { engine: BatchSystem; config: Config | undefined; kind: JobContext['args']['kind']; env: JobEnv; attrs?: JobRecord; list?: string }): NodeName {
+  const list = o.list ?? o.engine.hostList(o.env, o.attrs);
+  return o.engine.nodeName(o.config, { kind: o.kind, env: o.env, hosts: list ? distinctHosts(list) : undefined, ownNumbering: o.attrs?.ownNumbering ?? false });
 }
 
-/** The job's hosts from PBS_NODEFILE, else qstat's exec_host; Mother Superior alone may fall back to itself. */
+/** The job's hosts from the batch system; Mother Superior alone may fall back to itself. */
 export function placement(ctx: JobContext, r: JobRequest): Placement {
-  const list = jobHostList(ctx.env, r.attrs);
-  const id = jobNodeName({ configured: ctx.config.torque.node_name, kind: ctx.args.kind, env: ctx.env, attrs: r.attrs, list });
-  sayWhereTheNameDiffers(ctx, id);
+  const list = ctx.engine.hostList(ctx.env, r.attrs);
+  const id = jobNodeName({ engine: ctx.engine, config: ctx.config, kind: ctx.args.kind, env: ctx.env, attrs: r.attrs, list });
+  const note = ctx.engine.nodeNameNote(ctx.config, id);
+  ctx.log.child({ stage: 'request' })[note.level](note.data ?? {}, note.message);
   if (!list) {
     if (ctx.args.kind === 'prologue') return soloPlacement(id.name, r.request.vms_per_node);
-    throw noHostList('PBS_NODEFILE is missing or empty and qstat shows no exec_host');
+    throw ctx.engine.noHostList();
   }
   return placeVms(list, id.name, r.request.vms_per_node);
-}
-
-/**
- * Placement follows the name it was given; the admin learns when the other
- * sources disagree: a node_name pbs_mom contradicts, or a Torque name that
- * doctor (which has no job, so node_name or the host name) would not find.
- */
-function sayWhereTheNameDiffers(ctx: JobContext, id: TorqueNodeName): void {
-  const log = ctx.log.child({ stage: 'request' });
-  const doctorName = ctx.config.torque.node_name || hostname();
-  if (id.torque !== undefined && id.torque !== id.name) {
-    log.warn({ node: id }, `[torque] node_name = ${id.name}, but pbs_mom calls this node ${id.torque} for this job; placement follows node_name. Fix: set [torque] node_name = ${id.torque}, or leave it empty`);
-  } else if (id.name !== doctorName) {
-    log.warn({ node: id }, `Torque calls this node ${id.name} (${id.from}), not ${doctorName}: set [torque] node_name = ${id.name} so that doctor and doctor --clear find this node`);
-  } else {
-    log.debug({ node: id }, "this node's Torque name");
-  }
 }

@@ -1,54 +1,46 @@
-// Torque does not deliver the .o/.e files of a job whose prologue exits 1, so
-// we put the report where the user looks for the job's errors ourselves: the
-// job's error path, written by a child process that runs as the job's owner.
+// The batch system does not deliver the output files of a job it refused
+// (Torque: a prologue exit 1), so we put the report where the user looks for
+// the job's errors ourselves: the target the engine names (the job's error
+// path), written by a child process that runs as the job's owner.
 import type { Config } from '../config/schema.js';
-import type { JobArgs, JobEnv } from '../torque/contract.js';
-import { jobSequence } from '../torque/contract.js';
-import type { JobAttributes } from '../torque/qstat.js';
+import type { BatchSystem, JobArgs, JobEnv, JobRecord, ReportTarget } from '../core/engine.js';
+import { groupOf, passwdOf } from '../tools/nss.js';
 import { runTool } from '../tools/run.js';
-import { isFileName } from './append-as-owner.js';
 
 export interface Owner {
   uid: number;
   gid: number;
 }
 
-/** Looks the user up through NSS (getent), because site users live in LDAP/SSSD. */
+/** The job owner's ids from NSS; their group's gid when NSS knows the group, else their passwd gid. */
 export async function lookupOwner(config: Config, user: string, group: string): Promise<Owner> {
-  const pw = await runTool(config.tools.getent, ['passwd', '--', user], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2] });
-  const f = pw.stdout.trim().split('\n')[0]?.split(':') ?? [];
-  if (pw.exitCode !== 0 || f.length < 7) throw new Error(`user ${user} is not known to getent passwd`);
-  let gid = Number(f[3]);
-  const gr = await runTool(config.tools.getent, ['group', '--', group], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2] });
-  const g = gr.stdout.trim().split(':');
-  if (gr.exitCode === 0 && g.length >= 3 && /^[0-9]+$/.test(g[2]!)) gid = Number(g[2]);
-  return { uid: Number(f[2]), gid };
+  const [pw, gr] = await Promise.all([passwdOf(config, user), groupOf(config, group)]);
+  if (!pw) throw new Error(`user ${user} is not known to getent passwd`);
+  return { uid: pw.uid, gid: gr?.gid ?? pw.gid };
 }
 
 /**
- * Where Torque would have put the job's stderr: a path, and the file name to
- * use inside it if it is a directory. Decided without touching the path: the
- * user owns it, so only the as-owner child looks at it.
+ * Where the batch system would have put the job's stderr: a path, and the
+ * file name to use inside it if it is a directory. Decided without touching
+ * the path: the user owns it, so only the as-owner child looks at it.
  */
-export function errorPathFor(args: JobArgs, env: JobEnv, attrs?: JobAttributes): { path: string; nameInDir?: string } | undefined {
-  const name = `${args.jobName}.e${jobSequence(args.jobId)}`;
-  const p = attrs ? (attrs.joinPath === 'oe' ? attrs.outputPath : attrs.errorPath) : undefined;
-  if (p) return { path: p, nameInDir: isFileName(name) ? name : undefined };
-  return env.workdir ? { path: `${env.workdir}/${name}` } : undefined;
+export function errorPathFor(engine: BatchSystem, args: JobArgs, env: JobEnv, attrs?: JobRecord): ReportTarget | undefined {
+  return engine.reportTarget(args, env, attrs);
 }
 
 export interface DeliverInput {
   config: Config;
+  engine: BatchSystem;
   args: JobArgs;
   env: JobEnv;
-  attrs?: JobAttributes;
+  attrs?: JobRecord;
   text: string;
 }
 
 /** Returns the path written, or throws with the reason (the caller logs it). */
 export async function deliverReport(input: DeliverInput): Promise<string> {
-  const target = errorPathFor(input.args, input.env, input.attrs);
-  if (!target || !target.path.startsWith('/')) throw new Error('no error path: qstat gave none and PBS_O_WORKDIR is unset');
+  const target = errorPathFor(input.engine, input.args, input.env, input.attrs);
+  if (!target || !target.path.startsWith('/')) throw new Error(input.engine.noReportTarget);
   const owner = await lookupOwner(input.config, input.args.user, input.args.group);
   // Our own executable in a child that runs as the owner: the kernel then
   // enforces exactly the user's rights on the path. It prints the file it wrote.

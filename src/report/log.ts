@@ -36,8 +36,3 @@ export function openLog(opts: LogOptions): { log: Logger; problem?: string } {
   }
   return { log: pino({ level: opts.level, base, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: 2, sync: true })) };
 }
-
-/** A logger for code paths that run before the config is known. */
-export function silentLog(): Logger {
-  return pino({ level: 'silent' });
-}

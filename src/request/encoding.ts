@@ -20,7 +20,7 @@
 // syntax is checked here and every value goes through resolveRequest, the same
 // code that checks #VM lines, with the same messages.
 import type { Config } from '../config/schema.js';
-import { controlCharIn, quote } from '../config/values.js';
+import { SIZE_UNITS, controlCharIn, quote } from '../config/values.js';
 import { JobFault, type Problem } from '../core/errors.js';
 import type { Directive } from './directives.js';
 import { VM_KEYS, VM_KEY_NAMES, type VmKey } from './keys.js';
@@ -31,15 +31,13 @@ export const ENCODING_VERSION = 'v1';
 /** Far above any real request (all 18 keys with long paths stay under 6 KB); stops a hostile megabyte early. */
 export const MAX_ENCODED_LENGTH = 8192;
 
-const UNITS = [['T', 1024 ** 4], ['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const;
-
 /** The canonical text of one value: what its type parses back to the very same value. */
 export function canonicalValue(key: VmKey, value: unknown): string {
   if (typeof value === 'boolean') return value ? 'true' : 'false';
   if (typeof value === 'number') {
     // Sizes read best with a unit ("8G"), counts without; try the unit form and
     // keep it only if this key's type reads it back exactly (vcpus=1024 is not "1K").
-    for (const [u, f] of UNITS) {
+    for (const [u, f] of SIZE_UNITS) {
       if (value >= f && value % f === 0) {
         const text = `${value / f}${u}`;
         const back = VM_KEYS[key].type.parse(text);

@@ -1,7 +1,7 @@
 // The VM request on a node that has no job script: a sister running
 // prologue.parallel (pbs_mom gives sisters the job's attributes, not its .SC).
-// Pure functions: the caller runs `qstat -f -1 JOBID` (torque/qstat.ts) and
-// reads PBS_NODEFILE; nothing here touches the node.
+// Pure functions: the caller gets the job's record and host list from the
+// batch system (core/engine.ts); nothing here touches the node.
 //
 // API for the prologue pipeline (not wired in here: the pipeline owns that):
 //
@@ -18,8 +18,8 @@
 //   directivesFromVmVariables(variables): Directive[]   the VM_<KEY> variables as directives
 //
 //   requestDisagreement(script: VmRequest, fromVariables: VmRequest): RequestDifference[]
-//     The keys whose resolved values differ; [] when they agree. The issue's
-//     rule: the script wins on Mother Superior and both sides log this.
+//     The keys whose resolved values differ; [] when they agree.
+//     The script wins on Mother Superior and both sides log this.
 //   describeDisagreement(diffs: readonly RequestDifference[], other: string): string
 //     One line for the log or the user: "vcpus: #VM 4, VTORQUE_REQUEST 2; ...".
 //
@@ -36,7 +36,7 @@ import type { Directive } from './directives.js';
 import { VM_KEY_NAMES, type VmKey } from './keys.js';
 import { resolveRequest, type VmRequest } from './resolve.js';
 import { REQUEST_VARIABLE, canonicalValue, relabel, requestFromEncoded } from './encoding.js';
-import { VARIABLE_CAP } from '../torque/qstat.js';
+import { VARIABLE_CAP } from '../core/engine.js';
 
 export type VariablesRequest =
   | { source: 'none' }
@@ -66,7 +66,7 @@ export function directivesFromVmVariables(variables: Readonly<Record<string, str
 
 /**
  * `oversized` names variables qstat printed but were too long to keep
- * (torque/qstat.ts VARIABLE_CAP): one of ours among them is refused, never
+ * (core/engine.ts VARIABLE_CAP): one of ours among them is refused, never
  * skipped, so that a sister does not fall through to another source or to no VMs.
  */
 export function requestFromVariables(variables: Readonly<Record<string, string>>, config: Config, oversized: readonly string[] = []): VariablesRequest {

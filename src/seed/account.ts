@@ -4,7 +4,7 @@
 import type { Config } from '../config/schema.js';
 import { quote } from '../config/values.js';
 import { NodeFault } from '../core/errors.js';
-import { runTool } from '../tools/run.js';
+import { groupOf, passwdOf } from '../tools/nss.js';
 import type { SeedShared } from './index.js';
 
 export interface Account {
@@ -17,12 +17,6 @@ export interface Account {
   home: string;
 }
 
-async function getent(config: Config, db: 'passwd' | 'group', name: string, signal?: AbortSignal): Promise<string[] | undefined> {
-  const r = await runTool(config.tools.getent, [db, '--', name], { timeout: 10_000, toolKey: 'getent', okExitCodes: [2], signal });
-  if (r.exitCode !== 0) return undefined;
-  return r.stdout.replace(/\n$/, '').split('\n')[0]?.split(':');
-}
-
 const unknown = (what: string, name: string) => new NodeFault(`the job's ${what} ${quote(name, 40)} is not known on this node`, [{
   id: 'seed-account', where: `getent ${what === 'user' ? 'passwd' : 'group'} ${quote(name, 40)}`,
   message: 'NSS found nothing, so the VM user cannot get the same ids',
@@ -30,16 +24,10 @@ const unknown = (what: string, name: string) => new NodeFault(`the job's ${what}
 }]);
 
 export async function lookupAccount(config: Config, user: string, group: string, signal?: AbortSignal): Promise<Account> {
-  const [pw, gr] = await Promise.all([getent(config, 'passwd', user, signal), getent(config, 'group', group, signal)]);
-  if (!pw || pw.length < 7 || !/^[0-9]+$/.test(pw[2]!) || !/^[0-9]+$/.test(pw[3]!)) throw unknown('user', user);
-  if (!gr || gr.length < 3 || !/^[0-9]+$/.test(gr[2]!)) throw unknown('group', group);
-  // A GECOS with ':' in it (possible through LDAP) splits into extra fields:
-  // home and shell are always the last two.
-  return {
-    user, uid: Number(pw[2]), group, gid: Number(gr[2]),
-    gecos: pw.slice(4, pw.length - 2).join(':'),
-    home: pw[pw.length - 2]!,
-  };
+  const [pw, gr] = await Promise.all([passwdOf(config, user, signal), groupOf(config, group, signal)]);
+  if (!pw) throw unknown('user', user);
+  if (!gr) throw unknown('group', group);
+  return { user, uid: pw.uid, group, gid: gr.gid, gecos: pw.gecos, home: pw.home };
 }
 
 /** fn's promise, made once per key and job. Rejected ones are kept too: every VM of the job then fails the same way. */

@@ -18,11 +18,6 @@
 //     address for network = static) in manifest.json: the launcher must give
 //     the VM's NIC that MAC, or the guest's network-config matches nothing.
 //
-//   seedVms(input: SeedVmsInput): Promise<SeedResult[]>
-//     writeSeed for every VM of the job on this node, in parallel, with one
-//     seedShared(); VM i gets jobIndex = firstJobIndex + i. For the prologue:
-//     one call after createOverlays, then put each result in manifest.json.
-//
 // Pass one seedShared() object as input.shared to all VMs of a job: the
 // owner's NSS entry, key files and metadata= file are then read once, not
 // once per VM (each read as the user costs a process start).
@@ -144,22 +139,6 @@ export async function writeSeed(input: SeedInput): Promise<SeedResult> {
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
     throw new NodeFault(`cannot write the cloud-init seed in ${input.dir} (${code})`, [
       { id: 'seed-write', where: input.dir, message: `cannot be written: ${code}`, fix: 'check [paths] job_dir: it must be writable by root, with free space' },
-    ]);
+    ], { cause: e });
   }
-}
-
-export interface SeedVmsInput extends Omit<SeedInput, 'vm' | 'dir' | 'overlay' | 'shared' | 'nonce'> {
-  /** The overlays, in VM order: src/cache/overlays.ts gives { index, path }; the medium goes beside each. */
-  vms: readonly { index: number; path: string }[];
-  /** The job-wide index of this node's first VM (e.g. node number x vms_per_node). */
-  firstJobIndex: number;
-}
-
-export function seedVms(input: SeedVmsInput): Promise<SeedResult[]> {
-  const shared = seedShared();
-  const { vms, firstJobIndex, ...rest } = input;
-  return Promise.all(vms.map((v) => writeSeed({
-    ...rest, shared, overlay: v.path, dir: v.path.slice(0, v.path.lastIndexOf('/')),
-    vm: { index: v.index, count: vms.length, jobIndex: firstJobIndex + v.index },
-  })));
 }

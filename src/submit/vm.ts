@@ -30,8 +30,7 @@ import type { VmKey } from '../request/keys.js';
 import { authoriseImage, type AuthorisedImage } from '../image/authorise.js';
 import { checkHeader } from '../image/format.js';
 import { readHeader } from '../image/header.js';
-import { failedRules, warnedRules } from '../image/verify.js';
-import { heldVerdict, isImageRejection, judge } from '../image/held.js';
+import { complianceFault, heldVerdict, isImageRejection, judge } from '../image/verdicts.js';
 import { CHECK_HINT, MAX_PROBLEM_LINES, line, problemLine } from '../report/user.js';
 import type { FilterContext } from './filter.js';
 import { directiveOptions, parseVariableList, qsubHeader, type PbsDirective, type ScriptLine } from './qsub.js';
@@ -270,13 +269,10 @@ async function checkImage(request: VmRequest, config: Config, notes: string[]): 
   if (layer1.problems.length > 0) throw new JobFault(`image ${img.name} is not a safe disk image`, layer1.problems);
   const held = heldVerdict(img, config);
   if (!held) return;
-  const { rules, family } = judge(held, { distro: request.distro, arch: request.arch, vrdma: request.vrdma }, config);
-  const report = { image: img, digest: held.digest, verdict: held.verdict, fromCache: true, hashed: false, family, rules };
-  for (const w of warnedRules(report)) notes.push(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`);
-  const failed = failedRules(report);
-  if (failed.length > 0) {
-    throw new JobFault(`image ${img.name} does not meet this site's guest image requirements (${failed.length} rule${failed.length > 1 ? 's' : ''})`, failed);
-  }
+  const { failed, warned } = judge(held.verdict, { distro: request.distro, arch: request.arch, vrdma: request.vrdma }, config);
+  for (const w of warned) notes.push(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`);
+  const fault = complianceFault(img.name, failed);
+  if (fault) throw fault;
 }
 
 /** What the user reads when the filter refuses the job. */

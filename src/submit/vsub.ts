@@ -1,6 +1,6 @@
 // `vsub`: vTorque's submit command, so vTorque users keep typing what they
 // know. It takes qsub's options plus vTorque's `-vm key=value,...`, and submits
-// through the real qsub (issue 14, item 9). Read from vTorque's src/vsub:
+// through the real qsub. Read from vTorque's src/vsub:
 // -vm may be repeated; -gf (development mode: generate vTorque's wrapper files,
 // do not submit) and, in older versions, -listImages are its own options; a
 // script's `#PBS -vm` lines are requests too.
@@ -22,9 +22,9 @@ import { spawnSync } from 'node:child_process';
 import { accessSync, constants, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { basename, dirname, isAbsolute, join } from 'node:path';
-import ini from 'ini';
 import { closest, controlCharIn, quote } from '../config/values.js';
 import { DEFAULT_CONFIG_FILE } from '../config/peek.js';
+import { rawValue, readIniLenient } from '../config/ini.js';
 import { isVmKey, VM_KEY_NAMES } from '../request/keys.js';
 import { HEADER_CAP, scanDirectives } from '../request/directives.js';
 import type { Problem } from '../core/errors.js';
@@ -164,15 +164,11 @@ export function findQsub(path: string | undefined, self: string | undefined, con
     }
     return p;
   }
-  try {
-    const raw = ini.parse(readFileSync(configFile, 'utf8')) as { tools?: { qstat?: unknown } };
-    const qstat = raw.tools?.qstat;
-    if (typeof qstat === 'string' && isAbsolute(qstat)) {
-      const p = join(dirname(qstat), 'qsub');
-      if (isExecutableFile(p)) return p;
-    }
-  } catch {
-    /* no readable ini here: PATH was the only way */
+  // No readable ini here: PATH was the only way.
+  const qstat = rawValue(readIniLenient(configFile), 'tools', 'qstat');
+  if (typeof qstat === 'string' && isAbsolute(qstat)) {
+    const p = join(dirname(qstat), 'qsub');
+    if (isExecutableFile(p)) return p;
   }
   return undefined;
 }

@@ -2,30 +2,23 @@
 // environment of nothing but PBS_*, LANG and PATH=/bin:/usr/bin.
 import { hostname } from 'node:os';
 import { NodeFault } from '../core/errors.js';
+import { HOOK_KINDS, type HookKind, type JobArgs as CoreJobArgs, type JobEnv as CoreJobEnv } from '../core/engine.js';
 
-export const SCRIPT_KINDS = ['prologue', 'prologue-parallel', 'epilogue', 'epilogue-parallel'] as const;
-export type ScriptKind = (typeof SCRIPT_KINDS)[number];
+// pbs_mom's four hooks are the engine-neutral ones.
+export const SCRIPT_KINDS = HOOK_KINDS;
+export type ScriptKind = HookKind;
 
-export interface JobArgs {
-  kind: ScriptKind;
-  jobId: string;
-  user: string;
-  group: string;
-  jobName: string;
+/** scriptPath: TORQUE_HOME/mom_priv/jobs/<jobid>.SC; absent before Torque 6 and on sisters. */
+export interface JobArgs extends CoreJobArgs {
   /** Requested resources, e.g. "walltime=00:05:00,nodes=1:ppn=2". */
   resources: string;
-  queue: string;
   account: string;
-  /** TORQUE_HOME/mom_priv/jobs/<jobid>.SC; absent before Torque 6 and on sisters. */
-  scriptPath?: string;
   /** Epilogue only. */
   sessionId?: string;
   usedResources?: string;
-  jobExitCode?: number;
 }
 
-export interface JobEnv {
-  workdir?: string;
+export interface JobEnv extends CoreJobEnv {
   nodefile?: string;
   msHost?: string;
   nodeNum?: number;
@@ -37,6 +30,8 @@ export interface JobEnv {
 
 // "9.server", "123[4].server", "9" (no server suffix, as some sites configure).
 const JOB_ID = /^[0-9]{1,12}(\[[0-9]{0,9}\])?(\.[A-Za-z0-9][A-Za-z0-9.-]{0,252})?$/;
+/** A Torque job id as parseJobArgs accepts it: only such a name goes to qstat's argv or into a path. */
+export const isTorqueJobId = (s: string): boolean => JOB_ID.test(s);
 const USER = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/;
 
 const USAGE: Record<ScriptKind, string> = {

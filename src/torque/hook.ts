@@ -1,7 +1,7 @@
 // What pbs_mom runs. The non-VM path lives here and must stay tiny: argv,
 // two keys of the ini, the first 64 KiB of the job script, nothing else.
-// Everything heavy (pino, yaml, the stages) is loaded only once a job turns
-// out to want VMs, or something fails.
+// Everything heavy (pino, yaml, the stages, Torque's engine for them: qstat,
+// pbsnodes) is loaded only once a job turns out to want VMs, or something fails.
 import { existsSync } from 'node:fs';
 import { processIO, type HookIO } from '../core/io.js';
 import { peekConfig } from '../config/peek.js';
@@ -10,6 +10,7 @@ import { defaultScriptPath, parseJobArgs, readJobEnv, type JobArgs, type ScriptK
 import { readScriptHeader, scanDirectives } from '../request/directives.js';
 import { EXIT_RUN, type ExitCode } from '../core/errors.js';
 import { heavy } from '../lazy.js';
+import { layoutOf, leasePath } from '../cache/layout.js';
 
 /** false: not written; cleanUpJob tries again and logs why. Loaded here: the prologue's fast path has no use for it. */
 async function markEndedQuietly(config: Config, jobId: string): Promise<boolean> {
@@ -43,8 +44,8 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
       const { loadConfig } = await import('../config/load.js');
       const loaded = loadConfig(configFile);
       config = loaded.config;
-      const { prepareVmJob } = await heavy();
-      return await prepareVmJob({ args, env, config, configWarnings: loaded.warnings, scan, scriptPath, forcedByQueue: forced, io });
+      const { prepareVmJob, torqueEngine } = await heavy();
+      return await prepareVmJob({ args, env, engine: torqueEngine(process.env), config, configWarnings: loaded.warnings, scan, scriptPath, forcedByQueue: forced, io });
     }
     // Loaded here, not at startup: building the whole schema is not for the prologue's non-VM path.
     const { loadConfig } = await import('../config/load.js');
@@ -52,12 +53,12 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
     // First, for every job: a prologue still at work (qdel during the prologue) publishes after this and must learn that the job ended.
     const marked = await markEndedQuietly(config, args.jobId);
     // A prologue killed before it made the job directory may still have leased an image.
-    const { job_dir, ramdisk_dir, cache_dir } = config.paths;
-    if (marked && ![`${job_dir}/${args.jobId}`, `${ramdisk_dir}/${args.jobId}`, `${cache_dir}/leases/${args.jobId}.json`].some((p) => existsSync(p))) return EXIT_RUN;
-    const { cleanUpJob } = await heavy();
-    return await cleanUpJob({ args, env, config, io, marked });
+    const { job_dir, ramdisk_dir } = config.paths;
+    if (marked && ![`${job_dir}/${args.jobId}`, `${ramdisk_dir}/${args.jobId}`, leasePath(layoutOf(config), args.jobId)].some((p) => existsSync(p))) return EXIT_RUN;
+    const { cleanUpJob, torqueEngine } = await heavy();
+    return await cleanUpJob({ args, env, engine: torqueEngine(process.env), config, io, marked });
   } catch (e) {
-    const { handleFailure } = await heavy();
-    return handleFailure(e, { kind, args, env, config, configFile, io });
+    const { handleFailure, torqueEngine } = await heavy();
+    return handleFailure(e, { kind, engine: torqueEngine(process.env), args, env, config, configFile, io });
   }
 }

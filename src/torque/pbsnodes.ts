@@ -9,10 +9,8 @@
 //   pbsnodes -o -N NOTE NODE  sets the note, then adds the offline state
 //   pbsnodes -c -N n NODE     clears offline; "-N n" clears the note
 // It exits 1 when it cannot reach pbs_server or the node is unknown.
-import { readFileSync } from 'node:fs';
-import ini from 'ini';
+import { iniValue, readIniLenient } from '../config/ini.js';
 import { SCHEMA, type Config, type KeySpec } from '../config/schema.js';
-import type { Parsed } from '../config/values.js';
 import { runTool } from '../tools/run.js';
 import { torqueNodeName, type JobEnv, type ScriptKind } from './contract.js';
 
@@ -60,25 +58,20 @@ export function pbsnodesSettings(config: Config, job?: JobPlace): PbsnodesSettin
  * own; an unreadable one takes its default. Undefined: do not offline.
  */
 export function pbsnodesSettingsFromFile(file: string, job?: JobPlace): PbsnodesSettings | undefined {
-  let raw: Record<string, Record<string, unknown> | undefined>;
-  try {
-    raw = ini.parse(readFileSync(file, 'utf8')) as typeof raw;
-  } catch {
-    raw = {};
-  }
-  const pick = <T>(spec: KeySpec<T>, v: unknown): T => {
-    // ini turns "false" into a boolean and "12" stays text: parse what it gives as text, as load.ts does.
-    const r: Parsed<T> | undefined = v !== undefined && v !== null && typeof v !== 'object' ? spec.type.parse(String(v)) : undefined;
-    if (r?.ok) return r.value;
+  const raw = readIniLenient(file);
+  // Each key on its own, as loadConfig reads it; an absent or invalid one is the schema's default.
+  const pick = <T>(section: string, key: string, spec: KeySpec<T>): T => {
+    const v = iniValue(raw, section, key, spec.type);
+    if (v !== undefined) return v;
     const d = spec.type.parse(spec.default);
     if (!d.ok) throw new Error('schema default does not parse');
     return d.value;
   };
-  if (!pick(SCHEMA.torque.offline_on_fault, raw.torque?.offline_on_fault)) return undefined;
-  const name = pick(SCHEMA.torque.node_name, raw.torque?.node_name);
+  if (!pick('torque', 'offline_on_fault', SCHEMA.torque.offline_on_fault)) return undefined;
+  const name = pick('torque', 'node_name', SCHEMA.torque.node_name);
   return {
-    pbsnodes: pick(SCHEMA.tools.pbsnodes, raw.tools?.pbsnodes),
-    timeoutMs: pick(SCHEMA.timeouts.qstat, raw.timeouts?.qstat) * 1000,
+    pbsnodes: pick('tools', 'pbsnodes', SCHEMA.tools.pbsnodes),
+    timeoutMs: pick('timeouts', 'qstat', SCHEMA.timeouts.qstat) * 1000,
     node: torqueNodeName({ configured: name, ...job }).name,
   };
 }

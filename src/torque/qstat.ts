@@ -14,6 +14,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { runTool } from '../tools/run.js';
 import { JobFault } from '../core/errors.js';
 import type { Config } from '../config/schema.js';
+import { VARIABLE_CAP } from '../core/engine.js';
 
 export interface JobAttributes {
   /** The attributes we use other than Variable_List, as printed (exec_host and job_radix for placement). */
@@ -42,8 +43,8 @@ const isUsed = (k: string): k is Used => (USED as readonly string[]).includes(k)
 const CAP: Record<Exclude<Used, 'Variable_List'>, number> = {
   Error_Path: 8192, Output_Path: 8192, Join_Path: 16, start_count: 32, job_radix: 32, job_state: 16, exec_host: 1024 * 1024,
 };
-/** Per kept variable: far above a real VTORQUE_REQUEST (at most 8192) or path. */
-export const VARIABLE_CAP = 64 * 1024;
+// The cap is the engine-neutral one: request/sister.ts names it in its refusal.
+export { VARIABLE_CAP };
 const NAME_CAP = 256;
 const keepVariable = (name: string) => name.startsWith('VTORQUE_') || name.startsWith('VM_') || name.startsWith('PBS_O_');
 

@@ -2,7 +2,7 @@
 // /var/lib/cloud/seed/nocloud/, NoCloud's seed directory, with libguestfs.
 // Only the overlay changes; the shared base image is never opened for writing.
 import type { Config } from '../../config/schema.js';
-import { resolveAccel } from '../../image/accel.js';
+import { guestfsEnv, resolveAccel } from '../../image/accel.js';
 import { runTool } from '../../tools/run.js';
 import { fileNames, type SeedFiles } from '../files.js';
 
@@ -10,8 +10,7 @@ export const SEED_DIR = '/var/lib/cloud/seed/nocloud';
 
 export async function injectSeed(config: Config, staging: string, files: SeedFiles, overlay: string, signal?: AbortSignal): Promise<void> {
   const { accel } = await resolveAccel(config, signal);
-  const env: Record<string, string> = { LIBGUESTFS_BACKEND: 'direct', LIBGUESTFS_MEMSIZE: String(config.guestfs.memsize), HOME: '/root' };
-  if (accel === 'tcg') env.LIBGUESTFS_BACKEND_SETTINGS = 'force_tcg';
+  const env = guestfsEnv(config, accel);
   // Every path in this script is ours (staging is root's 0700 directory); the
   // guest's own files are never read back into it. A seed of an earlier start
   // is replaced: rm-rf first, so no stale network-config survives.
