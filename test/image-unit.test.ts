@@ -7,12 +7,12 @@ import { join } from 'node:path';
 import { parseHeader } from '../src/image/header.js';
 import { evaluateRules } from '../src/image/rules.js';
 import { effectiveDatasources } from '../src/image/datasources.js';
+import { compliantFacts } from './harness/guest-facts.js';
 import { authoriseImage } from '../src/image/authorise.js';
 import { readVerdict } from '../src/image/verdicts.js';
 import { resolveAccel } from '../src/image/accel.js';
 import { parseConfig } from '../src/config/load.js';
 import { JobFault } from '../src/core/errors.js';
-import type { GuestFacts } from '../src/image/guestfs.js';
 import { NOBODY } from './harness/mom.js';
 
 function qcow2({ version = 3, backing = 0n, crypt = 0, incompatible = 0n } = {}): Buffer {
@@ -45,18 +45,7 @@ t.test('QED, VMDK, LUKS, ISO and raw are told apart', async (t) => {
   t.equal(parseHeader(Buffer.alloc(512), noIso, 1).format, 'raw');
 });
 
-const facts = (over: Partial<GuestFacts> = {}): GuestFacts => withDs({
-  os: { type: 'linux', distro: 'debian', arch: 'x86_64', major: '12', product: 'Debian 12', root: '/dev/sda' },
-  osv: false,
-  exists: { '/usr/bin/cloud-init': true, '/workspace': true, '/home': true, '/opt-vm': true },
-  cloudInitModule: true,
-  cloudCfgD: [],
-  notes: [],
-  ...over,
-});
-function withDs(f: GuestFacts): GuestFacts {
-  return { ...f, datasources: effectiveDatasources(f) };
-}
+const facts = compliantFacts;
 const config = parseConfig('', 'x').config;
 
 t.test('datasource_list: cloud.cfg, then cloud.cfg.d in order, the last one set wins', async (t) => {

@@ -10,19 +10,11 @@ import { evaluateRules, type Expectation } from '../src/image/rules.js';
 import { kernelReleases, moduleFileFrom, newestKernel, type GuestFacts } from '../src/image/guestfs.js';
 import { parseConfig } from '../src/config/load.js';
 import { BIN, Mom } from './harness/mom.js';
+import { compliantFacts } from './harness/guest-facts.js';
 
 const config = parseConfig('', 'x').config;
 const HYV = { kernels: ['6.1.0-25-amd64'], kernel: '6.1.0-25-amd64', modules: ['virtio_hyv', 'virtmlx4_ib'], verbs: ['/usr/lib/x86_64-linux-gnu/libibverbs.so.1'] };
-const facts = (over: Partial<GuestFacts> = {}): GuestFacts => ({
-  os: { type: 'linux', distro: 'debian', arch: 'x86_64', major: '12', product: 'Debian 12', root: '/dev/sda' },
-  osv: false,
-  exists: { '/usr/bin/cloud-init': true, '/workspace': true, '/home': true, '/opt-vm': true },
-  cloudInitModule: true,
-  cloudCfgD: [],
-  notes: [],
-  datasources: { errors: [] },
-  ...over,
-});
+const facts = compliantFacts;
 const rule = (f: GuestFacts, want: Partial<Expectation>, c = config) => evaluateRules(f, { distro: null, arch: 'x86_64', ...want }, c).find((x) => x.id === 'vrdma-guest')!;
 
 t.test('an image without the HyV guest side fails vrdma-guest only for a job that asks vrdma=true', async (t) => {
