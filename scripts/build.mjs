@@ -1,6 +1,7 @@
 // CommonJS bundles, split so that each path parses only what it runs:
 // - vtorque-prologue.cjs: the fast path (cli, config, #VM scanning), every job;
 // - vtorque-heavy.cjs: the VM path, failures and commands;
+// - vtorque-slurm.cjs: Slurm's Prolog/Epilog front (a Torque job never parses it);
 // - vendor-yaml.cjs: when seeds or verdicts are written;
 // - vendor-execa.cjs: only for a libguestfs session (a new image is inspected),
 //   never by a VM job whose verdict is cached.
@@ -20,13 +21,19 @@ await build({
   ...common,
   entryPoints: ['src/cli.ts'],
   outfile: 'dist/vtorque-prologue.cjs',
-  plugins: [external('heavy', /(\/heavy\.js|vtorque-heavy\.cjs)$/, './vtorque-heavy.cjs')],
+  plugins: [external('heavy', /(\/heavy\.js|vtorque-heavy\.cjs)$/, './vtorque-heavy.cjs'), external('slurm', /(\/slurm\/hook\.js|vtorque-slurm\.cjs)$/, './vtorque-slurm.cjs')],
+});
+await build({
+  ...common,
+  entryPoints: ['src/slurm/hook.ts'],
+  outfile: 'dist/vtorque-slurm.cjs',
+  plugins: [external('heavy', /(\/heavy\.js|vtorque-heavy\.cjs)$/, './vtorque-heavy.cjs'), external('slurm', /(\/slurm\/hook\.js|vtorque-slurm\.cjs)$/, './vtorque-slurm.cjs')],
 });
 await build({
   ...common,
   entryPoints: ['src/heavy.ts'],
   outfile: 'dist/vtorque-heavy.cjs',
-  plugins: [external('execa', /^(execa|\.\/vendor-execa\.cjs)$/, './vendor-execa.cjs'), external('yaml', /^(yaml|\.\/vendor-yaml\.cjs)$/, './vendor-yaml.cjs')],
+  plugins: [external('slurm', /(\/slurm\/hook\.js|vtorque-slurm\.cjs)$/, './vtorque-slurm.cjs'), external('execa', /^(execa|\.\/vendor-execa\.cjs)$/, './vendor-execa.cjs'), external('yaml', /^(yaml|\.\/vendor-yaml\.cjs)$/, './vendor-yaml.cjs')],
 });
 await build({ ...common, stdin: { contents: "module.exports = require('execa');", resolveDir: '.' }, outfile: 'dist/vendor-execa.cjs' });
 await build({ ...common, stdin: { contents: "module.exports = require('yaml');", resolveDir: '.' }, outfile: 'dist/vendor-yaml.cjs' });

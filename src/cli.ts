@@ -6,7 +6,7 @@ import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, isVtorqueError, type ExitCod
 import { processIO, type HookIO } from './core/io.js';
 import { runHook } from './torque/hook.js';
 import { VERSION } from './version.js';
-import { heavy } from './lazy.js';
+import { heavy, slurmHook } from './lazy.js';
 
 export async function main(argv: readonly string[], io: HookIO = processIO): Promise<ExitCode> {
   let configFile = DEFAULT_CONFIG_FILE;
@@ -45,6 +45,23 @@ export async function main(argv: readonly string[], io: HookIO = processIO): Pro
       return EXIT_RUN;
     }
     return runHook(cmd as HookKind, rest, configFile, io);
+  }
+  if (cmd === 'slurm-prolog' || cmd === 'slurm-epilog') {
+    if (rest[0] === '--help' || rest[0] === '-h') {
+      io.out((await heavy()).helpFor(cmd) + '\n');
+      return EXIT_RUN;
+    }
+    // Evaluated only on Slurm nodes: a Torque job's fast path pays nothing for it.
+    const { runSlurmHook } = await slurmHook();
+    return runSlurmHook(cmd, rest, configFile, io);
+  }
+  if (cmd === 'submit-check') {
+    if (rest[0] === '--help' || rest[0] === '-h') {
+      io.out((await heavy()).HELP['submit-check'] + '\n');
+      return EXIT_RUN;
+    }
+    const { runSubmitCheck } = await heavy();
+    return runSubmitCheck(rest, configFile, configExplicit, io);
   }
   if (cmd === 'check') return runCheck(rest, configFile, configExplicit, io);
   if (cmd === 'doctor') return (await heavy()).doctorCommand(rest, configFile, io, (await heavy()).HELP.doctor!);

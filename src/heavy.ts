@@ -5,6 +5,8 @@ export { prepareVmJob } from './pipeline/prologue.js';
 export { cleanUpJob } from './pipeline/epilogue.js';
 export { handleFailure } from './pipeline/failure.js';
 export { torqueEngine } from './torque/engine.js';
+export { slurmEngine } from './slurm/engine.js';
+export { runSubmitCheck } from './slurm/submit-check.js';
 export { checkJob, configForCheck } from './check/job.js';
 export { checkImages } from './check/image.js';
 export { VM_KEYS } from './request/keys.js';

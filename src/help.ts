@@ -31,6 +31,9 @@ Commands:
   check               try a job script before submitting it: check --job SCRIPT
   doctor              check this node (config, tools, libguestfs, KVM, dirs, mom_priv, launch, Torque)
   submit-filter       Torque's SUBMITFILTER: refuses bad #VM requests at qsub time
+  slurm-prolog        run by slurmd as slurm.conf's Prolog (Slurm)
+  slurm-epilog        run by slurmd as slurm.conf's Epilog: removes the job's VM files
+  submit-check        run by job_submit.lua: refuses bad #VM requests at sbatch time
   cache               the node's image cache: cache list | gc | verify | evict DIGEST
   help COMMAND        what a command does, its options and an example
 
@@ -169,6 +172,58 @@ Examples:
   vtorque-prologue cache verify --json
 
 Exit codes: 0 done; 1 verify found a mismatch, or evict was refused; 2 cannot run (config, permissions).`;
+
+HELP['slurm-prolog'] = `vtorque-prologue [--config FILE] slurm-prolog
+
+Run by slurmd as root (slurm.conf: Prolog=, PrologFlags=Alloc) on every node of
+a job, with no arguments: the job comes from SLURM_JOB_ID, SLURM_JOB_USER,
+SLURM_JOB_UID/GID, SLURM_NODELIST and SLURMD_NODENAME. It reads the job script
+with scontrol write batch_script (never the job's comment, which its owner can
+change), and for #VM lines prepares this node's VMs as the Torque prologue does.
+
+A job's fault (a bad request, an image that fails the requirements) cancels the
+job with the reason in its comment (scontrol show job, squeue -o %k) and exits 0,
+so that the node stays up. A node's fault drains the node with a "vtorque:"
+reason (an operator's own reason is kept) and exits 2; slurmd then holds the job.
+
+Example (the wrapper slurm.conf's Prolog= names, root-owned 0755):
+  #!/bin/sh
+  exec /usr/bin/node /usr/local/bin/vtorque-prologue slurm-prolog
+
+Exit codes:
+  0  the job runs, or it was refused and cancelled with the reason in its comment
+  2  the node's fault: the node is drained with a "vtorque:" reason`;
+
+HELP['slurm-epilog'] = `vtorque-prologue [--config FILE] slurm-epilog
+
+Run by slurmd as root (slurm.conf: Epilog=) after every job, also one whose
+Prolog failed or cancelled it: stops the job's VMs on this node and removes
+their files, as the Torque epilogue does.
+
+Example (the wrapper slurm.conf's Epilog= names, root-owned 0755):
+  #!/bin/sh
+  exec /usr/bin/node /usr/local/bin/vtorque-prologue slurm-epilog
+
+Exit codes:
+  0  the job's files on this node are removed (or there were none)
+  2  the node's fault; slurmd drains the node`;
+
+HELP['submit-check'] = `vtorque-prologue [--config FILE] submit-check [--uid UID] [--partition P] < SCRIPT
+
+Run by job_submit.lua (conf/slurm/job_submit.lua) inside slurmctld for a job
+whose script mentions VMs: the submit filter's cheap check of the #VM lines
+(syntax, the site's limits, the image allowed and a safe disk image, a verdict
+a node already holds). Nothing is hashed. Prints "vtorque:" lines; exit 1
+refuses the job (the user's fault), 2 the check could not run (the lua refuses
+then too, rather than pass a job unchecked).
+
+Example (what job_submit.lua runs, as SlurmUser):
+  vtorque-prologue submit-check --uid 1000 --partition batch < job.sh
+
+Exit codes:
+  0  the request is fine (notes, if any, are shown to the user)
+  1  the user's fault: the job is refused with the printed lines
+  2  the check could not run (config, pool): the job is refused too`;
 
 HELP['submit-filter'] = `vtorque-prologue [--config FILE] submit-filter [QSUB-ARGS...] < SCRIPT > FILTERED
 

@@ -10,3 +10,10 @@ export function heavy(): Promise<Heavy> {
   if (typeof require === 'function') return Promise.resolve(require('./vtorque-heavy.cjs') as Heavy);
   return import('./heavy.js');
 }
+
+/** Slurm's Prolog/Epilog front, in its own bundle (dist/vtorque-slurm.cjs): a Torque job never parses it. */
+export type SlurmHookModule = typeof import('./slurm/hook.js');
+export function slurmHook(): Promise<SlurmHookModule> {
+  if (typeof require === 'function') return Promise.resolve(require('./vtorque-slurm.cjs') as SlurmHookModule);
+  return import('./slurm/hook.js');
+}

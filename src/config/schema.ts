@@ -102,6 +102,8 @@ export const SCHEMA = {
     mkfs_vfat: tool('/usr/sbin/mkfs.vfat', 'for [seed] media = vfat: mkfs.vfat, from dosfstools'),
     mcopy: tool('/usr/bin/mcopy', 'for [seed] media = vfat: mcopy, from mtools'),
     ip: tool('/usr/sbin/ip', "for [launch] network = bridge: ip (iproute2), to make the VMs' tap devices and remove them"),
+    scontrol: tool('/usr/bin/scontrol', "for Slurm: scontrol, to read the job's script, record and host list, to cancel a refused job and to drain the node on a node fault"),
+    scancel: tool('/usr/bin/scancel', 'for Slurm: scancel, to cancel a job the Prolog refused'),
     setpriv: tool('/usr/bin/setpriv', 'setpriv (util-linux), to start qemu as [launch] user with its supplementary groups (the kvm group)'),
     rm: tool('/bin/rm', "rm (coreutils), run as [launch] user to empty the VMs' run directory"),
     qemu_system: tool('/usr/bin/qemu-system-x86_64', 'qemu-system for this node, from qemu-system-x86 (Debian) or qemu-kvm (RHEL); doctor starts it paused to see whether KVM works'),

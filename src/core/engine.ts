@@ -109,6 +109,13 @@ export interface BatchSystem {
   readonly exits: { jobFault: ExitCode; nodeFault: ExitCode; jobGone: ExitCode };
   /** Takes the node out of scheduling after a node fault, when the config asks for it. `configFile`: for a config that did not load. */
   offlineOnFault(o: { config?: Config; configFile?: string; job?: { kind: HookKind; env: JobEnv; hosts?: readonly string[]; ownNumbering?: boolean }; jobId: string; reason: string }): Promise<OfflineReport>;
+  /**
+   * A prologue's job fault, for a batch system whose hook cannot refuse a job
+   * by its exit code (Slurm: any non-zero Prolog exit drains the node): ends
+   * the job with the reason where its owner sees it. Throws a NodeFault when
+   * the job could not be ended. Absent: the exit code refuses the job (Torque).
+   */
+  cancelOnFault?(o: { config?: Config; jobId: string; reason: string }): Promise<OfflineReport>;
   /** Where the report of a refused job goes, or undefined when there is nowhere. */
   reportTarget(args: JobArgs, env: JobEnv, record: JobRecord | undefined): ReportTarget | undefined;
   /** Why there is no report target, for the log. */

@@ -74,6 +74,20 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
     hints = await imageHints(err, ctx, attrs, log);
   }
 
+  // A batch system that cannot refuse a job by exit code ends it here; failing that, the node's fault policy holds the job.
+  let cancelled: string | undefined;
+  if (isJobFault(err) && isPrologue && ctx.engine.cancelOnFault) {
+    try {
+      const r = await ctx.engine.cancelOnFault({ config: ctx.config, jobId, reason: `job not started: ${err.message}${err.problems[0] ? `: ${err.problems[0].where ? `${err.problems[0].where}: ` : ''}${err.problems[0].message}` : ''}` });
+      if (r.log.data) log?.[r.log.level](r.log.data, r.log.message);
+      else log?.[r.log.level](r.log.message);
+      cancelled = r.said;
+    } catch (ce) {
+      log?.error({ err: String((ce as Error).message) }, 'the refused job could not be cancelled');
+      err = isNodeFault(ce) ? ce : new NodeFault(String((ce as Error).message), [], { cause: ce });
+    }
+  }
+
   const place = ctx.args && isPrologue ? await jobPlace(ctx, attrs) : undefined;
   const offlined = isNodeFault(err) && isPrologue ? await offlineOnFault(err, ctx, jobId, log, place) : undefined;
 
@@ -82,6 +96,7 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
     : nodeFaultReport(jobId, await shownNodeName(ctx, place), err.message, err.problems);
   // Said in the job's .ER too: with a broken ini there is no admin log to say it in.
   if (offlined) lines.push(line(`(admin) ${offlined}`));
+  if (cancelled) lines.push(line(cancelled));
   const text = lines.join('\n') + '\n';
   ctx.io.err(text);
 

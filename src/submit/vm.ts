@@ -250,10 +250,11 @@ function withRequestLine(c: FilterContext, lines: readonly ScriptLine[], directi
   return Buffer.concat([c.head.subarray(0, anchor.end), bytes(insert), c.head.subarray(anchor.end)]);
 }
 
-async function checkImage(request: VmRequest, config: Config, notes: string[]): Promise<void> {
+/** The image checks that cost no hashing: allowed, a safe disk image, and a verdict already held. `ownerUid`: the submitting user (Slurm's check runs as SlurmUser). */
+export async function checkImage(request: VmRequest, config: Config, notes: string[], ownerUid: number | undefined = process.getuid?.()): Promise<void> {
   let img: AuthorisedImage;
   try {
-    img = await authoriseImage({ img: request.img, config, ownerUid: process.getuid?.() });
+    img = await authoriseImage({ img: request.img, config, ownerUid });
   } catch (e) {
     if (!isNodeFault(e)) throw e;
     notes.push(`image ${request.img} was not checked here (${e.message}); the node checks it when the job starts`);

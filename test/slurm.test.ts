@@ -1,0 +1,131 @@
+// The Slurm engine against real munged, slurmctld and slurmd (test/harness/slurm.ts):
+// our program as Prolog and Epilog, conf/slurm/job_submit.lua as the submit
+// filter, jobs submitted with sbatch as nobody. A plain job runs untouched; a
+// bad #VM request is refused at sbatch; an image that fails the requirements
+// cancels the job with our reason and leaves the node up; a compliant VM job
+// gets its manifest and the Epilog removes its files; a node fault drains the
+// node with our reason.
+import t from 'tap';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, linkSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ENDED, Slurm } from './harness/slurm.js';
+import { BIN, NOBODY, REPO, SHARED_CACHE, testImages } from './harness/mom.js';
+import { ensureLaunchUser } from './harness/launch-user.js';
+
+ensureLaunchUser();
+const root = mkdtempSync(join(tmpdir(), 'vt-slurm-test-'));
+chmodSync(root, 0o755);
+const pool = join(root, 'pool');
+const jobDir = join(root, 'jobs');
+const logFile = join(root, 'log', 'prologue.log');
+const ini = join(root, 'prologue.ini');
+mkdirSync(pool, { mode: 0o755 });
+for (const [name, file] of [['debian12.qcow2', 'debian-ok.qcow2'], ['nocloud.qcow2', 'debian-no-cloud-init.qcow2']] as const) {
+  const src = join(testImages(), file);
+  try {
+    linkSync(src, join(pool, name));
+  } catch {
+    copyFileSync(src, join(pool, name));
+  }
+}
+const iniText = (poolDir: string) => [
+  '[paths]', `image_pool = ${poolDir}`, `cache_dir = ${SHARED_CACHE}`, `job_dir = ${jobDir}`, `ramdisk_dir = ${join(root, 'shm')}`, `log_file = ${logFile}`,
+  // TCG: no KVM probe; the test images do not boot, so [launch] start = false (the manifest only), as the Torque harness does.
+  '[guestfs]', 'accel = tcg', '[launch]', 'start = false', 'accel = tcg', '',
+].join('\n');
+writeFileSync(ini, iniText(pool));
+
+// slurmd runs hooks as root with no PATH and no argv: the wrapper install.sh --slurm would write.
+const hook = (sub: string) => `#!/bin/sh\nexec ${process.execPath} --no-global-search-paths ${BIN} --config ${ini} ${sub}\n`;
+const lua = readFileSync(join(REPO, 'conf/slurm/job_submit.lua'), 'utf8')
+  .replace(/^local VTORQUE = .*$/m, `local VTORQUE = "${process.execPath} ${BIN}"`)
+  .replace(/^local CONFIG = .*$/m, `local CONFIG = "${ini}"`)
+  .replace(/^local TIMEOUT = .*$/m, 'local TIMEOUT = "60"');
+
+const s = await Slurm.start({ prolog: { text: hook('slurm-prolog') }, epilog: { text: hook('slurm-epilog') }, prologFlags: ['Alloc'], jobSubmitLua: lua });
+t.teardown(async () => {
+  await s.stop();
+  rmSync(root, { recursive: true, force: true });
+});
+
+const finished = (j: { state: string }) => ENDED.has(j.state);
+const logs = () => `${s.logs()}\n--- prologue.log\n${existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '(none)'}`;
+
+t.test('a plain job runs untouched with our Prolog and Epilog', async (t) => {
+  const dir = s.userDir(NOBODY, 'plain');
+  const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out'), '--wrap', 'echo plain-ran']);
+  t.equal(r.code, 0, r.stderr);
+  const j = await s.waitJob(r.jobId!, finished);
+  t.equal(j.state, 'COMPLETED', 'the job completed', j.state === 'COMPLETED' ? {} : { logs: logs() });
+  t.equal(readFileSync(join(dir, `${r.jobId}.out`), 'utf8'), 'plain-ran\n');
+  t.equal((await s.nodeState()).state, 'idle');
+});
+
+t.test('a bad #VM request is refused at sbatch with our message', async (t) => {
+  const dir = s.userDir(NOBODY, 'bad');
+  const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out')], '#!/bin/sh\n#VM ram=12X\nhostname\n');
+  t.equal(r.code, 1, 'sbatch fails');
+  t.match(r.stderr, /sbatch: error: vtorque: job not submitted/);
+  t.match(r.stderr, /ram: "12X" is not a size/);
+  t.notOk(r.jobId);
+});
+
+t.test('an image that fails the requirements: the job is cancelled with our reason, the node stays up', async (t) => {
+  const dir = s.userDir(NOBODY, 'nocloud');
+  const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out')], '#!/bin/sh\n#VM img=nocloud.qcow2\nhostname\n');
+  t.equal(r.code, 0, r.stderr);
+  const j = await s.waitJob(r.jobId!, finished, 300_000);
+  t.equal(j.state, 'CANCELLED', 'the Prolog cancelled the job', j.state === 'CANCELLED' ? {} : { logs: logs() });
+  const show = await s.run('scontrol', ['show', 'job', r.jobId!]);
+  t.match(show.stdout, /Comment=vtorque: job not started: .*cloud-init-installed/, 'the user sees our reason in scontrol show job');
+  const node = await s.nodeState();
+  t.equal(node.state, 'idle', `the node is not drained: ${JSON.stringify(node)}`);
+});
+
+t.test('a compliant VM job gets its manifest, and the Epilog removes its files', async (t) => {
+  const dir = s.userDir(NOBODY, 'vm');
+  const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out')], '#!/bin/sh\n#VM img=debian12.qcow2,vcpus=1,ram=1G\nsleep 3\necho vm-job-ran\n');
+  t.equal(r.code, 0, r.stderr);
+  // With PrologFlags=Alloc squeue says RUNNING while the Prolog still works: the manifest is its last file.
+  const manifest = join(jobDir, r.jobId!, 'manifest.json');
+  const until = Date.now() + 300_000;
+  while (!existsSync(manifest) && Date.now() < until && !finished((await s.jobState(r.jobId!)) ?? { state: 'COMPLETED' })) await new Promise((res) => setTimeout(res, 200));
+  t.ok(existsSync(manifest), 'the Prolog wrote the manifest', existsSync(manifest) ? {} : { logs: logs() });
+  if (!existsSync(manifest)) return;
+  const m = JSON.parse(readFileSync(manifest, 'utf8'));
+  t.equal(m.job.id, r.jobId);
+  t.equal(m.job.user, NOBODY.name);
+  t.same(m.job.hosts, [s.node], "the job's hosts are Slurm's node names (SLURM_NODELIST)");
+  t.equal(m.position, 0);
+  t.equal(m.image.name, 'debian12.qcow2');
+  const done = await s.waitJob(r.jobId!, finished);
+  t.equal(done.state, 'COMPLETED', 'the job ran', done.state === 'COMPLETED' ? {} : { logs: logs() });
+  t.match(readFileSync(join(dir, `${r.jobId}.out`), 'utf8'), /vm-job-ran/);
+  // The Epilog runs after the job's end: give it a moment.
+  const end = Date.now() + 30_000;
+  while (existsSync(join(jobDir, r.jobId!)) && Date.now() < end) await new Promise((res) => setTimeout(res, 200));
+  t.notOk(existsSync(join(jobDir, r.jobId!)), 'the Epilog removed the job directory');
+});
+
+t.test('a node fault drains the node with our reason', async (t) => {
+  // A pool others may write: the node cannot trust any image in it.
+  const open = join(root, 'open-pool');
+  mkdirSync(open, { mode: 0o777 });
+  chmodSync(open, 0o777);
+  writeFileSync(ini, iniText(open));
+  t.teardown(async () => {
+    writeFileSync(ini, iniText(pool));
+    await s.resume().catch(() => undefined);
+  });
+  const dir = s.userDir(NOBODY, 'nodefault');
+  const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out')], '#!/bin/sh\n#VM img=debian12.qcow2\nhostname\n');
+  t.equal(r.code, 0, r.stderr);
+  const node = await s.waitNode((n) => /drain/.test(n.state), 120_000);
+  t.match(node.reason, /^vtorque: /, `our reason, not "Prolog error": ${node.reason}`);
+  t.match(node.reason, /pool/);
+  const j = await s.waitJob(r.jobId!, (x) => /held/.test(x.reason));
+  // Requeued and held; COMPLETING while the Epilog of the failed start still runs.
+  t.match(j.reason, /launch failed requeued held/, 'slurmd holds the job');
+  t.ok(['PENDING', 'COMPLETING'].includes(j.state), `the job does not run: ${j.state}`);
+});
