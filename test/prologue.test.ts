@@ -83,7 +83,7 @@ t.test('a rejected job gets its report in its error path, written as its owner',
   t.equal(st.uid, NOBODY.uid, 'owned by the job owner, not root');
   t.equal(st.mode & 0o777, 0o600);
   const delivered = readFileSync(errPath, 'utf8');
-  t.match(delivered, /job 6\.srv was not started/);
+  t.match(delivered, /job 6\.srv \(name "[^"]*", submitted from "[^"]*"\) was not started/);
   t.match(delivered, /ram: "12X" is not a size/);
   t.match(r.er, new RegExp(`also written to ${errPath}`));
   t.same(mom.qstatCalls(), ['-f -1 6.srv']);
@@ -93,7 +93,7 @@ t.test('with Join_Path=oe the report goes to the output path', async (t) => {
   const mom = new Mom();
   const out = join(mom.workdir, 'joined.out');
   await mom.prologue({ id: '7.srv', script: BAD_SCRIPT, qstat: { Error_Path: `h:${mom.workdir}/e`, Output_Path: `h:${out}`, Join_Path: 'oe' } });
-  t.match(readFileSync(out, 'utf8'), /job 7\.srv was not started/);
+  t.match(readFileSync(out, 'utf8'), /job 7\.srv \(name "[^"]*", submitted from "[^"]*"\) was not started/);
 });
 
 t.test('without qstat the report goes to Torque\'s default PBS_O_WORKDIR/<name>.e<seq>', async (t) => {

@@ -98,7 +98,8 @@ t.test('the same disk= through VTORQUE_REQUEST or VM_ variables on a sister is r
 t.test('check --job and the submit filter refuse disk= before the job is queued, and take vm_prologue=/vm_epilogue=', async (t) => {
   const d = mkdtempSync(join(tmpdir(), 'vtorque-paths-'));
   const ini = join(d, 'p.ini');
-  writeFileSync(ini, '');
+  // A pool of its own (absent: the request alone is checked), whatever this machine has in the default one.
+  writeFileSync(ini, `[paths]\nimage_pool = ${join(d, 'no-pool')}\n`);
   const script = join(d, 'job.sh');
   for (const item of [DISK, ...SCRIPT_PATHS]) {
     const refused = item === DISK;
@@ -117,7 +118,8 @@ t.test('check --job and the submit filter refuse disk= before the job is queued,
 t.test('metadata= stays: it is read as the user, never by root', async (t) => {
   const d = mkdtempSync(join(tmpdir(), 'vtorque-paths-'));
   const ini = join(d, 'p.ini');
-  writeFileSync(ini, '');
+  // A pool of its own (absent: the request alone is checked), whatever this machine has in the default one.
+  writeFileSync(ini, `[paths]\nimage_pool = ${join(d, 'no-pool')}\n`);
   const script = join(d, 'job.sh');
   writeFileSync(script, '#!/bin/sh\n#VM metadata=cc.yaml\necho\n');
   const chk = spawnSync(process.execPath, [BIN, '--config', ini, 'check', '--job', script], { encoding: 'utf8' });
