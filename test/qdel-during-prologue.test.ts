@@ -75,7 +75,16 @@ t.test('an epilogue run while a cold prologue inspects the image: the prologue p
   t.same(leftovers(mom, job.id), [], 'no job directory, ramdisk copy, lease or marker is left');
   t.same(ls(mom.jobDir), []);
   t.same(mom.pbsnodesCalls().filter((c) => c.includes('-o')), [], 'the node is not offlined for a qdel');
-  t.same(tools.filter((p) => existsSync(`/proc/${p.pid}`)), [], 'no guestfish (or its appliance) of the prologue is left');
+  // SIGKILLed with the prologue's exit; init reaps them a moment later (a zombie is no process left running).
+  const alive = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 100 && tools.some((p) => alive(p.pid)); i++) await sleep(100);
+  t.same(tools.filter((p) => alive(p.pid)), [], 'no guestfish (or its appliance) of the prologue is left');
   const log = mom.logLines();
   t.ok(log.some((l) => l.msg === 'the job ended (epilogue ran) while it was prepared: everything made for it is removed'), 'the admin log says why the prologue stopped');
   t.notOk(log.some((l) => l.msg === 'job failed'), 'not logged as a failure of the job or the node');
