@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs vtorque-prologue on a compute node and wires it into pbs_mom's mom_priv.
+# Installs vtorque-prologue on a compute node and wires it into pbs_mom's mom_priv
+# (or, with --slurm, into slurmd's Prolog, Epilog and TaskProlog and slurmctld's job_submit.lua).
 set -euo pipefail
 # What install.sh creates must not be group- or world-writable, whatever the admin's umask.
 umask 022
@@ -48,6 +49,31 @@ Options:
                       TORQUE_HOME/torque.cfg names, else <torque prefix>/libexec/qsub_filter,
                       else the legacy /usr/local/sbin/torque_submitfilter
   --no-doctor         do not run doctor at the end
+  --slurm             install for a Slurm node instead of Torque: no mom_priv
+                      wrappers or $job_starter; instead PREFIX/bin/vtorque-slurm-prolog
+                      and vtorque-slurm-epilog (root, 0755: what slurmd runs as Prolog
+                      and Epilog, node through env -i with only LANG, PATH and the
+                      SLURM_* variables the program reads), vtorque-slurm-run (what a
+                      VM job's wrapped batch script runs), vtorque-task-prolog (the
+                      TaskProlog), and job_submit.lua beside slurm.conf (a site's own
+                      is never replaced: ours goes beside it as job_submit.lua.vtorque,
+                      to merge). The ini gets [batch] system = slurm and [tools]
+                      scontrol and scancel (found as for Torque: --slurm-prefix, the
+                      running slurmd's prefix, scontrol on PATH; in an existing ini
+                      only keys at their defaults change). It prints the slurm.conf
+                      lines the node needs (Prolog=, Epilog=, TaskProlog=,
+                      PrologFlags=Alloc, JobSubmitPlugins=lua, PrologEpilogTimeout=N,
+                      N = [timeouts] total + 3 x [timeouts] qstat), and edits nothing
+                      there unless --edit-slurm-conf
+  --slurm-conf FILE   slurm.conf (default: $SLURM_CONF, else /etc/slurm/slurm.conf)
+  --slurm-prefix DIR  where Slurm's clients are (DIR/bin/scontrol, DIR/bin/scancel)
+  --edit-slurm-conf   with --slurm: apply those lines to slurm.conf (a copy first, as
+                      slurm.conf.vtorque-YYYYmmddHHMMSS): the site's lines they replace
+                      are kept commented out, PrologFlags and JobSubmitPlugins keep
+                      the site's values and gain Alloc and lua; a site's own Prolog=,
+                      Epilog= or TaskProlog= is refused with how to chain it. Never
+                      runs scontrol reconfigure: it says when to. With --uninstall:
+                      removes our lines and brings the site's back
   --dry-run           print every action, change nothing
   --uninstall         remove the wrappers (restoring any .orig), the program, the
                       links in --bin-dir that point at it, and the logrotate snippet;
@@ -59,6 +85,8 @@ Examples:
   ./install.sh --torque-prefix /opt/torque       # Torque not in /usr/local
   sudo ./install.sh --torque-home /var/spool/torque --dry-run
   ./install.sh --root /tmp/stage                 # for packagers
+  ./install.sh --slurm                           # a Slurm node: prints the slurm.conf lines
+  ./install.sh --slurm --edit-slurm-conf         # ... and writes them into slurm.conf
 Exit codes: 0 done and doctor is happy; 1 bad usage; 2 a step failed;
 3 installed, but doctor found problems (fix them, then run doctor again).
 USAGE
@@ -77,9 +105,17 @@ SUBMIT_FILTER=
 BIN_DIR=/usr/local/bin
 BIN_LINKS=1
 TORQUE_PREFIX=
+SLURM=0
+SLURM_CONF_FILE=${SLURM_CONF:-/etc/slurm/slurm.conf}
+SLURM_PREFIX=
+EDIT_SLURM=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --submit-filter) SUBMIT_FILTER=$2; shift 2 ;;
+    --slurm) SLURM=1; shift ;;
+    --slurm-conf) SLURM_CONF_FILE=$2; shift 2 ;;
+    --slurm-prefix) SLURM_PREFIX=$2; shift 2 ;;
+    --edit-slurm-conf) EDIT_SLURM=1; shift ;;
     --bin-dir) BIN_DIR=$2; shift 2 ;;
     --no-bin-links) BIN_LINKS=0; shift ;;
     --torque-prefix) TORQUE_PREFIX=$2; shift 2 ;;
@@ -199,6 +235,14 @@ plain_path --torque-home "$TORQUE_HOME" 1
 plain_path --config "$CONFIG_DIR" 1
 [ -z "$SUBMIT_FILTER" ] || plain_path --submit-filter "$SUBMIT_FILTER" 1
 plain_path --bin-dir "$BIN_DIR" 1
+if [ "$SLURM" = 1 ]; then
+  plain_path --slurm-conf "$SLURM_CONF_FILE" 1
+  [ -z "$SLURM_PREFIX" ] || plain_path --slurm-prefix "$SLURM_PREFIX" 1
+  if [ -n "$SUBMIT_FILTER" ]; then echo "install.sh: --submit-filter is Torque's qsub filter; with --slurm, job_submit.lua checks requests at sbatch. Fix: drop --submit-filter" >&2; exit 1; fi
+elif [ "$EDIT_SLURM" = 1 ] || [ -n "$SLURM_PREFIX" ]; then
+  echo "install.sh: --edit-slurm-conf and --slurm-prefix go with --slurm (see --help)" >&2
+  exit 1
+fi
 [ -z "$TORQUE_PREFIX" ] || plain_path --torque-prefix "$TORQUE_PREFIX" 1
 
 find_node
@@ -361,6 +405,7 @@ ini_with_tools() { # ini_with_tools FILE QSTAT PBSNODES
 # in an existing one only a key still at the shipped default is changed.
 install_ini() {
   local ini=$CONF/prologue.ini q p nq= np=
+  if [ "$SLURM" = 1 ]; then install_ini_slurm; return; fi
   if [ ! -f "$ini" ]; then
     find_torque
     q=$DEFAULT_QSTAT p=$DEFAULT_PBSNODES
@@ -392,6 +437,119 @@ install_ini() {
     put 0644 "$CONF/prologue.ini.new" < <(shipped_ini "$q" "$p")
     echo "kept your $ini; the shipped one is $ini.new"
   fi
+}
+
+# stdin with KEY = VALUE in [SECTION]: its line replaced where the section has
+# one, else added at the section's end, else the section added at the end.
+ini_set() { # ini_set SECTION KEY VALUE  (a filter)
+  # Blank lines at a section's end are held, so an added key goes above them, next to its section's keys.
+  awk -v sec="$1" -v key="$2" -v val="$3" '
+    function add() { if (!done) print key " = " val; done = 1 }
+    function flush() { printf "%s", held; held = "" }
+    /^[ \t]*\[/ { if (ins) add(); flush(); ins = ($0 ~ "^[ \t]*\\[" sec "\\][ \t]*$"); if (ins) seen = 1; print; next }
+    ins && /^[ \t]*$/ { held = held $0 "\n"; next }
+    { flush() }
+    ins && !done && $0 ~ "^[ \t]*" key "[ \t]*=" { print key " = " val; done = 1; next }
+    { print }
+    END { if (ins) add(); flush(); if (!seen) { print ""; print "[" sec "]"; add() } }'
+}
+
+# Slurm's clients, found as Torque's are: --slurm-prefix, the running slurmd
+# (make install puts slurmd in PREFIX/sbin, beside PREFIX/bin), scontrol on
+# PATH. Sets SLURM_BIN and SLURM_FROM, or leaves them empty. Root runs them,
+# so tools someone else could change are not taken.
+DEFAULT_SCONTROL=$(ini_get_in "$SRC/conf/prologue.ini" tools scontrol /usr/bin/scontrol)
+DEFAULT_SCANCEL=$(ini_get_in "$SRC/conf/prologue.ini" tools scancel /usr/bin/scancel)
+SLURM_BIN=
+SLURM_FROM=
+slurm_bin_has_tools() { [ -f "$ROOT$1/scontrol" ] && [ -x "$ROOT$1/scontrol" ] && [ -f "$ROOT$1/scancel" ] && [ -x "$ROOT$1/scancel" ]; }
+slurm_tools_trusted() { untrusted_path "$(readlink -f "$1/scontrol")"; untrusted_path "$(readlink -f "$1/scancel")"; }
+find_slurm() {
+  local d pid exe dir why
+  SLURM_BIN= SLURM_FROM=
+  if [ -n "$SLURM_PREFIX" ]; then
+    if ! slurm_bin_has_tools "$SLURM_PREFIX/bin"; then
+      echo "install.sh: --slurm-prefix $SLURM_PREFIX: $ROOT$SLURM_PREFIX/bin has no executable scontrol and scancel. Fix: give the prefix Slurm was installed with, the directory holding bin/scontrol" >&2
+      exit 1
+    fi
+    if [ -z "$ROOT" ]; then
+      why=$(slurm_tools_trusted "$SLURM_PREFIX/bin")
+      if [ -n "$why" ]; then echo "install.sh: --slurm-prefix $SLURM_PREFIX: the Prolog runs its scontrol and scancel as root, and $why. Fix: make them and every directory above them root's and not writable by group or others" >&2; exit 2; fi
+    fi
+    SLURM_BIN=$SLURM_PREFIX/bin SLURM_FROM="--slurm-prefix $SLURM_PREFIX"
+    return 0
+  fi
+  [ -z "$ROOT" ] || return 0
+  for d in /proc/[0-9]*; do
+    [ "$(cat "$d/comm" 2>/dev/null)" = slurmd ] || continue
+    pid=${d#/proc/}
+    exe=$(readlink "$d/exe" 2>/dev/null || true)
+    dir=$(dirname "$(dirname "$exe")")/bin
+    if [ -n "$exe" ] && is_plain "$dir" && slurm_bin_has_tools "$dir"; then
+      why=$(slurm_tools_trusted "$dir")
+      if [ -z "$why" ]; then SLURM_BIN=$dir SLURM_FROM="the running slurmd (pid $pid, $exe)"; return 0; fi
+      echo "install.sh: warning: not using the scontrol and scancel in $dir beside the running slurmd: $why" >&2
+    fi
+    break
+  done
+  exe=$(command -v scontrol 2>/dev/null || true)
+  case "$exe" in /*) ;; *) return 0 ;; esac
+  dir=$(dirname "$exe")
+  if is_plain "$dir" && slurm_bin_has_tools "$dir"; then
+    why=$(slurm_tools_trusted "$dir")
+    if [ -z "$why" ]; then SLURM_BIN=$dir SLURM_FROM="scontrol on PATH"; return 0; fi
+    echo "install.sh: warning: not using the scontrol and scancel found on PATH in $dir: $why" >&2
+  fi
+}
+
+# The shipped ini for a Slurm node: [batch] system = slurm and Slurm's tools.
+shipped_slurm_ini() { # shipped_slurm_ini SCONTROL SCANCEL
+  shipped_ini "$DEFAULT_QSTAT" "$DEFAULT_PBSNODES" | ini_set batch system slurm | ini_set tools scontrol "$1" | ini_set tools scancel "$2"
+}
+
+# install_ini for --slurm: a new ini says slurm and names the tools found; an
+# existing one gets them only where its keys are at the shipped defaults.
+install_ini_slurm() {
+  local ini=$CONF/prologue.ini sc sx said="" tmp
+  find_slurm
+  if [ ! -f "$ini" ]; then
+    sc=$DEFAULT_SCONTROL sx=$DEFAULT_SCANCEL
+    [ -z "$SLURM_BIN" ] || sc=$SLURM_BIN/scontrol sx=$SLURM_BIN/scancel
+    put 0644 "$ini" < <(shipped_slurm_ini "$sc" "$sx")
+    if [ -n "$SLURM_BIN" ]; then echo "Slurm: [batch] system = slurm, [tools] scontrol = $sc, scancel = $sx (found through $SLURM_FROM)"; else warn_no_slurm "$sc" "$sx"; fi
+    return 0
+  fi
+  sc=$(ini_get tools scontrol "$DEFAULT_SCONTROL")
+  sx=$(ini_get tools scancel "$DEFAULT_SCANCEL")
+  tmp=$(mktemp)
+  cat "$ini" > "$tmp"
+  if [ "$(ini_get batch system torque)" = torque ]; then
+    ini_set batch system slurm < "$tmp" > "$tmp.2" && mv "$tmp.2" "$tmp"
+    said="$said [batch] system = slurm"
+  fi
+  if [ -z "$SLURM_BIN" ]; then
+    [ "$sc $sx" != "$DEFAULT_SCONTROL $DEFAULT_SCANCEL" ] || warn_no_slurm "$sc" "$sx"
+  else
+    if [ "$sc" = "$DEFAULT_SCONTROL" ] && [ "$SLURM_BIN/scontrol" != "$sc" ]; then
+      sc=$SLURM_BIN/scontrol; ini_set tools scontrol "$sc" < "$tmp" > "$tmp.2" && mv "$tmp.2" "$tmp"; said="$said [tools] scontrol = $sc"
+    fi
+    if [ "$sx" = "$DEFAULT_SCANCEL" ] && [ "$SLURM_BIN/scancel" != "$sx" ]; then
+      sx=$SLURM_BIN/scancel; ini_set tools scancel "$sx" < "$tmp" > "$tmp.2" && mv "$tmp.2" "$tmp"; said="$said [tools] scancel = $sx"
+    fi
+  fi
+  if [ -n "$said" ]; then
+    put "$(stat -c %a "$ini")" "$ini" < "$tmp"
+    echo "Slurm: set$said in $ini, where the default was${SLURM_FROM:+ (tools found through $SLURM_FROM)}; your other settings are as they were"
+  fi
+  rm -f "$tmp"
+  if ! cmp -s <(shipped_slurm_ini "$sc" "$sx") "$ini" && ! { [ "$DRY" = 1 ] && [ -n "$said" ]; }; then
+    put 0644 "$CONF/prologue.ini.new" < <(shipped_slurm_ini "$sc" "$sx")
+    echo "kept your $ini; the shipped one is $ini.new"
+  fi
+}
+
+warn_no_slurm() {
+  echo "install.sh: warning: Slurm's scontrol and scancel were not found (no --slurm-prefix$([ -n "$ROOT" ] && echo ", and a staged root says nothing of the node's Slurm" || echo ", no running slurmd, no scontrol on PATH")); [tools] keeps scontrol = $1 and scancel = $2. Fix: run install.sh again with --slurm-prefix DIR, or set [tools] scontrol and scancel in $CONFIG_DIR/prologue.ini" >&2
 }
 
 # Users run `vtorque-prologue check --job SCRIPT` by name (every rejection
@@ -542,6 +700,200 @@ ensure_launch_account() {
   fi
 }
 
+# ---- Slurm (--slurm) -------------------------------------------------------
+SLURM_CONF_PATH=$ROOT$SLURM_CONF_FILE
+LUA_DEST=$(dirname "$SLURM_CONF_PATH")/job_submit.lua
+LUA_MARK="vtorque-prologue's job_submit.lua"
+SLURM_PROLOG=$PREFIX/bin/vtorque-slurm-prolog
+SLURM_EPILOG=$PREFIX/bin/vtorque-slurm-epilog
+TASK_PROLOG=$PREFIX/bin/vtorque-task-prolog
+# Our block in slurm.conf, and the prefix that keeps a site's line it replaces, commented out.
+CONF_BEGIN='# vtorque-prologue: begin, written by install.sh --slurm --edit-slurm-conf'
+CONF_END='# vtorque-prologue: end'
+CONF_WAS='#vtorque-prologue-was# '
+# What the Prolog and Epilog read of slurmd's environment (src/slurm/contract.ts
+# readSlurmEnv, src/slurm/hook.ts). ${V+"V=$V"} as for Torque's wrappers.
+SLURM_VARS=(SLURM_JOB_ID SLURM_JOB_USER SLURM_JOB_UID SLURM_JOB_GID SLURM_JOB_RESTART_COUNT SLURM_JOB_WORK_DIR SLURM_JOB_PARTITION SLURM_JOB_EXIT_CODE SLURM_NODELIST SLURMD_NODENAME SLURM_CONF)
+
+# The value slurm.conf gives KEY (keys are case-insensitive; the last line
+# wins), '' when none; lines we commented out do not count.
+slurm_conf_get() { # slurm_conf_get KEY
+  [ -f "$SLURM_CONF_PATH" ] || return 0
+  awk -v key="$(echo "$1" | tr 'A-Z' 'a-z')" '
+    /^[ \t]*#/ { next }
+    { l = $0; sub(/^[ \t]+/, "", l); k = l; sub(/[ \t]*=.*/, "", k)
+      if (tolower(k) == key && l ~ /=/) { v = l; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t]+#.*$/, "", v); sub(/[ \t]+$/, "", v) } }
+    END { print v }' "$SLURM_CONF_PATH"
+}
+
+# Whether a Prolog=/Epilog= value already runs WRAPPER: it is the value, or one of what its glob matches (slurm.conf(5)).
+slurm_hook_has() { # slurm_hook_has VALUE WRAPPER
+  local f real
+  real=$(readlink -f "$ROOT$2" 2>/dev/null || echo "$ROOT$2")
+  [ "$1" = "$2" ] && return 0
+  case $1 in *[*?[]*) ;; *) return 1 ;; esac
+  # Unquoted on purpose: the glob is slurm.conf's, expanded as slurmd would.
+  for f in $ROOT$1; do [ "$(readlink -f "$f" 2>/dev/null)" = "$real" ] && return 0; done
+  return 1
+}
+
+# The least PrologEpilogTimeout for a cold image preparation: [timeouts] total,
+# plus three scontrol/scancel calls of [timeouts] qstat to report a failure
+# (src/slurm/doctor.ts neededPrologEpilogTimeout says the same).
+slurm_timeout() {
+  echo $(( $(ini_get timeouts total 240) + 3 * $(ini_get timeouts qstat 10) ))
+}
+
+# Sets WANT_<n> (the slurm.conf lines the node needs, merged with the site's
+# PrologFlags, JobSubmitPlugins and a longer PrologEpilogTimeout) and
+# CONFLICTS (a site's own Prolog=, Epilog=, TaskProlog=, each with how to chain it).
+SLURM_KEYS=(Prolog Epilog TaskProlog PrologFlags JobSubmitPlugins PrologEpilogTimeout)
+plan_slurm_conf() {
+  local v need
+  CONFLICTS=()
+  WANT=()
+  v=$(slurm_conf_get Prolog)
+  if [ -z "$v" ] || slurm_hook_has "$v" "$SLURM_PROLOG"; then WANT+=("Prolog=${v:-$SLURM_PROLOG}"); else
+    WANT+=("Prolog=$SLURM_PROLOG")
+    CONFLICTS+=("slurm.conf has the site's own Prolog=$v. Slurm runs every program a Prolog glob matches: put yours and a link to $SLURM_PROLOG in one root-owned directory, e.g. $(dirname "$SLURM_CONF_FILE")/prolog.d/, and set Prolog=$(dirname "$SLURM_CONF_FILE")/prolog.d/*")
+  fi
+  v=$(slurm_conf_get Epilog)
+  if [ -z "$v" ] || slurm_hook_has "$v" "$SLURM_EPILOG"; then WANT+=("Epilog=${v:-$SLURM_EPILOG}"); else
+    WANT+=("Epilog=$SLURM_EPILOG")
+    CONFLICTS+=("slurm.conf has the site's own Epilog=$v. As for Prolog: put yours and a link to $SLURM_EPILOG in one root-owned directory, e.g. $(dirname "$SLURM_CONF_FILE")/epilog.d/, and set Epilog=$(dirname "$SLURM_CONF_FILE")/epilog.d/*")
+  fi
+  v=$(slurm_conf_get TaskProlog)
+  if [ -z "$v" ] || [ "$v" = "$TASK_PROLOG" ]; then WANT+=("TaskProlog=$TASK_PROLOG"); else
+    WANT+=("TaskProlog=$TASK_PROLOG")
+    CONFLICTS+=("slurm.conf has the site's own TaskProlog=$v. slurmd runs one TaskProlog: set TaskProlog=$TASK_PROLOG and run yours from a copy of it (what a TaskProlog prints, both print), or have yours run $TASK_PROLOG and pass on its output")
+  fi
+  v=$(slurm_conf_get PrologFlags)
+  if echo ",$v," | tr 'A-Z' 'a-z' | grep -q ',alloc,'; then WANT+=("PrologFlags=$v"); else WANT+=("PrologFlags=${v:+$v,}Alloc"); fi
+  v=$(slurm_conf_get JobSubmitPlugins)
+  if echo ",$v," | tr 'A-Z' 'a-z' | grep -Eq ',(job_submit/)?lua,'; then WANT+=("JobSubmitPlugins=$v"); else WANT+=("JobSubmitPlugins=${v:+$v,}lua"); fi
+  v=$(slurm_conf_get PrologEpilogTimeout)
+  need=$(slurm_timeout)
+  if [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge "$need" ] && [ "$v" -lt 65534 ]; then WANT+=("PrologEpilogTimeout=$v"); else WANT+=("PrologEpilogTimeout=$need"); fi
+}
+
+# slurm.conf with WANT applied: every site line of those keys kept commented out
+# (CONF_WAS), our earlier block dropped, a new block at the end.
+slurm_conf_edited() {
+  local keys
+  keys=$(printf '%s\n' "${SLURM_KEYS[@]}" | tr 'A-Z' 'a-z' | paste -sd, -)
+  awk -v keys="$keys" -v begin="$CONF_BEGIN" -v end="$CONF_END" -v was="$CONF_WAS" '
+    BEGIN { n = split(keys, ks, ","); for (i = 1; i <= n; i++) ours[ks[i]] = 1 }
+    $0 == begin { skip = 1; next }
+    skip { if ($0 == end) skip = 0; next }
+    /^[ \t]*#/ { print; next }
+    { k = $0; sub(/^[ \t]+/, "", k); sub(/[ \t]*=.*/, "", k); if ((tolower(k) in ours) && $0 ~ /=/) { print was $0; next } print }' "$SLURM_CONF_PATH"
+  echo "$CONF_BEGIN"
+  printf '%s\n' "${WANT[@]}"
+  echo "$CONF_END"
+}
+
+# slurm.conf as it was before --edit-slurm-conf: our block gone, the site's lines back.
+slurm_conf_restored() {
+  awk -v begin="$CONF_BEGIN" -v end="$CONF_END" -v was="$CONF_WAS" '
+    $0 == begin { skip = 1; next }
+    skip { if ($0 == end) skip = 0; next }
+    index($0, was) == 1 { print substr($0, length(was) + 1); next }
+    { print }' "$SLURM_CONF_PATH"
+}
+
+# Prints the slurm.conf lines the node needs and, with --edit-slurm-conf,
+# writes them (a copy of slurm.conf first). Never runs scontrol reconfigure.
+wire_slurm_conf() {
+  local line key cur missing=0 tmp backup c
+  plan_slurm_conf
+  echo "slurm.conf ($SLURM_CONF_FILE, the same on every node and on the slurmctld host) needs:"
+  for line in "${WANT[@]}"; do
+    key=${line%%=*}
+    cur=$(slurm_conf_get "$key")
+    if [ "$cur" = "${line#*=}" ]; then echo "  $line    (already there)"; else echo "  $line"; missing=1; fi
+  done
+  if [ "${#CONFLICTS[@]}" -gt 0 ]; then
+    for c in "${CONFLICTS[@]}"; do echo "install.sh: $c" >&2; done
+    if [ "$EDIT_SLURM" = 1 ]; then
+      echo "install.sh: --edit-slurm-conf: $SLURM_CONF_FILE left as it is: a site's own hook is never overwritten. Fix: chain it as said above, then run install.sh --slurm --edit-slurm-conf again" >&2
+      exit 2
+    fi
+  fi
+  [ "$missing" = 1 ] || return 0
+  if [ "$EDIT_SLURM" = 0 ]; then
+    echo "install.sh does not edit slurm.conf unless asked: add these lines by hand (or run again with --edit-slurm-conf), then run: scontrol reconfigure"
+    return 0
+  fi
+  if [ ! -f "$SLURM_CONF_PATH" ]; then
+    echo "install.sh: --edit-slurm-conf: $SLURM_CONF_PATH does not exist. Fix: give it with --slurm-conf FILE" >&2
+    exit 2
+  fi
+  backup=$SLURM_CONF_PATH.vtorque-$(date +%Y%m%d%H%M%S)
+  if [ "$DRY" = 1 ]; then echo "would: copy $SLURM_CONF_PATH to $backup, then write the lines above into it"; return 0; fi
+  tmp=$(mktemp)
+  slurm_conf_edited > "$tmp"
+  cp -p "$SLURM_CONF_PATH" "$backup"
+  install -m "$(stat -c %a "$SLURM_CONF_PATH")" -o "$(stat -c %u "$SLURM_CONF_PATH")" -g "$(stat -c %g "$SLURM_CONF_PATH")" "$tmp" "$SLURM_CONF_PATH"
+  rm -f "$tmp"
+  echo "wrote $SLURM_CONF_PATH (the site's lines it replaces are kept as comments; the old one is $backup). Copy it to every node if yours are not configless, then run: scontrol reconfigure"
+}
+
+# The files slurmd, slurmctld and the job's batch step run.
+install_slurm_files() {
+  local sub pass="" v vtorque
+  for v in "${SLURM_VARS[@]}"; do pass="$pass \${$v+\"$v=\$$v\"}"; done
+  for sub in prolog epilog; do
+    put 0755 "$P/bin/vtorque-slurm-$sub" <<WRAPPER
+#!/bin/sh
+# vtorque-prologue Slurm wrapper, written by install.sh --slurm. slurmd runs it
+# as root (slurm.conf $( [ $sub = prolog ] && echo Prolog || echo Epilog)=), with no argv and SLURM_* variables.
+# node gets a clean environment: whatever else slurmd passes (NODE_OPTIONS,
+# LD_PRELOAD, ...) would otherwise change what runs as root.
+exec $ENV_BIN -i LANG=C.UTF-8 PATH=/bin:/usr/bin \\
+ ${pass# } \\
+ $NODE $NODE_FLAGS $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini slurm-$sub "\$@"
+WRAPPER
+  done
+  put 0755 "$P/bin/vtorque-slurm-run" < <(sed -e "s|^JOB_DIR=.*|JOB_DIR=$JOB_DIR|" -e "s|^NODE=.*|NODE=$NODE|" \
+    -e "s|^BUNDLE=.*|BUNDLE=$PREFIX/dist/vtorque-starter.cjs|" "$SRC/bin/vtorque-slurm-run")
+  put 0755 "$P/bin/vtorque-task-prolog" < <(sed -e "s|^JOB_DIR=.*|JOB_DIR=$JOB_DIR|" "$SRC/conf/slurm/task-prolog")
+  # slurmctld runs the check as SlurmUser: its NODE_OPTIONS must not reach node.
+  vtorque="$ENV_BIN -u NODE_OPTIONS -u NODE_PATH $NODE $NODE_FLAGS $PREFIX/bin/vtorque-prologue"
+  local lua dest=$LUA_DEST
+  lua=$(sed -e "s|^local VTORQUE = .*|local VTORQUE = \"$vtorque\"|" -e "s|^local CONFIG = .*|local CONFIG = \"$CONFIG_DIR/prologue.ini\"|" \
+    -e "s|^local RUNNER = .*|local RUNNER = \"$PREFIX/bin/vtorque-slurm-run\"|" "$SRC/conf/slurm/job_submit.lua")
+  if [ -f "$dest" ] && ! head -n 1 "$dest" | grep -qF "$LUA_MARK"; then
+    put 0644 "$dest.vtorque" <<<"$lua"
+    echo "install.sh: warning: $dest is the site's own job_submit.lua: kept as it is; ours is beside it as $dest.vtorque. Fix: slurmctld loads one job_submit.lua, so merge them: in ours rename slurm_job_submit to vtorque_job_submit (and drop its last line, return slurm.SUCCESS), load it from yours with dofile(\"$(dirname "$SLURM_CONF_FILE")/job_submit.lua.vtorque\"), and at the start of your slurm_job_submit return its result when it is not slurm.SUCCESS; then scontrol reconfigure" >&2
+  else
+    put 0644 "$dest" <<<"$lua"
+  fi
+}
+
+uninstall_slurm() {
+  local f
+  for f in "$LUA_DEST" "$LUA_DEST.vtorque"; do
+    if [ -f "$f" ] && head -n 1 "$f" | grep -qF "$LUA_MARK"; then run rm -f "$f"; fi
+  done
+  [ -f "$SLURM_CONF_PATH" ] || return 0
+  if grep -qxF "$CONF_BEGIN" "$SLURM_CONF_PATH"; then
+    if [ "$EDIT_SLURM" = 0 ]; then
+      echo "install.sh: $SLURM_CONF_FILE still has our lines (between \"$CONF_BEGIN\" and \"$CONF_END\"); slurmd would fail every job without the Prolog. Fix: run install.sh --uninstall --slurm --edit-slurm-conf, or remove them by hand and uncomment the lines starting \"$CONF_WAS\"; then scontrol reconfigure" >&2
+      return 0
+    fi
+    if [ "$DRY" = 1 ]; then echo "would: remove our lines from $SLURM_CONF_PATH and bring back the site's"; return 0; fi
+    local tmp
+    tmp=$(mktemp)
+    slurm_conf_restored > "$tmp"
+    cp -p "$SLURM_CONF_PATH" "$SLURM_CONF_PATH.vtorque-$(date +%Y%m%d%H%M%S)"
+    install -m "$(stat -c %a "$SLURM_CONF_PATH")" -o "$(stat -c %u "$SLURM_CONF_PATH")" -g "$(stat -c %g "$SLURM_CONF_PATH")" "$tmp" "$SLURM_CONF_PATH"
+    rm -f "$tmp"
+    echo "restored $SLURM_CONF_PATH: our lines are gone, the site's are back; run: scontrol reconfigure"
+  elif grep -qiE "^[[:space:]]*(Prolog|Epilog|TaskProlog)[[:space:]]*=[[:space:]]*$PREFIX/bin/vtorque-" "$SLURM_CONF_PATH"; then
+    echo "install.sh: $SLURM_CONF_FILE still names $PREFIX/bin/vtorque-* in Prolog=, Epilog= or TaskProlog=; slurmd would fail every job. Fix: remove those lines, then scontrol reconfigure" >&2
+  fi
+}
+
 if [ "$UNINSTALL" = 1 ]; then
   for h in "${HOOKS[@]}"; do
     if [ -f "$MOM/$h" ] && grep -q 'vtorque-prologue wrapper' "$MOM/$h"; then
@@ -550,6 +902,7 @@ if [ "$UNINSTALL" = 1 ]; then
     fi
   done
   uninstall_job_starter
+  [ "$SLURM" = 0 ] || uninstall_slurm
   unlink_user_commands
   run rm -rf "$P"
   if [ -f "$LOGROTATE" ]; then run rm -f "$LOGROTATE"; fi
@@ -613,6 +966,16 @@ for v in "${PBS_VARS[@]}"; do PASS="$PASS \${$v+\"$v=\$$v\"}"; done
 # node reads no module from anywhere but the bundles, and loads no native addon.
 NODE_FLAGS="--no-global-search-paths --no-addons"
 
+if [ "$SLURM" = 1 ]; then
+  # A Slurm node: slurmd runs our wrappers as Prolog and Epilog, job_submit.lua wraps VM jobs' scripts; no mom_priv.
+  install_slurm_files
+  echo "installed in $P; Slurm wrappers $SLURM_PROLOG, $SLURM_EPILOG, $TASK_PROLOG"
+  link_user_commands
+  ensure_launch_account
+  wire_slurm_conf
+  HOOKS=()
+fi
+
 for h in "${HOOKS[@]}"; do
   sub=${h/./-}
   dest=$MOM/$h
@@ -634,10 +997,12 @@ exec $ENV_BIN -i LANG=C.UTF-8 PATH=/bin:/usr/bin \\
  $NODE $NODE_FLAGS $PREFIX/bin/vtorque-prologue --config $CONFIG_DIR/prologue.ini $sub "\$@"
 WRAPPER
 done
-echo "installed in $P; wrappers in $MOM"
-link_user_commands
-ensure_launch_account
-install_job_starter
+if [ "$SLURM" = 0 ]; then
+  echo "installed in $P; wrappers in $MOM"
+  link_user_commands
+  ensure_launch_account
+  install_job_starter
+fi
 
 if [ -n "$SUBMIT_FILTER" ]; then
   if [ -f "$ROOT$SUBMIT_FILTER" ] && ! grep -q 'vtorque-prologue submit filter' "$ROOT$SUBMIT_FILTER"; then

@@ -38,6 +38,11 @@ await build({
 await build({ ...common, stdin: { contents: "module.exports = require('execa');", resolveDir: '.' }, outfile: 'dist/vendor-execa.cjs' });
 await build({ ...common, stdin: { contents: "module.exports = require('yaml');", resolveDir: '.' }, outfile: 'dist/vendor-yaml.cjs' });
 // The job starter's VM side: its own small bundle, so a VM job's starter parses only the frame code and itself.
-await build({ ...common, stdin: { contents: "require('./src/launch/starter.ts').starterMain();", resolveDir: '.', loader: 'js' }, outfile: 'dist/vtorque-starter.cjs' });
+// `--slurm`: Slurm's job runner (bin/vtorque-slurm-run), the same VM side behind a wrapped batch script.
+await build({
+  ...common,
+  stdin: { contents: "if (process.argv[2] === '--slurm') require('./src/slurm/run.ts').slurmRunMain(process.argv.slice(3)); else require('./src/torque/starter.ts').starterMain();", resolveDir: '.', loader: 'js' },
+  outfile: 'dist/vtorque-starter.cjs',
+});
 // vsub, vTorque's submit command for users: its own bundle, so a user's submit never parses the prologue.
 await build({ ...common, entryPoints: ['src/submit/vsub.ts'], outfile: 'dist/vsub.cjs' });

@@ -8,7 +8,8 @@ import { runHook } from './torque/hook.js';
 import { VERSION } from './version.js';
 import { heavy, slurmHook } from './lazy.js';
 
-export async function main(argv: readonly string[], io: HookIO = processIO): Promise<ExitCode> {
+/** The exit code: ExitCode, or submit-check --vm-status's 10 for a VM job that passed. */
+export async function main(argv: readonly string[], io: HookIO = processIO): Promise<number> {
   let configFile = DEFAULT_CONFIG_FILE;
   let configExplicit = false;
   let i = 0;
@@ -95,8 +96,10 @@ async function runCache(args: readonly string[], configFile: string, io: HookIO)
   try {
     const h = await heavy();
     const { config } = h.loadConfig(configFile);
-    // The CLI is an edge: it creates the batch system's engine, as torque/hook.ts does for pbs_mom's runs.
-    return await h.runCacheCommand({ action, digest: operands[0], json, config, engine: h.torqueEngine(process.env), io });
+    // The CLI is an edge: it creates the batch system's engine, as the hooks do for pbs_mom's and slurmd's runs.
+    // No job here: [batch] system says which batch system judges a lease's job.
+    const engine = config.batch.system === 'slurm' ? h.slurmEngine(undefined, process.env) : h.torqueEngine(process.env);
+    return await h.runCacheCommand({ action, digest: operands[0], json, config, engine, io });
   } catch (e) {
     if (!isVtorqueError(e)) throw e;
     const { problemLine, line } = await heavy();

@@ -29,7 +29,7 @@ Commands:
   epilogue            run by pbs_mom as mom_priv/epilogue: removes the job's VM files
   epilogue-parallel   the same on sister nodes
   check               try a job script before submitting it: check --job SCRIPT
-  doctor              check this node (config, tools, libguestfs, KVM, dirs, mom_priv, launch, Torque)
+  doctor              check this node (config, tools, libguestfs, KVM, dirs, mom_priv or slurm, launch, Torque)
   submit-filter       Torque's SUBMITFILTER: refuses bad #VM requests at qsub time
   slurm-prolog        run by slurmd as slurm.conf's Prolog (Slurm)
   slurm-epilog        run by slurmd as slurm.conf's Epilog: removes the job's VM files
@@ -179,7 +179,14 @@ Run by slurmd as root (slurm.conf: Prolog=, PrologFlags=Alloc) on every node of
 a job, with no arguments: the job comes from SLURM_JOB_ID, SLURM_JOB_USER,
 SLURM_JOB_UID/GID, SLURM_NODELIST and SLURMD_NODENAME. It reads the job script
 with scontrol write batch_script (never the job's comment, which its owner can
-change), and for #VM lines prepares this node's VMs as the Torque prologue does.
+change), and for #VM lines prepares and boots this node's VMs as the Torque
+prologue does. Its "vtorque:" lines go to <job_dir>/<jobid>/summary, which the
+TaskProlog (conf/slurm/task-prolog) prints at the top of the job's output.
+
+The job script runs in VM 0: job_submit.lua puts three lines before the script
+of every VM job it accepts, which exec vtorque-slurm-run as the job owner in the
+batch step; it sends the script as submitted to VM 0's agent. A VM job whose
+script was not wrapped (no job_submit.lua) is cancelled (problem slurm-wrap).
 
 A job's fault (a bad request, an image that fails the requirements) cancels the
 job with the reason in its comment (scontrol show job, squeue -o %k) and exits 0,
@@ -208,20 +215,23 @@ Exit codes:
   0  the job's files on this node are removed (or there were none)
   2  the node's fault; slurmd drains the node`;
 
-HELP['submit-check'] = `vtorque-prologue [--config FILE] submit-check [--uid UID] [--partition P] < SCRIPT
+HELP['submit-check'] = `vtorque-prologue [--config FILE] submit-check [--vm-status] [--uid UID] [--partition P] < SCRIPT
 
 Run by job_submit.lua (conf/slurm/job_submit.lua) inside slurmctld for a job
-whose script mentions VMs: the submit filter's cheap check of the #VM lines
-(syntax, the site's limits, the image allowed and a safe disk image, a verdict
-a node already holds). Nothing is hashed. Prints "vtorque:" lines; exit 1
-refuses the job (the user's fault), 2 the check could not run (the lua refuses
-then too, rather than pass a job unchecked).
+whose script mentions VMs, or that asks for a [policy] vm_queues partition: the
+submit filter's cheap check of the #VM lines (syntax, the site's limits, the
+image allowed and a safe disk image, a verdict a node already holds). Nothing
+is hashed. Prints "vtorque:" lines; exit 1 refuses the job (the user's fault),
+2 the check could not run (the lua refuses then too, rather than pass a job
+unchecked). With --vm-status a VM job that passes exits 10, and the lua wraps
+its script so that it runs in VM 0.
 
 Example (what job_submit.lua runs, as SlurmUser):
-  vtorque-prologue submit-check --uid 1000 --partition batch < job.sh
+  vtorque-prologue submit-check --vm-status --uid 1000 --partition batch < job.sh
 
 Exit codes:
-  0  the request is fine (notes, if any, are shown to the user)
+  0  the request is fine, or not a VM job (notes, if any, are shown to the user)
+  10 with --vm-status: a VM job whose request is fine
   1  the user's fault: the job is refused with the printed lines
   2  the check could not run (config, pool): the job is refused too`;
 
@@ -287,9 +297,16 @@ Checks, in order:
              0500, running vtorque-prologue with this ini in a clean
              environment (env -i; else a warning); the node, env and program
              files they run, and every directory above them, are root's
+  slurm      ([batch] system = slurm, instead of mom_priv and torque) scontrol
+             show config answers; Prolog=, Epilog= run our wrappers (root's, a
+             clean environment); TaskProlog= is ours; PrologFlags has Alloc;
+             JobSubmitPlugins has lua and job_submit.lua is ours;
+             PrologEpilogTimeout >= [timeouts] total + 3 x qstat; this node is
+             not down, nor drained by vtorque (--clear resumes it)
   launch     mom_priv/config starts jobs through vtorque-starter (without it
              a #VM job's script runs on the host) and has no
-             $job_starter_run_privileged; the starter is root's, as is every
+             $job_starter_run_privileged (Slurm: the vtorque-slurm-run that
+             job_submit.lua names); the starter is root's, as is every
              directory above it; the launch account ([launch] user) exists
              and can open /dev/kvm (else a warning: TCG); qemu-system exists
   torque     qstat -B reaches pbs_server; pbsnodes knows this node, and
@@ -299,7 +316,8 @@ Options:
   --json          machine-readable output
   --clear         once every check passes, bring the node back online and
                   clear its note, only if the note is ours ("vtorque: ...");
-                  an operator's offline or note is never touched
+                  an operator's offline or note is never touched. On a Slurm
+                  node: resume it, only if its drain reason is ours
   --skip CHECKS   leave out some checks, e.g. --skip guestfs,kvm (quicker;
                   config always runs)
 
@@ -309,7 +327,7 @@ Examples:
   vtorque-prologue doctor --skip guestfs --json
 
 Exit codes: 0 healthy (warnings allowed); 1 problems found (or --clear could
-not reach pbsnodes); 2 doctor could not run (bad options).`;
+not reach pbsnodes or scontrol); 2 doctor could not run (bad options).`;
 
 HELP.starter = `vtorque-starter SHELL NAME [ARG...]   (pbs_mom's $job_starter; not run by hand)
 

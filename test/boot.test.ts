@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../src/config/load.js';
 import { writeSeed, type SeedInput } from '../src/seed/index.js';
+import { TORQUE_TERMS, torqueGuestVars } from '../src/torque/engine.js';
 import type { VmRequest } from '../src/request/resolve.js';
 import { REPO } from './harness/mom.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
@@ -107,7 +108,7 @@ t.test('a real Debian guest applies our seed from each medium: hostname, user, g
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', join(guest, 'guest.qcow2'), overlay]);
       const { config } = parseConfig(`[seed]\nmedia = ${m}\nssh_keys_from =\n[guestfs]\naccel = ${accel}\n`, 'boot-test.ini');
       const input: SeedInput = {
-        config,
+        config, batch: { guestVars: torqueGuestVars, terms: TORQUE_TERMS },
         job: { id: `77.head`, user: SEED_USER.name, group: SEED_USER.group, name: `boot "${m}" #1`, workdir: "/home/vtseed/it's here" },
         node: 'node01', vm: { index: i, count: media.length, jobIndex: 10 + i }, family: 'debian', request,
         owner: { uid: 0, gid: 0, fileMode: 0o600, dirMode: 0o700 }, dir, overlay,

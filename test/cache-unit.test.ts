@@ -9,6 +9,7 @@ import { acquireLock, tryLock } from '../src/cache/lock.js';
 import { parseConfig } from '../src/config/load.js';
 import { layoutOf, ensureLayout } from '../src/cache/layout.js';
 import { isStale, readLeases, sweepLeases, writeLease } from '../src/cache/leases.js';
+import { jobKnownToTorque } from '../src/torque/engine.js';
 import { reservations, spaceView } from '../src/cache/space.js';
 import { isNodeFault } from '../src/core/errors.js';
 import { backingFor, overlayMaker } from '../src/cache/overlays.js';
@@ -96,8 +97,8 @@ t.test('leases: a stale one is swept only when old and unknown to Torque', async
   for (const j of ['2.srv', '3.srv']) utimesSync(join(l.leases, `${j}.json`), old, old);
   mkdirSync(join(d, 'torque/mom_priv/jobs'), { recursive: true });
   writeFileSync(join(d, 'torque/mom_priv/jobs/3.srv.JB'), '');
-  t.same(readLeases(l).map((f) => isStale(config, f)).sort(), [false, false, true]);
-  const { held, swept } = sweepLeases(config, l);
+  t.same(readLeases(l).map((f) => isStale(config, f, jobKnownToTorque)).sort(), [false, false, true]);
+  const { held, swept } = sweepLeases(config, l, jobKnownToTorque);
   t.same(swept, ['2.srv'], 'old and gone from Torque');
   t.same(held.get(dg), ['1.srv']);
   t.same(held.get('b'.repeat(64)), ['3.srv'], 'old, but Torque still has the job');

@@ -373,3 +373,155 @@ t.test('qstat on PATH is found when no pbs_mom runs; nothing found keeps the def
   t.match(none.stderr, /^install\.sh: warning: Torque's qstat and pbsnodes were not found \(no --torque-prefix, no running pbs_mom in \S+mom_priv\/mom\.lock, no qstat on PATH\); \[tools\] keeps qstat = \/usr\/local\/bin\/qstat and pbsnodes = \/usr\/local\/bin\/pbsnodes\. Fix: run install\.sh again with --torque-prefix DIR/m);
   t.equal(toolsOf(join(node.root, 'c/prologue.ini')).qstat, '/usr/local/bin/qstat');
 });
+
+/** A staging root with a site's slurm.conf at etc/slurm/slurm.conf. */
+function slurmRoot(conf: string): { root: string; conf: string; run: (...args: string[]) => ReturnType<typeof install> } {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-slurm-'));
+  mkdirSync(join(root, 'etc/slurm'), { recursive: true });
+  writeFileSync(join(root, 'etc/slurm/slurm.conf'), conf);
+  return { root, conf: join(root, 'etc/slurm/slurm.conf'), run: (...args) => install('--root', root, '--slurm', '--slurm-conf', '/etc/slurm/slurm.conf', ...args) };
+}
+
+const SITE_CONF = 'ClusterName=site\nPrologFlags=Contain\n# the site\'s own comment\nJobSubmitPlugins=pbs\nNodeName=n1 CPUs=2\n';
+
+t.test('--slurm into a staging root: Slurm wrappers, runner, TaskProlog, job_submit.lua, the ini; no mom_priv; uninstall', async (t) => {
+  const s = slurmRoot(SITE_CONF);
+  const r = s.run();
+  t.equal(r.status, 0, r.stderr);
+  const bin = join(s.root, 'opt/vtorque-prologue/bin');
+  for (const f of ['vtorque-slurm-prolog', 'vtorque-slurm-epilog', 'vtorque-slurm-run', 'vtorque-task-prolog']) {
+    const st = statSync(join(bin, f));
+    t.ok(st.uid === 0 && (st.mode & 0o777) === 0o755, `${f} is root's, 0755`);
+  }
+  const prolog = readFileSync(join(bin, 'vtorque-slurm-prolog'), 'utf8');
+  const exec = prolog.replace(/\\\n/g, ' ').split('\n').find((l) => l.startsWith('exec '))!;
+  t.match(exec, /^exec \/usr\/bin\/env -i LANG=C\.UTF-8 PATH=\/bin:\/usr\/bin +\$\{SLURM_JOB_ID\+"SLURM_JOB_ID=\$SLURM_JOB_ID"\} /, 'node starts with a clean environment');
+  t.match(exec, / \/\S+\/node --no-global-search-paths --no-addons \/opt\/vtorque-prologue\/bin\/vtorque-prologue --config \/etc\/vtorque\/prologue\.ini slurm-prolog "\$@"$/);
+  const passed = exec.match(/\$\{[A-Z_]+\+/g)!.map((x) => x.slice(2, -1));
+  t.ok(passed.every((v) => /^SLURMD?_/.test(v)), `only SLURM_* and SLURMD_* pass: ${passed.join(' ')}`);
+  t.notMatch(exec, /NODE_OPTIONS|LD_PRELOAD/);
+  t.match(readFileSync(join(bin, 'vtorque-slurm-epilog'), 'utf8'), / slurm-epilog "\$@"\n$/);
+  const runner = readFileSync(join(bin, 'vtorque-slurm-run'), 'utf8');
+  t.match(runner, /^JOB_DIR=\/var\/lib\/vtorque\/jobs$/m);
+  t.match(runner, /^NODE=\/\S+$/m);
+  t.match(runner, /^BUNDLE=\/opt\/vtorque-prologue\/dist\/vtorque-starter\.cjs$/m);
+  t.match(readFileSync(join(bin, 'vtorque-task-prolog'), 'utf8'), /^JOB_DIR=\/var\/lib\/vtorque\/jobs$/m);
+  const lua = readFileSync(join(s.root, 'etc/slurm/job_submit.lua'), 'utf8');
+  t.match(lua.split('\n')[0], /vtorque-prologue's job_submit\.lua/);
+  t.match(lua, /^local VTORQUE = "\/usr\/bin\/env -u NODE_OPTIONS -u NODE_PATH \/\S+\/node --no-global-search-paths --no-addons \/opt\/vtorque-prologue\/bin\/vtorque-prologue"$/m);
+  t.match(lua, /^local CONFIG = "\/etc\/vtorque\/prologue\.ini"$/m);
+  t.match(lua, /^local RUNNER = "\/opt\/vtorque-prologue\/bin\/vtorque-slurm-run"$/m);
+  t.equal(statSync(join(s.root, 'etc/slurm/job_submit.lua')).mode & 0o777, 0o644);
+  const ini = readFileSync(join(s.root, 'etc/vtorque/prologue.ini'), 'utf8');
+  t.match(ini, /^\[batch\]\n(;.*\n|\n)*system = slurm$/m, '[batch] system = slurm');
+  t.match(ini, /^scontrol = \/\S+$/m);
+  t.notOk(existsSync(join(s.root, 'var/spool/torque/mom_priv/prologue')), 'no mom_priv wrappers on a Slurm node');
+  t.notOk(existsSync(join(s.root, 'var/spool/torque/mom_priv/config')), 'no $job_starter');
+  // The slurm.conf lines: printed with the site's PrologFlags and JobSubmitPlugins kept, and slurm.conf untouched.
+  for (const line of ['Prolog=/opt/vtorque-prologue/bin/vtorque-slurm-prolog', 'Epilog=/opt/vtorque-prologue/bin/vtorque-slurm-epilog',
+    'TaskProlog=/opt/vtorque-prologue/bin/vtorque-task-prolog', 'PrologFlags=Contain,Alloc', 'JobSubmitPlugins=pbs,lua', 'PrologEpilogTimeout=270']) {
+    t.ok(r.stdout.split('\n').includes(`  ${line}`), `prints ${line}`);
+  }
+  t.match(r.stdout, /^install\.sh does not edit slurm\.conf unless asked: .*--edit-slurm-conf.*scontrol reconfigure$/m);
+  t.equal(readFileSync(s.conf, 'utf8'), SITE_CONF, 'slurm.conf is not edited without --edit-slurm-conf');
+  t.notMatch(r.stdout + r.stderr, /would|reconfigure.*ran/);
+  const again = s.run();
+  t.notMatch(again.stdout, /^(wrote|created|linked)/m, 'a second run changes nothing');
+  // --edit-slurm-conf: a copy first, the site's lines kept as comments, Alloc and lua added to the site's values.
+  const edit = s.run('--edit-slurm-conf');
+  t.equal(edit.status, 0, edit.stderr);
+  const edited = readFileSync(s.conf, 'utf8');
+  t.match(edited, /^#vtorque-prologue-was# PrologFlags=Contain$/m);
+  t.match(edited, /^PrologFlags=Contain,Alloc$/m);
+  t.match(edited, /^JobSubmitPlugins=pbs,lua$/m);
+  t.match(edited, /^Prolog=\/opt\/vtorque-prologue\/bin\/vtorque-slurm-prolog$/m);
+  t.match(edited, /^PrologEpilogTimeout=270$/m);
+  t.match(edited, /^NodeName=n1 CPUs=2$/m, "the site's other lines stay");
+  const backups = readdirSync(join(s.root, 'etc/slurm')).filter((n) => n.startsWith('slurm.conf.vtorque-'));
+  t.equal(backups.length, 1);
+  t.equal(readFileSync(join(s.root, 'etc/slurm', backups[0]!), 'utf8'), SITE_CONF, 'the copy is the site\'s slurm.conf');
+  t.match(edit.stdout, /then run: scontrol reconfigure/);
+  t.equal(s.run('--edit-slurm-conf').stdout.includes('wrote'), false, 'a second --edit-slurm-conf changes nothing');
+  t.equal(readFileSync(s.conf, 'utf8'), edited);
+  // Uninstall without --edit-slurm-conf says our lines are still there; with it the site's slurm.conf is back as it was.
+  const un = s.run('--uninstall', '--edit-slurm-conf');
+  t.equal(un.status, 0, un.stderr);
+  t.equal(readFileSync(s.conf, 'utf8'), SITE_CONF, "slurm.conf is the site's again");
+  t.notOk(existsSync(join(s.root, 'etc/slurm/job_submit.lua')), 'our job_submit.lua goes');
+  t.notOk(existsSync(join(s.root, 'opt/vtorque-prologue')), 'and the program with its Slurm wrappers');
+  rmSync(s.root, { recursive: true, force: true });
+});
+
+t.test("--slurm --edit-slurm-conf refuses a site's own Prolog with how to chain it; a site's job_submit.lua is never replaced", async (t) => {
+  const site = `${SITE_CONF}Prolog=/etc/slurm/site-prolog\n`;
+  const s = slurmRoot(site);
+  const siteLua = '-- the site\'s own job_submit.lua\nfunction slurm_job_submit() return slurm.SUCCESS end\n';
+  writeFileSync(join(s.root, 'etc/slurm/job_submit.lua'), siteLua);
+  const printed = s.run();
+  t.equal(printed.status, 0, 'without --edit-slurm-conf the conflict is said, and nothing is refused');
+  t.match(printed.stderr, /^install\.sh: slurm\.conf has the site's own Prolog=\/etc\/slurm\/site-prolog\. Slurm runs every program a Prolog glob matches: put yours and a link to \/opt\/vtorque-prologue\/bin\/vtorque-slurm-prolog in one root-owned directory, e\.g\. \/etc\/slurm\/prolog\.d\/, and set Prolog=\/etc\/slurm\/prolog\.d\/\*$/m);
+  t.equal(readFileSync(join(s.root, 'etc/slurm/job_submit.lua'), 'utf8'), siteLua, "the site's job_submit.lua is kept");
+  t.match(readFileSync(join(s.root, 'etc/slurm/job_submit.lua.vtorque'), 'utf8'), /^local CONFIG = "\/etc\/vtorque\/prologue\.ini"$/m, 'ours is beside it');
+  t.match(printed.stderr, /job_submit\.lua is the site's own job_submit\.lua: kept as it is; ours is beside it as \S+job_submit\.lua\.vtorque\. Fix: slurmctld loads one job_submit\.lua, so merge them: /);
+  const refused = s.run('--edit-slurm-conf');
+  t.equal(refused.status, 2);
+  t.match(refused.stderr, /--edit-slurm-conf: \/etc\/slurm\/slurm\.conf left as it is: a site's own hook is never overwritten\. Fix: chain it as said above/);
+  t.equal(readFileSync(s.conf, 'utf8'), site, 'slurm.conf untouched');
+  t.same(readdirSync(join(s.root, 'etc/slurm')).filter((n) => n.startsWith('slurm.conf.vtorque-')), [], 'and not even copied');
+  // Chained as said: a glob that matches ours is accepted.
+  mkdirSync(join(s.root, 'etc/slurm/prolog.d'));
+  symlinkSync('/etc/slurm/site-prolog', join(s.root, 'etc/slurm/prolog.d/10-site'));
+  symlinkSync(join(s.root, 'opt/vtorque-prologue/bin/vtorque-slurm-prolog'), join(s.root, 'etc/slurm/prolog.d/50-vtorque'));
+  writeFileSync(s.conf, `${SITE_CONF}Prolog=/etc/slurm/prolog.d/*\n`);
+  const chained = s.run('--edit-slurm-conf');
+  t.equal(chained.status, 0, chained.stderr);
+  t.match(readFileSync(s.conf, 'utf8'), /^Prolog=\/etc\/slurm\/prolog\.d\/\*$/m, 'the glob stays');
+  const un = s.run('--uninstall');
+  t.equal(readFileSync(join(s.root, 'etc/slurm/job_submit.lua'), 'utf8'), siteLua, "uninstall leaves the site's job_submit.lua");
+  t.notOk(existsSync(join(s.root, 'etc/slurm/job_submit.lua.vtorque')));
+  t.match(un.stderr, /still has our lines .*Fix: run install\.sh --uninstall --slurm --edit-slurm-conf/);
+  rmSync(s.root, { recursive: true, force: true });
+});
+
+t.test('--help teaches --slurm', async (t) => {
+  const h = install('--help');
+  t.equal(h.status, 0);
+  for (const opt of ['--slurm ', '--slurm-conf FILE', '--slurm-prefix DIR', '--edit-slurm-conf']) t.ok(h.stdout.includes(`  ${opt}`), opt);
+  t.match(h.stdout, /PrologFlags=Alloc, JobSubmitPlugins=lua, PrologEpilogTimeout=N/);
+  t.match(h.stdout, /^ {2}\.\/install\.sh --slurm --edit-slurm-conf /m);
+});
+
+t.test('--slurm --dry-run prints every Slurm action and changes nothing', async (t) => {
+  const s = slurmRoot(SITE_CONF);
+  const r = s.run('--dry-run', '--edit-slurm-conf');
+  t.equal(r.status, 0, r.stderr);
+  for (const action of [
+    /^would: write .*\/opt\/vtorque-prologue\/bin\/vtorque-slurm-prolog \(mode 0755\)$/m,
+    /^would: write .*\/opt\/vtorque-prologue\/bin\/vtorque-slurm-epilog \(mode 0755\)$/m,
+    /^would: write .*\/opt\/vtorque-prologue\/bin\/vtorque-slurm-run \(mode 0755\)$/m,
+    /^would: write .*\/opt\/vtorque-prologue\/bin\/vtorque-task-prolog \(mode 0755\)$/m,
+    /^would: write .*\/etc\/slurm\/job_submit\.lua \(mode 0644\)$/m,
+    /^would: write .*\/etc\/vtorque\/prologue\.ini \(mode 0644\)$/m,
+    /^would: copy \S+\/etc\/slurm\/slurm\.conf to \S+\/etc\/slurm\/slurm\.conf\.vtorque-\d{14}, then write the lines above into it$/m,
+  ]) t.match(r.stdout, action);
+  t.notMatch(r.stdout, /mom_priv/);
+  t.same(readdirSync(join(s.root, 'etc/slurm')), ['slurm.conf'], 'nothing was written');
+  t.equal(readFileSync(s.conf, 'utf8'), SITE_CONF);
+  t.same(readdirSync(s.root), ['etc']);
+  rmSync(s.root, { recursive: true, force: true });
+});
+
+t.test('--slurm on an existing ini: [batch] system and the tools at their defaults are set, an admin\'s own are kept; bad combinations are refused', async (t) => {
+  const s = slurmRoot(SITE_CONF);
+  mkdirSync(join(s.root, 'etc/vtorque'), { recursive: true });
+  mkdirSync(join(s.root, 'opt/slurm/bin'), { recursive: true });
+  for (const tool of ['scontrol', 'scancel']) writeFileSync(join(s.root, 'opt/slurm/bin', tool), '#!/bin/sh\n', { mode: 0o755 });
+  writeFileSync(join(s.root, 'etc/vtorque/prologue.ini'), '[logging]\nlevel = debug ; mine\n[tools]\nscancel = /site/scancel\n');
+  const r = s.run('--slurm-prefix', '/opt/slurm');
+  t.equal(r.status, 0, r.stderr);
+  t.equal(readFileSync(join(s.root, 'etc/vtorque/prologue.ini'), 'utf8'), '[logging]\nlevel = debug ; mine\n[tools]\nscancel = /site/scancel\nscontrol = /opt/slurm/bin/scontrol\n\n[batch]\nsystem = slurm\n');
+  t.match(r.stdout, /^Slurm: set \[batch\] system = slurm \[tools\] scontrol = \/opt\/slurm\/bin\/scontrol in \S+prologue\.ini, where the default was/m);
+  t.equal(install('--root', s.root, '--edit-slurm-conf').status, 1, '--edit-slurm-conf without --slurm');
+  t.equal(s.run('--submit-filter', '/usr/local/sbin/torque_submitfilter').status, 1, "Torque's submit filter with --slurm");
+  rmSync(s.root, { recursive: true, force: true });
+});

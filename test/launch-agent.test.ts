@@ -106,6 +106,7 @@ async function startAgent(t: Tap, o: { config?: Record<string, unknown>; configO
   writeFileSync(config, JSON.stringify(o.config ?? {
     user: 'nobody', uid: NOBODY.uid, home, vms: ['vnode01', 'vnode02'], np: 4,
     env: { PBS_JOBID: '42.head', PBS_JOBNAME: "it's $HOME `id`", PBS_O_WORKDIR: '/home/nobody/run 1', PBS_NODEFILE: '/etc/vtorque/nodefile' },
+    script_env: { PBS_ENVIRONMENT: 'PBS_BATCH' }, nodefile_env: ['PBS_NODEFILE', 'PBS_VM_NODEFILE'], np_env: ['PBS_NP'],
   }), { mode: 0o600 });
   if (o.configOwner !== undefined) chownSync(config, o.configOwner, o.configOwner);
   const state = o.state ?? join(dir, 'state');
@@ -296,6 +297,48 @@ t.test('frames out of order or malformed get a ! frame, never a run', async (t) 
   await h2.hello();
   t.notOk(existsSync(join(a.home, 'x')), 'after a protocol error the rest of that connection is ignored');
   t.notOk(existsSync(join(a.state, 'ran')), 'nothing ran');
+});
+
+t.test("the batch system's names come from agent.json: under Slurm's the script gets its run's node file in VTORQUE_NODEFILE and no PBS_ variable", async (t) => {
+  const home = join(work, 'slurm-home');
+  mkdirSync(home, { mode: 0o700 });
+  chownSync(home, NOBODY.uid, NOBODY.gid);
+  const a = await startAgent(t, {
+    home,
+    config: {
+      user: 'nobody', uid: NOBODY.uid, home, vms: ['vnode01', 'vnode02'], np: 4,
+      env: { SLURM_JOB_ID: '42', SLURM_JOB_NODELIST: 'vnode01,vnode02', VTORQUE_NODEFILE: '/etc/vtorque/nodefile' },
+      script_env: {}, nodefile_env: ['VTORQUE_NODEFILE'], np_env: [],
+    },
+  });
+  const h = await a.accept();
+  await h.hello();
+  h.send('S', [
+    '#!/bin/sh',
+    'echo "job=$SLURM_JOB_ID nodes=$SLURM_JOB_NODELIST"',
+    'echo "nodefile=$(tr "\\n" , < "$VTORQUE_NODEFILE") own=$([ "$VTORQUE_NODEFILE" != /etc/vtorque/nodefile ] && echo yes)"',
+    'echo "pbs=$(env | grep -c "^PBS_")"',
+    '',
+  ].join('\n'));
+  h.send('I', '');
+  const rest = await h.until('X');
+  t.equal(text(rest, 'O'), 'job=42 nodes=vnode01,vnode02\nnodefile=vnode01,vnode02, own=yes\npbs=0\n', "Slurm's variables, the run's own node file, no PBS_ name");
+  t.same(parseExit(rest[rest.length - 1]!.payload), { status: 0, signal: null });
+});
+
+t.test('agent.json names that are not variable names are refused', async (t) => {
+  for (const [what, extra, says] of [
+    ['nodefile_env', { nodefile_env: ['LD_PRELOAD=/x'] }, /nodefile_env must list variable names/],
+    ['np_env', { np_env: 'PBS_NP' }, /np_env must list variable names/],
+    ['script_env', { script_env: { 'A B': 'x' } }, /script_env must map variable names to strings/],
+  ] as const) {
+    const a = await startAgent(t, { config: { user: 'nobody', uid: NOBODY.uid, home: '/tmp', vms: [], np: 1, env: {}, ...extra } });
+    const h = await a.accept();
+    h.send('H');
+    const f = await h.next();
+    t.same(f.type, '!', `${what}: no R`);
+    t.match(f.payload.toString(), says, `${what}: says why`);
+  }
 });
 
 t.test('the agent refuses to run anything as root, or for a config root does not own', async (t) => {

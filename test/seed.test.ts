@@ -23,6 +23,13 @@ import type { VmRequest } from '../src/request/resolve.js';
 import { isJobFault, isNodeFault } from '../src/core/errors.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
 import { REPO } from './harness/mom.js';
+import { TORQUE_TERMS, torqueGuestVars } from '../src/torque/engine.js';
+import { SLURM_TERMS, slurmGuestVars } from '../src/slurm/engine.js';
+
+/** The seed's batch system in these tests: Torque's names (SeedInput.batch). */
+const TORQUE = { guestVars: torqueGuestVars, terms: TORQUE_TERMS };
+/** Torque's job variables in the guest, for profileVars called directly. */
+const torqueJob = (id: string, name: string, workdir?: string) => torqueGuestVars({ id, name, workdir, vms: [], vcpus: 1 }).vars;
 
 type Tap = Pick<typeof t, 'equal' | 'match'>;
 
@@ -61,7 +68,7 @@ const request = (over: Partial<VmRequest> = {}): VmRequest => ({
 function input(cfg: Config, over: Partial<SeedInput> = {}): SeedInput {
   const dir = mkdtempSync(join(work, 'vm-'));
   return {
-    config: cfg,
+    config: cfg, batch: TORQUE,
     job: { id: '42.head', user: TEST_USER.name, group: TEST_USER.group, name: 'job1', workdir: home },
     node: 'node01', vm: { index: 0, count: 1, jobIndex: 0 }, family: 'debian', request: request(),
     owner: { uid: TEST_USER.uid, gid: TEST_USER.gid, fileMode: 0o600, dirMode: 0o750 },
@@ -117,7 +124,7 @@ packages_redhat = htop, nfs-utils
 const COMBOS: { name: string; ini: string; family: 'debian' | 'redhat' | 'osv'; keys: string[]; net: 'dhcp' | 'none' | 'static' | undefined }[] = [];
 const LINUX_BASE = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files', 'runcmd'];
 /** For buildUserData called directly: an agent config that plays no part in what those tests check. */
-const AGENT: AgentConfig = { user: 'alice', uid: 1234, home: '/home/alice', vms: ['vx'], np: 1, env: {} };
+const AGENT: AgentConfig = { user: 'alice', uid: 1234, home: '/home/alice', vms: ['vx'], np: 1, env: {}, script_env: {}, nodefile_env: [], np_env: [] };
 
 type FileEntry = { path: string; content: string; encoding: string; owner: string; permissions: string };
 const b64json = (e: FileEntry | undefined): unknown => JSON.parse(Buffer.from(e!.content, 'base64').toString('utf8'));
@@ -164,6 +171,7 @@ t.test('every family and option combination passes cloud-init schema, with exact
       t.same(b64json(files.find((f) => f.path === AGENT_CONFIG_PATH)), {
         user: TEST_USER.name, uid: TEST_USER.uid, home: `/home/${TEST_USER.name}`, vms: ['vnode01'], np: 1,
         env: { PBS_JOBID: '42.head', PBS_JOBNAME: 'job1', PBS_O_WORKDIR: home, PBS_NODEFILE: '/etc/vtorque/nodefile', PBS_VM_NODEFILE: '/etc/vtorque/nodefile', DISTRO: c.family, VTORQUE_VM_INDEX: '0', VTORQUE_VM_NODE_INDEX: '0', VTORQUE_VMS_ON_NODE: '1', VTORQUE_HOSTNAME: 'vnode01' },
+        script_env: { PBS_ENVIRONMENT: 'PBS_BATCH' }, nodefile_env: ['PBS_NODEFILE', 'PBS_VM_NODEFILE'], np_env: ['PBS_NP'],
       }, 'the agent runs the script as the job owner in the guest home, with the profile\'s variables; a one-node job by default');
       t.same(user.runcmd, [agentRuncmd()], 'the agent is started by our one fixed runcmd entry');
       if (c.ini.includes('ssh_keys_from =')) t.notOk('ssh_authorized_keys' in u, 'no keys when ssh_keys_from is empty');
@@ -263,6 +271,35 @@ t.test('the VMs get a node file of their own: PBS_NODEFILE in the guest lists th
   t.match(b64json(file(AGENT_CONFIG_PATH)), { env: { PBS_NODEFILE: '/etc/vtorque/nodefile' } });
 });
 
+t.test("under Slurm the guest gets Slurm's job variables (the engine's guestVars): SLURM_JOB_ID and the VMs as nodes, VTORQUE_NODEFILE, and no PBS_ name", async (t) => {
+  const vms = ['vnode01-0', 'vnode01-1', 'vnode02-0', 'vnode02-1'];
+  const slurm = { guestVars: slurmGuestVars, terms: SLURM_TERMS };
+  const r = await renderSeed(input(config(), { batch: slurm, job: { id: '4242', user: TEST_USER.name, group: TEST_USER.group, name: "it's $x", workdir: home }, vm: { index: 1, count: 2, jobIndex: 1 }, vmHostnames: vms, request: request({ vcpus: 3 }) }));
+  t.notMatch(r.userData, /PBS_/, 'no PBS_ name anywhere in user-data');
+  const u = pyyaml([r.userData])[0] as { write_files: FileEntry[] };
+  const file = (path: string) => u.write_files.find((f) => f.path === path);
+  const profile = Buffer.from(file('/etc/profile.d/vtorque-job.sh')!.content, 'base64').toString('utf8');
+  t.notMatch(profile, /PBS_/, `no PBS_ name in the profile: ${profile}`);
+  const f = join(mkdtempSync(join(work, 'profile-')), 'p.sh');
+  writeFileSync(f, profile);
+  const names = ['SLURM_JOB_ID', 'SLURM_JOBID', 'SLURM_JOB_NAME', 'SLURM_SUBMIT_DIR', 'SLURM_JOB_NODELIST', 'SLURM_JOB_NUM_NODES', 'SLURM_NNODES', 'SLURM_CPUS_ON_NODE', 'VTORQUE_NODEFILE', 'VTORQUE_VM_INDEX'];
+  const sh = spawnSync('sh', ['-c', `. "$1" && printf '%s\\0' ${names.map((n) => `"$${n}"`).join(' ')}`, 'sh', f], { encoding: 'utf8' });
+  t.equal(sh.status, 0, sh.stderr);
+  t.same(sh.stdout.split('\0').slice(0, -1), ['4242', '4242', "it's $x", home, vms.join(','), '4', '4', '3', '/etc/vtorque/nodefile', '1'], 'a login shell reads the job, its VMs as the nodes, and the guest node file');
+  t.same(b64json(file(AGENT_CONFIG_PATH)), {
+    user: TEST_USER.name, uid: TEST_USER.uid, home: `/home/${TEST_USER.name}`, vms, np: 12,
+    env: {
+      SLURM_JOB_ID: '4242', SLURM_JOBID: '4242', SLURM_JOB_NAME: "it's $x", SLURM_SUBMIT_DIR: home, SLURM_JOB_NODELIST: vms.join(','), SLURM_JOB_NUM_NODES: '4', SLURM_NNODES: '4', SLURM_CPUS_ON_NODE: '3',
+      DISTRO: 'debian', VTORQUE_VM_INDEX: '1', VTORQUE_VM_NODE_INDEX: '1', VTORQUE_VMS_ON_NODE: '2', VTORQUE_HOSTNAME: 'vnode01-1', VTORQUE_NODEFILE: '/etc/vtorque/nodefile',
+    },
+    script_env: {}, nodefile_env: ['VTORQUE_NODEFILE'], np_env: [],
+  }, "the agent sets Slurm's names for the script, and the run's node file in VTORQUE_NODEFILE");
+  const noDir = await renderSeed(input(config(), { batch: slurm, job: { id: '7', user: TEST_USER.name, group: TEST_USER.group, name: 'j' } }));
+  const env = (b64json((pyyaml([noDir.userData])[0] as { write_files: FileEntry[] }).write_files.find((x) => x.path === AGENT_CONFIG_PATH)) as { env: Record<string, string> }).env;
+  t.notOk('SLURM_SUBMIT_DIR' in env, 'SLURM_SUBMIT_DIR only when the submit directory is known');
+  t.match(caught(() => guestHostname('node_01', 0, 1, SLURM_TERMS))?.problems[0], { fix: /slurm\.conf \(NodeName\)/ }, "a node name no guest name can be made from: Slurm's fix");
+});
+
 // Hostile names: each either survives YAML (PyYAML), /etc/passwd and sh exactly, or is refused with a message.
 const HOSTILE_ACCOUNTS: { name: string; ok: boolean }[] = [
   { name: 'a:b', ok: false }, { name: 'a#b', ok: false }, { name: "o'neil", ok: false }, { name: 'a"b', ok: false },
@@ -320,7 +357,7 @@ t.test('hostile paths and job names survive YAML and the sh profile exactly; con
   const docs: string[] = [];
   const cases = HOSTILE_TEXT.map((x) => ({ workdir: `/home/u/${x}/ü`, name: x }));
   for (const c of cases) {
-    const vars = profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' });
+    const vars = profileVars({ job: torqueJob('1.h', c.name, c.workdir), distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' });
     const text = profileText(vars);
     const account = { user: 'alice', uid: 1234, group: 'staff', gid: 99, gecos: '', home: '/home/x' };
     const doc = `#cloud-config\n${await toYaml(buildUserData({ config: config(), family: 'debian', hostname: 'vx', account, sshKeys: [], profile: text, agent: AGENT }))}`;
@@ -339,7 +376,7 @@ t.test('hostile paths and job names survive YAML and the sh profile exactly; con
   const profiles = back.map((b) => Buffer.from(b.write_files[0]!.content, 'base64').toString('utf8'));
   back.forEach((b, i) => t.equal(b.write_files[0]!.encoding, 'b64', `profile ${i} is base64`));
   profiles.forEach((p, i) => t.match(p, `export PBS_JOBNAME=`, `profile ${i} survives YAML`));
-  t.same(profiles, await Promise.all(cases.map(async (c) => profileText(profileVars({ jobId: '1.h', jobName: c.name, workdir: c.workdir, distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' })))), 'byte for byte');
+  t.same(profiles, await Promise.all(cases.map(async (c) => profileText(profileVars({ job: torqueJob('1.h', c.name, c.workdir), distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vx' })))), 'byte for byte');
   for (const bad of ['/a\nb', '/a\tb', 'relative/path', '/nul\0byte', '/a\u2028b', '/a\u2029b', '/a\u0085b', '/a\ud800b', '/a\uffffb']) {
     const e = caught(() => checkJobPath('PBS_O_WORKDIR', bad));
     // Escaped: a raw U+2028 in a test name would break the TAP stream itself.
@@ -347,8 +384,8 @@ t.test('hostile paths and job names survive YAML and the sh profile exactly; con
     t.match(e?.message, /PBS_O_WORKDIR cannot be passed to the VMs/);
   }
   t.match(caught(() => checkJobPath('PBS_O_WORKDIR', '/a\u2028b'))?.problems[0]?.message, 'contains a line separator (U+2028)', 'the character is named');
-  t.match(caught(() => checkJobName('j\u2029x'))?.problems[0]?.message, 'contains a paragraph separator (U+2029)', 'job names too');
-  t.equal(checkJobName("it's $(id) ü ☃"), "it's $(id) ü ☃", 'any single line of text is a job name');
+  t.match(caught(() => checkJobName('j\u2029x', TORQUE_TERMS))?.problems[0]?.message, 'contains a paragraph separator (U+2029)', 'job names too');
+  t.equal(checkJobName("it's $(id) ü ☃", TORQUE_TERMS), "it's $(id) ü ☃", 'any single line of text is a job name');
   await t.rejects(renderSeed(input(config(), { job: { id: '1', user: TEST_USER.name, group: TEST_USER.group, name: 'j', workdir: '/x\ny' } })), /PBS_O_WORKDIR cannot be passed/, 'renderSeed refuses it too');
 });
 
@@ -378,10 +415,10 @@ t.test('OSv gets the profile as one line that sh reads back exactly', async (t) 
 });
 
 t.test('hostile node names never become a guest hostname; good ones follow vTorque', async (t) => {
-  t.equal(guestHostname('Node01', 0, 1), 'vnode01');
-  t.equal(guestHostname('n1', 3, 4), 'vn1-3');
+  t.equal(guestHostname('Node01', 0, 1, TORQUE_TERMS), 'vnode01');
+  t.equal(guestHostname('n1', 3, 4, TORQUE_TERMS), 'vn1-3');
   for (const bad of ['node_01', 'nöde', 'a:b', 'a b', 'x#', '{x}', '&*!', "o'x", 'a\nb', 'n'.repeat(63), 'node-']) {
-    const e = caught(() => guestHostname(bad, 0, 1));
+    const e = caught(() => guestHostname(bad, 0, 1, TORQUE_TERMS));
     t.ok(isNodeFault(e), `${JSON.stringify(bad)} refused`);
     t.match(e?.problems[0], { message: /is not a DNS label/, fix: /\[torque\] node_name/ });
   }

@@ -10,6 +10,7 @@ import {
   describeDisagreement, directivesFromVmVariables, nodePosition, requestDisagreement, requestFromVariables, vmVariableName,
 } from '../src/request/sister.js';
 import { parseQstat } from '../src/torque/qstat.js';
+import { TORQUE_TERMS } from '../src/torque/engine.js';
 import { isJobFault, isNodeFault, type Problem } from '../src/core/errors.js';
 
 const config = parseConfig('[defaults]\nvcpus = 2\n', 'test.ini').config;
@@ -186,18 +187,18 @@ t.test('disagreement compares what the requests resolve to, not how they were wr
 
 t.test('a node\'s position: distinct hosts of PBS_NODEFILE in first-occurrence order', async (t) => {
   const nf = 'n03.cluster\nn03.cluster\nn01.cluster\nn01.cluster\nn07.cluster\nn01.cluster\n';
-  t.same(nodePosition(nf, 'n03'), { index: 0, hosts: ['n03', 'n01', 'n07'] });
-  t.same(nodePosition(nf, 'n01.cluster').index, 1, 'an FQDN host name');
-  t.same(nodePosition(nf, 'N07').index, 2, 'case does not matter');
-  t.same(nodePosition('a\r\n\r\nb\r\n', 'b'), { index: 1, hosts: ['a', 'b'] }, 'CRLF and blank lines');
-  t.same(nodePosition('solo\n', 'solo'), { index: 0, hosts: ['solo'] });
+  t.same(nodePosition(nf, 'n03', TORQUE_TERMS), { index: 0, hosts: ['n03', 'n01', 'n07'] });
+  t.same(nodePosition(nf, 'n01.cluster', TORQUE_TERMS).index, 1, 'an FQDN host name');
+  t.same(nodePosition(nf, 'N07', TORQUE_TERMS).index, 2, 'case does not matter');
+  t.same(nodePosition('a\r\n\r\nb\r\n', 'b', TORQUE_TERMS), { index: 1, hosts: ['a', 'b'] }, 'CRLF and blank lines');
+  t.same(nodePosition('solo\n', 'solo', TORQUE_TERMS), { index: 0, hosts: ['solo'] });
   for (const [name, file, host, says] of [
     ['not in the list', nf, 'n09', /lists n03, n01, n07 but not n09/],
     ['empty node file', '\n', 'n01', /lists no hosts/],
     ['two FQDNs with one short name', 'n1.a\nn1.b\n', 'n1', /n1\.a and n1\.b share the short name n1/],
   ] as const) {
     try {
-      nodePosition(file, host);
+      nodePosition(file, host, TORQUE_TERMS);
       t.fail(`${name}: accepted`);
     } catch (e) {
       t.ok(isNodeFault(e), `${name}: a node fault (exit 2)`);

@@ -10,7 +10,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ENDED, Slurm } from './harness/slurm.js';
-import { BIN, NOBODY, REPO, SHARED_CACHE, testImages } from './harness/mom.js';
+import { NOBODY, SHARED_CACHE, testImages } from './harness/mom.js';
+import { slurmWiring } from './harness/slurm-wiring.js';
 import { ensureLaunchUser } from './harness/launch-user.js';
 
 ensureLaunchUser();
@@ -29,21 +30,15 @@ for (const [name, file] of [['debian12.qcow2', 'debian-ok.qcow2'], ['nocloud.qco
     copyFileSync(src, join(pool, name));
   }
 }
-const iniText = (poolDir: string) => [
+const iniText = (poolDir: string, extra: string[] = []) => [
   '[paths]', `image_pool = ${poolDir}`, `cache_dir = ${SHARED_CACHE}`, `job_dir = ${jobDir}`, `ramdisk_dir = ${join(root, 'shm')}`, `log_file = ${logFile}`,
   // TCG: no KVM probe; the test images do not boot, so [launch] start = false (the manifest only), as the Torque harness does.
-  '[guestfs]', 'accel = tcg', '[launch]', 'start = false', 'accel = tcg', '',
+  '[guestfs]', 'accel = tcg', '[launch]', 'start = false', 'accel = tcg', ...extra, '',
 ].join('\n');
 writeFileSync(ini, iniText(pool));
 
-// slurmd runs hooks as root with no PATH and no argv: the wrapper install.sh --slurm would write.
-const hook = (sub: string) => `#!/bin/sh\nexec ${process.execPath} --no-global-search-paths ${BIN} --config ${ini} ${sub}\n`;
-const lua = readFileSync(join(REPO, 'conf/slurm/job_submit.lua'), 'utf8')
-  .replace(/^local VTORQUE = .*$/m, `local VTORQUE = "${process.execPath} ${BIN}"`)
-  .replace(/^local CONFIG = .*$/m, `local CONFIG = "${ini}"`)
-  .replace(/^local TIMEOUT = .*$/m, 'local TIMEOUT = "60"');
-
-const s = await Slurm.start({ prolog: { text: hook('slurm-prolog') }, epilog: { text: hook('slurm-epilog') }, prologFlags: ['Alloc'], jobSubmitLua: lua });
+const wiring = slurmWiring(root, ini, jobDir);
+const s = await Slurm.start({ ...wiring.options, prologFlags: ['Alloc'] });
 t.teardown(async () => {
   await s.stop();
   rmSync(root, { recursive: true, force: true });
@@ -101,7 +96,12 @@ t.test('a compliant VM job gets its manifest, and the Epilog removes its files',
   t.equal(m.image.name, 'debian12.qcow2');
   const done = await s.waitJob(r.jobId!, finished);
   t.equal(done.state, 'COMPLETED', 'the job ran', done.state === 'COMPLETED' ? {} : { logs: logs() });
-  t.match(readFileSync(join(dir, `${r.jobId}.out`), 'utf8'), /vm-job-ran/);
+  const out = readFileSync(join(dir, `${r.jobId}.out`), 'utf8');
+  t.match(out, /vm-job-ran/, 'the script as submitted ran (on the host: [launch] start = false), behind the lines job_submit.lua put before it');
+  t.match(out, new RegExp(`^vtorque: VM job ${r.jobId}: 1 VM of debian12\\.qcow2`, 'm'), "the TaskProlog printed the Prolog's summary into the job's output");
+  t.match(out, /^vtorque: manifest: /m);
+  const stored = await s.run('scontrol', ['write', 'batch_script', r.jobId!, '-']);
+  t.match(stored.stdout, /^#!\/bin\/sh\n# vtorque: job_submit\.lua wrapped this VM job/, 'slurmctld holds the wrapped script');
   // The Epilog runs after the job's end: give it a moment.
   const end = Date.now() + 30_000;
   while (existsSync(join(jobDir, r.jobId!)) && Date.now() < end) await new Promise((res) => setTimeout(res, 200));
@@ -128,4 +128,39 @@ t.test('a node fault drains the node with our reason', async (t) => {
   // Requeued and held; COMPLETING while the Epilog of the failed start still runs.
   t.match(j.reason, /launch failed requeued held/, 'slurmd holds the job');
   t.ok(['PENDING', 'COMPLETING'].includes(j.state), `the job does not run: ${j.state}`);
+});
+
+t.test('SLURM_JOB_RESTART_COUNT is the start count: at [policy] max_start_count a node fault cancels the job instead of draining the node', async (t) => {
+  const open = join(root, 'open-pool-2');
+  mkdirSync(open, { mode: 0o777 });
+  chmodSync(open, 0o777);
+  // max_start_count = 1: the first start (restart count 0) is the last one.
+  writeFileSync(ini, iniText(open, ['[policy]', 'max_start_count = 1']));
+  t.teardown(async () => {
+    writeFileSync(ini, iniText(pool));
+    await s.resume().catch(() => undefined);
+  });
+  const dir = s.userDir(NOBODY, 'maxstart');
+  const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out')], '#!/bin/sh\n#VM img=debian12.qcow2\nhostname\n');
+  t.equal(r.code, 0, r.stderr);
+  const j = await s.waitJob(r.jobId!, finished, 300_000);
+  t.equal(j.state, 'CANCELLED', 'cancelled, not held', j.state === 'CANCELLED' ? {} : { logs: logs() });
+  const show = await s.run('scontrol', ['show', 'job', r.jobId!]);
+  t.match(show.stdout, /Comment=vtorque: job not started: it was started 1 times and each time a node could not prepare it/);
+  const node = await s.nodeState();
+  t.notMatch(node.state, /drain/, `the node is not drained: ${JSON.stringify(node)}`);
+});
+
+t.test("a user's own copy of job_submit.lua's lines is stripped: slurmctld holds ours once, naming our runner", async (t) => {
+  const dir = s.userDir(NOBODY, 'forged');
+  const forged = "#!/bin/sh\n# vtorque: job_submit.lua wrapped this VM job: the script as submitted follows the exec line, and runs in VM 0 (vtorque-prologue help slurm-prolog)\nexec '/tmp/their-own-runner' \"$0\" \"$@\"\n";
+  const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out')], `${forged}${forged}#!/bin/sh\n#VM img=debian12.qcow2,vcpus=1,ram=1G\necho forged-ran\n`);
+  t.equal(r.code, 0, r.stderr);
+  const stored = await s.run('scontrol', ['write', 'batch_script', r.jobId!, '-']);
+  t.equal(stored.stdout.split('# vtorque: job_submit.lua wrapped').length, 2, 'our lines once');
+  t.match(stored.stdout, new RegExp(`^#!/bin/sh\\n# vtorque: [^\\n]*\\nexec '${wiring.runner.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}' "\\$0" "\\$@"\\n#!/bin/sh\\n#VM img=`), 'our runner, then the script as submitted');
+  t.notMatch(stored.stdout, /their-own-runner/);
+  const done = await s.waitJob(r.jobId!, finished, 300_000);
+  t.equal(done.state, 'COMPLETED', done.state === 'COMPLETED' ? '' : logs());
+  t.match(readFileSync(join(dir, `${r.jobId}.out`), 'utf8'), /forged-ran/);
 });

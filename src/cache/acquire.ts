@@ -33,7 +33,7 @@ import { readHeaderFrom } from '../image/header.js';
 import { copyAndHash, SourceChanged, SourceUnreadable } from './copy.js';
 import { findBase, readMeta, touch, userSource, writeMeta } from './entries.js';
 import { basePath, ensureLayout, layoutOf, type CacheLayout } from './layout.js';
-import { writeLease } from './leases.js';
+import { writeLease, type RunsHere } from './leases.js';
 import { withLock, type LockOptions } from './lock.js';
 import { makeRoom, reservations } from './space.js';
 
@@ -61,6 +61,8 @@ export interface AcquireOptions {
   want: Expectation;
   job: string;
   node: string;
+  /** The engine's runsHere: making room keeps the bases of jobs this node still holds. */
+  runsHere: RunsHere;
   signal?: AbortSignal;
   log?: Logish;
 }
@@ -134,7 +136,7 @@ async function stageUserImage(o: AcquireOptions, l: CacheLayout): Promise<{ tmp:
 /** Makes room for `need` bytes and creates the placeholder that reserves them, under the space lock. */
 function reserve(o: AcquireOptions, l: CacheLayout, name: string, need: number, keep?: string): Promise<string> {
   return withLock('space', lockOptions(o, l)('making room in the cache for'), async () => {
-    await makeRoom({ config: o.config, layout: l, need, keep: new Set(keep ? [keep] : []), log: o.log });
+    await makeRoom({ config: o.config, layout: l, need, keep: new Set(keep ? [keep] : []), log: o.log, runsHere: o.runsHere });
     // Created before the lock is released, so the next prologue to make room counts it.
     const path = `${l.tmp}/${name}.${process.pid}.${need}.part`;
     closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600));

@@ -69,9 +69,10 @@ async function gc(c: CacheCommand, l: CacheLayout): Promise<ExitCode> {
   // Leases of jobs that ended without their epilogue, or whose prologue published after it (qdel during the prologue): before eviction, which they would hold up.
   const leases = await sweepEndedJobs(c.config, l, c.engine);
   const markers = sweepEnded(c.config);
-  const evicted = await makeRoom({ config: c.config, layout: l, need: 0 });
+  const evicted = await makeRoom({ config: c.config, layout: l, need: 0, runsHere: c.engine.runsHere });
   const result = {
-    tmpRemoved: tmp, leasesSwept: leases.swept, jobsGone: leases.gone, qstatUnavailable: leases.qstatUnavailable ?? null,
+    // qstatUnavailable: the key --json has always had, whichever batch system's tool could not answer.
+    tmpRemoved: tmp, leasesSwept: leases.swept, jobsGone: leases.gone, qstatUnavailable: leases.serverUnavailable ?? null,
     endedMarkersSwept: markers, evicted: evicted.map((e) => ({ digest: e.digest, bytes: e.bytes })),
   };
   if (c.json) c.io.out(JSON.stringify(result, null, 2) + '\n');
@@ -82,8 +83,9 @@ async function gc(c: CacheCommand, l: CacheLayout): Promise<ExitCode> {
     c.io.out(`removed ${markers.length} job-ended marker${markers.length === 1 ? '' : 's'} older than ${endedTtlSeconds(c.config)} s\n`);
     c.io.out(`evicted ${evicted.length} image${evicted.length === 1 ? '' : 's'}${evicted.map((e) => `\n  ${e.digest.slice(0, 16)} ${formatBytes(e.bytes)}`).join('')}\n`);
   }
-  if (leases.qstatUnavailable !== undefined) {
-    c.io.err(`vtorque: qstat could not say which jobs Torque still has (${leases.qstatUnavailable}); leases of jobs this node no longer runs were kept until [cache] lease_max_age (${c.config.cache.lease_max_age} s). Fix: check [tools] qstat and that pbs_server answers (qstat -B), then run cache gc again\n`);
+  if (leases.serverUnavailable !== undefined) {
+    const { recordTool: tool, terms } = c.engine;
+    c.io.err(`vtorque: ${tool} could not say which jobs ${terms.name} still has (${leases.serverUnavailable}); leases of jobs this node no longer runs were kept until [cache] lease_max_age (${c.config.cache.lease_max_age} s). Fix: check [tools] ${tool} and that ${terms.serverCheck}, then run cache gc again\n`);
   }
   return EXIT_RUN;
 }
@@ -142,8 +144,8 @@ async function evict(c: CacheCommand, l: CacheLayout): Promise<ExitCode> {
   if (hits.length > 1) return say(false, `${want} matches ${hits.length} images. Fix: give more digits`);
   const e = hits[0]!;
   const jobs = sweepLeases(c.config, l, c.engine.runsHere).held.get(e.digest);
-  if (jobs) return say(false, `${e.digest.slice(0, 16)} is in use by job${jobs.length > 1 ? 's' : ''} ${jobs.join(' ')}; not evicted. Fix: wait for the jobs to end; if they have ended, run cache gc (it asks qstat) and evict again`, { leases: jobs });
-  if (!(await evictOne(c.config, l, e))) return say(false, `${e.digest.slice(0, 16)} is being used by a prologue right now; not evicted. Fix: try again`);
+  if (jobs) return say(false, `${e.digest.slice(0, 16)} is in use by job${jobs.length > 1 ? 's' : ''} ${jobs.join(' ')}; not evicted. Fix: wait for the jobs to end; if they have ended, run cache gc (it asks ${c.engine.recordTool}) and evict again`, { leases: jobs });
+  if (!(await evictOne(c.config, l, e, c.engine.runsHere))) return say(false, `${e.digest.slice(0, 16)} is being used by a prologue right now; not evicted. Fix: try again`);
   return say(true, `evicted ${e.digest.slice(0, 16)} (${formatBytes(e.allocated)})`, { bytes: e.allocated });
 }
 

@@ -7,8 +7,6 @@
 import { lstatSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import type { BatchSystem } from '../core/engine.js';
-// The default for callers not yet handed an engine (cache/space.ts, through makeRoom and evictOne).
-import { jobKnownToTorque } from '../torque/engine.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { DIGEST, leasePath, type CacheLayout } from './layout.js';
 
@@ -69,17 +67,17 @@ export function readLeases(l: CacheLayout): LeaseFile[] {
 /** Whether this node still holds a job: the engine's runsHere. */
 export type RunsHere = BatchSystem['runsHere'];
 
-export function isStale(config: Config, f: LeaseFile, now = Date.now(), runsHere: RunsHere = jobKnownToTorque): boolean {
+export function isStale(config: Config, f: LeaseFile, runsHere: RunsHere, now = Date.now()): boolean {
   if (now - f.mtimeMs < config.cache.lease_max_age * 1000) return false;
   return !f.lease || !runsHere(config, f.lease.job);
 }
 
 /** Removes stale leases; returns the digests the remaining leases hold, and what was swept. */
-export function sweepLeases(config: Config, l: CacheLayout, runsHere: RunsHere = jobKnownToTorque): { held: Map<string, string[]>; swept: string[] } {
+export function sweepLeases(config: Config, l: CacheLayout, runsHere: RunsHere): { held: Map<string, string[]>; swept: string[] } {
   const held = new Map<string, string[]>();
   const swept: string[] = [];
   for (const f of readLeases(l)) {
-    if (isStale(config, f, Date.now(), runsHere)) {
+    if (isStale(config, f, runsHere)) {
       try {
         unlinkSync(f.file);
         swept.push(f.lease?.job ?? f.file);
@@ -100,8 +98,8 @@ export interface EndedJobsSweep {
   swept: string[];
   /** Jobs the batch system said its server no longer has (or has completed). */
   gone: string[];
-  /** Why the batch system (Torque: qstat) could not answer; the leases it would have judged are kept (swept by age only). */
-  qstatUnavailable?: string;
+  /** Why the batch system (its engine's recordTool) could not answer; the leases it would have judged are kept (swept by age only). */
+  serverUnavailable?: string;
 }
 
 /**
@@ -115,14 +113,14 @@ export interface EndedJobsSweep {
 export async function sweepEndedJobs(config: Config, l: CacheLayout, engine: BatchSystem): Promise<EndedJobsSweep> {
   const { swept } = sweepLeases(config, l, engine.runsHere);
   const gone: string[] = [];
-  let qstatUnavailable: string | undefined;
+  let serverUnavailable: string | undefined;
   const held = new Map<string, string[]>();
   for (const f of readLeases(l)) {
     const job = f.lease?.job;
     if (!job) continue;
     // The lease file's own name is what the prologue wrote it under; a lease naming another job is not ours to ask the server about.
     const mine = f.file === leasePath(l, job) && engine.isJobId(job);
-    if (mine && qstatUnavailable === undefined && !engine.runsHere(config, job)) {
+    if (mine && serverUnavailable === undefined && !engine.runsHere(config, job)) {
       try {
         const presence = await engine.jobPresence(config, job);
         if (presence !== 'active') {
@@ -136,10 +134,10 @@ export async function sweepEndedJobs(config: Config, l: CacheLayout, engine: Bat
           continue;
         }
       } catch (e) {
-        qstatUnavailable = String((e as Error).message ?? e);
+        serverUnavailable = String((e as Error).message ?? e);
       }
     }
     for (const d of f.lease?.digests ?? []) held.set(d, [...(held.get(d) ?? []), job]);
   }
-  return { held, swept, gone, qstatUnavailable };
+  return { held, swept, gone, serverUnavailable };
 }

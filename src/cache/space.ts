@@ -9,7 +9,7 @@ import { formatBytes } from '../config/values.js';
 import { NodeFault } from '../core/errors.js';
 import { listEntries, removeEntry, type Entry } from './entries.js';
 import { processAlive, sweepStrays, type CacheLayout } from './layout.js';
-import { sweepLeases } from './leases.js';
+import { sweepLeases, type RunsHere } from './leases.js';
 import { tryLock } from './lock.js';
 
 export const TMP_NAME = /^([0-9a-f]{64})\.([0-9]+)\.([0-9]+)\.part$/;
@@ -91,6 +91,8 @@ export interface RoomOptions {
   /** Never evict these (the image being ingested). */
   keep?: ReadonlySet<string>;
   log?: { info(o: object, m: string): void };
+  /** Whether this node still holds a job (the engine's runsHere): an old lease of such a job still holds its base. */
+  runsHere: RunsHere;
 }
 
 /** Evicts least recently used unleased bases until `need` bytes fit; a node fault if they cannot. */
@@ -100,13 +102,13 @@ export async function makeRoom(o: RoomOptions): Promise<Eviction[]> {
   let view = spaceView(config, l, entries);
   const evicted: Eviction[] = [];
   if (view.room >= need) return evicted;
-  const { held } = sweepLeases(config, l);
+  const { held } = sweepLeases(config, l, o.runsHere);
   const candidates = entries
     .filter((e) => !held.has(e.digest) && !o.keep?.has(e.digest))
     .sort((a, b) => a.lastUsedMs - b.lastUsedMs);
   for (const e of candidates) {
     if (view.room >= need) break;
-    if (await evictOne(config, l, e)) {
+    if (await evictOne(config, l, e, o.runsHere)) {
       evicted.push({ digest: e.digest, bytes: e.allocated, lastUsedMs: e.lastUsedMs });
       o.log?.info({ digest: e.digest, bytes: e.allocated, lastUsed: new Date(e.lastUsedMs).toISOString(), sources: e.sources }, 'evicted from the cache');
       entries = entries.filter((x) => x !== e);
@@ -128,12 +130,12 @@ export async function makeRoom(o: RoomOptions): Promise<Eviction[]> {
 }
 
 /** Removes one base if no job holds it and no prologue has its lock. */
-export async function evictOne(config: Config, l: CacheLayout, e: Pick<Entry, 'digest' | 'path'>): Promise<boolean> {
+export async function evictOne(config: Config, l: CacheLayout, e: Pick<Entry, 'digest' | 'path'>, runsHere: RunsHere): Promise<boolean> {
   const release = await tryLock(`img-${e.digest}`, { dir: l.locks, staleSeconds: config.cache.lock_stale });
   if (!release) return false;
   try {
     // A job may have leased it between our look and the lock; leases are written under this lock.
-    if (sweepLeases(config, l).held.has(e.digest)) return false;
+    if (sweepLeases(config, l, runsHere).held.has(e.digest)) return false;
     removeEntry(l, e);
     return true;
   } finally {

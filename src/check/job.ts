@@ -13,6 +13,7 @@ import { resolveScanned, type VmRequest } from '../request/resolve.js';
 import { FAMILY_OF, VM_KEY_NAMES } from '../request/keys.js';
 import { line, problemLine } from '../report/user.js';
 import type { HookIO } from '../core/io.js';
+import type { SeedBatch } from '../seed/index.js';
 
 export interface CheckJobOptions {
   script: string;
@@ -23,6 +24,8 @@ export interface CheckJobOptions {
   io: HookIO;
   /** --render DIR: write DIR/vm-<n>/{meta-data,user-data,network-config}. */
   render?: string;
+  /** The batch system whose names the rendered seeds carry (core/engine.ts guestVars, terms); the entry point chooses it. */
+  batch: SeedBatch;
 }
 
 /** Users may run check where the admin's ini is not readable: then the built-in defaults, said out loud. */
@@ -139,7 +142,7 @@ async function heldImage(request: VmRequest, config: Config): Promise<HeldImage>
 
 /**
  * The seeds the job's VMs on one node would get, as plain files for reading:
- * as the user running check, from this directory (PBS_O_WORKDIR), with a
+ * as the user running check, from this directory (the submit directory), with a
  * made-up job id. Nothing in the cache or job directories is touched, and
  * [seed] network_command is not run.
  */
@@ -156,7 +159,7 @@ async function renderSeeds(o: CheckJobOptions, config: Config, request: VmReques
   const shared = seedShared();
   for (let i = 0; i < request.vms_per_node; i++) {
     const r = await renderSeed({
-      config, request, family, node, dryRun: true, shared,
+      config, batch: o.batch, request, family, node, dryRun: true, shared,
       job: { id: jobId, user: me.username, group, name: basename(o.script), workdir: process.cwd() },
       vm: { index: i, count: request.vms_per_node, jobIndex: i },
       owner: { uid: me.uid, gid: me.gid, fileMode: 0o600, dirMode: 0o700 }, dir: o.render!, overlay: '',

@@ -30,6 +30,7 @@ export const SECTION_DOCS: Record<string, string> = {
   guestfs: 'How libguestfs looks inside images.',
   cache: 'The node-local image cache: one verified copy per content digest, shared by every job, each VM on a copy-on-write overlay.',
   jobfiles: "Ownership and modes of the per-job files (overlays, seeds, manifest), so that whatever launches the VMs can open them, and the job owner cannot: a user who could rewrite their VM's seed or disk would get root in it. Directories stay root-owned.",
+  batch: "Which batch system this node runs. The hooks need no key (pbs_mom runs `prologue`, slurmd runs `slurm-prolog`); the node's admin commands (doctor, cache gc) read it to know whom to ask.",
   torque: 'How the prologue talks back to Torque.',
   launch: "How the prologue boots a #VM job's VMs on this node: qemu runs as an unprivileged launch account (never root, never the job owner), daemonized so it outlives the prologue; the epilogue powers them off.",
   seed: "What each VM's cloud-init NoCloud seed holds (doc/admin.md, Seeds): mounts, DNS, NTP, packages, SSH keys, network, and the medium it is written to.",
@@ -128,6 +129,9 @@ export const SCHEMA = {
     group: key(accountType('group'), 'vtorque-launch', "group of the per-job files and directories: the launch account's group ([launch] group), or root; never one the job owner is in"),
     file_mode: key(modeType(), '0600', 'mode of the per-job files; seeds hold user data, so keep others out'),
     dir_mode: key(modeType(), '0750', 'mode of the per-job directories (root-owned, in the group above)'),
+  },
+  batch: {
+    system: key(enumType(['torque', 'slurm'] as const), 'torque', "torque: doctor checks mom_priv and pbs_server, and cache gc asks qstat whether a lease's job is alive; slurm: doctor checks slurm.conf's wiring (Prolog, Epilog, TaskProlog, PrologFlags, JobSubmitPlugins, PrologEpilogTimeout) and this node's state through [tools] scontrol, and cache gc asks slurmctld. install.sh --slurm sets it"),
   },
   torque: {
     offline_on_fault: key(boolType, 'true', 'on a node fault, take the node out of scheduling with pbsnodes -o and a "vtorque:" note, so Torque does not loop the requeued job on it'),

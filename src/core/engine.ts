@@ -1,8 +1,10 @@
 // What the pipeline needs from a batch system, and nothing more: the job a
 // hook runs for, the job's record, where this node stands in the job, whether
-// the job is still alive, and what a fault becomes. Torque implements it in
-// src/torque/engine.ts; the pipeline, the report and the cache only see this
-// interface, handed to them by the edge that created it (torque/hook.ts, cli.ts).
+// the job is still alive, what a fault becomes, the job's variables in its
+// VMs, its cgroup, and the words its messages use. Torque implements it in
+// src/torque/engine.ts, Slurm in src/slurm/engine.ts; the pipeline, the seed,
+// the report and the cache only see this interface, handed to them by the
+// edge that created it (torque/hook.ts, slurm/hook.ts, cli.ts, heavy.ts).
 // Types only, so that the prologue's fast path pays nothing for it.
 import type { Config } from '../config/schema.js';
 import type { ExitCode, NodeFault } from './errors.js';
@@ -79,7 +81,72 @@ export interface ReportTarget {
   nameInDir?: string;
 }
 
+/** What the guest's job variables are made from: the job as its VMs know it. */
+export interface GuestJob {
+  id: string;
+  name: string;
+  /** The directory the job was submitted from, when the batch system said. */
+  workdir?: string;
+  /** Every VM of the job, in job order (request/placement.ts). */
+  vms: readonly string[];
+  /** vCPUs of each VM. */
+  vcpus: number;
+}
+
+/**
+ * The job's variables in its VMs, in the batch system's own names, so that a
+ * job script reads in its VM what it would read on the host. Values only:
+ * seed/profile.ts and the guest agent quote and validate them.
+ */
+export interface GuestVars {
+  /** For every shell in the VM (profile.d) and the job script, in this order. */
+  vars: [string, string][];
+  /**
+   * Variables that name the guest's node file (one VM a line, job order):
+   * profile.ts GUEST_NODEFILE for login shells, the guest agent's own copy
+   * per run for the job script.
+   */
+  nodefile: string[];
+  /** For the job script only: what a batch job sees that a login shell in the VM does not. */
+  script: [string, string][];
+  /** For the job script only: variables the agent sets to the job's vCPUs (VMs x vcpus). */
+  np: string[];
+}
+
+/**
+ * The batch system's own words, for messages that name it: a message outside
+ * src/torque/ and src/slurm/ takes them from here, so it reads right under
+ * either.
+ */
+export interface BatchTerms {
+  /** As its admins call it: "Torque". */
+  name: string;
+  /** The variable that hands a node the job's hosts: "PBS_NODEFILE". */
+  hostListVar: string;
+  /** The variable with the directory the job was submitted from: "PBS_O_WORKDIR". */
+  workdirVar: string;
+  /** How a user names a job at submission: "qsub -N NAME". */
+  jobNameOption: string;
+  /** The fix for a node name no guest host name can be made from. */
+  guestNameFix: string;
+  /** The fix for a node name the job's host list does not hold (once, or at all). */
+  hostListFix: string;
+  /** How the admin checks that the batch system's server answers: "pbs_server answers (qstat -B)". */
+  serverCheck: string;
+}
+
 export interface BatchSystem {
+  /** The batch system's words for messages outside its own directory. */
+  readonly terms: BatchTerms;
+  /** The job's variables in its VMs (seed/profile.ts, the guest agent). */
+  guestVars(job: GuestJob): GuestVars;
+  /**
+   * The job's cgroup directory, relative to each cgroup v1 hierarchy's mount,
+   * where the batch system makes one (launch/cgroup.ts): qemu joins it there.
+   * `uid`: the job owner's.
+   */
+  jobCgroup(jobId: string, uid: number): string;
+
   /** The job from argv and the environment; a wrong shape is a NodeFault. */
   hookJob(kind: HookKind, argv: readonly string[]): { args: JobArgs; env: JobEnv };
   /** Whether a name is one of this batch system's job ids: only such a name goes to its tools' argv or into paths. */

@@ -27,18 +27,34 @@ export interface DoctorContext {
   configFile: string;
   config?: Config;
   signal?: AbortSignal;
+  /** The environment doctor runs in: SLURM_CONF and SLURMD_NODENAME, when the admin gives them. */
+  env?: NodeJS.ProcessEnv;
+  /** What the slurm check learnt for the launch check: the job runner job_submit.lua names. */
+  slurmRunner?: string;
 }
 
-export const CHECK_IDS = ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'launch', 'torque'] as const;
+export const CHECK_IDS = ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'launch', 'torque', 'slurm'] as const;
 export type CheckId = (typeof CHECK_IDS)[number];
+/** The order checks run and print in: slurm before launch, which checks the job runner the slurm check found. */
+export const RUN_ORDER: readonly CheckId[] = ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'slurm', 'launch', 'torque'];
+
+/** The checks of one batch system only; the other's are not run, nor listed ([batch] system). */
+export const BATCH_CHECKS: Record<Config['batch']['system'], readonly CheckId[]> = { torque: ['mom_priv', 'torque'], slurm: ['slurm'] };
+/** The [tools] only one batch system uses: a Torque node need not have scontrol, nor a Slurm node qstat. */
+const BATCH_TOOLS: Record<Config['batch']['system'], readonly (keyof Config['tools'])[]> = { torque: ['qstat', 'pbsnodes'], slurm: ['scontrol', 'scancel'] };
+
+/** Whether check id belongs to the other batch system than the one [batch] system names. */
+export function otherBatchSystems(config: Config, id: CheckId): boolean {
+  return Object.entries(BATCH_CHECKS).some(([sys, ids]) => sys !== config.batch.system && ids.includes(id));
+}
 
 const r = (check: string, status: Status, message: string, fix?: string, extra: Partial<CheckResult> = {}): CheckResult => ({ check, status, message, ...(fix ? { fix } : {}), ...extra });
-const mode = (m: number) => (m & 0o7777).toString(8).padStart(4, '0');
+export const mode = (m: number) => (m & 0o7777).toString(8).padStart(4, '0');
 const firstLine = (s: string) => s.split('\n').map((l) => l.trim()).find((l) => l !== '') ?? '';
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 /** Why root should not read or run the file at path (it, a symlink on the way, or a directory above it is not root's alone), or undefined; a missing file is judged elsewhere. */
-function untrustedFile(path: string): string | undefined {
+export function untrustedFile(path: string): string | undefined {
   try {
     return untrustedResolved(path);
   } catch (e) {
@@ -48,7 +64,7 @@ function untrustedFile(path: string): string | undefined {
 }
 
 /** The FAIL for an ini that the prologue reads as root but others could change. */
-function iniTrust(check: string, file: string): CheckResult | undefined {
+export function iniTrust(check: string, file: string): CheckResult | undefined {
   const why = untrustedFile(file);
   if (!why) return undefined;
   return r(check, 'FAIL', `${file}, which the prologue reads as root: ${why}`,
@@ -81,7 +97,9 @@ export function checkConfig(ctx: DoctorContext): CheckResult[] {
 export async function checkTools(ctx: DoctorContext): Promise<CheckResult[]> {
   const config = ctx.config!;
   const out: CheckResult[] = [];
+  const others = Object.entries(BATCH_TOOLS).filter(([sys]) => sys !== config.batch.system).flatMap(([, keys]) => keys);
   for (const key of Object.keys(SCHEMA.tools) as (keyof Config['tools'])[]) {
+    if (others.includes(key)) continue;
     const path = config.tools[key];
     const where = `[tools] ${key} ${path}`;
     let st;
@@ -379,26 +397,26 @@ function untrustedProgram(program: string): string | undefined {
 
 const ROOT_ONLY_FIX = 'make it root-owned and writable only by root (chown root:root; chmod go-w), and every directory above it, then run install.sh again';
 
-/** One result for each distinct env, node, program and ini the hooks run or read as root. */
-function checkWhatHooksRun(ctx: DoctorContext, wrappers: readonly WrapperLine[]): CheckResult[] {
+/** One result for each distinct env, node, program and ini the hooks run or read as root, under check (mom_priv, slurm). */
+export function checkWhatHooksRun(ctx: DoctorContext, wrappers: readonly WrapperLine[], check = 'mom_priv'): CheckResult[] {
   const uniq = (xs: readonly (string | undefined)[]) => [...new Set(xs.filter((x): x is string => x !== undefined))];
   const out: CheckResult[] = [];
   for (const [what, paths] of [['env', uniq(wrappers.map((w) => w.env))], ['node', uniq(wrappers.map((w) => w.node))]] as const) {
     for (const path of paths) {
       const why = untrustedFile(path);
-      if (why) out.push(r('mom_priv', 'FAIL', `${what} ${path}, which the hooks run as root: ${why}`, `${ROOT_ONLY_FIX}${what === 'node' ? ', with a root-owned Node.js first on its PATH' : ''}`));
+      if (why) out.push(r(check, 'FAIL', `${what} ${path}, which the hooks run as root: ${why}`, `${ROOT_ONLY_FIX}${what === 'node' ? ', with a root-owned Node.js first on its PATH' : ''}`));
     }
   }
   for (const program of uniq(wrappers.map((w) => w.program))) {
     const why = untrustedProgram(program);
-    if (why) out.push(r('mom_priv', 'FAIL', `the program ${program}, which the hooks run as root: ${why}`, `${ROOT_ONLY_FIX} (it installs the program root-owned)`));
+    if (why) out.push(r(check, 'FAIL', `the program ${program}, which the hooks run as root: ${why}`, `${ROOT_ONLY_FIX} (it installs the program root-owned)`));
   }
   for (const ini of uniq(wrappers.map((w) => w.config)).filter((f) => resolve(f) !== resolve(ctx.configFile))) {
-    const t = iniTrust('mom_priv', ini);
+    const t = iniTrust(check, ini);
     if (t) out.push(t);
   }
   if (out.length === 0 && wrappers.length > 0) {
-    out.push(r('mom_priv', 'ok', `${uniq(wrappers.map((w) => w.node)).join(', ')} and the program in ${uniq(wrappers.map((w) => dirname(dirname(w.program)))).join(', ')} are root's, as is every directory above them`));
+    out.push(r(check, 'ok', `${uniq(wrappers.map((w) => w.node)).join(', ')} and the program in ${uniq(wrappers.map((w) => dirname(dirname(w.program)))).join(', ')} are root's, as is every directory above them`));
   }
   return out;
 }

@@ -7,10 +7,11 @@ import { dirname, join } from 'node:path';
 import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, EXIT_RUN, type ExitCode } from '../core/errors.js';
 import type { HookIO } from '../core/io.js';
 import {
-  CHECK_IDS, checkConfig, checkDirectories, checkFreeSpace, checkGuestfs, checkKvm, checkMomPriv, checkTools, checkTorque,
+  CHECK_IDS, RUN_ORDER, checkConfig, checkDirectories, checkFreeSpace, checkGuestfs, checkKvm, checkMomPriv, checkTools, checkTorque, otherBatchSystems,
   type CheckId, type CheckResult, type DoctorContext,
 } from './checks.js';
 import { checkLaunch } from './launch.js';
+import { checkSlurm, clearSlurmNode, DRAINED_BY_US } from './slurm.js';
 
 export interface DoctorOptions {
   configFile: string;
@@ -18,6 +19,8 @@ export interface DoctorOptions {
   clear: boolean;
   skip: readonly CheckId[];
   io: HookIO;
+  /** SLURM_CONF and SLURMD_NODENAME for the slurm check; process.env when absent. */
+  env?: NodeJS.ProcessEnv;
 }
 
 const RUNNERS: Record<Exclude<CheckId, 'config'>, (ctx: DoctorContext) => CheckResult[] | Promise<CheckResult[]>> = {
@@ -27,6 +30,7 @@ const RUNNERS: Record<Exclude<CheckId, 'config'>, (ctx: DoctorContext) => CheckR
   dirs: checkDirectories,
   space: checkFreeSpace,
   mom_priv: checkMomPriv,
+  slurm: checkSlurm,
   launch: checkLaunch,
   torque: checkTorque,
 };
@@ -56,8 +60,10 @@ export async function runChecks(ctx: DoctorContext, skip: readonly CheckId[]): P
   const results: CheckResult[] = [];
   // Every other check reads the config, so it cannot be skipped; it is cheap.
   results.push(...checkConfig(ctx));
-  for (const id of CHECK_IDS) {
+  for (const id of RUN_ORDER) {
     if (id === 'config') continue;
+    // The other batch system's checks are not this node's: not run, not listed.
+    if (ctx.config && otherBatchSystems(ctx.config, id)) continue;
     if (skip.includes(id)) {
       results.push({ check: id, status: 'skip', message: 'skipped (--skip)' });
       continue;
@@ -77,11 +83,15 @@ export async function runChecks(ctx: DoctorContext, skip: readonly CheckId[]): P
   return results;
 }
 
+/** Our own drain of a Slurm node is the problem --clear ends, not one that stops it. */
+const drainedByUs = (x: CheckResult): boolean => x.data?.[DRAINED_BY_US] === true;
+
 async function clearNode(ctx: DoctorContext, results: readonly CheckResult[]): Promise<ClearResult> {
-  const problems = results.filter((x) => x.status === 'FAIL').length;
+  const problems = results.filter((x) => x.status === 'FAIL' && !drainedByUs(x)).length;
   if (problems > 0 || !ctx.config) {
     return { status: 'not-healthy', message: `node left as it is: ${problems} problem${problems === 1 ? '' : 's'} remain${problems === 1 ? 's' : ''}; fix ${problems === 1 ? 'it' : 'them'} and run doctor --clear again` };
   }
+  if (ctx.config.batch.system === 'slurm') return clearSlurmNode(ctx);
   const p = await import('../torque/pbsnodes.js');
   try {
     const o = await p.onlineNode(p.pbsnodesSettings(ctx.config));
@@ -102,13 +112,14 @@ export function formatLine(x: CheckResult): string {
 
 export async function doctor(opts: DoctorOptions): Promise<ExitCode> {
   const t0 = performance.now();
-  const ctx: DoctorContext = { configFile: opts.configFile };
+  const ctx: DoctorContext = { configFile: opts.configFile, env: opts.env ?? process.env };
   const results = await runChecks(ctx, opts.skip);
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     results.push({ check: 'doctor', status: 'warn', message: `running as uid ${process.getuid()}, not root: the prologue runs as root, so some checks may fail here only for lack of permission`, fix: 'run doctor as root' });
   }
   const clear = opts.clear ? await clearNode(ctx, results) : undefined;
-  const problems = results.filter((x) => x.status === 'FAIL').length;
+  // A node --clear just resumed is no longer drained by us.
+  const problems = results.filter((x) => x.status === 'FAIL' && !(clear?.status === 'onlined' && drainedByUs(x))).length;
   const warnings = results.filter((x) => x.status === 'warn').length;
   const ms = Math.round(performance.now() - t0);
   if (opts.json) {

@@ -1,6 +1,7 @@
 // doctor's `launch` check: what a #VM job needs after the prologue: pbs_mom
-// starts the job through vtorque's $job_starter (else the script runs on the
-// host), the starter is root's alone (pbs_mom execs it for every job), the
+// starts the job through vtorque's $job_starter, or under Slurm the batch
+// script job_submit.lua wrapped runs vtorque-slurm-run (else the script runs
+// on the host), the starter is root's alone (pbs_mom execs it for every job), the
 // launch account exists and can use /dev/kvm, and qemu-system is there.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -33,7 +34,12 @@ function starterSetting(text: string, key: string): string | undefined {
 /** NSS's answer, or undefined for any failure: doctor reports what it finds, it does not stop. */
 const tryNss = <T>(p: Promise<T | undefined>): Promise<T | undefined> => p.catch(() => undefined);
 
+/** How the starter's lines name it: pbs_mom's $job_starter, or the runner job_submit.lua wraps every VM job's script in. */
+const STARTER_ROLE = { torque: 'which pbs_mom runs to start every job', slurm: "which every VM job's batch script runs first (job_submit.lua wraps it)" } as const;
+
 function checkStarterFile(c: Config, starter: string): CheckResult[] {
+  const role = STARTER_ROLE[c.batch.system];
+  const reinstall = c.batch.system === 'slurm' ? 'install.sh --slurm' : 'install.sh';
   const why = (() => {
     try {
       return untrustedResolved(starter);
@@ -42,15 +48,16 @@ function checkStarterFile(c: Config, starter: string): CheckResult[] {
     }
   })();
   if (why) {
-    return [r('FAIL', `${starter}, which pbs_mom runs to start every job: ${why}`, `chown root:root ${starter} && chmod 0755 ${starter}, and make every directory above it root's and not writable by group or others (install.sh does)`)];
+    return [r('FAIL', `${starter}, ${role}: ${why}`, `chown root:root ${starter} && chmod 0755 ${starter}, and make every directory above it root's and not writable by group or others (${reinstall} does)`)];
   }
   const text = readFileSync(starter, 'utf8');
   const jobDir = starterSetting(text, 'JOB_DIR');
   const missing = ['NODE', 'BUNDLE'].map((k) => starterSetting(text, k)).find((p) => !p || !existsSync(p));
-  if (missing !== undefined) return [r('FAIL', `${starter} runs ${missing || '(nothing)'}, which does not exist: VM jobs would fail to start`, 'run install.sh again, e.g. after moving Node.js or the program')];
+  if (missing !== undefined) return [r('FAIL', `${starter} runs ${missing || '(nothing)'}, which does not exist: VM jobs would fail to start`, `run ${reinstall} again, e.g. after moving Node.js or the program`)];
   if (!jobDir || resolve(jobDir) !== resolve(c.paths.job_dir)) {
-    return [r('FAIL', `${starter} looks for VM sockets under ${jobDir ?? '(nothing)'}, not [paths] job_dir ${c.paths.job_dir}: VM jobs would run on the host`, 'run install.sh again after changing [paths] job_dir')];
+    return [r('FAIL', `${starter} looks for VM sockets under ${jobDir ?? '(nothing)'}, not [paths] job_dir ${c.paths.job_dir}: VM jobs would run on the host`, `run ${reinstall} again after changing [paths] job_dir`)];
   }
+  if (c.batch.system === 'slurm') return [r('ok', `VM jobs' scripts start through ${starter} (root's; they run in VM 0)`)];
   const site = starterSetting(text, 'SITE_STARTER');
   return [r('ok', `pbs_mom starts jobs through ${starter} (root's; VM jobs run in VM 0${site ? `, other jobs through the site's ${site}` : ''})`)];
 }
@@ -80,14 +87,38 @@ async function checkAccount(c: Config): Promise<CheckResult[]> {
   return out;
 }
 
-// Fails when mom_priv/config has no $job_starter of ours (VM jobs would run on
-// the host), has $job_starter_run_privileged (the starter would run as root
+// Fails when (Torque) mom_priv/config has no $job_starter of ours (VM jobs would
+// run on the host), or (Slurm) the runner job_submit.lua names is not on this
+// node; when mom_priv/config has $job_starter_run_privileged (the starter would run as root
 // with the job's environment), when the starter or a directory above it is not
 // root's alone or runs what is not there, when the launch account is missing
 // or is root, or qemu-system is missing. Warns when the launch account cannot
 // open /dev/kvm (TCG).
 export async function checkLaunch(ctx: DoctorContext): Promise<CheckResult[]> {
   const c = ctx.config!;
+  const out: CheckResult[] = c.batch.system === 'slurm' ? checkSlurmRunner(ctx) : checkJobStarter(c);
+  out.push(...(await checkAccount(c)));
+  if (!existsSync(c.tools.qemu_system)) {
+    out.push(r('FAIL', `${c.tools.qemu_system} ([tools] qemu_system) is not installed; VMs cannot boot`, 'install qemu-system-x86 (Debian) or qemu-kvm (RHEL), or set [tools] qemu_system'));
+  } else out.push(r('ok', `${c.tools.qemu_system} is there`));
+  if (!existsSync(c.tools.setpriv)) {
+    out.push(r('FAIL', `${c.tools.setpriv} ([tools] setpriv) is not installed; qemu cannot be started as ${c.launch.user}`, 'install util-linux (setpriv), or set [tools] setpriv'));
+  }
+  if (c.launch.network === 'bridge') out.push(checkBridge(c));
+  return out;
+}
+
+// [batch] system = slurm: the runner job_submit.lua names (RUNNER), else the
+// one beside the Prolog's program, as the slurm check found them. Fails as
+// the Torque starter does; warns when the slurm check could not name one.
+function checkSlurmRunner(ctx: DoctorContext): CheckResult[] {
+  const runner = ctx.slurmRunner;
+  if (!runner) return [r('warn', "cannot tell which vtorque-slurm-run VM jobs start through: the slurm check found neither our job_submit.lua nor our Prolog", 'fix the slurm check first (install.sh --slurm)')];
+  if (!existsSync(runner)) return [r('FAIL', `${runner}, which every VM job's batch script runs first, does not exist on this node: VM jobs would fail to start`, 'run install.sh --slurm on this node')];
+  return checkStarterFile(ctx.config!, runner);
+}
+
+function checkJobStarter(c: Config): CheckResult[] {
   const out: CheckResult[] = [];
   const momConfig = join(c.paths.torque_home, 'mom_priv', 'config');
   let text = '';
@@ -107,14 +138,6 @@ export async function checkLaunch(ctx: DoctorContext): Promise<CheckResult[]> {
   } else if (!existsSync(js.starter)) {
     out.push(r('FAIL', `${momConfig} starts jobs through ${js.starter}, which does not exist: every job would fail to start`, 'run install.sh again'));
   } else out.push(...checkStarterFile(c, js.starter));
-  out.push(...(await checkAccount(c)));
-  if (!existsSync(c.tools.qemu_system)) {
-    out.push(r('FAIL', `${c.tools.qemu_system} ([tools] qemu_system) is not installed; VMs cannot boot`, 'install qemu-system-x86 (Debian) or qemu-kvm (RHEL), or set [tools] qemu_system'));
-  } else out.push(r('ok', `${c.tools.qemu_system} is there`));
-  if (!existsSync(c.tools.setpriv)) {
-    out.push(r('FAIL', `${c.tools.setpriv} ([tools] setpriv) is not installed; qemu cannot be started as ${c.launch.user}`, 'install util-linux (setpriv), or set [tools] setpriv'));
-  }
-  if (c.launch.network === 'bridge') out.push(checkBridge(c));
   return out;
 }
 

@@ -1,15 +1,19 @@
-// qemu in the job's cgroups, so Torque's limits and accounting reach the VMs.
+// qemu in the job's cgroups, so the batch system's limits and accounting
+// reach the VMs.
 //
-// Torque 6.1 (src/resmom/trq_cgroups.c) makes a job's cgroups as
-// <mount>/torque/<jobid>/ in each cgroup v1 hierarchy it uses (cpuset, cpuacct,
-// memory, devices; it finds the mounts in /proc/mounts). On Mother Superior
+// A batch system with cgroup v1 support makes a job's cgroups in a directory
+// of its own in each hierarchy it uses (the engine's jobCgroup, core/engine.ts):
+// Torque 6.1 (src/resmom/trq_cgroups.c) <mount>/torque/<jobid>/ in cpuset,
+// cpuacct, memory and devices, found in /proc/mounts; Slurm's cgroup/v1
+// plugin <mount>/slurm/uid_<uid>/job_<jobid>/. On Torque's Mother Superior
 // the prologue already runs inside them: TMomFinalizeChild
 // (src/resmom/start_exec.c) adds itself to the job's cgroups before
 // setup_batch_job runs the prologue, and run_pelog's fork inherits them. On a
 // sister, prologue.parallel runs from pbs_mom's main process
-// (src/resmom/mom_comm.c), outside them. So qemu is put there explicitly, in
-// every v1 hierarchy that has the job's directory; where Torque has none (no
-// cgroups configured, or cgroup v2 only), nothing is done.
+// (src/resmom/mom_comm.c), outside them; slurmd runs its Prolog outside the
+// job's cgroups everywhere. So qemu is put there explicitly, in every v1
+// hierarchy that has the job's directory; where there is none (no cgroups
+// configured, or cgroup v2 only), nothing is done.
 import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, writeSync } from 'node:fs';
 
 /** Mount points of the cgroup v1 hierarchies, from /proc/self/mountinfo (fstype after the " - "). */
@@ -25,23 +29,41 @@ export function cgroupV1Mounts(mountinfo = readFileSync('/proc/self/mountinfo', 
   return out;
 }
 
+/** A relative cgroup path of plain names (no '.', '..', empty or odd component): what may be joined to a mount point. */
+const COMPONENT = /^[A-Za-z0-9._\[\]-]+$/;
+export function isJobCgroupPath(rel: string): boolean {
+  const parts = rel.split('/');
+  return parts.length <= 8 && parts.every((p) => COMPONENT.test(p) && p !== '.' && p !== '..');
+}
+
+/** Every directory from the mount down to the job's: each a directory of root's, none a link. */
+function rootDirs(mount: string, rel: string): boolean {
+  let dir = mount;
+  for (const p of rel.split('/')) {
+    dir = `${dir}/${p}`;
+    const st = lstatSync(dir, { throwIfNoEntry: false });
+    if (!st || !st.isDirectory() || st.uid !== 0) return false;
+  }
+  return true;
+}
+
 /**
- * Moves each pid into <mount>/torque/<jobId>/cgroup.procs of every v1
- * hierarchy where Torque made that directory (root-owned, a directory, not a
- * link: cgroupfs is root's, but the check costs nothing). Returns the
+ * Moves each pid into <mount>/<jobCgroup>/cgroup.procs of every v1 hierarchy
+ * where the batch system made that directory (`jobCgroup`: the engine's
+ * relative path; root-owned, directories, no link on the way: cgroupfs is
+ * root's, but the check costs nothing). Returns the
  * hierarchies joined. A write that fails (a cpuset with no cpus yet, say) is
  * reported, not fatal: the job still runs, and its teardown does not depend
  * on cgroups.
  */
-export function joinJobCgroups(jobId: string, pids: readonly number[], mounts = cgroupV1Mounts()): { joined: string[]; failed: { dir: string; error: string }[] } {
+export function joinJobCgroups(jobCgroup: string, pids: readonly number[], mounts = cgroupV1Mounts()): { joined: string[]; failed: { dir: string; error: string }[] } {
   const joined: string[] = [];
   const failed: { dir: string; error: string }[] = [];
-  if (!/^[A-Za-z0-9._\[\]-]+$/.test(jobId)) return { joined, failed };
+  if (!isJobCgroupPath(jobCgroup)) return { joined, failed };
   for (const mount of mounts) {
-    const dir = `${mount}/torque/${jobId}`;
+    const dir = `${mount}/${jobCgroup}`;
     try {
-      const st = lstatSync(dir);
-      if (!st.isDirectory() || st.uid !== 0) continue;
+      if (!rootDirs(mount, jobCgroup)) continue;
     } catch {
       continue;
     }

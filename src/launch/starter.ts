@@ -1,8 +1,9 @@
-// The job starter's node side (bin/vtorque-starter execs it for a VM job): runs
-// the batch script in VM 0 through the guest agent and stands in for the shell
-// pbs_mom would have run, so the job's output, exit status and qdel behave as
-// for any job. It runs as the job owner; everything it reaches (the agent
-// socket, the job script) is the owner's already.
+// The job starter's VM side, for every batch system (Torque's front:
+// torque/starter.ts; Slurm's: slurm/run.ts): runs the batch script in VM 0
+// through the guest agent and stands in for the shell the batch system would
+// have run, so the job's output, exit status and its deletion (qdel, scancel)
+// behave as for any job. It runs as the job owner; everything it reaches (the
+// agent socket, the job script) is the owner's already.
 //
 // Exit codes (doc/user.md): the script's status (0-255; 128+N when a signal N
 // ended it); 143 when qdel's SIGTERM (130 for SIGINT) got no exit status back
@@ -14,7 +15,7 @@
 // starter is the job owner, so the kernel judges the paths with the owner's
 // rights, and root (prologue, epilogue) never opens a file a user named.
 import { connect, type Socket } from 'node:net';
-import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
 import { constants } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { VM_KEYS } from '../request/keys.js';
@@ -28,9 +29,9 @@ export const EXIT_PROTOCOL = 70;
 /** How long a killed script gets to report its exit before the starter gives up. */
 export const KILL_GRACE_MS = 10_000;
 /** The agent's frames are capped at 16 MiB (protocol.ts); a bigger script could never be sent. */
-const MAX_SCRIPT = 16 * 1024 * 1024 - 1;
+export const MAX_SCRIPT = 16 * 1024 * 1024 - 1;
 
-const HELP = 'the job output above and the .ER file show what ran; ask your administrator with the job id (vtorque-prologue doctor on the node, and the VM console under the job directory)';
+export const HELP = "the job's output above and its error file (.ER under Torque) show what ran; ask your administrator with the job id (vtorque-prologue doctor on the node, and the VM console under the job directory)";
 
 export interface StarterIO {
   stdin: NodeJS.ReadableStream;
@@ -39,54 +40,8 @@ export interface StarterIO {
 }
 
 /** Every line the starter itself writes: the job's output is otherwise the script's alone. */
-function say(io: StarterIO, text: string): void {
+export function say(io: StarterIO, text: string): void {
   io.stderr.write(`vtorque: ${text.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, ' ')}\n`);
-}
-
-async function readAll(stream: NodeJS.ReadableStream, max: number): Promise<Buffer | undefined> {
-  const parts: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of stream) {
-    const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
-    n += b.length;
-    if (n > max) return undefined;
-    parts.push(b);
-  }
-  return Buffer.concat(parts);
-}
-
-/**
- * Torque built with its default --enable-shell-pipe writes not the script but
- * one command line on the shell's stdin: "[exec ]<mom_priv>/jobs/<prefix>.SC
- * [qsub -F arguments]\n" (start_exec.c, TMomFinalizeJob2). Returns the script
- * file and the arguments when stdin is such a line naming this job's script.
- */
-export function pipedScriptLine(input: Buffer, jobId: string): { file: string; args: string } | undefined {
-  if (input.length > 8192 || input[input.length - 1] !== 0x0a) return undefined;
-  const line = input.subarray(0, input.length - 1).toString('utf8');
-  if (line.includes('\n')) return undefined;
-  const m = /^(?:exec )?(\/\S*\/jobs\/([^/\s]+)\.SC)(?: (.*))?$/.exec(line);
-  if (!m || !m[2]!.startsWith(jobId)) return undefined;
-  try {
-    if (!statSync(m[1]!).isFile()) return undefined;
-  } catch {
-    return undefined;
-  }
-  return { file: m[1]!, args: m[3] ?? '' };
-}
-
-/** The job script as submitted (where #VM lines are read), and the script to run: the same, after qsub -F's "set --". */
-export function scriptParts(input: Buffer, jobId: string): { body: Buffer; script: Buffer } {
-  const piped = pipedScriptLine(input, jobId);
-  if (!piped) return { body: input, script: input };
-  const body = readFileSync(piped.file);
-  // qsub -F's words reach the shell as shell text; "set --" gives the script the same positional parameters.
-  return { body, script: piped.args === '' ? body : Buffer.concat([Buffer.from(`set -- ${piped.args}\n`), body]) };
-}
-
-/** The script to run in the VM, from what pbs_mom put on stdin. */
-export function scriptFrom(input: Buffer, jobId: string): Buffer {
-  return scriptParts(input, jobId).script;
 }
 
 export type VmScriptKey = 'vm_prologue' | 'vm_epilogue';
@@ -163,7 +118,7 @@ export function readVmScript(path: string): Buffer {
   }
 }
 
-/** The job's vm_prologue and vm_epilogue, read as the user; paths are relative to the submit directory (PBS_O_WORKDIR). */
+/** The job's vm_prologue and vm_epilogue, read as the user; paths are relative to the submit directory. */
 export function vmScriptsOf(body: Buffer, workdir: string): VmScript[] {
   return vmScriptRefs(body).map((r) => {
     try {
@@ -249,17 +204,13 @@ function open(path: string): Promise<Socket> {
   });
 }
 
-/** Runs the script in the VM behind the agent socket and returns the exit code for the job. */
-export async function runInVm(socketPath: string, jobId: string, io: StarterIO, signals: NodeJS.EventEmitter = process, workdir: string = process.env.PBS_O_WORKDIR || process.cwd()): Promise<number> {
-  const input = await readAll(io.stdin, MAX_SCRIPT);
-  let parts: { body: Buffer; script: Buffer };
-  try {
-    if (!input) throw new Error(`it is larger than ${MAX_SCRIPT + 1} bytes`);
-    parts = scriptParts(input, jobId);
-  } catch (e) {
-    say(io, `job ${jobId}: the job script could not be read: ${(e as Error).message}. Fix: keep the script under 16 MiB (put data in files), then resubmit`);
-    return EXIT_NOINPUT;
-  }
+/**
+ * Runs a job script in the VM behind the agent socket: `body` is the script as
+ * submitted (its #VM lines name vm_prologue/vm_epilogue), `script` what runs
+ * (the same, after any "set --" of the job's arguments). Any batch system's
+ * starter comes here once it has both.
+ */
+export async function runScriptInVm(socketPath: string, jobId: string, parts: { body: Buffer; script: Buffer }, io: StarterIO, signals: NodeJS.EventEmitter, workdir: string): Promise<number> {
   let script: Buffer;
   try {
     script = composeScript(parts.script, vmScriptsOf(parts.body, workdir));
@@ -362,17 +313,4 @@ export async function runInVm(socketPath: string, jobId: string, io: StarterIO, 
     sock.on('close', () => lost('the VM or its agent stopped'));
     sock.write(encodeFrame('H', Buffer.alloc(0)));
   });
-}
-
-/** The bundle's entry: argv = [socket, shell, name, ...] (bin/vtorque-starter). */
-export function starterMain(argv: readonly string[] = process.argv.slice(2)): void {
-  const socketPath = argv[0] ?? '';
-  const jobId = process.env.PBS_JOBID ?? '';
-  runInVm(socketPath, jobId, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }).then(
-    (code) => { process.exit(code); },
-    (e: unknown) => {
-      say({ stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, `job ${jobId}: the job starter failed: ${(e as Error)?.message ?? String(e)}. Fix: ${HELP}`);
-      process.exit(EXIT_PROTOCOL);
-    },
-  );
 }

@@ -22,11 +22,11 @@
 // remove a marker. A marker matters only while a prologue that started before
 // it may still run, at most [timeouts] total (and the 5 s hard stop) after it:
 // the epilogue and `cache gc` sweep older ones.
-import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { ensureRootDir } from '../tools/safedir.js';
-import { endedMarkerPath, layoutOf } from '../cache/layout.js';
+import { endedMarkerPath, layoutOf, leasePath } from '../cache/layout.js';
 
 export interface EndedMarker {
   job: string;
@@ -90,6 +90,28 @@ export function markEnded(config: Config, jobId: string): EndedMarker {
   writeFileAtomic(markerPath(config, jobId), JSON.stringify(m) + '\n', 0o600);
   sweepEnded(config);
   return m;
+}
+
+/**
+ * The front of every epilogue (torque/hook.ts, slurm/hook.ts), before the
+ * heavy bundle loads: the marker first, for every job, since a prologue still
+ * at work (a job deleted during its prologue) publishes after this and must
+ * learn that the job ended. `done`: nothing of the job is on this node (no
+ * job directory, ramdisk directory or lease; a prologue killed before it made
+ * the job directory may still have leased an image), so the epilogue has
+ * nothing to clean. `marked` false: not written; cleanUpJob tries again and
+ * logs why, and the epilogue is never done early without its marker.
+ */
+export function epilogueFront(config: Config, jobId: string): { marked: boolean; done: boolean } {
+  let marked = true;
+  try {
+    markEnded(config, jobId);
+  } catch {
+    marked = false;
+  }
+  const { job_dir, ramdisk_dir } = config.paths;
+  const done = marked && ![`${job_dir}/${jobId}`, `${ramdisk_dir}/${jobId}`, leasePath(layoutOf(config), jobId)].some((p) => existsSync(p));
+  return { marked, done };
 }
 
 function readMarker(path: string): EndedMarker | undefined {

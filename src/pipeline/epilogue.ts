@@ -23,7 +23,7 @@ export interface EpilogueInput {
   engine: BatchSystem;
   config: Config;
   io: HookIO;
-  /** The fast path (src/torque/hook.ts) already wrote the job-ended marker. */
+  /** The hook's front (ended.ts epilogueFront) already wrote the job-ended marker. */
   marked?: boolean;
 }
 

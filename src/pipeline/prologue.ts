@@ -150,7 +150,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const made = await Promise.all(mine.map(async (vm) => {
       const overlay = await makeOverlay(vm.index);
       const seed = await writeSeed({
-        config, node: place.hosts[place.position]!, request, owner, shared, signal: ctx.signal,
+        config, batch: ctx.engine, node: place.hosts[place.position]!, request, owner, shared, signal: ctx.signal,
         job: { id: args.jobId, user: args.user, group: args.group, name: args.jobName, workdir: input.env.workdir },
         vm: { index: vm.index, count: mine.length, jobIndex: vm.jobIndex }, vmHostnames: place.vms.map((v) => v.hostname),
         family: request.family ?? report.family ?? 'debian',
@@ -233,7 +233,7 @@ async function checkImage(ctx: JobContext, request: VmRequest, shared: ReturnTyp
   }
   const img = await authoriseImage({ img: request.img, config: ctx.config, ownerUid });
   const t0 = performance.now();
-  const a = await acquireImage({ config: ctx.config, img, want: { distro: request.distro, arch: request.arch, vrdma: request.vrdma }, job: ctx.args.jobId, node: ctx.node, signal: ctx.signal, log: ilog });
+  const a = await acquireImage({ config: ctx.config, img, want: { distro: request.distro, arch: request.arch, vrdma: request.vrdma }, job: ctx.args.jobId, node: ctx.node, runsHere: ctx.engine.runsHere, signal: ctx.signal, log: ilog });
   const r = a.report;
   ilog.info({ image: img.path, sha256: r.digest, base: a.base.path, ingested: a.ingested, verified: a.verified, fromCache: !a.verified, hashed: a.hashed, ms: Math.round(performance.now() - t0), rules: r.rules.filter((x) => !x.ok).map((x) => x.id) }, 'image ready');
   for (const w of warnedRules(r)) ctx.io.out(line(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`) + '\n');
@@ -284,7 +284,7 @@ async function bootVms(ctx: JobContext, o: {
     }, accel.accel, boot, paths);
     const b0 = performance.now();
     const pid = await startVm(config, o.account, argv, paths, ctx.signal);
-    const cg = joinJobCgroups(ctx.args.jobId, [pid]);
+    const cg = joinJobCgroups(ctx.engine.jobCgroup(ctx.args.jobId, jobOwner.uid), [pid]);
     if (cg.joined.length > 0 || cg.failed.length > 0) blog[cg.failed.length > 0 ? 'warn' : 'info']({ vm: seed.hostname, pid, joined: cg.joined, failed: cg.failed }, "qemu in the job's cgroups");
     handOverSockets(paths, o.account, jobOwner);
     const until = Math.min(Date.now() + config.launch.boot * 1000, hardStop);

@@ -101,8 +101,8 @@ export function placement(ctx: JobContext, r: JobRequest): Placement {
   const note = ctx.engine.nodeNameNote(ctx.config, id);
   ctx.log.child({ stage: 'request' })[note.level](note.data ?? {}, note.message);
   if (!list) {
-    if (ctx.args.kind === 'prologue') return soloPlacement(id.name, r.request.vms_per_node);
+    if (ctx.args.kind === 'prologue') return soloPlacement(id.name, r.request.vms_per_node, ctx.engine.terms);
     throw ctx.engine.noHostList();
   }
-  return placeVms(list, id.name, r.request.vms_per_node);
+  return placeVms(list, id.name, r.request.vms_per_node, ctx.engine.terms);
 }

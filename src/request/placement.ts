@@ -1,8 +1,11 @@
 // Where a job's VMs go and what they are called, the same on every node: each
 // node derives its place in the job's host list, so VM indices, hostnames and
 // instance-ids are unique across the job without the nodes talking.
+import type { BatchTerms } from '../core/engine.js';
 import { guestHostname } from '../seed/names.js';
 import { nodePosition } from './sister.js';
+
+export type PlacementTerms = Pick<BatchTerms, 'hostListVar' | 'hostListFix' | 'guestNameFix'>;
 
 export interface PlacedVm {
   host: string;
@@ -21,13 +24,14 @@ export interface Placement {
   vms: PlacedVm[];
 }
 
-export function placeVms(hostList: string, me: string, perNode: number): Placement {
-  const { index, hosts } = nodePosition(hostList, me);
-  const vms = hosts.flatMap((host, h) => Array.from({ length: perNode }, (_, i) => ({ host, index: i, jobIndex: h * perNode + i, hostname: guestHostname(host, i, perNode) })));
+/** `terms`: the batch system's words, for a host list that does not hold this node or a name no guest name can be made from. */
+export function placeVms(hostList: string, me: string, perNode: number, terms: PlacementTerms): Placement {
+  const { index, hosts } = nodePosition(hostList, me, terms);
+  const vms = hosts.flatMap((host, h) => Array.from({ length: perNode }, (_, i) => ({ host, index: i, jobIndex: h * perNode + i, hostname: guestHostname(host, i, perNode, terms) })));
   return { position: index, hosts, vms };
 }
 
 /** A job run by hand or by a batch system that gave no host list: this node alone. */
-export function soloPlacement(me: string, perNode: number): Placement {
-  return placeVms(me, me, perNode);
+export function soloPlacement(me: string, perNode: number, terms: PlacementTerms): Placement {
+  return placeVms(me, me, perNode, terms);
 }

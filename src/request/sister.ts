@@ -23,9 +23,10 @@
 //   describeDisagreement(diffs: readonly RequestDifference[], other: string): string
 //     One line for the log or the user: "vcpus: #VM 4, VTORQUE_REQUEST 2; ...".
 //
-//   nodePosition(nodefile: string, host: string): NodePosition
-//     `nodefile` is the content of PBS_NODEFILE (one host per line, repeated
-//     per ppn, in Torque's order), `host` this node's name (short or FQDN).
+//   nodePosition(nodefile: string, host: string, terms: BatchTerms): NodePosition
+//     `nodefile` is the job's host list (one host per line, repeated per
+//     slot, in the batch system's order), `host` this node's name (short or
+//     FQDN), `terms` the batch system's words for the faults.
 //     Returns { index, hosts }: this node's 0-based place among the distinct
 //     hosts in first-occurrence order, so VM indices can be made unique across
 //     the job (e.g. global = index * vms_per_node + i). Throws a NodeFault
@@ -36,7 +37,7 @@ import type { Directive } from './directives.js';
 import { VM_KEY_NAMES, type VmKey } from './keys.js';
 import { resolveRequest, type VmRequest } from './resolve.js';
 import { REQUEST_VARIABLE, canonicalValue, relabel, requestFromEncoded } from './encoding.js';
-import { VARIABLE_CAP } from '../core/engine.js';
+import { VARIABLE_CAP, type BatchTerms } from '../core/engine.js';
 
 export type VariablesRequest =
   | { source: 'none' }
@@ -65,7 +66,7 @@ export function directivesFromVmVariables(variables: Readonly<Record<string, str
 }
 
 /**
- * `oversized` names variables qstat printed but were too long to keep
+ * `oversized` names variables the job's record held but were too long to keep
  * (core/engine.ts VARIABLE_CAP): one of ours among them is refused, never
  * skipped, so that a sister does not fall through to another source or to no VMs.
  */
@@ -128,13 +129,13 @@ export function describeDisagreement(diffs: readonly RequestDifference[], other:
 export interface NodePosition {
   /** 0-based place of this node among the job's distinct hosts. */
   index: number;
-  /** The distinct hosts, short names, in the order Torque listed them. */
+  /** The distinct hosts, short names, in the order the batch system listed them. */
   hosts: string[];
 }
 
 const short = (h: string) => h.trim().split('.')[0]!.toLowerCase();
 
-export function nodePosition(nodefile: string, host: string): NodePosition {
+export function nodePosition(nodefile: string, host: string, terms: Pick<BatchTerms, 'hostListVar' | 'hostListFix'>): NodePosition {
   const full: string[] = [];
   for (const raw of nodefile.split('\n')) {
     const h = raw.trim();
@@ -143,21 +144,21 @@ export function nodePosition(nodefile: string, host: string): NodePosition {
   const hosts: string[] = [];
   for (const h of full) if (!hosts.includes(short(h))) hosts.push(short(h));
   const me = short(host);
-  const fix = "set [torque] node_name to this node's name in Torque's nodes file (pbsnodes lists it); see doc/admin.md, node identity";
+  const { hostListVar: where, hostListFix: fix } = terms;
   if (hosts.length === 0) {
-    throw new NodeFault('PBS_NODEFILE lists no hosts', [{ id: 'nodefile', where: 'PBS_NODEFILE', message: 'lists no hosts', fix }]);
+    throw new NodeFault(`${where} lists no hosts`, [{ id: 'nodefile', where, message: 'lists no hosts', fix }]);
   }
   // Two FQDNs with one short name (node1.a, node1.b) cannot be told apart by short name.
   const clash = full.filter((h) => short(h) === me);
   if (clash.length > 1) {
-    throw new NodeFault(`PBS_NODEFILE has ${clash.length} hosts named ${me}`, [
-      { id: 'nodefile', where: 'PBS_NODEFILE', message: `${clash.join(' and ')} share the short name ${me}`, fix },
+    throw new NodeFault(`${where} has ${clash.length} hosts named ${me}`, [
+      { id: 'nodefile', where, message: `${clash.join(' and ')} share the short name ${me}`, fix },
     ]);
   }
   const index = hosts.indexOf(me);
   if (index < 0) {
     throw new NodeFault(`this node (${me}) is not in the job's node list`, [
-      { id: 'nodefile', where: 'PBS_NODEFILE', message: `lists ${hosts.slice(0, 8).join(', ')}${hosts.length > 8 ? ', ...' : ''} but not ${me}`, fix },
+      { id: 'nodefile', where, message: `lists ${hosts.slice(0, 8).join(', ')}${hosts.length > 8 ? ', ...' : ''} but not ${me}`, fix },
     ]);
   }
   return { index, hosts };

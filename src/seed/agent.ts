@@ -13,6 +13,7 @@
 // owns in a directory of root's; one script per VM ever (a root-only marker
 // in /var/lib survives agent restarts and reboots); nothing else can be run
 // through the port.
+import type { GuestVars } from '../core/engine.js';
 import type { Account } from './account.js';
 
 export const AGENT_PATH = '/usr/local/lib/vtorque/agent.py';
@@ -24,18 +25,26 @@ export interface AgentConfig {
   uid: number;
   /** The VM user's home in the guest (user-data's homedir): the script runs there. */
   home: string;
-  /** Every VM of the job, in job order: the job script's PBS_NODEFILE and PBS_VM_NODEFILE, one line each. */
+  /** Every VM of the job, in job order: the lines of the node file the agent writes for each run. */
   vms: string[];
-  /** PBS_NP: vCPUs of the whole job (VMs x vcpus). */
+  /** vCPUs of the whole job (VMs x vcpus), for the variables np_env names. */
   np: number;
-  /** The job's PBS variables (profile.ts), set for the script whatever the image's /etc/profile does. */
+  /** The job's variables (profile.ts), set for the script whatever the image's /etc/profile does. */
   env: Record<string, string>;
+  /** Variables only the job script gets (core/engine.ts GuestVars.script), over env. */
+  script_env: Record<string, string>;
+  /** Variables set to the run's own copy of the node file (GuestVars.nodefile), over env. */
+  nodefile_env: string[];
+  /** Variables set to np (GuestVars.np). */
+  np_env: string[];
 }
 
-export function agentConfig(o: { account: Account; vars: readonly [string, string][]; vms: readonly string[]; vcpus: number }): AgentConfig {
+/** From the job's variables (profile.ts) and the batch system's names for what the agent sets per run. */
+export function agentConfig(o: { account: Account; vars: readonly [string, string][]; guest: Pick<GuestVars, 'script' | 'nodefile' | 'np'>; vms: readonly string[]; vcpus: number }): AgentConfig {
   return {
     user: o.account.user, uid: o.account.uid, home: `/home/${o.account.user}`,
     vms: [...o.vms], np: o.vms.length * o.vcpus, env: Object.fromEntries(o.vars),
+    script_env: Object.fromEntries(o.guest.script), nodefile_env: [...o.guest.nodefile], np_env: [...o.guest.np],
   };
 }
 
@@ -68,7 +77,7 @@ export function agentWriteFiles(config: AgentConfig): Record<string, unknown>[] 
 }
 
 export const AGENT_SOURCE = String.raw`#!/usr/bin/python3
-# vtorque guest agent: runs the job script of a Torque #VM job inside the VM,
+# vtorque guest agent: runs the job script of a #VM job inside the VM,
 # as the job's VM user, for the job starter on the host.
 #
 # Written by the vtorque prologue's cloud-init seed, started as root once
@@ -204,10 +213,16 @@ def load_config(path):
     np = c.get('np', 1)
     if not isinstance(np, int) or isinstance(np, bool) or np < 1:
         raise ConfigError('np must be a positive number')
-    env = c.get('env', {})
-    if not isinstance(env, dict) or not all(isinstance(k, str) and ENV_NAME.match(k) and isinstance(v, str) and '\0' not in v for k, v in env.items()):
-        raise ConfigError('env must map variable names to strings')
-    return {'user': user, 'uid': uid, 'home': home, 'vms': vms, 'np': np, 'env': env}
+    env, script_env = c.get('env', {}), c.get('script_env', {})
+    for key, val in (('env', env), ('script_env', script_env)):
+        if not isinstance(val, dict) or not all(isinstance(k, str) and ENV_NAME.match(k) and isinstance(v, str) and '\0' not in v for k, v in val.items()):
+            raise ConfigError('%s must map variable names to strings' % key)
+    nodefile_env, np_env = c.get('nodefile_env', []), c.get('np_env', [])
+    for key, val in (('nodefile_env', nodefile_env), ('np_env', np_env)):
+        if not isinstance(val, list) or not all(isinstance(k, str) and ENV_NAME.match(k) for k in val):
+            raise ConfigError('%s must list variable names' % key)
+    return {'user': user, 'uid': uid, 'home': home, 'vms': vms, 'np': np, 'env': env,
+            'script_env': script_env, 'nodefile_env': nodefile_env, 'np_env': np_env}
 
 
 def safe_state_dir(path):
@@ -279,11 +294,16 @@ class Job(object):
             os.fchmod(fd, 0o644)
         finally:
             os.close(fd)
+        # The batch system's names (agent.json): the job's variables, a batch
+        # job's own, the node file of this run, the job's vCPUs; the account's
+        # last, so that no name in the config can replace them.
         env = dict(cfg['env'])
+        env.update(cfg['script_env'])
+        env.update((k, nodefile) for k in cfg['nodefile_env'])
+        env.update((k, str(cfg['np'])) for k in cfg['np_env'])
         env.update({
             'HOME': cfg['home'], 'USER': cfg['user'], 'LOGNAME': cfg['user'], 'SHELL': '/bin/bash',
-            'PATH': '/usr/local/bin:/usr/bin:/bin', 'PBS_ENVIRONMENT': 'PBS_BATCH',
-            'PBS_NODEFILE': nodefile, 'PBS_VM_NODEFILE': nodefile, 'PBS_NP': str(cfg['np']),
+            'PATH': '/usr/local/bin:/usr/bin:/bin',
         })
         if 'LANG' in os.environ:
             env['LANG'] = os.environ['LANG']
@@ -307,7 +327,7 @@ class Job(object):
             pass
 
     def hangup(self):
-        """The host that sent the script is gone: Torque sees the job ended, so the script must not run on."""
+        """The host that sent the script is gone: the batch system sees the job ended, so the script must not run on."""
         if self.hup_at is None and self.exited_at is None:
             log('the host hung up while the job script ran; sending it TERM')
             self.hup_at = time.monotonic()

@@ -30,6 +30,7 @@ import type { Config } from '../config/schema.js';
 import type { FileOwner } from '../cache/jobdir.js';
 import { ownFile } from '../cache/jobdir.js';
 import type { VmRequest } from '../request/resolve.js';
+import type { BatchSystem } from '../core/engine.js';
 import { NodeFault } from '../core/errors.js';
 import { fsyncDir, fsyncFile, tmpNameFor } from '../tools/atomic.js';
 import { withStaging, type SeedFiles } from './files.js';
@@ -39,8 +40,12 @@ import { makeVfat } from './media/vfat.js';
 import type { VmNic } from './network.js';
 import { renderDocuments } from './render.js';
 
+/** What the seed needs of the batch system (core/engine.ts): the job's variables in the guest, and its words for messages. */
+export type SeedBatch = Pick<BatchSystem, 'guestVars' | 'terms'>;
+
 export interface SeedInput {
   config: Config;
+  batch: SeedBatch;
   job: { id: string; user: string; group: string; name: string; workdir?: string };
   /** This node's short host name; the guest is v<node>[-<index>]. */
   node: string;
@@ -48,7 +53,7 @@ export interface SeedInput {
   vm: { index: number; count: number; jobIndex: number };
   /**
    * Host names of every VM of the job, in job order (src/request/placement.ts
-   * vms): the guest agent's PBS_VM_NODEFILE and PBS_NP. Default: this node's VMs.
+   * vms): the guest's node file and job variables (SeedBatch guestVars). Default: this node's VMs.
    */
   vmHostnames?: readonly string[];
   family: 'debian' | 'redhat' | 'osv';

@@ -3,6 +3,7 @@
 // shell profile inside the VM, so each name either survives all three exactly
 // or is refused here with what to do about it.
 import { controlCharIn, quote } from '../config/values.js';
+import type { BatchTerms } from '../core/engine.js';
 import { JobFault, NodeFault } from '../core/errors.js';
 
 // useradd/groupadd on Debian and RHEL both take this without their relaxed
@@ -33,7 +34,7 @@ export function gecosFor(raw: string): { gecos?: string; note?: string } {
 }
 
 /**
- * Paths from Torque (PBS_O_WORKDIR, PBS_NODEFILE): any text survives the
+ * Paths from the batch system (the submit directory): any text survives the
  * profile's quoting, but a line break of any kind (U+2028 too) would start a
  * line of the user's in the YAML and the logs, so only single lines pass.
  */
@@ -49,14 +50,14 @@ export function checkJobPath(what: string, p: string): string {
   return p;
 }
 
-/** The job name (qsub -N, or the script's file name) goes into the VMs' environment: one line of text only, as paths. */
-export function checkJobName(name: string): string {
+/** The job name (given at submission, or the script's file name) goes into the VMs' environment: one line of text only, as paths. */
+export function checkJobName(name: string, terms: Pick<BatchTerms, 'jobNameOption'>): string {
   const ctl = controlCharIn(name);
   if (ctl) {
     throw new JobFault('the job name cannot be passed to the VMs', [{
       id: 'seed-jobname', where: `job name ${quote(name, 60)}`,
       message: `contains ${ctl}`,
-      fix: 'submit the job with a name of plain text (qsub -N NAME), or rename the script it is named after',
+      fix: `submit the job with a name of plain text (${terms.jobNameOption}), or rename the script it is named after`,
     }]);
   }
   return name;
@@ -65,14 +66,14 @@ export function checkJobName(name: string): string {
 const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /** vTorque's guest names: v<node>, plus -<index> when a node runs several VMs of the job. */
-export function guestHostname(node: string, index: number, count: number): string {
+export function guestHostname(node: string, index: number, count: number, terms: Pick<BatchTerms, 'guestNameFix'>): string {
   const base = `v${node.toLowerCase()}`;
   const name = count > 1 ? `${base}-${index}` : base;
   if (!LABEL.test(name)) {
     throw new NodeFault(`cannot make a VM host name from this node's name`, [{
       id: 'seed-hostname', where: `node ${quote(node, 40)}`,
       message: `${quote(name, 70)} is not a DNS label (a-z 0-9 -, at most 63, no leading or trailing -)`,
-      fix: 'set [torque] node_name to the short name Torque knows this node by',
+      fix: terms.guestNameFix,
     }]);
   }
   return name;

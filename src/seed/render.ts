@@ -2,6 +2,7 @@
 // the yaml package from data, in YAML 1.1 mode: cloud-init reads with PyYAML
 // (YAML 1.1), where an unquoted no, on or 0644 would not be the string we meant.
 import { controlCharIn, quote } from '../config/values.js';
+import type { BatchTerms } from '../core/engine.js';
 import { JobFault } from '../core/errors.js';
 import { loadYaml } from '../tools/yaml.js';
 import { checkAccountName, checkJobName, checkJobPath, gecosFor, guestHostname, instanceId } from './names.js';
@@ -63,14 +64,17 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
   const notes: string[] = [];
   checkAccountName('user', job.user);
   checkAccountName('group', job.group);
-  checkJobName(job.name);
-  if (job.workdir !== undefined) checkJobPath('PBS_O_WORKDIR', job.workdir);
-  const hostname = guestHostname(input.node, vm.index, vm.count);
+  const { terms } = input.batch;
+  checkJobName(job.name, terms);
+  if (job.workdir !== undefined) checkJobPath(terms.workdirVar, job.workdir);
+  const hostname = guestHostname(input.node, vm.index, vm.count, terms);
   const iid = instanceId(job.id, vm.jobIndex, input.nonce);
   const metaData = await toYaml({ 'instance-id': iid, 'local-hostname': hostname });
+  // Default: this node's VMs, which is the whole job when it has one node (check --render, tests).
+  const vms = input.vmHostnames ?? Array.from({ length: vm.count }, (_, i) => guestHostname(input.node, i, vm.count, terms));
+  const guest = input.batch.guestVars({ id: job.id, name: job.name, workdir: job.workdir, vms, vcpus: input.request.vcpus });
   const vars = profileVars({
-    jobId: job.id, jobName: job.name, workdir: job.workdir,
-    distro: input.request.distro ?? input.family, index: vm.index, count: vm.count, jobIndex: vm.jobIndex, hostname,
+    job: guest.vars, distro: input.request.distro ?? input.family, index: vm.index, count: vm.count, jobIndex: vm.jobIndex, hostname,
   });
 
   if (input.family === 'osv') {
@@ -88,10 +92,8 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
   const keys = config.seed.ssh_keys_from.length > 0 ? await once(`keys\0${account.user}`, () => sshKeysOf(config, account, input.signal)) : { keys: [], notes: [] };
   notes.push(...keys.notes);
   const user = await once(`metadata\0${input.request.metadata}`, () => userCloudConfig({ config, file: input.request.metadata, workdir: job.workdir, account, signal: input.signal }));
-  // Default: this node's VMs, which is the whole job when it has one node (check --render, tests).
-  const vms = input.vmHostnames ?? Array.from({ length: vm.count }, (_, i) => guestHostname(input.node, i, vm.count));
-  vars.push(...nodefileVars());
-  const agent = agentConfig({ account, vars, vms, vcpus: input.request.vcpus });
+  vars.push(...nodefileVars(guest.nodefile));
+  const agent = agentConfig({ account, vars, guest, vms, vcpus: input.request.vcpus });
   const data = buildUserData({ config, family: input.family, hostname, account, gecos: g.gecos, sshKeys: keys.keys, profile: profileText(vars), user, agent });
 
   if (input.dryRun && config.seed.network === 'static') {
@@ -101,7 +103,7 @@ export async function renderDocuments(input: SeedInput & { nonce: string }): Pro
     config, jobId: job.id, node: input.node, jobIndex: vm.jobIndex, hostname, nonce: input.nonce, dryRun: input.dryRun, signal: input.signal, index: vm.index, count: vm.count,
   });
   (data.write_files as unknown[]).push(guestNodefile(vms));
-  if (n.nic?.segment) (data.write_files as unknown[]).push(segmentHosts(input.node, vm.count));
+  if (n.nic?.segment) (data.write_files as unknown[]).push(segmentHosts(input.node, vm.count, terms));
   const userData = `#cloud-config\n${await toYaml(data)}`;
   return { metaData, userData, networkConfig: await toYaml(n.doc), instanceId: iid, hostname, notes, network: n.nic };
 }
@@ -121,8 +123,8 @@ function guestNodefile(vms: readonly string[]): Record<string, unknown> {
  * final stage still runs before runcmd starts the agent, so they are there
  * before the job script.
  */
-function segmentHosts(node: string, count: number): Record<string, unknown> {
-  const lines = Array.from({ length: count }, (_, i) => `${segmentAddress(i)} ${guestHostname(node, i, count)}\n`).join('');
+function segmentHosts(node: string, count: number, terms: BatchTerms): Record<string, unknown> {
+  const lines = Array.from({ length: count }, (_, i) => `${segmentAddress(i)} ${guestHostname(node, i, count, terms)}\n`).join('');
   return {
     path: '/etc/hosts', content: Buffer.from(`# this job's VMs on its private segment (vtorque)\n${lines}`, 'utf8').toString('base64'), encoding: 'b64',
     owner: 'root:root', permissions: '0644', append: true, defer: true,

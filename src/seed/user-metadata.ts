@@ -48,7 +48,7 @@ export async function userCloudConfig(o: {
   }
   let path = file;
   if (!path.startsWith('/')) {
-    if (!o.workdir) throw fault(file, [{ id: 'metadata', where, message: 'is a relative path and the job has no working directory (PBS_O_WORKDIR)', fix: 'give an absolute path' }]);
+    if (!o.workdir) throw fault(file, [{ id: 'metadata', where, message: 'is a relative path and the job has no submit directory to read it from', fix: 'give an absolute path' }]);
     path = `${o.workdir.replace(/\/+$/, '')}/${path}`;
   }
   const r = await readAsUser(config, path, account, METADATA_CAP, o.signal);

@@ -8,7 +8,7 @@
 import { hostname } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault } from '../core/errors.js';
-import type { BatchSystem, HookKind, JobArgs, JobRecord, LogNote, NodeName, OfflineReport, ReportTarget } from '../core/engine.js';
+import type { BatchSystem, BatchTerms, GuestJob, GuestVars, HookKind, JobArgs, JobRecord, LogNote, NodeName, OfflineReport, ReportTarget } from '../core/engine.js';
 import { isSlurmJobId, slurmJobArgs, slurmNodeName, slurmTools, type SlurmJobEnv } from './contract.js';
 import { cancelWithReason, drainNode, isForged, showJob, type parseShowLine, type SlurmCall } from './scontrol.js';
 
@@ -49,6 +49,38 @@ export function recordOf(fields: ReturnType<typeof parseShowLine>, restartCount:
   };
 }
 
+/** Slurm's words in the messages the pipeline, the seed and the cache write. */
+export const SLURM_TERMS: BatchTerms = {
+  name: 'Slurm',
+  hostListVar: 'SLURM_NODELIST',
+  workdirVar: 'SLURM_JOB_WORK_DIR',
+  jobNameOption: 'sbatch -J NAME',
+  guestNameFix: "name this node in slurm.conf (NodeName) with letters, digits and - only: the VMs' host names are v<NodeName>",
+  hostListFix: "check this node's NodeName in slurm.conf: slurmd's SLURMD_NODENAME must be one of the job's SLURM_NODELIST; see doc/admin.md, node identity",
+  serverCheck: 'slurmctld answers (scontrol ping)',
+};
+
+/**
+ * A Slurm job's variables in its VMs, as slurmd sets them for a batch job,
+ * with the VMs for nodes: a job script that reads its node list or counts
+ * reads the VMs. Tasks are left out: the VMs run one job script, not srun's
+ * tasks. Slurm has no node file; VTORQUE_NODEFILE names the guest's.
+ */
+export function slurmGuestVars(job: GuestJob): GuestVars {
+  const count = String(job.vms.length);
+  const vars: [string, string][] = [['SLURM_JOB_ID', job.id], ['SLURM_JOBID', job.id], ['SLURM_JOB_NAME', job.name]];
+  if (job.workdir !== undefined) vars.push(['SLURM_SUBMIT_DIR', job.workdir]);
+  vars.push(['SLURM_JOB_NODELIST', job.vms.join(',')], ['SLURM_JOB_NUM_NODES', count], ['SLURM_NNODES', count], ['SLURM_CPUS_ON_NODE', String(job.vcpus)]);
+  return { vars, nodefile: ['VTORQUE_NODEFILE'], script: [], np: [] };
+}
+
+/**
+ * Slurm's cgroup v1 layout (proctrack/cgroup, task/cgroup): a job's cgroups
+ * are <mount>/slurm/uid_<uid>/job_<jobid>/ in each hierarchy it uses; slurmd
+ * makes them for the job's first step (the extern step with PrologFlags=Contain).
+ */
+export const slurmJobCgroup = (jobId: string, uid: number): string => `slurm/uid_${uid}/job_${jobId}`;
+
 const ENDED_STATES = new Set(['COMPLETED', 'CANCELLED', 'FAILED', 'TIMEOUT', 'NODE_FAIL', 'PREEMPTED', 'BOOT_FAIL', 'DEADLINE', 'OUT_OF_MEMORY']);
 
 export function slurmEngine(job: SlurmJob | undefined, processEnv: NodeJS.ProcessEnv = process.env): BatchSystem {
@@ -56,6 +88,9 @@ export function slurmEngine(job: SlurmJob | undefined, processEnv: NodeJS.Proces
   const call = (config: Config | undefined): SlurmCall => ({ tools: slurmTools(config), slurmConf });
   const env = job?.env;
   return {
+    terms: SLURM_TERMS,
+    guestVars: slurmGuestVars,
+    jobCgroup: slurmJobCgroup,
     hookJob(kind) {
       if (!job || !env) throw new NodeFault('no Slurm job to run for', [{ id: 'slurm-env', message: 'the Slurm engine was created without a job', fix: 'report this to the vtorque-prologue maintainers' }]);
       const args: JobArgs = slurmJobArgs(kind, job.jobId, job.user, job, job.exitCode);

@@ -9,9 +9,11 @@ import { join } from 'node:path';
 import { processIO, type HookIO } from '../core/io.js';
 import type { Config } from '../config/schema.js';
 import { HEADER_CAP, scanDirectives, type ScanResult } from '../request/directives.js';
-import { EXIT_NODE_FAULT, EXIT_RUN, isVtorqueError, type ExitCode } from '../core/errors.js';
+import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, isVtorqueError, type ExitCode } from '../core/errors.js';
+import { writeFileAtomic } from '../tools/atomic.js';
+import { ownFile } from '../tools/safedir.js';
+import { unwrapScript } from './wrap.js';
 import { heavy } from '../lazy.js';
-import { layoutOf, leasePath } from '../cache/layout.js';
 import { kindOf, peekSlurm, readSlurmEnv, slurmTools, type SlurmHook } from './contract.js';
 import { batchScript, expandHosts, type SlurmCall } from './scontrol.js';
 import type { SlurmJob } from './engine.js';
@@ -35,7 +37,10 @@ export async function runSlurmHook(hook: SlurmHook, argv: readonly string[], con
     if (kind === 'prologue') {
       const peek = peekSlurm(configFile);
       const c: SlurmCall = { tools: peek, slurmConf: env.slurmConf };
-      const script = await batchScript(c, jobId, HEADER_CAP);
+      const stored = await batchScript(c, jobId, HEADER_CAP);
+      // job_submit.lua put its three lines before a VM job's script (wrap.ts): the #VM lines are behind them.
+      const unwrapped = stored === undefined ? undefined : unwrapScript(stored);
+      const script = unwrapped?.script;
       const scan: ScanResult | undefined = script === undefined ? undefined : scanDirectives(script.slice(0, HEADER_CAP), script.length > HEADER_CAP);
       const forced = job.partition !== undefined && peek.vmQueues.includes(job.partition);
       if ((scan === undefined || scan.vmLines === 0) && !forced) {
@@ -53,22 +58,20 @@ export async function runSlurmHook(hook: SlurmHook, argv: readonly string[], con
       const { prepareVmJob, slurmEngine } = await heavy();
       const engine = slurmEngine(job, processEnv);
       const { args } = engine.hookJob(kind, argv);
-      return await prepareVmJob({ args, env, engine, config, configWarnings: loaded.warnings, scan: scan ?? scanDirectives(''), scriptPath, forcedByQueue: forced, io });
+      // Booted VMs with a script that is not wrapped: the job would run on the host, beside its VMs.
+      if (config.launch.start && script !== undefined && !unwrapped?.wrapped) throw notWrapped(jobId);
+      const said: string[] = [];
+      const code = await prepareVmJob({ args, env, engine, config, configWarnings: loaded.warnings, scan: scan ?? scanDirectives(''), scriptPath, forcedByQueue: forced, io: teeOut(io, said) });
+      if (code === EXIT_RUN) leaveSummary(config, jobId, env.gid, said, io);
+      return code;
     }
     const { loadConfig } = await import('../config/load.js');
     config = loadConfig(configFile).config;
     job.exitCode = /^-?[0-9]+$/.test(processEnv.SLURM_JOB_EXIT_CODE ?? '') ? Number(processEnv.SLURM_JOB_EXIT_CODE) : undefined;
-    // First, for every job: a Prolog still at work publishes after this and must learn that the job ended.
-    const { markEnded } = await import('../pipeline/ended.js');
-    let marked = true;
-    try {
-      markEnded(config, jobId);
-    } catch {
-      marked = false; // cleanUpJob tries again and logs why
-    }
-    const { job_dir, ramdisk_dir } = config.paths;
-    const { existsSync } = await import('node:fs');
-    if (marked && ![`${job_dir}/${jobId}`, `${ramdisk_dir}/${jobId}`, leasePath(layoutOf(config), jobId)].some((p) => existsSync(p))) return EXIT_RUN;
+    // The job-ended marker first (a Prolog still at work), then the cleanup only if the job left anything here.
+    const { epilogueFront } = await import('../pipeline/ended.js');
+    const { marked, done } = epilogueFront(config, jobId);
+    if (done) return EXIT_RUN;
     const { cleanUpJob, slurmEngine } = await heavy();
     const engine = slurmEngine(job, processEnv);
     const { args } = engine.hookJob(kind, argv);
@@ -81,6 +84,39 @@ export async function runSlurmHook(hook: SlurmHook, argv: readonly string[], con
   } finally {
     if (scriptDir) rmSync(scriptDir, { recursive: true, force: true });
   }
+}
+
+/** io whose out lines are also kept: the Prolog's output reaches no user, so the TaskProlog prints them (leaveSummary). */
+function teeOut(io: HookIO, said: string[]): HookIO {
+  return { ...io, out: (text: string) => { said.push(text); io.out(text); } };
+}
+
+/**
+ * The Prolog's vtorque: lines, for conf/slurm/task-prolog to print into the
+ * job's output (slurmd opens that file after the Prolog, truncating it):
+ * <job_dir>/<jobid>/summary, root's, readable by the job's group only. Every
+ * line is one of ours (report/user.ts line()), one line each. Not written is
+ * only a missing summary: slurmd's log has why, and the job runs.
+ */
+function leaveSummary(config: Config, jobId: string, gid: number, said: readonly string[], io: HookIO): void {
+  const text = said.join('').split('\n').filter((l) => l.startsWith('vtorque: ')).map((l) => `${l}\n`).join('');
+  const path = join(config.paths.job_dir, jobId, 'summary');
+  try {
+    writeFileAtomic(path, text, 0o640);
+    ownFile(path, { uid: 0, gid, mode: 0o640 });
+  } catch (e) {
+    io.err(`vtorque: job ${jobId}: the summary for the TaskProlog could not be written in ${join(config.paths.job_dir, jobId)} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); the job runs without our lines in its output\n`);
+  }
+}
+
+/** A VM job whose script job_submit.lua did not wrap cannot run in its VM. */
+function notWrapped(jobId: string): JobFault {
+  return new JobFault(`job ${jobId} cannot run in its VM: its script was not wrapped at submission`, [{
+    id: 'slurm-wrap',
+    where: 'job_submit.lua',
+    message: "the script does not start with job_submit.lua's lines, so Slurm would run it on the host, not in VM 0",
+    fix: "(admin) slurm.conf needs JobSubmitPlugins=lua with vtorque's job_submit.lua next to it (install.sh --slurm), then scontrol reconfigure; (you) then resubmit the job",
+  }]);
 }
 
 /** What the environment does not name: the job's group (NSS, by the gid slurmd gave) and its hosts (scontrol show hostnames). */

@@ -12,17 +12,26 @@ import type { HookIO } from '../core/io.js';
 import { HEADER_CAP, scanDirectives } from '../request/directives.js';
 import { line } from '../report/user.js';
 
+/**
+ * With --vm-status: the exit code of a VM job that passed, so that
+ * job_submit.lua wraps its script (slurm/wrap.ts) and no other; 0 stays a job
+ * that is not a VM job.
+ */
+export const EXIT_VM_JOB = 10;
+
 function usage(io: HookIO, why: string): ExitCode {
   io.out(line(`submit-check: ${why}. Fix: (admin) check job_submit.lua`) + '\n');
   return EXIT_NODE_FAULT;
 }
 
-export async function runSubmitCheck(argv: readonly string[], configFile: string, configExplicit: boolean, io: HookIO, input: () => Buffer = () => readFileSync(0)): Promise<ExitCode> {
+export async function runSubmitCheck(argv: readonly string[], configFile: string, configExplicit: boolean, io: HookIO, input: () => Buffer = () => readFileSync(0)): Promise<ExitCode | typeof EXIT_VM_JOB> {
   let uid: number | undefined;
   let partition: string | undefined;
+  let vmStatus = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === '--uid' && /^[0-9]{1,10}$/.test(argv[i + 1] ?? '')) uid = Number(argv[++i]);
+    if (a === '--vm-status') vmStatus = true;
+    else if (a === '--uid' && /^[0-9]{1,10}$/.test(argv[i + 1] ?? '')) uid = Number(argv[++i]);
     else if (a === '--partition' && argv[i + 1] !== undefined) partition = argv[++i];
     else return usage(io, `unknown option ${JSON.stringify(a.slice(0, 40))}`);
   }
@@ -40,7 +49,7 @@ export async function runSubmitCheck(argv: readonly string[], configFile: string
     const request = resolveScanned(scan, config, forced);
     if (site) await checkImage(request, config, notes, uid);
     for (const n of notes) io.out(line(n) + '\n');
-    return EXIT_RUN;
+    return vmStatus ? EXIT_VM_JOB : EXIT_RUN;
   } catch (e) {
     const { filterFailureReport, filterExitCode } = await import('../submit/vm.js');
     for (const n of notes) io.out(line(n) + '\n');

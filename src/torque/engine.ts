@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { EXIT_JOB_FAULT, EXIT_NODE_FAULT, NodeFault } from '../core/errors.js';
-import type { BatchSystem, HookKind, JobEnv as CoreJobEnv, JobRecord, LogNote, NodeName, OfflineReport, ReportTarget } from '../core/engine.js';
+import type { BatchSystem, BatchTerms, GuestJob, GuestVars, HookKind, JobEnv as CoreJobEnv, JobRecord, LogNote, NodeName, OfflineReport, ReportTarget } from '../core/engine.js';
 import { isFileName } from '../report/append-as-owner.js';
 import { isTorqueJobId, jobSequence, parseJobArgs, readJobEnv, torqueNodeName, type JobArgs, type JobEnv } from './contract.js';
 import { jobPresence, qstatJob, type JobAttributes } from './qstat.js';
@@ -34,6 +34,31 @@ export function recordOf(attrs: JobAttributes): JobRecord {
   };
 }
 
+/** Torque's words in the messages the pipeline, the seed and the cache write. */
+export const TORQUE_TERMS: BatchTerms = {
+  name: 'Torque',
+  hostListVar: 'PBS_NODEFILE',
+  workdirVar: 'PBS_O_WORKDIR',
+  jobNameOption: 'qsub -N NAME',
+  guestNameFix: 'set [torque] node_name to the short name Torque knows this node by',
+  hostListFix: "set [torque] node_name to this node's name in Torque's nodes file (pbsnodes lists it); see doc/admin.md, node identity",
+  serverCheck: 'pbs_server answers (qstat -B)',
+};
+
+/**
+ * A Torque job's variables in its VMs, as pbs_mom sets them for a job: the
+ * guest's node file lists VMs (as in vTorque, whose vmPrologue made the VM
+ * node file what the VMs see as PBS_NODEFILE); PBS_NP counts the VMs' vCPUs.
+ */
+export function torqueGuestVars(job: GuestJob): GuestVars {
+  const vars: [string, string][] = [['PBS_JOBID', job.id], ['PBS_JOBNAME', job.name]];
+  if (job.workdir !== undefined) vars.push(['PBS_O_WORKDIR', job.workdir]);
+  return { vars, nodefile: ['PBS_NODEFILE', 'PBS_VM_NODEFILE'], script: [['PBS_ENVIRONMENT', 'PBS_BATCH']], np: ['PBS_NP'] };
+}
+
+/** Torque 6.1 (src/resmom/trq_cgroups.c) makes a job's cgroups as <mount>/torque/<jobid>/ in each v1 hierarchy it uses. */
+export const torqueJobCgroup = (jobId: string): string => `torque/${jobId}`;
+
 /** Torque's MOM keeps <jobid>.JB in mom_priv/jobs while this node has the job. */
 export function jobKnownToTorque(config: Config, jobId: string): boolean {
   return existsSync(`${config.paths.torque_home}/mom_priv/jobs/${jobId}.JB`);
@@ -52,6 +77,9 @@ const placeOf = (job: JobOnNode | undefined): JobPlace | undefined =>
 export function torqueEngine(processEnv: NodeJS.ProcessEnv): BatchSystem {
   const env = readJobEnv(processEnv);
   return {
+    terms: TORQUE_TERMS,
+    guestVars: torqueGuestVars,
+    jobCgroup: torqueJobCgroup,
     hookJob(kind, argv) {
       const args: JobArgs = parseJobArgs(kind, argv);
       return { args, env };

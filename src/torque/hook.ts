@@ -2,7 +2,6 @@
 // two keys of the ini, the first 64 KiB of the job script, nothing else.
 // Everything heavy (pino, yaml, the stages, Torque's engine for them: qstat,
 // pbsnodes) is loaded only once a job turns out to want VMs, or something fails.
-import { existsSync } from 'node:fs';
 import { processIO, type HookIO } from '../core/io.js';
 import { peekConfig } from '../config/peek.js';
 import type { Config } from '../config/schema.js';
@@ -10,18 +9,6 @@ import { defaultScriptPath, parseJobArgs, readJobEnv, type JobArgs, type ScriptK
 import { readScriptHeader, scanDirectives } from '../request/directives.js';
 import { EXIT_RUN, type ExitCode } from '../core/errors.js';
 import { heavy } from '../lazy.js';
-import { layoutOf, leasePath } from '../cache/layout.js';
-
-/** false: not written; cleanUpJob tries again and logs why. Loaded here: the prologue's fast path has no use for it. */
-async function markEndedQuietly(config: Config, jobId: string): Promise<boolean> {
-  try {
-    const { markEnded } = await import('../pipeline/ended.js');
-    markEnded(config, jobId);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export async function runHook(kind: ScriptKind, argv: readonly string[], configFile: string, io: HookIO = processIO): Promise<ExitCode> {
   const env = readJobEnv(process.env);
@@ -50,11 +37,10 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
     // Loaded here, not at startup: building the whole schema is not for the prologue's non-VM path.
     const { loadConfig } = await import('../config/load.js');
     config = loadConfig(configFile).config;
-    // First, for every job: a prologue still at work (qdel during the prologue) publishes after this and must learn that the job ended.
-    const marked = await markEndedQuietly(config, args.jobId);
-    // A prologue killed before it made the job directory may still have leased an image.
-    const { job_dir, ramdisk_dir } = config.paths;
-    if (marked && ![`${job_dir}/${args.jobId}`, `${ramdisk_dir}/${args.jobId}`, leasePath(layoutOf(config), args.jobId)].some((p) => existsSync(p))) return EXIT_RUN;
+    // The job-ended marker first (qdel during the prologue), then the cleanup only if the job left anything here. Loaded here: the prologue's fast path has no use for it.
+    const { epilogueFront } = await import('../pipeline/ended.js');
+    const { marked, done } = epilogueFront(config, args.jobId);
+    if (done) return EXIT_RUN;
     const { cleanUpJob, torqueEngine } = await heavy();
     return await cleanUpJob({ args, env, engine: torqueEngine(process.env), config, io, marked });
   } catch (e) {

@@ -195,6 +195,9 @@ export class Slurm {
       'ReturnToService=2',
       // Finished jobs stay visible to squeue long enough for a test to look at them.
       'MinJobAge=600',
+      // Job ids of their own: instances share the machine's vtorque cache, whose leases and ended
+      // markers are named by job id; two instances both at job 1 would see each other's.
+      `FirstJobId=${1000 + randomBytes(2).readUInt16BE(0) * 100}`, // below MaxJobId (67043328)
     ];
     if (opts.prolog) lines.push(`Prolog=${hookPath(d, 'prolog', opts.prolog)}`);
     if (opts.epilog) lines.push(`Epilog=${hookPath(d, 'epilog', opts.epilog)}`);

@@ -10,6 +10,7 @@ import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { Mom, NOBODY } from '../harness/mom.js';
 import { GUEST_NODEFILE, profileText, profileVars, nodefileVars } from '../../src/seed/profile.js';
+import { torqueGuestVars } from '../../src/torque/engine.js';
 import { AGENT_CONFIG_PATH, AGENT_PATH } from '../../src/seed/agent.js';
 
 const SEPARATORS = [['U+2028', '\u2028'], ['U+2029', '\u2029'], ['U+0085', '\u0085']] as const;
@@ -99,10 +100,11 @@ t.test('a workdir with quotes, $ and non-ASCII reaches the guest profile exactly
   const [ud] = seedsOf(mom, '40.srv');
   const doc = pyyaml(ud!);
   t.same(Object.keys(doc), OUR_KEYS, 'exactly our top-level keys');
+  const guest = torqueGuestVars({ id: '40.srv', name: `name 'q' $(id)`, workdir: dir, vms: ['vnode01'], vcpus: 1 });
   const meant = profileText([...profileVars({
-    jobId: '40.srv', jobName: `name 'q' $(id)`, workdir: dir,
+    job: guest.vars,
     distro: 'debian', index: 0, count: 1, jobIndex: 0, hostname: 'vnode01',
-  }), ...nodefileVars()]);
+  }), ...nodefileVars(guest.nodefile)]);
   t.equal(profileOf(doc), meant, 'the profile, decoded from b64, is byte for byte what we meant');
   const agent = (doc.write_files as Entry[]).find((f) => f.path === AGENT_CONFIG_PATH);
   t.equal(agent?.encoding, 'b64', 'the agent config is base64 too');

@@ -1,0 +1,40 @@
+// Our program wired into a test Slurm (test/harness/slurm.ts) the way
+// install.sh --slurm wires it into a site's: Prolog and Epilog wrappers,
+// conf/slurm/task-prolog, conf/slurm/job_submit.lua, and bin/vtorque-slurm-run,
+// each with its path lines pointing at this checkout and the test's ini.
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, REPO } from './mom.js';
+import type { SlurmOptions } from './slurm.js';
+
+export interface Wiring {
+  /** What Slurm.start takes: prolog, epilog, taskProlog, jobSubmitLua. */
+  options: Pick<SlurmOptions, 'prolog' | 'epilog' | 'taskProlog' | 'jobSubmitLua'>;
+  /** The job runner job_submit.lua's wrapper lines exec. */
+  runner: string;
+}
+
+/**
+ * `dir`: a root-owned directory others may read (the runner and TaskProlog
+ * run as the job owner); `ini`: the test's own ini; `jobDir`: its [paths] job_dir.
+ */
+export function slurmWiring(dir: string, ini: string, jobDir: string): Wiring {
+  // slurmd runs hooks as root with no PATH and no argv.
+  const hook = (sub: string) => `#!/bin/sh\nexec ${process.execPath} --no-global-search-paths ${BIN} --config ${ini} ${sub}\n`;
+  const runner = join(dir, 'vtorque-slurm-run');
+  writeFileSync(runner, readFileSync(join(REPO, 'bin/vtorque-slurm-run'), 'utf8')
+    .replace(/^JOB_DIR=.*$/m, `JOB_DIR=${jobDir}`)
+    .replace(/^NODE=.*$/m, `NODE=${process.execPath}`)
+    .replace(/^BUNDLE=.*$/m, `BUNDLE=${join(REPO, 'dist/vtorque-starter.cjs')}`), { mode: 0o755 });
+  chmodSync(runner, 0o755);
+  const taskProlog = readFileSync(join(REPO, 'conf/slurm/task-prolog'), 'utf8').replace(/^JOB_DIR=.*$/m, `JOB_DIR=${jobDir}`);
+  const lua = readFileSync(join(REPO, 'conf/slurm/job_submit.lua'), 'utf8')
+    .replace(/^local VTORQUE = .*$/m, `local VTORQUE = "${process.execPath} ${BIN}"`)
+    .replace(/^local CONFIG = .*$/m, `local CONFIG = "${ini}"`)
+    .replace(/^local RUNNER = .*$/m, `local RUNNER = "${runner}"`)
+    .replace(/^local TIMEOUT = .*$/m, 'local TIMEOUT = "60"');
+  return {
+    options: { prolog: { text: hook('slurm-prolog') }, epilog: { text: hook('slurm-epilog') }, taskProlog: { text: taskProlog }, jobSubmitLua: lua },
+    runner,
+  };
+}
