@@ -7,14 +7,13 @@
 // job's output, after the TaskProlog's summary; its exit status is the job's;
 // the Epilog leaves no qemu and no file.
 import t from 'tap';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ENDED, Slurm } from './harness/slurm.js';
 import { SHARED_CACHE, lookupUser } from './harness/mom.js';
 import { bootGuestImage, bootingIni, ensureLaunchUser, qemusOf } from './harness/launch-user.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
-import { slurmWiring } from './harness/slurm-wiring.js';
+import { slurmTestNode, slurmWiring } from './harness/slurm-wiring.js';
 
 t.setTimeout(1800_000);
 ensureLaunchUser();
@@ -23,13 +22,7 @@ ensureSeedUser();
 const OWNER = lookupUser(SEED_USER.name);
 const guest = bootGuestImage();
 
-const root = mkdtempSync(join(tmpdir(), 'vt-slurm-launch-'));
-chmodSync(root, 0o755);
-const pool = join(root, 'pool');
-const jobDir = join(root, 'jobs');
-const logFile = join(root, 'log', 'prologue.log');
-const ini = join(root, 'prologue.ini');
-mkdirSync(pool, { mode: 0o755 });
+const { root, pool, jobDir, logFile, ini } = slurmTestNode('vt-slurm-launch-');
 writeFileSync(join(pool, 'boot-guest.qcow2'), readFileSync(guest), { mode: 0o644 });
 writeFileSync(ini, [
   '[paths]', `image_pool = ${pool}`, `cache_dir = ${SHARED_CACHE}`, `job_dir = ${jobDir}`, `ramdisk_dir = ${join(root, 'shm')}`, `log_file = ${logFile}`,

@@ -6,22 +6,15 @@
 // gets its manifest and the Epilog removes its files; a node fault drains the
 // node with our reason.
 import t from 'tap';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, linkSync, copyFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, linkSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ENDED, Slurm } from './harness/slurm.js';
 import { NOBODY, SHARED_CACHE, testImages } from './harness/mom.js';
-import { slurmWiring } from './harness/slurm-wiring.js';
+import { slurmTestNode, slurmWiring } from './harness/slurm-wiring.js';
 import { ensureLaunchUser } from './harness/launch-user.js';
 
 ensureLaunchUser();
-const root = mkdtempSync(join(tmpdir(), 'vt-slurm-test-'));
-chmodSync(root, 0o755);
-const pool = join(root, 'pool');
-const jobDir = join(root, 'jobs');
-const logFile = join(root, 'log', 'prologue.log');
-const ini = join(root, 'prologue.ini');
-mkdirSync(pool, { mode: 0o755 });
+const { root, pool, jobDir, logFile, ini } = slurmTestNode('vt-slurm-test-');
 for (const [name, file] of [['debian12.qcow2', 'debian-ok.qcow2'], ['nocloud.qcow2', 'debian-no-cloud-init.qcow2']] as const) {
   const src = join(testImages(), file);
   try {

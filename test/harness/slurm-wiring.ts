@@ -2,7 +2,8 @@
 // install.sh --slurm wires it into a site's: Prolog and Epilog wrappers,
 // conf/slurm/task-prolog, conf/slurm/job_submit.lua, and bin/vtorque-slurm-run,
 // each with its path lines pointing at this checkout and the test's ini.
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, REPO } from './mom.js';
 import type { SlurmOptions } from './slurm.js';
@@ -37,4 +38,13 @@ export function slurmWiring(dir: string, ini: string, jobDir: string): Wiring {
     options: { prolog: { text: hook('slurm-prolog') }, epilog: { text: hook('slurm-epilog') }, taskProlog: { text: taskProlog }, jobSubmitLua: lua },
     runner,
   };
+}
+
+/** A test node's own directories and ini path: root's, readable by the job owners (the runner and TaskProlog are theirs). */
+export function slurmTestNode(prefix: string): { root: string; pool: string; jobDir: string; logFile: string; ini: string } {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(root, 0o755);
+  const pool = join(root, 'pool');
+  mkdirSync(pool, { mode: 0o755 });
+  return { root, pool, jobDir: join(root, 'jobs'), logFile: join(root, 'log', 'prologue.log'), ini: join(root, 'prologue.ini') };
 }
