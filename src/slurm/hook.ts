@@ -10,8 +10,6 @@ import { processIO, type HookIO } from '../core/io.js';
 import type { Config } from '../config/schema.js';
 import { HEADER_CAP, scanDirectives, type ScanResult } from '../request/directives.js';
 import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, isVtorqueError, type ExitCode } from '../core/errors.js';
-import { writeFileAtomic } from '../tools/atomic.js';
-import { ownFile } from '../tools/safedir.js';
 import { unwrapScript } from './wrap.js';
 import { heavy } from '../lazy.js';
 import { kindOf, peekSlurm, readSlurmEnv, slurmTools, type SlurmHook } from './contract.js';
@@ -62,7 +60,7 @@ export async function runSlurmHook(hook: SlurmHook, argv: readonly string[], con
       if (config.launch.start && script !== undefined && !unwrapped?.wrapped) throw notWrapped(jobId);
       const said: string[] = [];
       const code = await prepareVmJob({ args, env, engine, config, configWarnings: loaded.warnings, scan: scan ?? scanDirectives(''), scriptPath, forcedByQueue: forced, io: teeOut(io, said) });
-      if (code === EXIT_RUN) leaveSummary(config, jobId, env.gid, said, io);
+      if (code === EXIT_RUN) await leaveSummary(config, jobId, env.gid, said, io);
       return code;
     }
     const { loadConfig } = await import('../config/load.js');
@@ -98,7 +96,9 @@ function teeOut(io: HookIO, said: string[]): HookIO {
  * line is one of ours (report/user.ts line()), one line each. Not written is
  * only a missing summary: slurmd's log has why, and the job runs.
  */
-function leaveSummary(config: Config, jobId: string, gid: number, said: readonly string[], io: HookIO): void {
+async function leaveSummary(config: Config, jobId: string, gid: number, said: readonly string[], io: HookIO): Promise<void> {
+  // Loaded here: node:crypto (atomic.ts) costs a non-VM job's Prolog ~8 ms.
+  const [{ writeFileAtomic }, { ownFile }] = await Promise.all([import('../tools/atomic.js'), import('../tools/safedir.js')]);
   const text = said.join('').split('\n').filter((l) => l.startsWith('vtorque: ')).map((l) => `${l}\n`).join('');
   const path = join(config.paths.job_dir, jobId, 'summary');
   try {
