@@ -40,6 +40,18 @@ t.teardown(async () => {
 const finished = (j: { state: string }) => ENDED.has(j.state);
 const logs = () => `${s.logs()}\n--- prologue.log\n${existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '(none)'}`;
 
+/** The ini points at a pool others may write (a node fault: the node cannot trust any image in it) until the test ends; then the node is resumed. */
+function unsafePool(t: { teardown: (fn: () => Promise<void>) => void }, name: string, extra: string[] = []): void {
+  const open = join(root, name);
+  mkdirSync(open, { mode: 0o777 });
+  chmodSync(open, 0o777);
+  writeFileSync(ini, iniText(open, extra));
+  t.teardown(async () => {
+    writeFileSync(ini, iniText(pool));
+    await s.resume().catch(() => undefined);
+  });
+}
+
 t.test('a plain job runs untouched with our Prolog and Epilog', async (t) => {
   const dir = s.userDir(NOBODY, 'plain');
   const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out'), '--wrap', 'echo plain-ran']);
@@ -103,14 +115,7 @@ t.test('a compliant VM job gets its manifest, and the Epilog removes its files',
 
 t.test('a node fault drains the node with our reason', async (t) => {
   // A pool others may write: the node cannot trust any image in it.
-  const open = join(root, 'open-pool');
-  mkdirSync(open, { mode: 0o777 });
-  chmodSync(open, 0o777);
-  writeFileSync(ini, iniText(open));
-  t.teardown(async () => {
-    writeFileSync(ini, iniText(pool));
-    await s.resume().catch(() => undefined);
-  });
+  unsafePool(t, 'open-pool');
   const dir = s.userDir(NOBODY, 'nodefault');
   const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out')], '#!/bin/sh\n#VM img=debian12.qcow2\nhostname\n');
   t.equal(r.code, 0, r.stderr);
@@ -124,15 +129,8 @@ t.test('a node fault drains the node with our reason', async (t) => {
 });
 
 t.test('SLURM_JOB_RESTART_COUNT is the start count: at [policy] max_start_count a node fault cancels the job instead of draining the node', async (t) => {
-  const open = join(root, 'open-pool-2');
-  mkdirSync(open, { mode: 0o777 });
-  chmodSync(open, 0o777);
   // max_start_count = 1: the first start (restart count 0) is the last one.
-  writeFileSync(ini, iniText(open, ['[policy]', 'max_start_count = 1']));
-  t.teardown(async () => {
-    writeFileSync(ini, iniText(pool));
-    await s.resume().catch(() => undefined);
-  });
+  unsafePool(t, 'open-pool-2', ['[policy]', 'max_start_count = 1']);
   const dir = s.userDir(NOBODY, 'maxstart');
   const r = await s.sbatch(NOBODY, dir, ['-o', join(dir, '%j.out')], '#!/bin/sh\n#VM img=debian12.qcow2\nhostname\n');
   t.equal(r.code, 0, r.stderr);

@@ -79,12 +79,13 @@ export function vmScriptRefs(body: Buffer): { key: VmScriptKey; value: string; l
 }
 
 /**
- * Reads one of the user's scripts as the user: the last component must not be
- * a symlink (O_NOFOLLOW) and must be a regular file (a FIFO or device would
- * hang or never end: O_NONBLOCK, then fstat on the descriptor), at most
- * MAX_VM_SCRIPT bytes.
+ * Reads one of the user's scripts as the user (a vm_prologue, vm_epilogue,
+ * or Slurm's copy of the batch script): the last component must not be a
+ * symlink (O_NOFOLLOW) and must be a regular file (a FIFO or device would
+ * hang or never end: O_NONBLOCK, then fstat on the descriptor), at most `max`
+ * bytes, even if it grows while it is read.
  */
-export function readVmScript(path: string): Buffer {
+export function readOwnScript(path: string, max: number = MAX_VM_SCRIPT): Buffer {
   let fd: number;
   try {
     fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
@@ -100,14 +101,15 @@ export function readVmScript(path: string): Buffer {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new VmScriptError(`${path}: it is not a regular file`);
-    if (st.size > MAX_VM_SCRIPT) throw new VmScriptError(`${path}: it is larger than ${MAX_VM_SCRIPT} bytes`);
-    const buf = Buffer.alloc(MAX_VM_SCRIPT + 1);
+    if (st.size > max) throw new VmScriptError(`${path}: it is larger than ${max} bytes`);
+    // Only the bytes read are returned: the rest need not be zeroed (up to 16 MiB for a batch script).
+    const buf = Buffer.allocUnsafe(max + 1);
     let n = 0;
     for (;;) {
       const got = readSync(fd, buf, n, buf.length - n, null);
       if (got === 0) break;
       n += got;
-      if (n > MAX_VM_SCRIPT) throw new VmScriptError(`${path}: it is larger than ${MAX_VM_SCRIPT} bytes`);
+      if (n > max) throw new VmScriptError(`${path}: it is larger than ${max} bytes`);
     }
     return buf.subarray(0, n);
   } catch (e) {
@@ -122,7 +124,7 @@ export function readVmScript(path: string): Buffer {
 export function vmScriptsOf(body: Buffer, workdir: string): VmScript[] {
   return vmScriptRefs(body).map((r) => {
     try {
-      return { ...r, body: readVmScript(resolvePath(workdir, r.value)) };
+      return { ...r, body: readOwnScript(resolvePath(workdir, r.value)) };
     } catch (e) {
       throw new VmScriptError(`${r.key}=${r.value} (line ${r.line}) cannot be read: ${(e as Error).message}`, { cause: e });
     }
@@ -177,7 +179,7 @@ export function composeScript(script: Buffer, vmScripts: readonly VmScript[]): B
   return Buffer.from(parts.join(''));
 }
 
-function signalNumber(name: string | null | undefined): number | undefined {
+export function signalNumber(name: string | null | undefined): number | undefined {
   if (!name) return undefined;
   const n = (constants.signals as Record<string, number>)[name.startsWith('SIG') ? name : `SIG${name}`];
   return typeof n === 'number' ? n : undefined;

@@ -48,6 +48,8 @@ export async function runSlurmHook(hook: SlurmHook, argv: readonly string[], con
       const { loadConfig } = await import('../config/load.js');
       const loaded = loadConfig(configFile);
       config = loaded.config;
+      // Booted VMs with a script that is not wrapped: the job would run on the host, beside its VMs. Refused before anything is made.
+      if (config.launch.start && script !== undefined && !unwrapped?.wrapped) throw notWrapped(jobId);
       // The pipeline names the script as its source (a refused image's hints read it again): a root-only copy for this run.
       scriptDir = mkdtempSync('/tmp/vtorque-slurm-');
       const scriptPath = join(scriptDir, 'script');
@@ -56,8 +58,6 @@ export async function runSlurmHook(hook: SlurmHook, argv: readonly string[], con
       const { prepareVmJob, slurmEngine } = await heavy();
       const engine = slurmEngine(job, processEnv);
       const { args } = engine.hookJob(kind, argv);
-      // Booted VMs with a script that is not wrapped: the job would run on the host, beside its VMs.
-      if (config.launch.start && script !== undefined && !unwrapped?.wrapped) throw notWrapped(jobId);
       const said: string[] = [];
       const code = await prepareVmJob({ args, env, engine, config, configWarnings: loaded.warnings, scan: scan ?? scanDirectives(''), scriptPath, forcedByQueue: forced, io: teeOut(io, said) });
       if (code === EXIT_RUN) await leaveSummary(config, jobId, env.gid, said, io);

@@ -11,25 +11,11 @@
 // script could not be read; 69/70 VM 0's agent could not be reached or spoke
 // out of turn.
 import { spawn } from 'node:child_process';
-import { closeSync, constants as fsConstants, fstatSync, lstatSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { constants } from 'node:os';
+import { lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { shQuote } from '../seed/names.js';
-import { EXIT_NOINPUT, EXIT_PROTOCOL, HELP, MAX_SCRIPT, runScriptInVm, say, type StarterIO } from '../launch/starter.js';
+import { EXIT_NOINPUT, EXIT_PROTOCOL, HELP, MAX_SCRIPT, readOwnScript, runScriptInVm, say, signalNumber, type StarterIO } from '../launch/starter.js';
 import { unwrapBytes } from './wrap.js';
-
-/** slurmd's copy of the batch script, read as the job owner: a regular file of at most MAX_SCRIPT bytes, never through a symlink. */
-function readScript(path: string): Buffer {
-  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) throw new Error('it is not a regular file');
-    if (st.size > MAX_SCRIPT) throw new Error(`it is larger than ${MAX_SCRIPT + 1} bytes`);
-    return readFileSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 const isSocket = (path: string): boolean => {
   try {
@@ -46,7 +32,7 @@ const FORWARDED = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGCONT
  * private copy (its own #! line decides the interpreter), the job's
  * arguments, the step's signals passed on; the copy is removed at its end.
  */
-function runOnHost(script: Buffer, args: readonly string[], env: NodeJS.ProcessEnv, signals: NodeJS.EventEmitter): Promise<number> {
+function runOnHost(script: Buffer, args: readonly string[], env: NodeJS.ProcessEnv, io: StarterIO, signals: NodeJS.EventEmitter): Promise<number> {
   const dir = mkdtempSync(join(env.TMPDIR?.startsWith('/') ? env.TMPDIR : '/tmp', 'vtorque-job-'));
   const file = join(dir, 'script');
   writeFileSync(file, script, { mode: 0o700, flag: 'wx' });
@@ -60,8 +46,8 @@ function runOnHost(script: Buffer, args: readonly string[], env: NodeJS.ProcessE
       rmSync(dir, { recursive: true, force: true });
       resolveRun(code);
     };
-    child.on('error', (e) => { say(ioOf(), `the job script could not be started on this host: ${e.message}. Fix: its first line must name an interpreter (#!/bin/bash), as sbatch requires`); done(EXIT_NOINPUT); });
-    child.on('exit', (code, sig) => done(sig ? 128 + ((constants.signals as Record<string, number>)[sig] ?? 15) : code ?? EXIT_PROTOCOL));
+    child.on('error', (e) => { say(io, `the job script could not be started on this host: ${e.message}. Fix: its first line must name an interpreter (#!/bin/bash), as sbatch requires`); done(EXIT_NOINPUT); });
+    child.on('exit', (code, sig) => done(sig ? 128 + (signalNumber(sig) ?? 15) : code ?? EXIT_PROTOCOL));
   });
 }
 
@@ -77,14 +63,15 @@ export async function slurmRun(argv: readonly string[], env: NodeJS.ProcessEnv, 
   }
   let body: Buffer;
   try {
-    body = unwrapBytes(readScript(scriptPath)).script;
+    // slurmd's copy of the batch script, read as the job owner, never through a symlink.
+    body = unwrapBytes(readOwnScript(scriptPath, MAX_SCRIPT)).script;
   } catch (e) {
-    say(io, `job ${jobId}: the job script ${scriptPath} could not be read: ${(e as Error).message}; nothing ran. Fix: keep the script under 16 MiB, then resubmit; if it happens again, ${HELP}`);
+    say(io, `job ${jobId}: the job script slurmd wrote could not be read: ${(e as Error).message}; nothing ran. Fix: keep the script under 16 MiB, then resubmit; if it happens again, ${HELP}`);
     return EXIT_NOINPUT;
   }
   // A Slurm job id is digits: it cannot name another directory.
   const socket = /^[0-9]{1,10}$/.test(jobId) ? join(jobDir, jobId, 'vm-0.agent') : undefined;
-  if (socket === undefined || !isSocket(socket)) return runOnHost(body, args, env, signals);
+  if (socket === undefined || !isSocket(socket)) return runOnHost(body, args, env, io, signals);
   // sbatch's script arguments reach the script as its positional parameters, as they would on the host.
   const script = args.length > 0 ? Buffer.concat([Buffer.from(`set -- ${args.map(shQuote).join(' ')}\n`), body]) : body;
   return runScriptInVm(socket, jobId, { body, script }, io, signals, env.SLURM_SUBMIT_DIR || process.cwd());
