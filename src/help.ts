@@ -19,7 +19,7 @@ in its script header, next to its #PBS lines:
   #VM img=debian12.qcow2,vcpus=4,ram=8G
   #VM vms_per_node=2
 
-Jobs without #VM lines are not touched ("not a VM job", exit 0).
+Jobs without #VM lines are not touched: nothing printed, exit 0.
 
 Usage: vtorque-prologue [--config FILE] COMMAND [ARGS]
 

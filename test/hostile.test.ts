@@ -22,21 +22,23 @@ export interface Case {
 }
 
 const VM = '#!/bin/bash\n#PBS -l nodes=1\n';
+// Not a VM job: the job sees nothing of us (pbs_mom appends a prologue's output to its .o).
+const SILENT = /^$/;
 const ELF = Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), Buffer.alloc(64, 0), Buffer.from('\n#VM img=x\n')]);
 
 export const CASES: Case[] = [
-  { name: 'no job script (interactive job)', code: 0, says: /not a VM job \(no job script/ },
+  { name: 'no job script (interactive job)', code: 0, says: SILENT },
   { name: 'job script is a directory', setup: (m, j) => mkdirSync(m.scriptPath(j)), code: 1, says: /is not a regular file/ },
   { name: 'job script is a FIFO (must not hang)', setup: (m, j) => mkfifoSync(m.scriptPath(j)), code: 1, says: /is not a regular file/ },
   { name: 'job script is a symlink to /etc/shadow', setup: (m, j) => symlinkSync('/etc/shadow', m.scriptPath(j)), code: 1, says: /is a symbolic link/ },
   { name: 'job script path cannot be opened', argv: (_m, j) => [j.id, 'nobody', 'nogroup', 'job', 'walltime=1', 'batch', '', '/etc/passwd/x.SC'], code: 2, says: /cannot be opened: ENOTDIR/ },
-  { name: 'binary script', script: ELF, code: 0, says: /not a VM job/ },
+  { name: 'binary script', script: ELF, code: 0, says: SILENT },
   { name: 'binary bytes in a #VM value', script: Buffer.from('#VM img=a\u0000b\n'), code: 1, says: /img value contains a NUL byte/ },
   { name: 'non-UTF-8 bytes in a value', script: Buffer.concat([Buffer.from('#VM img=a'), Buffer.from([0xff, 0xfe]), Buffer.from('\n')]), code: 1, says: /characters outside/ },
   { name: '1 GiB script with #VM at the top', setup: (m, j) => { writeFileSync(m.scriptPath(j), `${VM}#VM vcpus=2\n`); truncateSync(m.scriptPath(j), 1024 ** 3); }, code: 0, says: /VM job .*2 vCPUs/ },
-  { name: '1 GiB script without #VM', setup: (m, j) => { writeFileSync(m.scriptPath(j), '#!/bin/sh\necho\n'); truncateSync(m.scriptPath(j), 1024 ** 3); }, code: 0, says: /not a VM job/ },
+  { name: '1 GiB script without #VM', setup: (m, j) => { writeFileSync(m.scriptPath(j), '#!/bin/sh\necho\n'); truncateSync(m.scriptPath(j), 1024 ** 3); }, code: 0, says: SILENT },
   { name: 'CRLF line endings', script: '#!/bin/sh\r\n#VM vcpus=2\r\necho\r\n', code: 0, says: /CRLF.*dos2unix/ },
-  { name: '#VM after the first command', script: '#!/bin/sh\necho hi\n#VM img=x\n', code: 0, says: /not a VM job/ },
+  { name: '#VM after the first command', script: '#!/bin/sh\necho hi\n#VM img=x\n', code: 0, says: SILENT },
   { name: 'img with ..', script: `${VM}#VM img=../../etc/shadow\n`, code: 1, says: /line 3: img: image name "..\/..\/etc\/shadow" contains '\.\.'/ },
   { name: 'img as an absolute path', script: `${VM}#VM img=/etc/shadow\n`, code: 1, says: /is an absolute path/ },
   { name: 'img with a command substitution', script: `${VM}#VM img=$(reboot)\n`, code: 1, says: /characters outside A-Z/ },

@@ -123,9 +123,11 @@ t.test('the installed wrapper runs through the pbs_mom harness, after the site p
   writeFileSync(join(node.momPriv, 'prologue'), '#!/bin/sh\necho "site prologue for $1"\n', { mode: 0o500 });
   const r = installInto(node, '--no-doctor');
   t.equal(r.status, 0, r.stderr);
-  const out = await node.prologue({ id: '50.srv', script: '#!/bin/sh\necho\n' });
-  t.equal(out.code, 0, out.er);
-  t.equal(out.ou, 'site prologue for 50.srv\nvtorque: not a VM job\n');
+  // A request ours refuses: its message shows that ours ran after the site's (a plain job would print nothing of ours).
+  const out = await node.prologue({ id: '50.srv', script: '#!/bin/sh\n#VM vcpus=0\necho\n' });
+  t.equal(out.code, 1, out.er);
+  t.equal(out.ou, 'site prologue for 50.srv\n');
+  t.match(out.er, /^vtorque: .*vcpus: 0 is out of range/m);
   writeFileSync(join(node.momPriv, 'prologue.orig'), '#!/bin/sh\nexit 3\n', { mode: 0o500 });
   const failed = await node.prologue({ id: '51.srv', script: '#!/bin/sh\necho\n' });
   t.equal(failed.code, 3, "the site prologue's failure wins");

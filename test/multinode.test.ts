@@ -90,7 +90,8 @@ t.test('sisters: no request in the variables is not a VM job; no answer from Tor
   m.submit({ id: '44.head', qstat: { Variable_List: 'PBS_O_HOME=/home/a,OMP_NUM_THREADS=4' } });
   const plain = await m.run('prologue.parallel', { id: '44.head' });
   t.equal(plain.code, 0, plain.er);
-  t.match(plain.ou, /not a VM job/);
+  t.equal(plain.ou, '', 'a plain job sees nothing of us on a sister either');
+  t.ok(m.logLines().some((l) => /not a VM job/.test(String(l.msg))), 'the admin log says why the sister did nothing');
 
   nodefile(m, '45.head');
   const lost = await m.run('prologue.parallel', { id: '45.head' }); // qstat: Unknown Job Id

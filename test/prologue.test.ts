@@ -12,11 +12,11 @@ const LAUNCH = ensureLaunchUser();
 const VM_SCRIPT = '#!/bin/bash\n#PBS -l nodes=1:ppn=2\n#VM img=debian12.qcow2,vcpus=2,ram=4G\n#VM vms_per_node=2\nhostname\n';
 const BAD_SCRIPT = '#!/bin/bash\n#VM ram=12X\nhostname\n';
 
-t.test('an ordinary job says "not a VM job", exits 0 and leaves nothing behind', async (t) => {
+t.test('an ordinary job sees nothing of us: no output, exit 0, nothing left behind', async (t) => {
   const mom = new Mom();
   const r = await mom.prologue({ id: '1.srv', script: '#!/bin/sh\n#PBS -N plain\necho hi\n' });
   t.equal(r.code, 0);
-  t.equal(r.ou, 'vtorque: not a VM job\n');
+  t.equal(r.ou, '', 'pbs_mom appends what a prologue prints to the job\'s .o: a plain job gets no line of ours');
   t.equal(r.er, '');
   t.notOk(existsSync(join(mom.jobDir, '1.srv')));
   t.same(mom.qstatCalls(), [], 'the fast path asks Torque nothing');
@@ -191,7 +191,7 @@ t.test('a broken ini stops VM jobs (exit 2) but not ordinary jobs', async (t) =>
   const mom = new Mom({ iniText: '[policy\nvm_queues = x\n' });
   const plain = await mom.prologue({ id: '20.srv', script: '#!/bin/sh\necho\n' });
   t.equal(plain.code, 0);
-  t.match(plain.ou, /not a VM job/);
+  t.equal(plain.ou + plain.er, '', 'the plain job sees nothing of the broken ini');
   const vm = await mom.prologue({ id: '21.srv', script: VM_SCRIPT });
   t.equal(vm.code, 2);
   t.match(vm.er, /is not a valid ini file/);

@@ -105,7 +105,8 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const rlog = log.child({ stage: 'request' });
     const jr = input.scan ? await requestFromScript(ctx, input.scan, input.forcedByQueue) : await requestFromAttributes(ctx, input.forcedByQueue);
     if (!jr) {
-      io.out('vtorque: not a VM job (no job script on this sister; the job\'s variables ask for no VMs)\n');
+      // Silent, as on Mother Superior (torque/hook.ts): the job's output is the job's; the admin log has it.
+      log.info('not a VM job: no job script on this sister, and the job\'s variables ask for no VMs');
       return EXIT_RUN;
     }
     const resolved = jr.request;

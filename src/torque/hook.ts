@@ -24,10 +24,9 @@ export async function runHook(kind: ScriptKind, argv: readonly string[], configF
       const forced = peek.vmQueues.includes(args.queue);
       // A sister has no script: only the job's attributes (qstat) can say whether it wants VMs.
       const sister = kind === 'prologue-parallel' && header === undefined;
-      if (!sister && (scan === undefined || scan.vmLines === 0) && !forced) {
-        io.out(`vtorque: not a VM job${header ? '' : ' (no job script on this node)'}\n`);
-        return EXIT_RUN;
-      }
+      // Not a VM job: silent. pbs_mom appends a prologue's output to the job's .o, and most jobs on a
+      // node are not VM jobs; a line of ours in each of their outputs is noise they did not ask for.
+      if (!sister && (scan === undefined || scan.vmLines === 0) && !forced) return EXIT_RUN;
       const { loadConfig } = await import('../config/load.js');
       const loaded = loadConfig(configFile);
       config = loaded.config;

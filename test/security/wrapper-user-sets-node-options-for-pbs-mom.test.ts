@@ -37,9 +37,10 @@ t.test("a --require in pbs_mom's NODE_OPTIONS does not load the user's file into
   const js = join(evil, 'evil.js');
   writeFileSync(js, `require('fs').writeFileSync(${JSON.stringify(join(evil, 'marker'))}, 'ran as uid ' + process.getuid());\n`);
   chownSync(js, NOBODY.uid, NOBODY.gid);
-  const r = await node.prologue({ id: '60.srv', script: '#!/bin/sh\necho\n' }, { env: { NODE_OPTIONS: `--require ${js}` } });
-  t.equal(r.code, 0, r.er);
-  t.equal(r.ou, 'vtorque: not a VM job\n', 'the prologue itself ran');
+  // A request the prologue refuses: its message shows that the prologue itself ran (a plain job would print nothing).
+  const r = await node.prologue({ id: '60.srv', script: '#!/bin/sh\n#VM vcpus=0\necho\n' }, { env: { NODE_OPTIONS: `--require ${js}` } });
+  t.equal(r.code, 1, r.er);
+  t.match(r.er, /^vtorque: .*vcpus: 0 is out of range/m, 'the prologue itself ran');
   t.notOk(existsSync(join(evil, 'marker')), "the user's file was not loaded");
   const epi = await node.run('epilogue', { id: '60.srv' }, { env: { NODE_OPTIONS: `--require ${js}` } });
   t.equal(epi.code, 0, epi.er);
