@@ -1,6 +1,8 @@
 // The job starter (bin/vtorque-starter + src/launch/starter.ts) as pbs_mom runs
-// it: argv [starter, SHELL, -NAME], the job owner's uid, the job's environment,
-// the script (or Torque's default: a line naming it) on stdin. A non-VM job
+// it, replayed from a real Torque 6.1 (test/fixtures/torque-6.1): argv
+// [starter, SHELL] for the job's shell, [starter, PROGRAM, ARG...] for a TM
+// task, the job owner's uid, the job's environment, the script (or Torque's
+// default: a line naming it) on stdin. A non-VM job
 // must run exactly as without a starter; a VM job runs in VM 0 through the
 // real guest agent (src/seed/agent.ts, host-test mode) behind a stand-in for
 // qemu's agent chardev.
@@ -9,6 +11,7 @@ import { chownSync, chmodSync, mkdirSync, readFileSync, writeFileSync, rmSync, e
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Mom, NOBODY, type Job } from './harness/mom.js';
+import { recording } from './harness/torque-recordings.js';
 
 // What a job can see of how it was started; everything but the variables
 // bash itself sets per process.
@@ -84,19 +87,73 @@ t.test("a job id naming another directory is a non-VM job: the starter connects 
   t.notOk(connected);
 });
 
-t.test("a TM task (pbsdsh, tm_spawn: argv [starter, PROGRAM, ARG...]) runs on the host as given, also in a VM job", async (t) => {
+/** A job whose directory holds an agent socket, as this node's prologue leaves a VM job's; counts connections to it. */
+async function vmJobDir(): Promise<{ id: string; connections: () => number; close: () => void }> {
   const id = `${++n}.head`;
   const dir = join(mom.jobDir, id);
   mkdirSync(dir, { recursive: true });
-  let connected = false;
-  const srv = createServer(() => { connected = true; });
+  let connections = 0;
+  const srv = createServer((c) => { connections++; c.destroy(); });
   await new Promise<void>((r) => srv.listen(join(dir, 'vm-0.agent'), r));
   chmodSync(join(dir, 'vm-0.agent'), 0o777);
-  const { execFileSync } = await import('node:child_process');
-  const out = execFileSync(join(mom.root, 'bin', 'vtorque-starter'), ['/bin/echo', 'one', 'two'], { encoding: 'utf8', env: { PATH: '/bin:/usr/bin', PBS_JOBID: id }, uid: NOBODY.uid, gid: NOBODY.gid });
-  srv.close();
-  t.equal(out, 'one two\n', 'argv intact');
-  t.notOk(connected, 'no connection to the VM');
+  return { id, connections: () => connections, close: () => srv.close() };
+}
+
+for (const kind of ['task-pbsdsh', 'task-pbsdsh-args', 'task-pbsdsh-E'] as const) {
+  t.test(`a TM task (${kind} as recorded: [starter, PROGRAM, ARG...]) runs on the host as given, also in a VM job`, async (t) => {
+    const vm = await vmJobDir();
+    const j: Job = { id: vm.id };
+    mom.submit({ ...j, script: '#!/bin/bash\n#VM img=debian12.qcow2\n' });
+    const probe = ['/bin/bash', '-c', 'echo "task $PBS_TASKNUM: $0 $1 $2 login=$(shopt -q login_shell && echo y || echo n)"', 'zero', 'one', 'two words'];
+    const r = await mom.startTask(j, { kind, argv: probe });
+    vm.close();
+    t.equal(r.code, 0, r.er);
+    t.equal(r.ou, `task ${recording(kind).env.PBS_TASKNUM}: zero one two words login=n\n`, 'argv intact, argv[0] as given, not a login shell');
+    t.equal(vm.connections(), 0, 'no connection to the VM');
+  });
+}
+
+t.test('the job shell of a VM job goes to VM 0; with the same argv, a task started with pbsdsh -E does not', async (t) => {
+  const vm = await vmJobDir();
+  const j: Job = { id: vm.id, script: '#!/bin/bash\n#VM img=debian12.qcow2\necho in the VM\n' };
+  mom.submit(j);
+  const task = await mom.startTask(j, { kind: 'task-pbsdsh-E', argv: ['/bin/bash', '-c', 'echo on the host'] });
+  t.equal(task.ou, 'on the host\n', 'pbsdsh -E: PBS_TASKNUM=1 and SHELL as the job shell has them, but stdin is /dev/null');
+  t.equal(vm.connections(), 0);
+  const shell = await mom.startJob(j);
+  vm.close();
+  t.equal(vm.connections(), 1, 'the job shell connected to VM 0\'s agent');
+  t.not(shell.code, 0, 'the stand-in agent hung up');
+  t.match(shell.er, /VM 0's agent closed the connection before it was ready/);
+});
+
+t.test('qsub -I -x runs its command in a login shell on the host, as without a starter; a VM job says where it runs', async (t) => {
+  const j = job('#!/bin/bash\n');
+  const runs: string[] = [];
+  for (const starter of [false, true]) {
+    const r = await mom.startJob(j, { kind: 'interactive-x', starter, env: { PBS_JOBID: `${j.id}` } });
+    runs.push(`${r.code} ${r.er}`);
+  }
+  t.equal(runs[1], runs[0], 'the same (the recorded command is a script path that does not exist here)');
+  const vm = await vmJobDir();
+  const vj: Job = { id: vm.id, script: '#!/bin/bash\n#VM img=debian12.qcow2\n' };
+  mom.submit(vj);
+  const r = await mom.startJob(vj, { kind: 'interactive' });
+  vm.close();
+  t.equal(vm.connections(), 0, 'an interactive shell stays on the host');
+  t.match(r.er, /^vtorque: this interactive job's shell runs on the host \S+, not in the job's VM/m);
+});
+
+t.test("pbs_mom's $source_login_batch false: the job's shell is not a login shell, as without a starter", async (t) => {
+  const m = new Mom();
+  t.teardown(() => rmSync(m.root, { recursive: true, force: true }));
+  const starter = m.installStarter();
+  writeFileSync(starter, readFileSync(starter, 'utf8').replace(/^LOGIN_BATCH=.*$/m, 'LOGIN_BATCH=false'));
+  const j: Job = { id: '1.head', script: '#!/bin/bash\necho "0=$0 login=$(shopt -q login_shell && echo y || echo n)"\n' };
+  m.submit(j);
+  const r = await m.startJob(j, { stdin: 'script' });
+  t.equal(r.code, 0, r.er);
+  t.equal(r.ou, '0=bash login=n\n');
 });
 
 // vm_prologue= and vm_epilogue=: the starter sends VM 0 one script. Run here

@@ -65,7 +65,7 @@ export async function runInVm(socketPath: string, jobId: string, io: StarterIO, 
   return runScriptInVm(socketPath, jobId, parts, io, signals, workdir);
 }
 
-/** The bundle's entry: argv = [socket, shell, name, ...] (bin/vtorque-starter). */
+/** The bundle's entry: argv = [socket, SHELL, ARG...] (bin/vtorque-starter passes on what pbs_mom gave it after the socket; only the socket is read). */
 export function starterMain(argv: readonly string[] = process.argv.slice(2)): void {
   const socketPath = argv[0] ?? '';
   const jobId = process.env.PBS_JOBID ?? '';

@@ -9,6 +9,7 @@ import { chmodSync, chownSync, closeSync, copyFileSync, linkSync, mkdirSync, mkd
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ensureLaunchUser } from './launch-user.js';
+import { extraFds, recording, replayArgv, replayEnv, type Recording } from './torque-recordings.js';
 
 export const REPO = resolve(new URL('../../..', import.meta.url).pathname);
 export const BIN = join(REPO, 'bin/vtorque-prologue');
@@ -90,20 +91,35 @@ export interface MomOptions {
   privateCache?: boolean;
 }
 
-/** Mom.startJob: how pbs_mom starts the job's shell (Torque 6.1 start_exec.c). */
+/**
+ * Mom.startJob: how pbs_mom starts the job's shell, replayed from what a real
+ * Torque 6.1 pbs_mom passed (test/fixtures/torque-6.1, harness/torque-recordings.ts).
+ */
 export interface StartJobOptions {
-  /** Through $job_starter (default) or the shell directly, as pbs_mom does without one. */
-  starter?: boolean;
-  /** The job owner's shell; argv[0] is "-" + its name (a login shell, Torque's default). */
+  /** Through $job_starter (default: ours; or this program's path) or the shell directly, as pbs_mom does without one. */
+  starter?: boolean | string;
+  /** The job owner's shell; without a starter argv[0] is "-" + its name (a login shell, Torque's default). */
   shell?: string;
   /** Torque's default --enable-shell-pipe: stdin is a pipe carrying "<mom_priv>/jobs/<id>.SC [args]\n"; 'script': --disable-shell-pipe, stdin is the .SC file. */
   stdin?: 'pipe' | 'script';
   /** qsub -F arguments (pipe mode appends them to the line, as Torque does). */
   args?: string;
+  /** The recorded start to replay: a batch job (default) or qsub -I / qsub -I -x (stdin a pipe here, a terminal on the real one). */
+  kind?: 'batch' | 'interactive' | 'interactive-x';
   /** Extra or replaced job environment variables (qsub -v). */
   env?: Record<string, string>;
   /** SIGTERM to the job's session after this many ms, as qdel does. */
   termAfterMs?: number;
+}
+
+/** Mom.startTask: a TM task (pbsdsh, tm_spawn) on this node, replayed from a recording. */
+export interface StartTaskOptions {
+  kind?: 'task-pbsdsh' | 'task-pbsdsh-args' | 'task-pbsdsh-E';
+  /** $job_starter: ours (default) or this program's path. */
+  starter?: string;
+  /** The task's program and arguments instead of the recorded ones. */
+  argv?: string[];
+  env?: Record<string, string>;
 }
 
 export interface StartJobResult {
@@ -115,6 +131,34 @@ export interface StartJobResult {
 
 /** What install.sh's wrappers pass on from pbs_mom's environment. */
 const PBS_VARS = ['PBS_MSHOST', 'PBS_NODEFILE', 'PBS_NODENUM', 'PBS_NP', 'PBS_NUM_NODES', 'PBS_NUM_PPN', 'PBS_O_WORKDIR', 'PBS_RESOURCE_NODES'];
+
+// Mom.spawnAsPbsMom's feeder (python3 -I: it reads nothing of the job's environment).
+const FEEDER = [
+  'import json, os, sys',
+  's = json.loads(sys.argv[1])',
+  'if s["text"] is not None:',
+  '    r, w = os.pipe()',
+  '    os.write(w, s["text"].encode())',
+  '    os.close(w)',
+  '    os.dup2(r, 0)',
+  '    os.close(r)',
+  'keep = {0, 1, 2}',
+  'for n, what in s["fds"].items():',
+  '    fd = int(n)',
+  '    if what == "stdin":',
+  '        os.dup2(0, fd)',
+  '    else:',
+  '        r, w = os.pipe()',
+  '        os.dup2(w if what == "w" else r, fd)',
+  '        for e in (r, w):',
+  '            if e != fd: os.close(e)',
+  '    keep.add(fd)',
+  'for n in os.listdir("/proc/self/fd"):',
+  '    if int(n) not in keep:',
+  '        try: os.close(int(n))',
+  '        except OSError: pass',
+  'os.execve(s["path"], [s["a0"]] + s["argv"], s["env"])',
+].join('\n');
 
 export class Mom {
   readonly root: string;
@@ -376,58 +420,100 @@ exit 0
     return this.run('prologue', job, opts);
   }
 
-  /**
-   * Starts the job as pbs_mom does once the prologue succeeded: the job owner's
-   * uid/gid, a new session, cwd the owner's home (here the submit dir), the
-   * job's environment, stdout/stderr appended to spool .OU/.ER, and with a
-   * $job_starter: argv [starter, SHELL, -NAME] (mom_jobstarter_execute_job),
-   * the starter installed with this node's paths as install.sh writes it.
-   */
-  startJob(job: Job, opts: StartJobOptions = {}): Promise<StartJobResult> {
-    const user = job.user ?? NOBODY;
-    const shell = opts.shell ?? '/bin/bash';
-    const name = `-${shell.slice(shell.lastIndexOf('/') + 1)}`;
+  /** Our starter, installed with this node's paths as install.sh writes it (Torque's defaults: login shells for batch and interactive jobs). */
+  installStarter(): string {
     const starter = join(this.root, 'bin', 'vtorque-starter');
-    if (opts.starter !== false && !existsSync(starter)) {
+    if (!existsSync(starter)) {
       const text = readFileSync(join(REPO, 'bin/vtorque-starter'), 'utf8')
         .replace(/^JOB_DIR=.*$/m, `JOB_DIR=${this.jobDir}`)
         .replace(/^NODE=.*$/m, `NODE=${process.execPath}`)
         .replace(/^BUNDLE=.*$/m, `BUNDLE=${join(REPO, 'dist/vtorque-starter.cjs')}`);
       writeFileSync(starter, text, { mode: 0o755 });
     }
+    return starter;
+  }
+
+  /**
+   * Starts the job as pbs_mom does once the prologue succeeded, replaying a
+   * recorded start: the job owner's uid/gid, a new session, umask 077, cwd the
+   * owner's home (here the submit dir), exactly the recorded variables' names,
+   * stdout/stderr appended to spool .OU/.ER, the descriptors pbs_mom leaks,
+   * and with a $job_starter the recorded argv: [starter, SHELL, ARG...] (pbs_mom
+   * overwrites the shell's argv[0], mom_jobstarter_execute_job).
+   */
+  startJob(job: Job, opts: StartJobOptions = {}): Promise<StartJobResult> {
+    const user = job.user ?? NOBODY;
+    const shell = opts.shell ?? '/bin/bash';
+    const kind = opts.kind ?? 'batch';
+    const rec = recording(kind === 'batch' && opts.args ? 'batch-args' : kind);
+    const env: Record<string, string> = { ...this.jobEnv(rec, job, user, shell), ...opts.env };
+    const pipeMode = (opts.stdin ?? 'pipe') === 'pipe';
+    let argv: string[];
+    let argv0: string | undefined;
+    if (opts.starter === false) {
+      // Without a starter pbs_mom execs the shell itself, as a login shell (source_login_batch, default true).
+      argv = [shell, ...rec.argv.slice(2)];
+      argv0 = `-${shell.slice(shell.lastIndexOf('/') + 1)}`;
+    } else argv = replayArgv(rec, typeof opts.starter === 'string' ? opts.starter : this.installStarter(), shell);
+    const stdinText = kind === 'batch' ? `${this.scriptPath(job)}${opts.args ? ` ${opts.args}` : ''}\n` : '';
+    return this.spawnAsPbsMom(job, user, argv, argv0, env, rec, pipeMode ? { text: stdinText } : { file: this.scriptPath(job) }, opts.termAfterMs);
+  }
+
+  /** A TM task as pbs_mom starts one through $job_starter: [starter, PROGRAM, ARG...], stdin /dev/null, the task's variables. */
+  startTask(job: Job, opts: StartTaskOptions = {}): Promise<StartJobResult> {
+    const user = job.user ?? NOBODY;
+    const rec = recording(opts.kind ?? 'task-pbsdsh');
+    const env = { ...this.jobEnv(rec, job, user, '/bin/bash'), ...opts.env };
+    const starter = opts.starter ?? this.installStarter();
+    const argv = opts.argv ? [starter, ...opts.argv] : replayArgv(rec, starter, '/bin/bash');
+    return this.spawnAsPbsMom(job, user, argv, undefined, env, rec, { file: '/dev/null' });
+  }
+
+  /** The recorded job variables for this job; PBS_NODEFILE names this node's file. */
+  private jobEnv(rec: Recording, job: Job, user: User, shell: string): Record<string, string> {
+    const env = replayEnv(rec, { id: job.id, name: job.name ?? 'job', user: user.name, home: this.workdir, torqueHome: this.torqueHome, shell, host: 'head' });
+    env.PBS_NODEFILE = this.envFor(job).PBS_NODEFILE!;
+    return env;
+  }
+
+  /**
+   * The process pbs_mom forks for the job's shell or a task, as the recording
+   * shows it: a session of its own, umask 077, the owner's uid and gid, stdin
+   * a pipe(2) carrying `stdin.text` (node's stdio 'pipe' would be a socket
+   * pair) or the named file, exactly the descriptors above 2 the recording
+   * had open, and exactly `env`. A small python feeder sets these up and
+   * execs the command, so the child leads its session with node as its
+   * parent, as under pbs_mom; the feeder's own environment (where tap adds
+   * NODE_OPTIONS and its _TAPJS_ variables) does not reach the child.
+   */
+  private spawnAsPbsMom(job: Job, user: User, argv: string[], argv0: string | undefined, env: Record<string, string>, rec: Recording, stdin: { text: string } | { file: string }, termAfterMs?: number): Promise<StartJobResult> {
     const ou = join(this.torqueHome, 'spool', `${job.id}.OU`);
     const er = join(this.torqueHome, 'spool', `${job.id}.ER`);
     const ouFd = openSync(ou, 'a', 0o600);
     const erFd = openSync(er, 'a', 0o600);
     chownSync(ou, user.uid, user.gid);
     chownSync(er, user.uid, user.gid);
-    const pipeMode = (opts.stdin ?? 'pipe') === 'pipe';
-    const inFd = pipeMode ? 'pipe' : openSync(this.scriptPath(job), 'r');
-    const env: Record<string, string> = {
-      ...this.envFor(job),
-      HOME: this.workdir, USER: user.name, LOGNAME: user.name, SHELL: shell,
-      PBS_JOBID: job.id, PBS_JOBNAME: job.name ?? 'job', PBS_QUEUE: job.queue ?? 'batch',
-      PBS_ENVIRONMENT: 'PBS_BATCH', PBS_O_HOME: this.workdir, PBS_O_HOST: 'head', PBS_SERVER: 'head',
-      ...opts.env,
-    };
-    delete env.PWD;
-    const argv = opts.starter === false ? [shell, []] as const : [starter, [shell, name]] as const;
+    const text = 'text' in stdin ? stdin.text : null;
+    // The line goes into the pipe before the command runs, so it must fit the pipe (64 KiB).
+    if (text !== null && text.length > 4096) throw new Error('the harness feeds at most 4096 bytes on the job shell\'s stdin');
+    const inFd = text !== null ? 'ignore' : openSync((stdin as { file: string }).file, 'r');
+    const spec = JSON.stringify({ path: argv[0], a0: argv0 ?? argv[0], argv: argv.slice(1), env, text, fds: extraFds(rec) });
     let child;
+    const old = process.umask(0o077);
     try {
-      child = spawn(argv[0], argv[1], {
-        argv0: opts.starter === false ? name : undefined,
-        cwd: this.workdir, env, uid: user.uid, gid: user.gid, detached: true,
+      child = spawn('/usr/bin/python3', ['-I', '-c', FEEDER, spec], {
+        cwd: this.workdir, uid: user.uid, gid: user.gid, detached: true,
         stdio: [inFd, ouFd, erFd],
       });
     } finally {
+      process.umask(old);
       closeSync(ouFd);
       closeSync(erFd);
       if (typeof inFd === 'number') closeSync(inFd);
     }
-    if (pipeMode) child.stdin!.end(`${this.scriptPath(job)}${opts.args ? ` ${opts.args}` : ''}\n`);
-    const term = opts.termAfterMs === undefined ? undefined : setTimeout(() => {
+    const term = termAfterMs === undefined ? undefined : setTimeout(() => {
       try { process.kill(-child.pid!, 'SIGTERM'); } catch { /* already gone */ }
-    }, opts.termAfterMs);
+    }, termAfterMs);
     return new Promise((resolveRun, reject) => {
       child.on('error', (e) => { clearTimeout(term); reject(e); });
       child.on('exit', (code, signal) => {
