@@ -595,17 +595,101 @@ unlink_user_commands() {
 # pbs_mom's $job_starter (mom_priv/config). Ours replaces a site's line, which
 # is kept as a comment and chained: our starter execs the site's for non-VM jobs.
 MOM_CONFIG=$MOM/config
-SITE_MARK='# vtorque-prologue: the site job starter, chained by ours: '
+SITE_MARK='# vtorque-prologue chains: '
+# The mark installs before this one wrote; still read, and rewritten as SITE_MARK.
+OLD_SITE_MARK='# vtorque-prologue: the site job starter, chained by ours: '
 OUR_MARK='# vtorque-prologue: job starter, written by install.sh'
 STARTER=$PREFIX/bin/vtorque-starter
+# pbs_mom reads mom_priv/config into char line[120] with fgets(line, sizeof(line) - 1, ...)
+# (Torque 6.1 src/resmom/parse_config.c, read_config()): at most 118 bytes a read. The
+# rest of a longer line comes back as a line of its own: a comment's tail becomes a
+# bogus static resource (add_static: "gres=e:-starter)" in pbsnodes), a $job_starter
+# path is cut. A line we write, its newline included, must fit in one read.
+MOM_LINE_MAX=117
 
-# The site's own $job_starter path: from our comment if we installed before, else from its live line.
-site_job_starter() {
+# The site's own $job_starter path (or, with nr, the number of the line naming it):
+# from our comment if we installed before, else from its live line. Neither our
+# path nor the line under OUR_MARK (ours, maybe from an install with another
+# --prefix) is the site's.
+site_job_starter() { # site_job_starter [nr]
   [ -f "$MOM_CONFIG" ] || return 0
-  awk -v mark="$SITE_MARK" -v ours="$STARTER" '
-    index($0, mark) == 1 { l = substr($0, length(mark) + 1); sub(/^[ \t]*\$job_starter[ \t]+/, "", l); sub(/[ \t]+$/, "", l); print l; exit }
-    /^[ \t]*\$job_starter[ \t]/ { l = $0; sub(/^[ \t]*\$job_starter[ \t]+/, "", l); sub(/[ \t]+$/, "", l); if (l != ours) { print l; exit } }
+  awk -v mark="$SITE_MARK" -v old="$OLD_SITE_MARK" -v ourmark="$OUR_MARK" -v ours="$STARTER" -v what="${1:-path}" '
+    function path(l) { sub(/^[ \t]*\$job_starter[ \t]+/, "", l); sub(/[ \t]+$/, "", l); return l }
+    function say(l) { print (what == "nr" ? NR : path(l)); exit }
+    index($0, ourmark) == 1 { skip = 1; next }
+    skip && /^[ \t]*\$job_starter[ \t]/ { skip = 0; next }
+    { skip = 0 }
+    index($0, mark) == 1 { say(substr($0, length(mark) + 1)) }
+    index($0, old) == 1 { say(substr($0, length(old) + 1)) }
+    /^[ \t]*\$job_starter[ \t]/ && path($0) != ours { say($0) }
   ' "$MOM_CONFIG"
+}
+
+# mom_priv/config as install.sh leaves it: every site $job_starter line kept as
+# a SITE_MARK comment, our comment and $job_starter last. A live line naming our
+# starter is ours, not the site's: it goes.
+job_starter_config() {
+  if [ -f "$MOM_CONFIG" ]; then
+    awk -v mark="$SITE_MARK" -v old="$OLD_SITE_MARK" -v ours="$OUR_MARK" -v starter="$STARTER" '
+      index($0, ours) == 1 { skip = 1; next }
+      skip && /^[ \t]*\$job_starter[ \t]/ { skip = 0; next }
+      { skip = 0 }
+      index($0, mark) == 1 { print; next }
+      index($0, old) == 1 { print mark substr($0, length(old) + 1); next }
+      /^[ \t]*\$job_starter[ \t]/ { l = $0; sub(/^[ \t]*\$job_starter[ \t]+/, "", l); sub(/[ \t]+$/, "", l); if (l != starter) print mark $0; next }
+      { print }' "$MOM_CONFIG"
+  fi
+  echo "$OUR_MARK; runs VM jobs in their VM"
+  echo "\$job_starter $STARTER"
+}
+
+# Why the site's starter SITE leads back to ours, or nothing. Chained, it would
+# exec ours again for every non-VM job, in a loop. SITE is ours when its path
+# resolves to a file named vtorque-starter (a link to ours), or when the file
+# mentions vtorque-starter: a wrapper that execs ours, or a copy of ours (its
+# BUNDLE line, which install.sh fills in, names dist/vtorque-starter.cjs). A
+# wrapper that reaches ours only through a further file is not followed.
+our_starter_behind() { # our_starter_behind SITE
+  local real hit
+  real=$(readlink -m -- "$ROOT$1")
+  case $real in */vtorque-starter) echo "it is $real"; return ;; esac
+  # Only a regular file is read: a FIFO there would block install.sh.
+  [ -f "$real" ] || return 0
+  hit=$(grep -naF -m1 vtorque-starter -- "$real" 2>/dev/null | LC_ALL=C tr -cd '[:print:]' | cut -c1-100 || true)
+  [ -z "$hit" ] || echo "$real mentions vtorque-starter (line ${hit%%:*}: ${hit#*:})"
+}
+
+# Refuses (exit 2), before install.sh writes anything, a mom_priv/config that
+# install_job_starter would make wrong: a starter run as root, a chain back to
+# our own starter, or a line pbs_mom would read in pieces (MOM_LINE_MAX).
+check_job_starter() {
+  local site why n len line over what fix
+  if [ -f "$MOM_CONFIG" ] && grep -Eiq '^[[:space:]]*\$job_starter_run_privileged[[:space:]]+(true|1|yes|on)' "$MOM_CONFIG"; then
+    echo "install.sh: $MOM_CONFIG sets \$job_starter_run_privileged, so pbs_mom would run the job starter as root with the job's environment; vtorque's starter must run as the job owner. Fix: remove that line (or set it to false), then run ./install.sh again" >&2
+    exit 2
+  fi
+  site=$(site_job_starter)
+  if [ -n "$site" ]; then
+    plain_path "the site's \$job_starter in $MOM_CONFIG" "$site" 2
+    why=$(our_starter_behind "$site")
+    if [ -n "$why" ]; then
+      n=$(site_job_starter nr)
+      echo "install.sh: the site's \$job_starter $site (line $n of $MOM_CONFIG) leads back to vtorque's own starter: $why. Chained, it would exec ours again for every non-VM job, in a loop (vtorque-starter -> $site -> vtorque-starter ...); nothing was written. Fix: make line $n name the site's real starter (what $site runs besides ours), or delete that line if $site only runs ours; then run ./install.sh again" >&2
+      exit 2
+    fi
+  fi
+  # Only the lines install.sh writes or rewrites: our two, and the site's $job_starter lines as comments.
+  read -r len n line < <(job_starter_config | LC_ALL=C awk -v max="$MOM_LINE_MAX" -v mark="$SITE_MARK" -v ours="$OUR_MARK" '
+    (index($0, mark) == 1 || index($0, ours) == 1 || /^\$job_starter /) && length($0) > max { print length($0), NR, $0; exit }') || true
+  [ -n "${len:-}" ] || return 0
+  over=$((len - MOM_LINE_MAX))
+  if [ "$line" = "\$job_starter $STARTER" ]; then
+    what="our \$job_starter" fix="install with a --prefix of at most $((${#PREFIX} - over)) bytes (--prefix $PREFIX is ${#PREFIX})"
+  else
+    what="the site's \$job_starter line kept as a comment" fix="name the site's starter by a path at least $over bytes shorter in its \$job_starter line (e.g. a link in a root-owned directory), then run ./install.sh again"
+  fi
+  echo "install.sh: $MOM_CONFIG would get a line of $len bytes, $what (line $n: \"$line\"); pbs_mom reads at most $MOM_LINE_MAX bytes of a line and its newline (char line[120], fgets(line, sizeof(line) - 1) in Torque's read_config) and takes the rest as a line of its own; nothing was written. Fix: $fix" >&2
+  exit 2
 }
 
 # Asks a running pbs_mom to reread mom_priv/config (its pid is in mom_priv/mom.lock).
@@ -625,28 +709,12 @@ reload_mom() {
 
 install_job_starter() {
   local site new tmp chained
-  if [ -f "$MOM_CONFIG" ] && grep -Eiq '^[[:space:]]*\$job_starter_run_privileged[[:space:]]+(true|1|yes|on)' "$MOM_CONFIG"; then
-    echo "install.sh: $MOM_CONFIG sets \$job_starter_run_privileged, so pbs_mom would run the job starter as root with the job's environment; vtorque's starter must run as the job owner. Fix: remove that line (or set it to false), then run ./install.sh again" >&2
-    exit 2
-  fi
+  # check_job_starter has refused what this must not write.
   site=$(site_job_starter)
-  [ -z "$site" ] || plain_path "the site's \$job_starter in $MOM_CONFIG" "$site" 2
   put 0755 "$P/bin/vtorque-starter" < <(sed -e "s|^JOB_DIR=.*|JOB_DIR=$JOB_DIR|" -e "s|^NODE=.*|NODE=$NODE|" \
     -e "s|^BUNDLE=.*|BUNDLE=$PREFIX/dist/vtorque-starter.cjs|" -e "s|^SITE_STARTER=.*|SITE_STARTER=$site|" "$SRC/bin/vtorque-starter")
   tmp=$(mktemp)
-  {
-    if [ -f "$MOM_CONFIG" ]; then
-      awk -v mark="$SITE_MARK" -v ours="$OUR_MARK" '
-        index($0, ours) == 1 { skip = 1; next }
-        skip && /^[ \t]*\$job_starter[ \t]/ { skip = 0; next }
-        { skip = 0 }
-        index($0, mark) == 1 { print; next }
-        /^[ \t]*\$job_starter[ \t]/ { print mark $0; next }
-        { print }' "$MOM_CONFIG"
-    fi
-    echo "$OUR_MARK; runs VM jobs in their VM (see $PREFIX/bin/vtorque-starter)"
-    echo "\$job_starter $STARTER"
-  } > "$tmp"
+  job_starter_config > "$tmp"
   if [ -f "$MOM_CONFIG" ] && cmp -s "$tmp" "$MOM_CONFIG"; then rm -f "$tmp"; return 0; fi
   chained=""
   [ -z "$site" ] || chained=" (the site's $site now starts non-VM jobs through it)"
@@ -662,11 +730,12 @@ uninstall_job_starter() {
   local tmp
   [ -f "$MOM_CONFIG" ] && grep -qF "$OUR_MARK" "$MOM_CONFIG" || return 0
   tmp=$(mktemp)
-  awk -v mark="$SITE_MARK" -v ours="$OUR_MARK" '
+  awk -v mark="$SITE_MARK" -v old="$OLD_SITE_MARK" -v ours="$OUR_MARK" '
     index($0, ours) == 1 { skip = 1; next }
     skip && /^[ \t]*\$job_starter[ \t]/ { skip = 0; next }
     { skip = 0 }
     index($0, mark) == 1 { print substr($0, length(mark) + 1); next }
+    index($0, old) == 1 { print substr($0, length(old) + 1); next }
     { print }' "$MOM_CONFIG" > "$tmp"
   if [ "$DRY" = 1 ]; then echo "would: restore $MOM_CONFIG without our \$job_starter"; rm -f "$tmp"; return 0; fi
   install -m "$(stat -c %a "$MOM_CONFIG")" -o root -g root "$tmp" "$MOM_CONFIG"
@@ -893,6 +962,9 @@ uninstall_slurm() {
     echo "install.sh: $SLURM_CONF_FILE still names $PREFIX/bin/vtorque-* in Prolog=, Epilog= or TaskProlog=; slurmd would fail every job. Fix: remove those lines, then scontrol reconfigure" >&2
   fi
 }
+
+# mom_priv/config is checked before anything is written: a refusal leaves the node as it was.
+[ "$UNINSTALL" = 1 ] || [ "$SLURM" = 1 ] || check_job_starter
 
 if [ "$UNINSTALL" = 1 ]; then
   for h in "${HOOKS[@]}"; do

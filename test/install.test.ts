@@ -182,7 +182,7 @@ t.test("$job_starter: written into mom_priv/config, a site's line kept and chain
   t.equal(first.status, 0, first.stderr);
   const config = readFileSync(join(mom, 'config'), 'utf8');
   t.equal(config.match(/^\s*\$job_starter\s.*$/gm)?.join('\n'), '$job_starter /opt/vtorque-prologue/bin/vtorque-starter', 'one live $job_starter line: ours');
-  t.match(config, /^# vtorque-prologue: the site job starter, chained by ours: \$job_starter \/usr\/local\/bin\/site-starter$/m, "the site's line is kept as a comment");
+  t.match(config, /^# vtorque-prologue chains: \$job_starter \/usr\/local\/bin\/site-starter$/m, "the site's line is kept as a comment");
   t.match(config, /^\$pbsserver head\n/, 'the rest is untouched');
   const starter = readFileSync(join(root, 'opt/vtorque-prologue/bin/vtorque-starter'), 'utf8');
   t.match(starter, /^JOB_DIR=\/var\/lib\/vtorque\/jobs$/m);
@@ -209,6 +209,115 @@ t.test('a fresh mom_priv/config gets our $job_starter; uninstall leaves no $job_
   t.match(readFileSync(join(root, 'opt/vtorque-prologue/bin/vtorque-starter'), 'utf8'), /^SITE_STARTER=$/m);
   install('--root', root, '--uninstall');
   t.notMatch(readFileSync(cfg, 'utf8'), /job_starter/);
+  rmSync(root, { recursive: true, force: true });
+});
+
+// pbs_mom reads mom_priv/config into char line[120] with fgets(line, sizeof(line) - 1, ...)
+// (Torque 6.1 src/resmom/parse_config.c read_config): 118 bytes a read, the newline
+// included. A longer line's rest is read as a line of its own.
+const MOM_LINE_MAX = 120 - 1 - 1 - 1;
+const momConfigIn = (root: string) => join(root, 'var/spool/torque/mom_priv/config');
+const tooLong = (text: string) => text.split('\n').filter((l) => Buffer.byteLength(l) > MOM_LINE_MAX);
+
+t.test('every line install.sh writes into mom_priv/config fits in one read of pbs_mom (117 bytes and its newline); a longer one is refused', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  const cfg = momConfigIn(root);
+  mkdirSync(join(cfg, '..'), { recursive: true });
+  writeFileSync(cfg, '$pbsserver head\n$job_starter /usr/local/bin/site-starter\n');
+  t.equal(install('--root', root).status, 0);
+  const config = readFileSync(cfg, 'utf8');
+  t.same(tooLong(config), [], 'with the default --prefix');
+  t.match(config, /^# vtorque-prologue: job starter, written by install\.sh; runs VM jobs in their VM\n\$job_starter \/opt\/vtorque-prologue\/bin\/vtorque-starter\n$/m);
+  // "$job_starter " + PREFIX + "/bin/vtorque-starter": 117 bytes with a PREFIX of 84, one too many with 85.
+  const prefix = (n: number) => `/opt/${'p'.repeat(n - 5)}`;
+  const fits = install('--root', root, '--prefix', prefix(84), '--no-bin-links');
+  t.equal(fits.status, 0, fits.stderr);
+  const at84 = readFileSync(cfg, 'utf8');
+  t.equal(Math.max(...at84.split('\n').map((l) => Buffer.byteLength(l))), MOM_LINE_MAX, 'a --prefix of 84 bytes makes a line of exactly 117');
+  t.match(at84, /^# vtorque-prologue chains: \$job_starter \/usr\/local\/bin\/site-starter$/m, 'the site starter stays chained');
+  t.equal(at84.match(/^\$job_starter /gm)?.length, 1, 'our line under the earlier --prefix is replaced, not chained');
+  const long = install('--root', root, '--prefix', prefix(85), '--no-bin-links');
+  t.equal(long.status, 2);
+  t.match(long.stderr, /^install\.sh: \S+mom_priv\/config would get a line of 118 bytes, our \$job_starter \(line \d+: "\$job_starter \/opt\/p+\/bin\/vtorque-starter"\); pbs_mom reads at most 117 bytes of a line and its newline \(char line\[120\], fgets\(line, sizeof\(line\) - 1\) in Torque's read_config\) .*nothing was written\. Fix: install with a --prefix of at most 84 bytes/m);
+  t.equal(readFileSync(cfg, 'utf8'), at84, 'the config is left as it was');
+  t.notOk(existsSync(join(root, prefix(85))), 'and nothing else was written');
+  // A site line that fitted live can be too long as our comment: refused as well.
+  writeFileSync(cfg, `$job_starter /site/${'s'.repeat(72)}\n`);
+  const site = install('--root', root);
+  t.equal(site.status, 2);
+  t.match(site.stderr, /would get a line of 118 bytes, the site's \$job_starter line kept as a comment \(line 1: "# vtorque-prologue chains: \$job_starter \/site\/s+"\);.* Fix: name the site's starter by a path at least 1 bytes shorter/);
+  t.equal(readFileSync(cfg, 'utf8'), `$job_starter /site/${'s'.repeat(72)}\n`);
+  rmSync(root, { recursive: true, force: true });
+});
+
+t.test("a config from an earlier install.sh (its 128-byte comment, its long mark) is rewritten in short lines; --uninstall still restores the site's", async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  const cfg = momConfigIn(root);
+  mkdirSync(join(cfg, '..'), { recursive: true });
+  const earlier = '$pbsserver head\n# vtorque-prologue: the site job starter, chained by ours: $job_starter /usr/local/bin/site-starter\n'
+    + '# vtorque-prologue: job starter, written by install.sh; runs VM jobs in their VM (see /opt/vtorque-prologue/bin/vtorque-starter)\n'
+    + '$job_starter /opt/vtorque-prologue/bin/vtorque-starter\n';
+  writeFileSync(cfg, earlier);
+  t.equal(install('--root', root).status, 0);
+  t.equal(readFileSync(cfg, 'utf8'), '$pbsserver head\n# vtorque-prologue chains: $job_starter /usr/local/bin/site-starter\n'
+    + '# vtorque-prologue: job starter, written by install.sh; runs VM jobs in their VM\n$job_starter /opt/vtorque-prologue/bin/vtorque-starter\n');
+  t.match(readFileSync(join(root, 'opt/vtorque-prologue/bin/vtorque-starter'), 'utf8'), /^SITE_STARTER=\/usr\/local\/bin\/site-starter$/m);
+  t.equal(install('--root', root, '--uninstall').status, 0);
+  t.equal(readFileSync(cfg, 'utf8'), '$pbsserver head\n$job_starter /usr/local/bin/site-starter\n');
+  writeFileSync(cfg, earlier);
+  t.equal(install('--root', root, '--uninstall').status, 0, 'an earlier install is uninstalled too');
+  t.equal(readFileSync(cfg, 'utf8'), '$pbsserver head\n$job_starter /usr/local/bin/site-starter\n');
+  rmSync(root, { recursive: true, force: true });
+});
+
+t.test('a site $job_starter that leads back to our starter is refused: chained, the two would exec each other in a loop', async (t) => {
+  const ours = '/opt/vtorque-prologue/bin/vtorque-starter';
+  const cases: { name: string; config: string; line: number; files: Record<string, string>; links?: Record<string, string>; why: RegExp }[] = [
+    { name: 'a wrapper script that execs ours', config: '$pbsserver head\n$job_starter /usr/local/sbin/wrap\n', line: 2,
+      files: { 'usr/local/sbin/wrap': `#!/bin/sh\nexport TMPDIR=/scratch\nexec ${ours} "$@"\n` },
+      why: /\S+\/usr\/local\/sbin\/wrap mentions vtorque-starter \(line 3: exec \/opt\/vtorque-prologue\/bin\/vtorque-starter "\$@"\)/ },
+    { name: 'a wrapper an earlier install.sh adopted, in our comment', line: 1,
+      config: `# vtorque-prologue chains: $job_starter /usr/local/sbin/wrap\n# vtorque-prologue: job starter, written by install.sh; runs VM jobs in their VM\n$job_starter ${ours}\n`,
+      files: { 'usr/local/sbin/wrap': `#!/bin/bash\nexec -a "$2" ${ours} "$@"\n` }, why: /wrap mentions vtorque-starter \(line 2: / },
+    { name: 'a copy of our starter', config: '$job_starter /usr/local/bin/starter-copy\n', line: 1,
+      files: { 'usr/local/bin/starter-copy': readFileSync(join(REPO, 'bin/vtorque-starter'), 'utf8') }, why: /starter-copy mentions vtorque-starter/ },
+    { name: 'a link to ours', config: '$job_starter /usr/local/bin/vs\n', line: 1, files: {},
+      links: { 'usr/local/bin/vs': ours }, why: /: it is \/opt\/vtorque-prologue\/bin\/vtorque-starter\. / },
+  ];
+  for (const c of cases) {
+    const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+    const cfg = momConfigIn(root);
+    mkdirSync(join(cfg, '..'), { recursive: true });
+    writeFileSync(cfg, c.config);
+    for (const [f, text] of Object.entries(c.files)) {
+      mkdirSync(join(root, f, '..'), { recursive: true });
+      writeFileSync(join(root, f), text, { mode: 0o755 });
+    }
+    for (const [f, to] of Object.entries(c.links ?? {})) {
+      mkdirSync(join(root, f, '..'), { recursive: true });
+      symlinkSync(to, join(root, f));
+    }
+    const site = /\$job_starter (\S+)/.exec(c.config)![1]!;
+    const r = install('--root', root);
+    t.equal(r.status, 2, c.name);
+    t.match(r.stderr, new RegExp(`^install\\.sh: the site's \\$job_starter ${site} \\(line ${c.line} of \\S+mom_priv/config\\) leads back to vtorque's own starter: .*Chained, it would exec ours again for every non-VM job, in a loop .*nothing was written\\. Fix: make line ${c.line} name the site's real starter .*or delete that line`, 'm'), c.name);
+    t.match(r.stderr, c.why, c.name);
+    t.equal(readFileSync(cfg, 'utf8'), c.config, `${c.name}: the config is unchanged`);
+    t.notOk(existsSync(join(root, 'opt')), `${c.name}: nothing was installed`);
+    rmSync(root, { recursive: true, force: true });
+  }
+  // A genuine site starter, there in the root, is chained as before.
+  const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+  const cfg = momConfigIn(root);
+  mkdirSync(join(cfg, '..'), { recursive: true });
+  mkdirSync(join(root, 'usr/local/sbin'), { recursive: true });
+  writeFileSync(join(root, 'usr/local/sbin/site-starter'), '#!/bin/bash\nulimit -c 0\nexec -a "$2" "$1" "${@:3}"\n', { mode: 0o755 });
+  writeFileSync(cfg, '$job_starter /usr/local/sbin/site-starter\n');
+  const ok = install('--root', root);
+  t.equal(ok.status, 0, ok.stderr);
+  t.match(ok.stdout, /the site's \/usr\/local\/sbin\/site-starter now starts non-VM jobs through it/);
+  t.match(readFileSync(join(root, 'opt/vtorque-prologue/bin/vtorque-starter'), 'utf8'), /^SITE_STARTER=\/usr\/local\/sbin\/site-starter$/m);
+  t.equal(install('--root', root).status, 0, 'and a second run is not taken for a loop');
   rmSync(root, { recursive: true, force: true });
 });
 
