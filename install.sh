@@ -707,12 +707,29 @@ reload_mom() {
   fi
 }
 
+# pbs_mom's $source_login_batch / $source_login_interactive as the starter must
+# apply them: pbs_mom overwrites the shell's argv[0] ("-bash" for a login shell)
+# with the starter's path, so the starter names the shell itself. The last line
+# wins, and values read as pbs_mom's setbool() does (parse_config.c): t/y/1 or
+# on, f/n/0 or off; anything else leaves Torque's default, true.
+mom_login_setting() {
+  local v=true
+  [ -f "$MOM_CONFIG" ] || { echo "$v"; return 0; }
+  v=$(awk -v key="\$$1" '
+    $1 == key { x = $2; c = substr(x, 1, 1)
+      if (c ~ /[tTyY1]/ || tolower(x) == "on") v = "true"; else if (c ~ /[fFnN0]/ || tolower(x) == "off") v = "false" }
+    END { print (v == "" ? "true" : v) }' "$MOM_CONFIG")
+  echo "$v"
+}
+
 install_job_starter() {
   local site new tmp chained
   # check_job_starter has refused what this must not write.
   site=$(site_job_starter)
   put 0755 "$P/bin/vtorque-starter" < <(sed -e "s|^JOB_DIR=.*|JOB_DIR=$JOB_DIR|" -e "s|^NODE=.*|NODE=$NODE|" \
-    -e "s|^BUNDLE=.*|BUNDLE=$PREFIX/dist/vtorque-starter.cjs|" -e "s|^SITE_STARTER=.*|SITE_STARTER=$site|" "$SRC/bin/vtorque-starter")
+    -e "s|^BUNDLE=.*|BUNDLE=$PREFIX/dist/vtorque-starter.cjs|" -e "s|^SITE_STARTER=.*|SITE_STARTER=$site|" \
+    -e "s|^LOGIN_BATCH=.*|LOGIN_BATCH=$(mom_login_setting source_login_batch)|" \
+    -e "s|^LOGIN_INTERACTIVE=.*|LOGIN_INTERACTIVE=$(mom_login_setting source_login_interactive)|" "$SRC/bin/vtorque-starter")
   tmp=$(mktemp)
   job_starter_config > "$tmp"
   if [ -f "$MOM_CONFIG" ] && cmp -s "$tmp" "$MOM_CONFIG"; then rm -f "$tmp"; return 0; fi

@@ -331,10 +331,10 @@ t.test('$job_starter_run_privileged is refused: the starter would run as root wi
   rmSync(root, { recursive: true, force: true });
 });
 
-t.test("the installed starter runs a non-VM job through the site's starter, with the shell's argv intact", async (t) => {
+t.test("the installed starter runs a non-VM job through the site's starter, which gets what pbs_mom gave ours", async (t) => {
   const node = bareNode();
   const siteStarter = join(node.root, 'site-starter');
-  writeFileSync(siteStarter, '#!/bin/bash\necho "site starter: $#" >&2\nexec -a "$2" "$1" "${@:3}"\n', { mode: 0o755 });
+  writeFileSync(siteStarter, '#!/bin/bash\necho "site starter: $# $*" >&2\nexec "$@"\n', { mode: 0o755 });
   writeFileSync(join(node.momPriv, 'config'), `$job_starter ${siteStarter}\n`);
   const r = installInto(node, '--no-doctor');
   t.equal(r.status, 0, r.stderr);
@@ -344,9 +344,28 @@ t.test("the installed starter runs a non-VM job through the site's starter, with
   node.submit(job);
   const out = await node.startJob(job, { stdin: 'script' });
   t.equal(out.code, 4);
-  t.equal(out.ou, '0=-bash login=y\n');
-  t.equal(out.er, 'site starter: 2\n');
+  t.equal(out.er, 'site starter: 1 /bin/bash\n', 'the recorded argv: [SHELL]');
+  t.equal(out.ou, '0=/bin/bash login=\n', 'as under pbs_mom with the site\'s starter alone');
   rmSync(node.root, { recursive: true, force: true });
+});
+
+t.test("$source_login_batch and $source_login_interactive reach the starter, read as pbs_mom reads them; Torque's default is a login shell", async (t) => {
+  for (const [lines, batch, interactive] of [
+    ['', 'true', 'true'],
+    ['$source_login_batch false\n', 'false', 'true'],
+    ['$source_login_batch False\n$source_login_interactive off\n', 'false', 'false'],
+    ['$source_login_batch 0\n$source_login_batch yes\n$source_login_interactive maybe\n', 'true', 'true'],
+  ] as const) {
+    const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
+    mkdirSync(join(root, 'var/spool/torque/mom_priv'), { recursive: true });
+    writeFileSync(join(root, 'var/spool/torque/mom_priv/config'), `$pbsserver head\n${lines}`);
+    const r = install('--root', root);
+    t.equal(r.status, 0, r.stderr);
+    const starter = readFileSync(join(root, 'opt/vtorque-prologue/bin/vtorque-starter'), 'utf8');
+    t.match(starter, new RegExp(`^LOGIN_BATCH=${batch}$`, 'm'), `${JSON.stringify(lines)}: batch`);
+    t.match(starter, new RegExp(`^LOGIN_INTERACTIVE=${interactive}$`, 'm'), `${JSON.stringify(lines)}: interactive`);
+    rmSync(root, { recursive: true, force: true });
+  }
 });
 
 t.test('users run vtorque-prologue by name, with the node install.sh vetted, whatever node their PATH has', async (t) => {
