@@ -329,15 +329,17 @@ Examples:
 Exit codes: 0 healthy (warnings allowed); 1 problems found (or --clear could
 not reach pbsnodes or scontrol); 2 doctor could not run (bad options).`;
 
-HELP.starter = `vtorque-starter SHELL NAME [ARG...]   (pbs_mom's $job_starter; not run by hand)
+HELP.starter = `vtorque-starter SHELL [ARG...]   (pbs_mom's $job_starter; not run by hand)
 
 Runs a #VM job's batch script in VM 0 of Mother Superior as you, so its output
 goes to the job's .OU/.ER and its exit status is the job's. pbs_mom starts every
-job through it, as the job owner, with the argv it would give the shell (SHELL
-the shell's path, NAME its argv[0], "-bash" for a login shell) and the script on
-stdin. A job whose prologue booted no VM (no <job_dir>/JOBID/vm-0.agent socket)
-gets its shell exactly as without a starter, or the site's own $job_starter if
-install.sh found one. qdel's SIGTERM is passed to the script in the VM.
+job's shell through it, as the job owner, with the shell's path (SHELL) and the
+script, or a line naming it, on stdin; and every TM task (pbsdsh, tm_spawn) as
+PROGRAM [ARG...], which runs on the host as given. A job whose prologue booted
+no VM (no <job_dir>/JOBID/vm-0.agent socket) gets its shell exactly as without
+a starter (a login shell unless pbs_mom's $source_login_batch says false), or
+the site's own $job_starter if install.sh found one. qdel's SIGTERM is passed
+to the script in the VM.
 
 Interactive jobs (qsub -I) get their shell on the host, not in the VM: the
 agent in the VM runs batch scripts only. One line on stderr says so; from that
@@ -346,13 +348,13 @@ shell, reach the VMs as you would any host.
 qsub -F arguments reach the script in the VM as "$@".
 
 Example (what pbs_mom does for job 42.head of a user whose shell is bash):
-  vtorque-starter /bin/bash -bash < <mom_priv>/jobs/42.head.SC
+  echo <mom_priv>/jobs/42.head.SC | vtorque-starter /bin/bash
 
 Exit codes: the script's exit status (128+N when signal N ended it); 143 (130
 for SIGINT) when the script did not report its exit within 10 s of qdel; 69 VM
 0's agent could not be reached, or the connection was lost before the script's
 exit status came; 70 the agent refused the script or broke the protocol; 66 the
-script could not be read (over 16 MiB); 1 started without SHELL and NAME.`;
+script could not be read (over 16 MiB).`;
 
 export function helpFor(cmd: string | undefined): string | undefined {
   return HELP[cmd ?? 'main'];
