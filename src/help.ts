@@ -29,7 +29,7 @@ Commands:
   epilogue            run by pbs_mom as mom_priv/epilogue: removes the job's VM files
   epilogue-parallel   the same on sister nodes
   check               try a job script before submitting it: check --job SCRIPT
-  doctor              check this node (config, tools, libguestfs, KVM, dirs, mom_priv or slurm, launch, Torque)
+  doctor              check this node (config, tools, KVM, libguestfs, timeouts, dirs, mom_priv or slurm, launch, Torque)
   submit-filter       Torque's SUBMITFILTER: refuses bad #VM requests at qsub time
   slurm-prolog        run by slurmd as slurm.conf's Prolog (Slurm)
   slurm-epilog        run by slurmd as slurm.conf's Epilog: removes the job's VM files
@@ -283,10 +283,16 @@ Checks, in order:
              writable by group or others, nor is any directory above it
   tools      every [tools] program exists, is root's (and every directory
              above it), and its --version
+  kvm        the KVM probe, afresh: this node's kernel booted under KVM, as
+             the launch account, for the VMs' qemu options and libguestfs's;
+             ok only when it reached its panic line (in 20 s at most), else
+             a warning (TCG), a failure where the config demands KVM
   guestfs    libguestfs launches its appliance, with KVM or TCG, and how long
-             it took (TCG: ~30 s; [guestfs] accel = auto probes KVM once)
-  kvm        qemu starts a KVM machine with -cpu host, or only with
-             -cpu host,-arch-capabilities (a nested-host quirk: a warning)
+             it took (TCG: ~15-90 s)
+  timeouts   $prologalarm (mom_priv/config, 300 s by default) leaves
+             [timeouts] total 20 s; [launch] boot and total hold a boot with
+             the accelerator found (TCG up to 300 s) after a new image's
+             libguestfs work (warnings, with the lines to set)
   dirs       pool, cache, job, ramdisk and log directories: root-owned, not
              writable by others, nor is any directory above them; one that
              is missing under a world-writable directory (/dev/shm, /tmp)
@@ -319,7 +325,7 @@ Options:
                   an operator's offline or note is never touched. On a Slurm
                   node: resume it, only if its drain reason is ours
   --skip CHECKS   leave out some checks, e.g. --skip guestfs,kvm (quicker;
-                  config always runs)
+                  config always runs; timeouts then assumes what it must)
 
 Examples:
   vtorque-prologue doctor

@@ -3,7 +3,7 @@
 // qemu-img, guestfish and qemu-system; only Torque's tools are stand-ins.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, Mom, NOBODY, REPO, type MomOptions } from './harness/mom.js';
 
@@ -34,7 +34,8 @@ t.test('a healthy staged node passes every check, libguestfs launch timed, in on
   t.match(r.out, /^ok {4}tools {5}\[tools\] qemu_img \/usr\/bin\/qemu-img: qemu-img version \d/m);
   t.match(r.out, /^ok {4}tools {5}\[tools\] pbsnodes .*: version: 6\.1\.2/m, "a tool's --version on stderr counts");
   t.match(r.out, /^ok {4}guestfs {3}libguestfs launched with TCG in \d+\.\d s \(\[guestfs\] accel\)/m);
-  t.match(r.out, /^(ok|WARN) {2,3}kvm {7}/m, 'KVM is probed');
+  t.match(r.out, /^ok {4}kvm {7}KVM not probed: \[launch\] accel and \[guestfs\] accel are both tcg$/m, 'no probe where nothing would use KVM');
+  t.match(r.out, /^ok {4}timeouts  \[timeouts\] total 240 s fits \$prologalarm 300 s \(/m);
   t.equal(linesOf(r.out, 'mom_priv').filter((l) => l.startsWith('ok ') && l.includes(' runs vtorque-prologue ')).length, 4, 'four hooks, all ours');
   t.match(r.out, /^ok {4}mom_priv {2}\/\S+\/node and the program in \S+\/opt are root's, as is every directory above them$/m);
   t.ok(r.lines.some((l) => l.startsWith(`ok    torque    ${mom.root}/bin/qstat -B reaches pbs_server (`)), 'the torque line names the qstat it ran');
@@ -48,7 +49,7 @@ t.test('--json gives every check with status, message and fix', async (t) => {
   const r = doctor(mom, '--json', ...FAST);
   const j = JSON.parse(r.out);
   t.equal(j.config, mom.configFile);
-  t.same([...new Set(j.checks.map((c: { check: string }) => c.check))], ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'launch', 'torque']);
+  t.same([...new Set(j.checks.map((c: { check: string }) => c.check))], ['config', 'tools', 'kvm', 'guestfs', 'timeouts', 'dirs', 'space', 'mom_priv', 'launch', 'torque']);
   t.equal(j.checks.find((c: { check: string }) => c.check === 'guestfs').status, 'skip');
   t.equal(j.healthy, r.code === 0);
 });
@@ -195,7 +196,7 @@ t.test('bad options exit 2 with a pointer to help; --help teaches', async (t) =>
   const mom = stagedNode();
   const bad = doctor(mom, '--skip', 'config');
   t.equal(bad.code, 2);
-  t.match(bad.err, /"config" is not a check that can be skipped; checks: tools, guestfs, kvm, dirs, space, mom_priv, launch, torque/);
+  t.match(bad.err, /"config" is not a check that can be skipped; checks: tools, kvm, guestfs, timeouts, dirs, space, mom_priv, launch, torque/);
   t.equal(doctor(mom, '--frobnicate').code, 2);
   const h = doctor(mom, '--help');
   t.equal(h.code, 0);
@@ -226,4 +227,43 @@ t.test('launch: the $job_starter install.sh wrote, its trust, a privileged start
   writeFileSync(cfg, `$job_starter ${starter}\n`);
   writeFileSync(mom.configFile, readFileSync(mom.configFile, 'utf8') + '[launch]\nuser = vtorque-nosuch\n');
   t.match(launch(doctor(mom, ...FAST)), /^FAIL  launch {4}the launch account vtorque-nosuch \(\[launch\] user\) does not exist; qemu cannot be started\. Fix: run install\.sh, or: useradd --system/m);
+});
+
+t.test("kvm: the line says what the probe's kernel boot did; on this machine's nested /dev/kvm it never says KVM works", async (t) => {
+  // The quirk doctor used to advise here: qemu then starts a KVM guest, which hangs (test/kvm-probe.test.ts checks that against a boot of its own).
+  const mom = stagedNode({ ini: '[launch]\nstart = true\naccel = auto\nextra_args = -cpu host,-arch-capabilities\n[guestfs]\naccel = auto\n' });
+  const r = doctor(mom, '--skip', 'guestfs', '--json');
+  const j = JSON.parse(r.out) as { checks: { check: string; status: string; message: string; fix?: string; data?: Record<string, unknown> }[] };
+  const kvm = j.checks.filter((c) => c.check === 'kvm');
+  t.comment(kvm.map((c) => `${c.status} ${c.message}`).join('\n'));
+  t.equal(kvm.length, 2, "one line for the VMs' qemu options, one for libguestfs's");
+  t.match(kvm[0], { status: 'warn', message: /^VMs: KVM did not boot \/boot\/vmlinuz-\S+ to its panic line within 20 s \(-machine q35,accel=kvm -cpu host -cpu host,-arch-capabilities; empty console\): a nested or broken KVM: jobs' VMs run under TCG$/, data: { kvm: false, outcome: 'hangs' } });
+  t.match(kvm[1], { status: 'warn', message: /^libguestfs: .*: libguestfs run under TCG$/, data: { kvm: false } });
+  t.notOk(j.checks.some((c) => /KVM works|KVM booted/.test(c.message)), 'no line says KVM works');
+  t.match(j.checks.find((c) => c.check === 'timeouts' && c.status === 'warn')?.message, /^VMs boot with TCG here \(as the kvm check found\)/, 'the timeouts check budgets for TCG');
+  t.ok(readdirSync(mom.cacheDir).some((n) => /^kvm-probe-[0-9a-f]+\.json$/.test(n)), 'the answer is kept for the prologue');
+});
+
+t.test('timeouts: a $prologalarm in mom_priv/config below [timeouts] total + 20 s fails, with the line to change', async (t) => {
+  const mom = stagedNode();
+  const cfg = join(mom.momPriv, 'config');
+  const before = readFileSync(cfg, 'utf8');
+  const n = before.split('\n').length - 1;
+  writeFileSync(cfg, before + '#$prologalarm 900\n$prologalarm 250 # set long ago\n');
+  const r = doctor(mom, ...FAST);
+  t.equal(r.code, 1);
+  t.ok(r.lines.includes(`FAIL  timeouts  $prologalarm is 250 s (${cfg} line ${n + 2}: $prologalarm 250 # set long ago), and [timeouts] total is 240 s: pbs_mom kills the prologue at 240 s ($prologalarm - 10 s), before its own deadline (total, then up to 5 s to report) can requeue the job and say why. Fix: set in ${cfg}: $prologalarm 260 (then kill -HUP the pbs_mom), or in ${mom.configFile}: [timeouts] total = 230`), r.out);
+  writeFileSync(cfg, readFileSync(cfg, 'utf8') + '$PROLOGALARM 300\n');
+  const ok = doctor(mom, ...FAST);
+  t.match(ok.out, new RegExp(`^ok {4}timeouts  \\[timeouts\\] total 240 s fits \\$prologalarm 300 s \\(${cfg.replace(/[.]/g, '\\.')} line ${n + 3}: \\$PROLOGALARM 300; it needs total \\+ 20 s\\)$`, 'm'), 'the last line counts, in any case');
+});
+
+t.test('timeouts: VMs that boot under TCG need more than the shipped [launch] boot and [timeouts] total; the fix says what to set', async (t) => {
+  const mom = stagedNode({ ini: '[launch]\nstart = true\naccel = tcg\n' });
+  const r = doctor(mom, ...FAST);
+  const warn = linesOf(r.out, 'timeouts').filter((l) => l.startsWith('WARN'));
+  t.equal(warn.length, 2, r.out);
+  t.match(warn[0], /^WARN  timeouts  VMs boot with TCG here \(\[launch\] accel = tcg\) and get 180 s to answer \(\[launch\] boot\); a TCG boot of a Debian guest through cloud-init takes 70-300 s: slower boots fail their job \(exit 1, vm-boot\)\. Fix: set in \S+prologue\.ini: \[launch\] boot = 300, \[timeouts\] total = 530; and in \S+mom_priv\/config: \$prologalarm 550, then kill -HUP the pbs_mom$/);
+  t.match(warn[1], /^WARN  timeouts  a job on an image new to this node spends about 216 s in libguestfs .*an estimate: the guestfs check did not run/);
+  t.equal(r.code, 0, 'warnings: the node still works, slow boots fail their jobs');
 });

@@ -1,5 +1,5 @@
-// Format headers, datasource precedence, authorisation and accel detection,
-// without launching libguestfs.
+// Format headers, datasource precedence and authorisation, without launching
+// libguestfs (accel detection: test/kvm-probe.test.ts).
 import t from 'tap';
 import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync, chownSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,6 @@ import { effectiveDatasources } from '../src/image/datasources.js';
 import { compliantFacts } from './harness/guest-facts.js';
 import { authoriseImage } from '../src/image/authorise.js';
 import { readVerdict } from '../src/image/verdicts.js';
-import { resolveAccel } from '../src/image/accel.js';
 import { parseConfig } from '../src/config/load.js';
 import { JobFault } from '../src/core/errors.js';
 import { NOBODY } from './harness/mom.js';
@@ -140,32 +139,4 @@ t.test('a corrupt verdict file means verify again, never a crash', async (t) => 
     writeFileSync(f, junk);
     t.equal(readVerdict(cfg, digest), undefined, JSON.stringify(junk));
   }
-});
-
-t.test('accel: KVM only when a probe launch really works; the answer is remembered', async (t) => {
-  const { root } = pool();
-  const fake = join(root, 'guestfish');
-  const count = join(root, 'count');
-  for (const [exit, want] of [[0, 'kvm'], [1, 'tcg']] as const) {
-    writeFileSync(fake, `#!/bin/sh\necho x >> ${count}\nexit ${exit}\n`, { mode: 0o755 });
-    const cfg = parseConfig(`[paths]\ncache_dir = ${root}/cache-${exit}\n[tools]\nguestfish = ${fake}\n`, 'x').config;
-    const first = await resolveAccel(cfg);
-    let usable = true;
-    try {
-      (await import('node:fs')).accessSync('/dev/kvm', 6);
-    } catch {
-      usable = false;
-    }
-    if (!usable) {
-      t.equal(first.accel, 'tcg', 'no usable /dev/kvm: TCG without probing');
-      continue;
-    }
-    t.equal(first.accel, want);
-    t.match(first.how, /probed now/);
-    const again = await resolveAccel(cfg);
-    t.equal(again.accel, want);
-    t.match(again.how, /probed earlier/);
-  }
-  const forced = parseConfig('[guestfs]\naccel = tcg\n', 'x').config;
-  t.same(await resolveAccel(forced), { accel: 'tcg', how: '[guestfs] accel' });
 });

@@ -8,7 +8,8 @@
 //   tmp/                      ingests in progress; swept when their process is gone
 //   quarantine/               bases `cache verify` found corrupt, kept for the admin to look at
 //   ended/<jobid>.json        the epilogue's marker: the job ended while its prologue ran (src/pipeline/ended.ts)
-//   accel.json, launch-accel.json   the KVM probes' answers for libguestfs and for qemu, per kernel
+//   kvm-probe-<hash>.json     the KVM probe's answer for the VMs' and libguestfs's qemu options, per kernel and qemu
+//   kvm-probe-vmlinuz         the node's kernel for that probe, when /boot keeps it root's alone
 // Per job, under [paths] job_dir/<jobid>/ (and ramdisk_dir/<jobid>/ for fs_type=ramdisk).
 import { chmodSync, lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
@@ -44,8 +45,10 @@ export const endedMarkerPath = (l: CacheLayout, jobId: string) => `${l.ended}/${
 /** A verdict file; its name (digest, checker version, policy) is the verdict store's to choose. */
 export const verdictPath = (l: CacheLayout, name: string) => `${l.verdicts}/${name}.json`;
 export const statMemoPath = (l: CacheLayout, key: string) => `${l.statmemo}/${key}.json`;
-export const accelMemoPath = (l: CacheLayout) => `${l.root}/accel.json`;
-export const launchAccelMemoPath = (l: CacheLayout) => `${l.root}/launch-accel.json`;
+/** The KVM probe's answer for one set of qemu options (src/launch/kvm.ts), keyed by a hash of them. */
+export const kvmProbeMemoPath = (l: CacheLayout, key: string) => `${l.root}/kvm-probe-${key}.json`;
+/** The node's kernel, copied for the probe where /boot keeps it root's alone. */
+export const kvmProbeKernelPath = (l: CacheLayout) => `${l.root}/kvm-probe-vmlinuz`;
 
 export const DIGEST = /^[0-9a-f]{64}$/;
 /** images/<digest>.<fmt>: the only names that count as cached bases. */

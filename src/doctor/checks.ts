@@ -9,6 +9,7 @@ import { formatBytes } from '../config/values.js';
 import { isVtorqueError } from '../core/errors.js';
 import { runTool, ToolError } from '../tools/run.js';
 import { squattable, untrustedEntry, untrustedPath, untrustedResolved } from '../tools/trust.js';
+import type { Accel, KvmVerdict, ProbeShape } from '../launch/kvm.js';
 
 export type Status = 'ok' | 'warn' | 'FAIL' | 'skip';
 
@@ -31,12 +32,20 @@ export interface DoctorContext {
   env?: NodeJS.ProcessEnv;
   /** What the slurm check learnt for the launch check: the job runner job_submit.lua names. */
   slurmRunner?: string;
+  /** The accelerators the kvm check found the VMs and libguestfs would get, for the timeouts check. */
+  accel?: { vms: Accel; guestfs: Accel };
+  /** How long the guestfs check's appliance launch took, and with which accelerator. */
+  guestfsLaunch?: { ms: number; accel: Accel };
 }
 
-export const CHECK_IDS = ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'launch', 'torque', 'slurm'] as const;
+export const CHECK_IDS = ['config', 'tools', 'kvm', 'guestfs', 'timeouts', 'dirs', 'space', 'mom_priv', 'launch', 'torque', 'slurm'] as const;
 export type CheckId = (typeof CHECK_IDS)[number];
-/** The order checks run and print in: slurm before launch, which checks the job runner the slurm check found. */
-export const RUN_ORDER: readonly CheckId[] = ['config', 'tools', 'guestfs', 'kvm', 'dirs', 'space', 'mom_priv', 'slurm', 'launch', 'torque'];
+/**
+ * The order checks run and print in: kvm probes before guestfs, which then
+ * uses its answer, and both before timeouts, which budgets with what they
+ * found; slurm before launch, which checks the job runner the slurm check found.
+ */
+export const RUN_ORDER: readonly CheckId[] = ['config', 'tools', 'kvm', 'guestfs', 'timeouts', 'dirs', 'space', 'mom_priv', 'slurm', 'launch', 'torque'];
 
 /** The checks of one batch system only; the other's are not run, nor listed ([batch] system). */
 export const BATCH_CHECKS: Record<Config['batch']['system'], readonly CheckId[]> = { torque: ['mom_priv', 'torque'], slurm: ['slurm'] };
@@ -126,8 +135,8 @@ export async function checkTools(ctx: DoctorContext): Promise<CheckResult[]> {
 }
 
 // Fails when the libguestfs appliance cannot start within [timeouts] tool,
-// with the accelerator the prologue would use ([guestfs] accel; auto probes
-// KVM once, up to 90 s, and remembers the answer in <cache_dir>/accel.json).
+// with the accelerator the prologue would use ([guestfs] accel; auto takes
+// the kvm check's probe, or probes now when that check was skipped).
 export async function checkGuestfs(ctx: DoctorContext): Promise<CheckResult[]> {
   const config = ctx.config!;
   const { guestfsEnv, resolveAccel } = await import('../image/accel.js');
@@ -146,55 +155,87 @@ export async function checkGuestfs(ctx: DoctorContext): Promise<CheckResult[]> {
       { ms: Math.round(performance.now() - t1) })];
   }
   const ms = performance.now() - t1;
-  const slow = accel === 'tcg' ? '; each new image costs one such launch' : '';
-  return [r('guestfs', 'ok', `libguestfs launched with ${accel.toUpperCase()} in ${secs(ms)} (${how}${probeMs > 1000 ? `, KVM probe ${secs(probeMs)}` : ''})${slow}`, undefined,
+  ctx.guestfsLaunch = { ms, accel };
+  const shortHow = how === '[guestfs] accel' ? how : `[guestfs] accel = auto: ${accel === 'kvm' ? 'KVM booted a kernel' : 'KVM not shown to work'}${probeMs > 1000 ? `, probed in ${secs(probeMs)}` : ', see the kvm line'}`;
+  return [r('guestfs', 'ok', `libguestfs launched with ${accel.toUpperCase()} in ${secs(ms)} (${shortHow}); a new image costs about two such launches (its check, its boot files)`, undefined,
     { ms: Math.round(ms), data: { accel, how, launchMs: Math.round(ms), probeMs: Math.round(probeMs) } })];
 }
 
-/** Starts qemu paused with KVM and this -cpu, and quits it: init (where a bad MSR aborts) is all it does. */
-async function qemuStarts(config: Config, cpu: string, signal?: AbortSignal): Promise<{ ok: true } | { ok: false; why: string }> {
-  try {
-    await runTool(config.tools.qemu_system, ['-machine', 'accel=kvm', '-cpu', cpu, '-m', '64', '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'none', '-S', '-monitor', 'stdio'], {
-      // The monitor reads "quit" only once init is done, so exit 0 means init passed.
-      input: 'quit\n', timeout: 20_000, toolKey: 'qemu_system', signal, maxBuffer: 1024 * 1024,
-    });
-    return { ok: true };
-  } catch (e) {
-    const t = e as ToolError;
-    // The first error line says it ("failed to set MSR 0x10a to 0x69"); the assertion after it adds nothing.
-    const err = (t.stderrHead ?? '').split(' | ').map((l) => l.replace(/^\(qemu\)\s*/, '').replace(/^\S*qemu-system-\S+: (error: )?/, '')).find((l) => l !== '' && !/^QEMU .* monitor/.test(l));
-    return { ok: false, why: err ?? t.message };
+/** One probe's line: ok when KVM booted the kernel, else why not; FAIL only when the config demands KVM from whom the probe speaks for. */
+function kvmLine(config: Config, v: KvmVerdict, shape: ProbeShape, who: 'launch' | 'guestfs', hint?: string): CheckResult {
+  const setting = who === 'launch' ? config.launch.accel : config.guestfs.accel;
+  const key = who === 'launch' ? '[launch] accel' : '[guestfs] accel';
+  const data = { kvm: v.accel === 'kvm', outcome: v.outcome, for: shape.label, args: shape.args, ms: v.ms === undefined ? null : Math.round(v.ms), kernel: v.kernel ?? null };
+  const whom = who === 'launch' ? "jobs' VMs" : 'libguestfs';
+  if (v.accel === 'kvm') {
+    const uses = setting === 'tcg' ? `, but ${key} = tcg keeps ${whom} on TCG` : `: ${whom} use KVM`;
+    return r('kvm', 'ok', `${shape.label}: ${v.how}${uses}`, undefined, { ...(v.ms !== undefined ? { ms: Math.round(v.ms) } : {}), data });
   }
+  const fix = hint ?? (v.outcome === 'hangs'
+    ? 'this /dev/kvm hangs guests (a nested one, usually): fix nested virtualisation on the host, or leave it: TCG works, and the timeouts line says what it needs'
+    : v.outcome === 'unprobed' ? 'fix what the line says; doctor probes again at each run'
+      : `boot the kernel by hand as ${config.launch.user} to see why: ${config.tools.qemu_system} ${shape.args.join(' ')} -m 256 -nodefaults -display none -no-reboot -serial stdio -kernel ${v.kernel ?? '/boot/vmlinuz-$(uname -r)'} -append "console=ttyS0 panic=-1 root=/dev/nonexistent"`);
+  if (setting === 'kvm') {
+    return r('kvm', 'FAIL', `${shape.label}: ${v.how}; yet ${key} = kvm runs ${whom} on it`, `set ${key} = auto (TCG where KVM does not work); ${fix}`, { data });
+  }
+  if (who === 'launch' && setting === 'auto' && !config.launch.allow_tcg && config.launch.start) {
+    return r('kvm', 'FAIL', `${shape.label}: ${v.how}; with [launch] allow_tcg = false every VM job would be requeued (exit 2) and the node taken offline`, `set [launch] allow_tcg = true; ${fix}`, { data });
+  }
+  return r('kvm', 'warn', `${shape.label}: ${v.how}: ${whom} run under TCG${setting === 'tcg' ? ` (${key} = tcg)` : ''}`, fix, { data });
 }
 
-// Fails when /dev/kvm exists but qemu cannot start a KVM machine with either
-// `-cpu host` or `-cpu host,-arch-capabilities`. Warns when there is no
-// /dev/kvm (everything runs, slowly, under TCG) or when only the second works:
-// nested hosts that refuse the IA32_ARCH_CAPABILITIES MSR make plain
-// `-cpu host` abort, so whatever starts the VMs must pass the quirk.
+// qemu's abort on nested hosts that refuse the IA32_ARCH_CAPABILITIES MSR ("failed to set MSR 0x10a to 0x69").
+const MSR_QUIRK = /MSR 0x10a\b/;
+const QUIRK_CPU = 'host,-arch-capabilities';
+
+// Warns when KVM was not shown to boot a kernel on this node: there is no
+// usable /dev/kvm, qemu fails on it, or the kernel does not reach its panic
+// line within the probe's time box (a nested /dev/kvm hangs guests); the VMs
+// and libguestfs then run under TCG. Fails when the config demands KVM anyway
+// ([launch] or [guestfs] accel = kvm, or [launch] allow_tcg = false). Probes
+// afresh at each run (src/launch/kvm.ts), the VMs' qemu options and
+// libguestfs's side by side, and renews the answers the prologue keeps. When
+// -cpu host aborts on the IA32_ARCH_CAPABILITIES MSR (a nested-host quirk),
+// it also boots the kernel with -cpu host,-arch-capabilities, and says
+// whether [launch] extra_args with it would give the VMs KVM.
 export async function checkKvm(ctx: DoctorContext): Promise<CheckResult[]> {
   const config = ctx.config!;
+  const { GUESTFS_SHAPE, launchShape, probeKvm } = await import('../launch/kvm.js');
+  const { resolveLaunchAccount } = await import('../launch/qemu.js');
+  const decide = (setting: Config['launch']['accel'], v: KvmVerdict | undefined): Accel => (setting === 'auto' ? v?.accel ?? 'tcg' : setting);
+  const demanded = config.launch.accel === 'kvm' || config.guestfs.accel === 'kvm' || (config.launch.accel === 'auto' && !config.launch.allow_tcg && config.launch.start);
   try {
     accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    return [r('kvm', 'warn', `/dev/kvm is ${code === 'ENOENT' ? 'missing' : `not usable (${code})`}: libguestfs and VMs run under TCG, about 10 times slower`,
+    ctx.accel = { vms: decide(config.launch.accel, undefined), guestfs: decide(config.guestfs.accel, undefined) };
+    return [r('kvm', demanded ? 'FAIL' : 'warn', `/dev/kvm is ${code === 'ENOENT' ? 'missing' : `not usable (${code})`}: libguestfs and VMs run under TCG, about 10 times slower${demanded ? ', which the config does not allow ([launch] or [guestfs] accel = kvm, or [launch] allow_tcg = false)' : ''}`,
       'enable VT-x/AMD-V in the firmware and load kvm_intel or kvm_amd; for a nested node, enable nested virtualisation on its host', { data: { kvm: false } })];
   }
-  const t0 = performance.now();
-  const plain = await qemuStarts(config, 'host', ctx.signal);
-  if (plain.ok) {
-    return [r('kvm', 'ok', `KVM works with -cpu host (${secs(performance.now() - t0)})`, undefined, { data: { kvm: true, cpu: 'host' } })];
+  if (config.launch.accel === 'tcg' && config.guestfs.accel === 'tcg') {
+    ctx.accel = { vms: 'tcg', guestfs: 'tcg' };
+    return [r('kvm', 'ok', 'KVM not probed: [launch] accel and [guestfs] accel are both tcg', undefined, { data: { kvm: null } })];
   }
-  const quirk = await qemuStarts(config, 'host,-arch-capabilities', ctx.signal);
-  if (quirk.ok) {
-    return [r('kvm', 'warn', `KVM works only with -cpu host,-arch-capabilities; plain -cpu host aborts (${plain.why})`,
-      'start VMs with -cpu host,-arch-capabilities: this (nested) host refuses the IA32_ARCH_CAPABILITIES MSR; a newer host kernel or hypervisor usually fixes it',
-      { data: { kvm: true, cpu: 'host,-arch-capabilities', plainCpuHost: plain.why } })];
+  let accountP: ReturnType<typeof resolveLaunchAccount> | undefined;
+  const account = () => (accountP ??= resolveLaunchAccount(config, ctx.signal));
+  const vmsShape = launchShape(config);
+  const [vms, fish] = await Promise.all([
+    probeKvm(config, { shape: vmsShape, account, signal: ctx.signal, fresh: true }),
+    config.guestfs.accel === 'tcg' ? undefined : probeKvm(config, { shape: GUESTFS_SHAPE, account, signal: ctx.signal, fresh: true }),
+  ]);
+  ctx.accel = { vms: decide(config.launch.accel, vms), guestfs: decide(config.guestfs.accel, fish) };
+  let hint: string | undefined;
+  // The shape's own -cpu is its 4th argument; another one after it is the admin's (extra_args).
+  if (vms.outcome === 'fails' && MSR_QUIRK.test(vms.detail ?? '') && !vmsShape.args.slice(4).includes('-cpu')) {
+    const quirk = { label: `VMs with -cpu ${QUIRK_CPU}`, args: [...vmsShape.args, '-cpu', QUIRK_CPU] };
+    const q = await probeKvm(config, { shape: quirk, account, signal: ctx.signal, fresh: true });
+    hint = q.accel === 'kvm'
+      ? `set [launch] extra_args = -cpu ${QUIRK_CPU}: this (nested) host refuses the IA32_ARCH_CAPABILITIES MSR, and with that -cpu ${q.how}`
+      : `this (nested) host refuses the IA32_ARCH_CAPABILITIES MSR, and -cpu ${QUIRK_CPU} does not help: ${q.how}; so leave it: TCG works, and the timeouts line says what it needs`;
   }
-  return [r('kvm', 'FAIL', `/dev/kvm exists but qemu cannot start a KVM machine: ${plain.why}`,
-    `run ${config.tools.qemu_system} -machine accel=kvm -cpu host -nodefaults -display none -S by hand; check dmesg for kvm errors, or set [guestfs] accel = tcg`,
-    { data: { kvm: false, plainCpuHost: plain.why, quirkCpu: quirk.why } })];
+  const out = [kvmLine(config, vms, vmsShape, 'launch', hint)];
+  if (fish) out.push(kvmLine(config, fish, GUESTFS_SHAPE, 'guestfs', fish.outcome === 'fails' && MSR_QUIRK.test(fish.detail ?? '') ? 'nothing to do: libguestfs chooses its own -cpu, and runs under TCG on this host' : undefined));
+  return out;
 }
 
 /** The nearest directory at or above path that exists. */

@@ -11,6 +11,7 @@ import {
   type CheckId, type CheckResult, type DoctorContext,
 } from './checks.js';
 import { checkLaunch } from './launch.js';
+import { checkTimeouts } from './timeouts.js';
 import { checkSlurm, clearSlurmNode, DRAINED_BY_US } from './slurm.js';
 
 export interface DoctorOptions {
@@ -27,6 +28,7 @@ const RUNNERS: Record<Exclude<CheckId, 'config'>, (ctx: DoctorContext) => CheckR
   tools: checkTools,
   guestfs: checkGuestfs,
   kvm: checkKvm,
+  timeouts: checkTimeouts,
   dirs: checkDirectories,
   space: checkFreeSpace,
   mom_priv: checkMomPriv,

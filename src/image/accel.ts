@@ -1,21 +1,20 @@
 // Whether libguestfs may use KVM on this node. Never assumed: a nested
-// /dev/kvm can exist and still hang guest kernels, so `auto` probes once with
-// a short deadline and keeps the answer per kernel release.
-import { accessSync, constants, mkdirSync, readFileSync } from 'node:fs';
-import { release } from 'node:os';
+// /dev/kvm can exist and still hang guest kernels, so `auto` asks the node's
+// one KVM probe (src/launch/kvm.ts) with the options libguestfs runs qemu
+// with. Not a guestfish launch, as before: an appliance launch that hangs on
+// KVM gave its answer only after 90 s, and one that works needs supermin's
+// appliance; a bare kernel boot answers in about a second, or 20 s at most.
+import { accessSync, constants } from 'node:fs';
 import type { Config } from '../config/schema.js';
-import { runTool } from '../tools/run.js';
-import { writeFileAtomic } from '../tools/atomic.js';
-import { accelMemoPath, layoutOf } from '../cache/layout.js';
+import { GUESTFS_SHAPE, probeKvm, type Accel } from '../launch/kvm.js';
+import { resolveLaunchAccount } from '../launch/qemu.js';
 
-export type Accel = 'kvm' | 'tcg';
-const PROBE_SECONDS = 90;
+export type { Accel };
 
 /**
  * The environment every guestfish run gets: the direct backend (no libvirtd on
  * a compute node), root's HOME for supermin's appliance cache, the appliance's
- * memory, and TCG forced when KVM is not to be used. The probe gives neither
- * memory nor accel: it asks whether the default (KVM) launch works at all.
+ * memory, and TCG forced when KVM is not to be used.
  */
 export function libguestfsEnv(o: { memsize?: number; accel?: Accel } = {}): Record<string, string> {
   const env: Record<string, string> = { LIBGUESTFS_BACKEND: 'direct' };
@@ -28,6 +27,12 @@ export function libguestfsEnv(o: { memsize?: number; accel?: Accel } = {}): Reco
 /** libguestfsEnv for a session under this config with the accel resolved for it. */
 export const guestfsEnv = (config: Config, accel: Accel): Record<string, string> => libguestfsEnv({ memsize: config.guestfs.memsize, accel });
 
+/**
+ * [guestfs] accel as an accelerator: kvm and tcg as said; auto is KVM only
+ * when root can open /dev/kvm and the probe booted a kernel under KVM with
+ * libguestfs's options, as the launch account (qemu never runs a probe as
+ * root). Without a usable launch account KVM is not probed, so TCG.
+ */
 export async function resolveAccel(config: Config, signal?: AbortSignal): Promise<{ accel: Accel; how: string }> {
   if (config.guestfs.accel !== 'auto') return { accel: config.guestfs.accel, how: '[guestfs] accel' };
   try {
@@ -35,23 +40,6 @@ export async function resolveAccel(config: Config, signal?: AbortSignal): Promis
   } catch {
     return { accel: 'tcg', how: '/dev/kvm is not usable' };
   }
-  const memo = accelMemoPath(layoutOf(config));
-  try {
-    const m = JSON.parse(readFileSync(memo, 'utf8')) as { kernel?: string; accel?: Accel };
-    if (m.kernel === release() && (m.accel === 'kvm' || m.accel === 'tcg')) return { accel: m.accel, how: `probed earlier (${memo})` };
-  } catch {
-    /* no memo yet, or unreadable: probe */
-  }
-  const t0 = performance.now();
-  const ok = await runTool(config.tools.guestfish, ['--ro', '-a', '/dev/null', 'run'], {
-    timeout: PROBE_SECONDS * 1000, toolKey: 'guestfish', env: libguestfsEnv(), signal,
-  }).then(() => true, () => false);
-  const accel: Accel = ok ? 'kvm' : 'tcg';
-  try {
-    mkdirSync(config.paths.cache_dir, { recursive: true, mode: 0o755 });
-    writeFileAtomic(memo, JSON.stringify({ kernel: release(), accel, probedAt: new Date().toISOString(), ms: Math.round(performance.now() - t0) }) + '\n', 0o644);
-  } catch {
-    /* the answer still holds for this run */
-  }
-  return { accel, how: `probed now in ${Math.round(performance.now() - t0)} ms` };
+  const v = await probeKvm(config, { shape: GUESTFS_SHAPE, account: () => resolveLaunchAccount(config, signal), signal });
+  return { accel: v.accel, how: v.how };
 }

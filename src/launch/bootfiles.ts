@@ -13,6 +13,7 @@ import { kernelsPath, layoutOf } from '../cache/layout.js';
 import { withLock } from '../cache/lock.js';
 import { runTool } from '../tools/run.js';
 import { guestfsEnv, resolveAccel } from '../image/accel.js';
+import { compareVersions } from './kvm.js';
 
 export interface BootFiles {
   /** Absent: boot from the disk's own bootloader. */
@@ -214,18 +215,4 @@ function isFile(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** Kernel versions as sort -V orders them: 6.1.0-10 after 6.1.0-9. */
-export function compareVersions(a: string, b: string): number {
-  const pa = a.split(/([0-9]+)/);
-  const pb = b.split(/([0-9]+)/);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const x = pa[i] ?? '';
-    const y = pb[i] ?? '';
-    if (x === y) continue;
-    if (i % 2 === 1) return Number(x) - Number(y);
-    return x < y ? -1 : 1;
-  }
-  return 0;
 }

@@ -9,19 +9,16 @@
 // launch account's own regular file.
 import {
   chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, readlinkSync,
-  realpathSync, renameSync, rmdirSync, statSync,
+  realpathSync, renameSync, rmdirSync,
 } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { createConnection } from 'node:net';
-import { release } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
 import { groupOf, initGroupsOf, passwdOf } from '../tools/nss.js';
-import { writeFileAtomic } from '../tools/atomic.js';
 import { FrameDecoder, encodeFrame, parseReady, FRAME } from './protocol.js';
 import type { BootFiles } from './bootfiles.js';
-import { launchAccelMemoPath, layoutOf } from '../cache/layout.js';
 
 export type LaunchAccel = 'kvm' | 'tcg';
 
@@ -102,7 +99,7 @@ export async function resolveLaunchAccount(config: Config, signal?: AbortSignal)
  * A program run as the launch account, with its supplementary groups: node's
  * spawn with uid/gid drops them (setgroups(0)), and the kvm group is one. So
  * root runs setpriv, which sets uid, gid and exactly the groups resolved above
- * (those kvmUsableBy judged) and execs the program; no_new_privs, so nothing
+ * (those kvmUsableBy in kvm.ts judges) and execs the program; no_new_privs, so nothing
  * qemu runs can gain privileges through a setuid binary.
  */
 export function asLaunchAccount(config: Config, account: LaunchAccount, program: string, args: readonly string[]): [string, string[]] {
@@ -502,60 +499,6 @@ export async function clearRunDir(config: Config, jobDir: string, account: Launc
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ENOENT';
-  }
-}
-
-/**
- * [launch] accel as an accelerator: kvm and tcg as said; auto is KVM when the
- * launch account can open /dev/kvm and a probe boot of the guest kernel
- * (panic=-1, no root file system: a working KVM panics within seconds)
- * succeeds, memoised per kernel release; else TCG if allow_tcg.
- */
-export async function launchAccel(config: Config, account: LaunchAccount, boot: BootFiles, signal?: AbortSignal): Promise<{ accel: LaunchAccel; how: string }> {
-  const l = config.launch;
-  if (l.accel !== 'auto') return { accel: l.accel, how: '[launch] accel' };
-  const tcg = (why: string) => {
-    if (!l.allow_tcg) throw launchFault(`KVM cannot be used on this node (${why}) and [launch] allow_tcg is false`, why, `give ${account.user} access to /dev/kvm (make [launch] group the kvm group), or set allow_tcg = true`);
-    return { accel: 'tcg' as const, how: why };
-  };
-  if (!kvmUsableBy(account)) return tcg(`/dev/kvm is not usable by ${account.user}`);
-  const memo = launchAccelMemoPath(layoutOf(config));
-  try {
-    const m = JSON.parse(readFileSync(memo, 'utf8')) as { kernel?: string; accel?: LaunchAccel };
-    if (m.kernel === release() && (m.accel === 'kvm' || m.accel === 'tcg')) return m.accel === 'kvm' ? { accel: 'kvm', how: `probed earlier (${memo})` } : tcg(`the KVM probe failed earlier (${memo})`);
-  } catch {
-    /* no memo yet: probe */
-  }
-  if (!boot.kernel) return { accel: 'kvm', how: 'not probed: no guest kernel to probe with' };
-  const t0 = performance.now();
-  const out = await runTool(...asLaunchAccount(config, account, config.tools.qemu_system, [
-    '-machine', `${l.machine},accel=kvm`, '-cpu', 'host', '-m', '256', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-serial', 'stdio', '-kernel', boot.kernel, '-append', 'console=ttyS0 panic=-1 root=/dev/nonexistent',
-    ...(l.extra_args.trim() ? l.extra_args.trim().split(/ +/) : []),
-  ]), { timeout: 30_000, toolKey: 'qemu_system', signal, maxBuffer: 4 * 1024 * 1024, okExitCodes: [1] })
-    .then((r) => /Kernel panic/.test(r.stdout), () => false);
-  const accel: LaunchAccel = out ? 'kvm' : 'tcg';
-  try {
-    writeFileAtomic(memo, JSON.stringify({ kernel: release(), accel, probedAt: new Date().toISOString(), ms: Math.round(performance.now() - t0) }) + '\n', 0o644);
-  } catch {
-    /* the answer still holds for this run */
-  }
-  return accel === 'kvm' ? { accel, how: `probed now in ${Math.round(performance.now() - t0)} ms` } : tcg('the KVM probe boot did not panic as meant within 30 s');
-}
-
-/**
- * Whether the launch account can open /dev/kvm read-write: by its uid, its
- * group or a supplementary group (qemu gets them all through setpriv).
- */
-function kvmUsableBy(account: LaunchAccount): boolean {
-  try {
-    const st = statSync('/dev/kvm');
-    if (!st.isCharacterDevice()) return false;
-    if (st.uid === account.uid) return (st.mode & 0o600) === 0o600;
-    if (st.gid === account.gid || account.groups.includes(st.gid)) return (st.mode & 0o060) === 0o060;
-    return (st.mode & 0o006) === 0o006;
-  } catch {
-    return false;
   }
 }
 

@@ -29,9 +29,10 @@ import { lockJobFiles } from './job-lock.js';
 import { bootFiles, grantLaunchRead } from '../launch/bootfiles.js';
 import { joinJobCgroups } from '../launch/cgroup.js';
 import {
-  VmBootError, bootFault, confirmVms, consoleTail, handOverSockets, launchAccel, makeRunDir, makeTaps, qemuArgv, removeTaps, resolveLaunchAccount, runPathsOf, startVm, waitReady,
+  VmBootError, bootFault, confirmVms, consoleTail, handOverSockets, makeRunDir, makeTaps, qemuArgv, removeTaps, resolveLaunchAccount, runPathsOf, startVm, waitReady,
   type LaunchAccel, type LaunchAccount,
 } from '../launch/qemu.js';
+import { launchAccel } from '../launch/kvm.js';
 
 export interface PrologueInput {
   args: JobArgs;
@@ -266,7 +267,7 @@ async function bootVms(ctx: JobContext, o: {
     bootFiles(config, o.acquired.base, ctx.signal, privateTo),
     jobAccount(o.shared, config, ctx.args.user, ctx.args.group, ctx.signal),
   ]);
-  const accel = await launchAccel(config, o.account, boot, ctx.signal);
+  const accel = await launchAccel(config, o.account, ctx.signal);
   blog.info({ kernel: boot.kernel ?? null, root: boot.root ?? null, source: boot.source, accel }, 'boot files and accelerator');
   makeRunDir(o.dirs.dir, o.account);
   // A requeued job's taps from an earlier start go with its qemus (stopped before the disks were made afresh).

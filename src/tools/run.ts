@@ -49,6 +49,8 @@ export class ToolError extends NodeFault {
     readonly stderrHead: string,
     summary: string,
     fix: string,
+    /** Stopped by us, not ended by itself: its own time box ran out, or the caller's signal (deadline, qdel) aborted it. */
+    readonly stopped?: 'timeout' | 'canceled',
   ) {
     super(summary, [{ id: 'tool', where: command, message: summary, fix }]);
   }
@@ -71,10 +73,10 @@ export async function runTool(path: string, args: readonly string[], opts: RunOp
       throw new ToolError(cmd, undefined, '', `${path} is not executable`, `fix its permissions, or set ${key}`);
     }
     if (r.timedOut) {
-      throw new ToolError(cmd, undefined, firstLines(stderr), `${path} did not finish within ${opts.timeout < 1000 ? `${opts.timeout} ms` : `${Math.round(opts.timeout / 1000)} s`}`, 'check the node (load, hung filesystems) or raise [timeouts] tool');
+      throw new ToolError(cmd, undefined, firstLines(stderr), `${path} did not finish within ${opts.timeout < 1000 ? `${opts.timeout} ms` : `${Math.round(opts.timeout / 1000)} s`}`, 'check the node (load, hung filesystems) or raise [timeouts] tool', 'timeout');
     }
     if (r.canceled) {
-      throw new ToolError(cmd, undefined, firstLines(stderr), `${path} was stopped at the prologue's deadline`, 'check the node or raise [timeouts] total');
+      throw new ToolError(cmd, undefined, firstLines(stderr), `${path} was stopped at the prologue's deadline`, 'check the node or raise [timeouts] total', 'canceled');
     }
     const exit = r.exitCode ?? undefined;
     if (exit !== undefined && opts.okExitCodes?.includes(exit)) {

@@ -223,7 +223,7 @@ export class Mom {
       // The node name pbsnodes is asked about; the harness's PBS_MSHOST.
       '[torque]',
       'node_name = node01',
-      // TCG, not auto: the tests must not spend a KVM probe (up to 90 s) on a nested /dev/kvm.
+      // TCG, not auto: the tests must not spend KVM probes (20 s each) on a nested /dev/kvm.
       '[guestfs]',
       'accel = tcg',
       // Test images do not boot: tests of the prepared files start no VMs; test/launch-boot.test.ts sets start = true.
