@@ -30,6 +30,7 @@ t.test('a #VM job boots in a VM of the launch account that the job owner cannot 
   t.comment(r.ou + r.er);
   t.equal(r.code, 0, 'the prologue succeeds');
   t.match(r.ou, /vtorque: VM \S+ booted in [0-9.]+ s \(tcg\)/, 'the job output says the VM booted, and with which accelerator');
+  t.match(r.ou, /vtorque: manifest: .*\nvtorque: VM \S+ booted in/, 'after the summary (the boot comes last, a real Torque run printed it first)');
   const dir = join(mom.jobDir, job.id);
   const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
   const vm = manifest.vms[0];

@@ -174,7 +174,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     // The last look: from here on only the epilogue removes what the job has.
     published('writing its manifest');
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
-    for (const l of summary(args.jobId, request, manifestPath, acquired, seeds)) io.out(line(l) + '\n');
+    for (const l of [...summary(args.jobId, request, manifestPath, acquired, seeds), ...booted?.said ?? []]) io.out(line(l) + '\n');
     return EXIT_RUN;
   } catch (e) {
     // Whatever failed after the epilogue ran (a tool stopped by the marker, a
@@ -249,6 +249,8 @@ const runDirFault = (dir: string) => new NodeFault(`the VM files of an earlier s
 interface Booted {
   accel: { accel: LaunchAccel; how: string };
   runs: NonNullable<Manifest['vms'][number]['run']>[];
+  /** "VM X booted in N s": said after the job's summary, in the VMs' order, not in the order they came up. */
+  said: string[];
 }
 
 /**
@@ -259,7 +261,7 @@ interface Booted {
 async function bootVms(ctx: JobContext, o: {
   t0: number; dirs: JobDirs; request: VmRequest; acquired: Acquired; overlays: Overlay[]; seeds: SeedResult[]; mine: PlacedVm[]; account: LaunchAccount; shared: ReturnType<typeof seedShared>;
 }): Promise<Booted> {
-  const { config, io } = ctx;
+  const { config } = ctx;
   const blog = ctx.log.child({ stage: 'boot' });
   // qemu (the launch account) opens the base as the overlay's backing file.
   const privateTo = grantLaunchRead(o.acquired.base.path, o.account.gid);
@@ -299,11 +301,10 @@ async function bootVms(ctx: JobContext, o: {
     }
     const s = (performance.now() - b0) / 1000;
     blog.info({ vm: seed.hostname, pid, seconds: Number(s.toFixed(1)), accel: accel.accel }, 'VM booted');
-    io.out(line(`VM ${seed.hostname} booted in ${s.toFixed(1)} s (${accel.accel})`) + '\n');
-    return { pid, qmp: paths.qmp, console: paths.console, agent: paths.agent };
+    return { run: { pid, qmp: paths.qmp, console: paths.console, agent: paths.agent }, said: `VM ${seed.hostname} booted in ${s.toFixed(1)} s (${accel.accel})` };
   }));
-  confirmVms(runs.map((r) => r.pid));
-  return { accel, runs };
+  confirmVms(runs.map((r) => r.run.pid));
+  return { accel, runs: runs.map((r) => r.run), said: runs.map((r) => r.said) };
 }
 
 function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acquired, dirs: JobDirs, overlays: Overlay[], seeds: SeedResult[], owner: FileOwner, booted: Booted | undefined): string {
