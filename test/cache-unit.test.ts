@@ -164,4 +164,6 @@ t.test('a cache_dir another path made first under umask 0077 is opened up, so th
   ensureLayout(l);
   t.equal(statSync(dir).mode & 0o777, 0o755);
   t.equal(statSync(l.images).mode & 0o777, 0o755);
+  t.equal(statSync(l.statmemo).mode & 0o777, 0o755, "the stat memos too: users' check --job finds a pool image's digest there");
+  t.equal(statSync(l.verdicts).mode & 0o777, 0o755, 'and the verdicts');
 });

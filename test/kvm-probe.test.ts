@@ -180,7 +180,7 @@ t.test("a probe stopped by the caller's signal (deadline, qdel) is no answer: it
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 2000);
   const err = await probeKvm(config, { shape: launchShape(config), account: account(config), signal: ac.signal }).then(() => undefined, (e: unknown) => e);
-  t.ok(err instanceof ToolError && err.stopped === 'canceled', `stopped, not answered: ${String(err)}`);
+  t.ok(err instanceof ToolError && err.failure === 'stopped', `stopped, not answered: ${String(err)}`);
   t.same(memoFiles(config), [], 'nothing kept');
   t.same(await probeQemusLeft(), [], 'no probe qemu left running');
 });

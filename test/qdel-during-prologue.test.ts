@@ -16,6 +16,7 @@ t.setTimeout(1800_000);
 const script = (vm: string) => `#!/bin/bash\n#PBS -l nodes=1:ppn=2\n#VM ${vm}\nhostname\n`;
 const ls = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const DELETED = 'the job was deleted (qdel; its epilogue ran) while it was prepared: everything made for it is removed';
 
 /** A process and all its live descendants: the prologue runs its tools in process groups of their own. */
 function tree(root: number): { pid: number; comm: string }[] {
@@ -86,8 +87,9 @@ t.test('an epilogue run while a cold prologue inspects the image: the prologue p
   for (let i = 0; i < 100 && tools.some((p) => alive(p.pid)); i++) await sleep(100);
   t.same(tools.filter((p) => alive(p.pid)), [], 'no guestfish (or its appliance) of the prologue is left');
   const log = mom.logLines();
-  t.ok(log.some((l) => l.msg === 'the job ended (epilogue ran) while it was prepared: everything made for it is removed'), 'the admin log says why the prologue stopped');
+  t.ok(log.some((l) => l.msg === DELETED), 'the admin log says why the prologue stopped');
   t.notOk(log.some((l) => l.msg === 'job failed'), 'not logged as a failure of the job or the node');
+  t.same(log.filter((l) => /deadline/.test(JSON.stringify(l))), [], 'no log line of the job speaks of a deadline');
 
   // The node still works: the same image, now for a job nobody deletes.
   const next: Job = { id: '32.srv', script: script('img=debian12.qcow2') };
@@ -131,6 +133,16 @@ t.test('an epilogue run while the prologue boots the VM: no qemu, tap, file or l
   const r = await p;
   t.equal(r.code, 1, r.er);
   t.match(r.er, /was deleted while this node prepared its VMs/);
+  t.notMatch(r.er, /deadline|did not come up|did not answer/, 'the job\'s report speaks of its deletion only');
   t.same(qemusOf(job.id), [], 'no qemu of the job is left');
   t.same(leftovers(mom, job.id), [], 'no job directory, lease or marker is left');
+  // The boot wait was stopped by the job's deletion: the admin log says qdel, not a deadline nor a VM that did not come up.
+  const log = mom.logLines().filter((l) => l.job === job.id);
+  t.notOk(log.some((l) => l.msg === 'VM did not come up'), 'not logged as a VM that did not come up');
+  t.same(log.filter((l) => /deadline/.test(JSON.stringify(l))), [], 'no log line of the job speaks of a deadline');
+  t.ok(log.some((l) => l.msg === 'boot wait stopped: the job was deleted (qdel) while its VM booted'), 'the boot stage says the wait ended by qdel');
+  const ended = log.find((l) => l.msg === DELETED);
+  t.ok(ended, 'the admin log says the job was deleted (qdel)');
+  t.match(ended?.during, /^waiting for VM \S+ to boot$/, 'and that it was deleted while its VM booted');
+  t.notOk(log.some((l) => l.msg === 'job failed'), 'not logged as a failure of the job or the node');
 });

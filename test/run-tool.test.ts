@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTool, ToolError } from '../src/tools/run.js';
 import { isNodeFault } from '../src/core/errors.js';
+import { JobEnded } from '../src/pipeline/ended.js';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'vtorque-run-'));
 // A zombie is dead too: an orphan waits for its reaper, which on some
@@ -86,20 +87,29 @@ t.test('a timeout ends the whole process group, grandchildren included', async (
   const t0 = performance.now();
   const e = await failure(runTool('/bin/sh', ['-c', `sleep 60 & echo $! > ${pidFile}; wait`], { timeout: 300 }));
   t.match(e.message, /did not finish within 300 ms/);
+  t.equal(e.failure, 'timeout');
   t.ok(performance.now() - t0 < 10_000, 'it returned instead of waiting for the sleep');
   const grandchild = Number(readFileSync(pidFile, 'utf8'));
   await settle(200);
   t.notOk(alive(grandchild), 'the background sleep is gone too');
 });
 
-t.test('an abort stops the tool at once', async (t) => {
+t.test('an abort stops the tool at once, and says what its reason says: the deadline, or the job\'s deletion', async (t) => {
   const ac = new AbortController();
-  setTimeout(() => ac.abort(), 100);
+  setTimeout(() => ac.abort(new Error("the prologue's deadline of 240 s ([timeouts] total) passed")), 100);
   const e = await failure(runTool('/bin/sleep', ['60'], { timeout: 60_000, signal: ac.signal }));
-  t.match(e.message, /was stopped at the prologue's deadline/);
+  t.match(e.message, /^\/bin\/sleep was stopped: the prologue's deadline of 240 s \(\[timeouts\] total\) passed$/);
+  t.match(e.problems[0]?.fix, /raise \[timeouts\] total/);
   const pre = new AbortController();
-  pre.abort();
-  t.match((await failure(runTool('/bin/sleep', ['60'], { timeout: 60_000, signal: pre.signal }))).message, /deadline/, 'an already aborted signal stops it too');
+  pre.abort(new JobEnded('7.srv', 'working'));
+  const q = await failure(runTool('/bin/sleep', ['60'], { timeout: 60_000, signal: pre.signal }));
+  t.match(q.message, /was stopped: job 7\.srv was deleted \(its epilogue ran\) while the prologue was working/, 'an already aborted signal stops it too; a qdel is no deadline');
+  t.notMatch(q.message, /deadline/);
+  t.equal(q.problems[0]?.fix, 'nothing to fix: the job was deleted');
+  t.equal(q.failure, 'stopped', 'typed as a stop, not as a failure of the tool');
+  const bare = new AbortController();
+  bare.abort();
+  t.match((await failure(runTool('/bin/sleep', ['60'], { timeout: 60_000, signal: bare.signal }))).message, /was stopped: the run was stopped$/, 'no reason given: none claimed');
 });
 
 t.test('children still running when the process exits are killed with it', async (t) => {

@@ -63,7 +63,10 @@ export function ensureLayout(l: CacheLayout): void {
     // reach the bases below it.
     chmodSync(l.root, 0o755);
     // Bases must be readable by whatever launches the VMs; locks and tmp are ours alone.
-    for (const [dir, mode] of [[l.images, 0o755], [l.leases, 0o755], [l.locks, 0o700], [l.tmp, 0o700]] as const) {
+    // verdicts/ and statmemo/ are listable so that a user's check --job reads the
+    // node's answer for a pool image (image/verdicts.ts says why that is safe);
+    // a node whose umask 0077 made them 0700 is mended here.
+    for (const [dir, mode] of [[l.images, 0o755], [l.leases, 0o755], [l.locks, 0o700], [l.tmp, 0o700], [l.verdicts, 0o755], [l.statmemo, 0o755]] as const) {
       try {
         mkdirSync(dir, { mode });
       } catch (e) {

@@ -4,7 +4,7 @@
 // [cache] lock_stale old. Every wait is bounded and listens to the run's deadline.
 import { mkdirSync } from 'node:fs';
 import lockfile from 'proper-lockfile';
-import { NodeFault, isNodeFault } from '../core/errors.js';
+import { NodeFault, isNodeFault, stopReason } from '../core/errors.js';
 
 export interface LockOptions {
   dir: string;
@@ -40,7 +40,7 @@ export async function acquireLock(name: string, o: LockOptions): Promise<Release
   const until = Date.now() + o.waitSeconds * 1000;
   let waited = false;
   for (let attempt = 0; ; attempt++) {
-    if (o.signal?.aborted) throw waitFault(name, o, 'the prologue reached its deadline');
+    if (o.signal?.aborted) throw waitFault(name, o, stopReason(o.signal).why);
     try {
       return await lockfile.lock(target, {
         lockfilePath: `${target}.lock`,

@@ -133,6 +133,8 @@ export interface BatchTerms {
   hostListFix: string;
   /** How the admin checks that the batch system's server answers: "pbs_server answers (qstat -B)". */
   serverCheck: string;
+  /** The command that deletes a job, as the admin log names a deletion: "qdel". */
+  deleteCommand: string;
 }
 
 export interface BatchSystem {

@@ -57,6 +57,19 @@ export function isNodeFault(e: unknown): e is NodeFault {
   return isVtorqueError(e) && e.exitCode === EXIT_NODE_FAULT;
 }
 
+/**
+ * Why a run's AbortSignal stopped it, for messages: its reason's own words
+ * (the prologue's deadline, or the job's deletion: pipeline/ended.ts JobEnded)
+ * and its fix, never a guess at which of the two it was.
+ */
+export function stopReason(signal: AbortSignal | undefined): { why: string; fix: string } {
+  const r: unknown = signal?.reason;
+  // abort() without a reason gives a DOMException AbortError: nothing said, so nothing claimed.
+  const why = r instanceof Error && r.name !== 'AbortError' && r.message ? r.message : 'the run was stopped';
+  const fix = typeof (r as { fix?: unknown })?.fix === 'string' ? (r as { fix: string }).fix : 'check the node or raise [timeouts] total';
+  return { why, fix };
+}
+
 /** Anything we did not anticipate is the node's fault: requeue rather than blame the user. */
 export function exitCodeOf(e: unknown): ExitCode {
   return isVtorqueError(e) ? e.exitCode : EXIT_NODE_FAULT;

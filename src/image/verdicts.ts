@@ -7,8 +7,22 @@
 // filter all read, write and judge verdicts through here; the last two never
 // hash an image nor run libguestfs, so they find the digest through the
 // node's stat memo or the pool's SHA256SUMS (heldVerdict).
+//
+// Who reads what: check --job and the submit filter run as the user, and must
+// give the answer root gets for a pool image. So a pool image's records are
+// world-readable: its verdict (0644) and its stat memo (0644, in 0755
+// directories). They hold only what any user may know: the verdict, facts of
+// the image's content (OS, packages, cloud-init config), for an image the admin
+// offers to everyone; the memo, a pool path (the pool is listed to users in
+// poolHint anyway), its stat numbers and its sha256. A user's private image
+// never gets a memo (rememberDigest), and its verdict is 0600: it describes a
+// file only its owner may read, and no record names its path (cache/acquire.ts
+// keeps user:<uid> instead). A file name in verdicts/ is a digest, as in
+// images/, which anyone may list already. The one case where a private verdict
+// becomes public is a pool image with the same digest: its content is then the
+// pool's (shareVerdict).
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault, type Problem } from '../core/errors.js';
 import type { Family } from '../request/keys.js';
@@ -79,13 +93,40 @@ export function sharedVerdict(config: Config, digest: string): Verdict | undefin
 export function writeVerdict(config: Config, v: Omit<Verdict, 'checker' | 'policy' | 'checkedAt'>, priv: boolean): Verdict {
   const verdict: Verdict = { checker: CHECKER_VERSION, policy: policyHash(config), digest: v.digest, format: v.format, facts: v.facts, checkedAt: new Date().toISOString(), ms: v.ms };
   mkdirSync(nodeDir(config), { recursive: true, mode: 0o755 });
+  // pbs_mom's umask 0077 would make it 0700: users' check --job reads pool verdicts here.
+  chmodSync(nodeDir(config), 0o755);
   writeFileAtomic(`${nodeDir(config)}/${verdictName(config, v.digest)}`, JSON.stringify(verdict) + '\n', priv ? 0o600 : 0o644);
   return verdict;
 }
 
+/**
+ * A pool image's verdict made readable (0644) when it was stored private
+ * (0600) because a user's image with the same sha256 was checked first: the
+ * same bytes are in the pool, so the verdict tells nothing private. Root only,
+ * by descriptor; anything but root's regular file is left alone.
+ */
+export function shareVerdict(config: Config, digest: string): void {
+  if (process.getuid?.() !== 0) return;
+  let fd: number;
+  try {
+    fd = openSync(`${nodeDir(config)}/${verdictName(config, digest)}`, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (st.isFile() && st.uid === 0 && (st.mode & 0o777) !== 0o644) fchmodSync(fd, 0o644);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 // The stat memo: a pool image's digest, remembered with the stat of the file
 // it was hashed from, so an unchanged pool image is not read whole again.
-// Root's and node-local (under cache_dir), so the prologue's alone.
+// Root's and node-local (under cache_dir): only the prologue writes it. It is
+// world-readable (0644, see the top) so that a user's check --job finds the
+// digest root finds, without hashing; it is believed only while the pool
+// file's stat, as the reader sees it, is the one it was hashed with.
 const memoPath = (config: Config, img: AuthorisedImage) => statMemoPath(layoutOf(config), sha256(img.path).slice(0, 32));
 const memoKey = (img: AuthorisedImage) => ({ path: img.path, dev: img.stat.dev, ino: img.stat.ino, size: img.stat.size, mtimeMs: img.stat.mtimeMs, ctimeMs: img.stat.ctimeMs });
 
@@ -93,7 +134,7 @@ const memoKey = (img: AuthorisedImage) => ({ path: img.path, dev: img.stat.dev, 
 export function memoDigest(img: AuthorisedImage, config: Config): string | undefined {
   if (img.origin !== 'pool') return undefined;
   try {
-    const m = JSON.parse(readFileSync(memoPath(config, img), 'utf8')) as Record<string, unknown>;
+    const m = JSON.parse(readMemo(memoPath(config, img))) as Record<string, unknown>;
     const key = memoKey(img);
     const same = (Object.keys(key) as (keyof typeof key)[]).every((k) => m[k] === key[k]);
     if (same && typeof m.sha256 === 'string' && /^[0-9a-f]{64}$/.test(m.sha256)) return m.sha256;
@@ -103,11 +144,34 @@ export function memoDigest(img: AuthorisedImage, config: Config): string | undef
   return undefined;
 }
 
+/**
+ * A memo's text (4 KiB at most; a memo is a few hundred bytes), by descriptor.
+ * Root mends a memo an older version wrote 0600 in a 0700 directory, once, so
+ * that users' check --job finds the digest too.
+ */
+function readMemo(path: string): string {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return '';
+    if (process.getuid?.() === 0 && st.uid === 0 && (st.mode & 0o777) !== 0o644) {
+      fchmodSync(fd, 0o644);
+      chmodSync(path.slice(0, path.lastIndexOf('/')), 0o755);
+    }
+    const buf = Buffer.alloc(4096);
+    return buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Remembers a pool image's digest for its current stat. User images are never remembered: they are hashed each time. */
 export function rememberDigest(img: AuthorisedImage, config: Config, digest: string): void {
   if (img.origin !== 'pool') return;
-  mkdirSync(layoutOf(config).statmemo, { recursive: true, mode: 0o700 });
-  writeFileAtomic(memoPath(config, img), JSON.stringify({ ...memoKey(img), sha256: digest }) + '\n', 0o600);
+  const dir = layoutOf(config).statmemo;
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  chmodSync(dir, 0o755); // pbs_mom's umask 0077 would make it 0700
+  writeFileAtomic(memoPath(config, img), JSON.stringify({ ...memoKey(img), sha256: digest }) + '\n', 0o644);
 }
 
 /** Forgets a pool image's digest, so the next run hashes it again (its content changed under an unchanged stat). */

@@ -13,7 +13,7 @@ import { assertIdentity, NotTheAuthorisedFile, readHeader, type HeaderFacts } fr
 import { gatherGuestFacts } from './guestfs.js';
 import { resolveAccel } from './accel.js';
 import type { Expectation } from './rules.js';
-import { checkSums, judge, memoDigest, readVerdict, rememberDigest, writeVerdict, type ImageReport, type Verdict } from './verdicts.js';
+import { checkSums, judge, memoDigest, readVerdict, rememberDigest, shareVerdict, writeVerdict, type ImageReport, type Verdict } from './verdicts.js';
 
 export interface Logish {
   info(o: object, msg: string): void;
@@ -149,7 +149,10 @@ export async function screenImage(img: AuthorisedImage, o: VerifyOptions, known?
   const { digest, hashed } = known ? { digest: known.digest, hashed: false } : await digestOf(img, config, o.signal);
   if (!known) checkSums(img, digest, config);
   const cached = known ? undefined : readVerdict(config, digest);
-  if (cached) return { img, digest, hashed, cached };
+  if (cached) {
+    if (img.origin === 'pool') shareVerdict(config, digest);
+    return { img, digest, hashed, cached };
+  }
   const t0 = performance.now();
   const layer2 = await checkWithQemuImg(img, format, config, o.signal);
   if (!layer2.verdict) throw new JobFault(`image ${img.name} is not a safe disk image`, layer2.problems);

@@ -3,7 +3,12 @@
 // only this way, and the rest boot faster. Taken out once per digest with
 // guestfish --ro into <cache_dir>/kernels/<digest>/, root-owned 0644 (the
 // launch account reads them); boot.json records the answer, "none" included,
-// so an image with no usable kernel is not inspected again. A user's private
+// so an image with no usable kernel is not inspected again. Only an answer
+// about the image is recorded: what a guestfish that finished found ("no
+// operating system" included), or that the image made it print past its
+// bound. One that timed out, was stopped, was killed or failed otherwise told
+// us nothing about the image, so it is a node fault naming guestfish (exit 2,
+// no VM is started) and the next job looks again. A user's private
 // image (base root 0400) stays private: its base and its kernels directory are
 // opened to the launch group alone (0440, 0750), since qemu reads both.
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,7 +16,8 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
 import { kernelsPath, layoutOf } from '../cache/layout.js';
 import { withLock } from '../cache/lock.js';
-import { runTool } from '../tools/run.js';
+import { NodeFault, isVtorqueError } from '../core/errors.js';
+import { ToolError, runTool } from '../tools/run.js';
 import { guestfsEnv, resolveAccel } from '../image/accel.js';
 import { compareVersions } from './kvm.js';
 
@@ -25,7 +31,16 @@ export interface BootFiles {
   source: string;
 }
 
-interface BootJson { kernel: boolean; root?: string; source: string }
+/**
+ * v: 2 marks an answer from a finished look. Before it, a guestfish that timed
+ * out or crashed was recorded as kernel: false; such an entry is looked at
+ * again once instead of being believed.
+ */
+interface BootJson { v?: number; kernel: boolean; root?: string; source: string }
+const BOOT_JSON_VERSION = 2;
+
+/** What extract learnt: an answer to record in boot.json, or (keep false) one that holds for this run only. */
+interface Found { json: BootJson; keep: boolean }
 
 // Paths we hand guestfish in its script: ours, but its parser splits on blanks and quotes.
 const PLAIN = /^[A-Za-z0-9._\/+-]+$/;
@@ -77,7 +92,8 @@ export async function bootFiles(config: Config, base: { path: string; digest: st
     const tmp = `${l.kernels}/.tmp-${base.digest}-${process.pid}-${randomBytes(4).toString('hex')}`;
     mkdirSync(tmp, { mode: 0o700 });
     try {
-      const found = await extract(config, base, tmp, signal);
+      const { json: found, keep } = await extract(config, base, tmp, signal);
+      if (!keep) return filesOf(dir, found);
       writeFileSync(`${tmp}/boot.json`, JSON.stringify(found) + '\n', { mode: 0o644, flag: 'wx' });
       for (const f of ['vmlinuz', 'initrd.img', 'boot.json']) publish(`${tmp}/${f}`);
       if (privateTo === undefined) fchmodDir(tmp, 0o755);
@@ -94,7 +110,9 @@ export async function bootFiles(config: Config, base: { path: string; digest: st
 function readBootJson(dir: string): BootJson | undefined {
   try {
     const j = JSON.parse(readFileSync(`${dir}/boot.json`, 'utf8')) as BootJson;
-    return typeof j.kernel === 'boolean' && typeof j.source === 'string' ? j : undefined;
+    if (typeof j.kernel !== 'boolean' || typeof j.source !== 'string') return undefined;
+    // A "no kernel" of an older version may be a time-out written down as an answer: look again.
+    return j.kernel || j.v === BOOT_JSON_VERSION ? j : undefined;
   } catch {
     return undefined;
   }
@@ -146,9 +164,12 @@ function fchmodDir(path: string, mode: number): void {
  * One appliance launch: inspect, mount (-i), the root's UUID, /vmlinuz and
  * /initrd.img (Debian and Ubuntu keep these links to the newest kernel). Without
  * those links, the newest /boot/vmlinuz-VERSION and its initrd in a second launch.
+ * Throws a NodeFault when guestfish did not finish its look (see the top).
  */
-async function extract(config: Config, base: { path: string; format: string }, tmp: string, signal?: AbortSignal): Promise<BootJson> {
-  if (!PLAIN.test(tmp) || !PLAIN.test(base.path)) return { kernel: false, source: 'paths guestfish cannot be given' };
+async function extract(config: Config, base: { path: string; format: string; digest: string }, tmp: string, signal?: AbortSignal): Promise<Found> {
+  const answer = (json: Omit<BootJson, 'v'>): Found => ({ json: { v: BOOT_JSON_VERSION, ...json }, keep: true });
+  // Our own paths, not the image's: nothing learnt about the image, so nothing to record.
+  if (!PLAIN.test(tmp) || !PLAIN.test(base.path)) return { json: { kernel: false, source: 'paths guestfish cannot be given' }, keep: false };
   const { accel } = await resolveAccel(config, signal);
   const env = guestfsEnv(config, accel);
   // A random marker: file names in the guest's /boot cannot forge a section.
@@ -167,7 +188,13 @@ async function extract(config: Config, base: { path: string; format: string }, t
   try {
     out = (await fish(['-i'], script)).stdout;
   } catch (e) {
-    return { kernel: false, source: `no operating system found (${(e as Error).message.slice(0, 200)})` };
+    const none = noOperatingSystem(e);
+    if (none) return answer({ kernel: false, source: `no operating system found (guestfish -i: ${none})` });
+    // The image's own content (a /boot of thousands of names, say) made guestfish
+    // print past maxBuffer: the same every time, so an answer, never a node fault
+    // a user's image could cause at will. The bootloader boots it.
+    if (e instanceof ToolError && e.failure === 'overflow') return answer({ kernel: false, source: 'guestfish printed more than 1 MiB about the image (its /boot or its file systems)' });
+    throw lookFault(config, base.digest, e);
   }
   const sections = new Map<string, string[]>();
   let cur = '';
@@ -183,24 +210,51 @@ async function extract(config: Config, base: { path: string; format: string }, t
   if (uuid && /^[0-9A-Fa-f-]{8,64}$/.test(uuid)) root = `UUID=${uuid}`;
   // Device-mapper names (LVM) are the same inside the guest; /dev/sdX are not (the guest sees vdX).
   else if (/^\/dev\/mapper\/[A-Za-z0-9._+-]+$/.test(rootDev)) root = rootDev;
-  if (!root) return { kernel: false, source: `root file system ${rootDev || '(none)'} has no UUID we can read` };
-  if (isFile(`${tmp}/vmlinuz`) && isFile(`${tmp}/initrd.img`)) return { kernel: true, root, source: '/vmlinuz and /initrd.img' };
+  if (!root) return answer({ kernel: false, source: `root file system ${rootDev || '(none)'} has no UUID we can read` });
+  if (isFile(`${tmp}/vmlinuz`) && isFile(`${tmp}/initrd.img`)) return answer({ kernel: true, root, source: '/vmlinuz and /initrd.img' });
 
   const names = (sections.get('boot') ?? []).filter((n) => /^[A-Za-z0-9._+-]+$/.test(n));
   const newest = names.map((n) => /^vmlinuz-(.+)$/.exec(n)?.[1]).filter((v): v is string => v !== undefined && !v.includes('rescue'))
     .map((v) => ({ v, initrd: [`initrd.img-${v}`, `initramfs-${v}.img`].find((i) => names.includes(i)) }))
     .filter((k): k is { v: string; initrd: string } => k.initrd !== undefined)
     .sort((a, b) => compareVersions(b.v, a.v))[0];
-  if (!newest) return { kernel: false, source: 'no /vmlinuz, and no /boot/vmlinuz-VERSION with its initrd' };
+  if (!newest) return answer({ kernel: false, source: 'no /vmlinuz, and no /boot/vmlinuz-VERSION with its initrd' });
+  // '-download': a file the root alone does not hold (/boot on a partition of
+  // its own, which -m of the root does not see) is an answer, and guestfish
+  // still exits 0; so any failure of this launch is guestfish's, not the image's.
   try {
-    await fish(['-m', `${rootDev}:/:ro`], [`download /boot/vmlinuz-${newest.v} ${tmp}/vmlinuz`, `download /boot/${newest.initrd} ${tmp}/initrd.img`, ''].join('\n'));
+    await fish(['-m', `${rootDev}:/:ro`], [`-download /boot/vmlinuz-${newest.v} ${tmp}/vmlinuz`, `-download /boot/${newest.initrd} ${tmp}/initrd.img`, ''].join('\n'));
   } catch (e) {
-    // /boot on a partition of its own: -m of the root alone does not see it. The bootloader then boots it.
-    return { kernel: false, source: `could not read /boot/vmlinuz-${newest.v} (${(e as Error).message.slice(0, 200)})` };
+    throw lookFault(config, base.digest, e);
   }
+  // Not there: the bootloader boots it.
   return isFile(`${tmp}/vmlinuz`) && isFile(`${tmp}/initrd.img`)
-    ? { kernel: true, root, source: `/boot/vmlinuz-${newest.v} and /boot/${newest.initrd}` }
-    : { kernel: false, source: 'the kernel files could not be read' };
+    ? answer({ kernel: true, root, source: `/boot/vmlinuz-${newest.v} and /boot/${newest.initrd}` })
+    : answer({ kernel: false, source: `/boot/vmlinuz-${newest.v} and /boot/${newest.initrd} cannot be read from the root file system alone` });
+}
+
+// What guestfish -i says, and exits 1 with, when its inspection finished and
+// found no operating system it can mount (libguestfs fish/inspect.c). LANG is
+// C.UTF-8 (tools/run.ts), so the words are these.
+const NO_OS = /no operating system was found on this disk|multi-boot operating systems are not supported/;
+
+/** The finished "no OS" answer of guestfish -i, or undefined for every other failure (time-out, stop, kill, crash, launch failure). */
+function noOperatingSystem(e: unknown): string | undefined {
+  if (!(e instanceof ToolError) || e.failure !== 'failed' || e.toolExitCode !== 1) return undefined;
+  return NO_OS.exec(e.stderrHead)?.[0];
+}
+
+/**
+ * A look that did not finish: the node's fault, naming guestfish and keeping
+ * its error (a stop by qdel or the deadline included: the pipeline tells those apart).
+ */
+function lookFault(config: Config, digest: string, e: unknown): NodeFault {
+  const first = isVtorqueError(e) ? e.problems[0] : undefined;
+  const why = (e as Error)?.message ?? String(e);
+  return new NodeFault(`guestfish could not look for the kernel of cached image ${digest.slice(0, 12)}: ${why}`, [{
+    id: 'guestfs', where: `[tools] guestfish (${config.tools.guestfish})`, message: why,
+    fix: `${first?.fix ?? 'run libguestfs-test-tool on this node'}; nothing was recorded, so the next job looks again`,
+  }], { cause: e });
 }
 
 function isFile(path: string): boolean {

@@ -214,9 +214,9 @@ export async function bootToPanic(o: { config: Config; account: LaunchAccount; k
     return { panicked, timedOut: false, ms: performance.now() - t0, tail: tailOf(text) };
   } catch (e) {
     const ms = performance.now() - t0;
-    if (e instanceof ToolError && e.stopped === 'canceled') throw e;
+    if (e instanceof ToolError && e.failure === 'stopped') throw e;
     // A panic printed before qemu failed still shows the kernel ran.
-    if (e instanceof ToolError && e.stopped === 'timeout') return { panicked, timedOut: !panicked, ms, tail: tailOf(text) };
+    if (e instanceof ToolError && e.failure === 'timeout') return { panicked, timedOut: !panicked, ms, tail: tailOf(text) };
     return { panicked, timedOut: false, ms, error: firstError(e), tail: tailOf(text) };
   }
 }

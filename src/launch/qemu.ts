@@ -14,7 +14,7 @@ import {
 import { createHash } from 'node:crypto';
 import { createConnection } from 'node:net';
 import type { Config } from '../config/schema.js';
-import { JobFault, NodeFault } from '../core/errors.js';
+import { JobFault, NodeFault, stopReason } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
 import { groupOf, initGroupsOf, passwdOf } from '../tools/nss.js';
 import { FrameDecoder, encodeFrame, parseReady, FRAME } from './protocol.js';
@@ -333,7 +333,8 @@ export function handOverSockets(paths: VmRunPaths, account: LaunchAccount, jobOw
 /** Connects to the agent socket as root, says 'H' and waits for 'R'; retries while qemu runs, until `until` (ms since epoch). */
 export async function waitReady(o: { config: Config; account: LaunchAccount; paths: VmRunPaths; pid: number; until: number; signal?: AbortSignal }): Promise<{ hostname: string }> {
   for (;;) {
-    if (o.signal?.aborted) throw new Error('the prologue reached its deadline');
+    // The deadline or the job's deletion (qdel): the signal's own reason, so the caller can tell them apart.
+    if (o.signal?.aborted) throw o.signal.reason instanceof Error ? o.signal.reason : new Error(stopReason(o.signal).why);
     if (!isOurQemu(o.config, o.pid, o.account)) throw new VmBootError('qemu exited');
     const left = o.until - Date.now();
     if (left <= 0) throw new VmBootError('timeout');

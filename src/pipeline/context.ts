@@ -36,7 +36,7 @@ export function jobLogger(config: Config, kind: HookKind, jobId: string, io: Hoo
  */
 export function startDeadline(seconds: number, onHardStop: () => void): { signal: AbortSignal; stop: () => void } {
   const ac = new AbortController();
-  const soft = setTimeout(() => ac.abort(new Error(`deadline of ${seconds} s passed`)), seconds * 1000);
+  const soft = setTimeout(() => ac.abort(new Error(`the prologue's deadline of ${seconds} s ([timeouts] total) passed`)), seconds * 1000);
   const hard = setTimeout(onHardStop, seconds * 1000 + 5000);
   soft.unref();
   hard.unref();

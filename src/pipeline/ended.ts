@@ -38,11 +38,17 @@ export interface EndedMarker {
   pid: number;
 }
 
-/** Thrown by the prologue when it finds the job's epilogue has run: not a fault of the job or the node. */
+/**
+ * Thrown by the prologue when it finds the job's epilogue has run: not a fault
+ * of the job or the node. Also the reason watchEnded aborts the run's signal
+ * with, so whatever that stops (a tool, a lock wait, the boot wait) says the
+ * job was deleted, not that a deadline passed (core/errors.ts stopReason).
+ */
 export class JobEnded extends Error {
   override readonly name = 'JobEnded';
+  readonly fix = 'nothing to fix: the job was deleted';
   constructor(readonly jobId: string, readonly where: string) {
-    super(`job ${jobId} ended (its epilogue ran) while the prologue was ${where}`);
+    super(`job ${jobId} was deleted (its epilogue ran) while the prologue was ${where}`);
   }
 }
 

@@ -221,7 +221,7 @@ const isEnded = (config: Config, jobId: string): boolean => {
  */
 function jobGone(ctx: JobContext, e: unknown): ExitCode {
   ctx.log.child({ stage: 'ended' }).info({ err: e instanceof JobEnded ? undefined : String((e as Error)?.message ?? e), during: e instanceof JobEnded ? e.where : undefined },
-    'the job ended (epilogue ran) while it was prepared: everything made for it is removed');
+    `the job was deleted (${ctx.engine.terms.deleteCommand}; its epilogue ran) while it was prepared: everything made for it is removed`);
   ctx.io.err(line(`job ${ctx.args.jobId} was deleted while this node prepared its VMs; everything made for it on ${ctx.node} is removed. Fix: nothing to fix; resubmit the job if it was deleted by mistake`) + '\n');
   return ctx.engine.exits.jobGone;
 }
@@ -295,6 +295,13 @@ async function bootVms(ctx: JobContext, o: {
     try {
       await waitReady({ config, account: o.account, paths, pid, until, signal: ctx.signal });
     } catch (e) {
+      // qdel: the marker's watch aborted the wait, or the epilogue stopped this
+      // qemu before the watch saw the marker. Not a VM that did not come up,
+      // and not a deadline: the job was deleted.
+      if (e instanceof JobEnded || isEnded(config, ctx.args.jobId)) {
+        blog.info({ vm: seed.hostname, pid, seconds: Math.round((performance.now() - b0) / 1000) }, `boot wait stopped: the job was deleted (${ctx.engine.terms.deleteCommand}) while its VM booted`);
+        throw new JobEnded(ctx.args.jobId, `waiting for VM ${seed.hostname} to boot`);
+      }
       const tail = consoleTail(paths, o.account);
       blog.error({ vm: seed.hostname, pid, err: String((e as Error).message), tail }, 'VM did not come up');
       throw bootFault({ hostname: seed.hostname, seconds: Math.round((performance.now() - b0) / 1000), accel: accel.accel, why: e instanceof VmBootError ? e : (e as Error), tail });

@@ -58,6 +58,7 @@ export const SLURM_TERMS: BatchTerms = {
   guestNameFix: "name this node in slurm.conf (NodeName) with letters, digits and - only: the VMs' host names are v<NodeName>",
   hostListFix: "check this node's NodeName in slurm.conf: slurmd's SLURMD_NODENAME must be one of the job's SLURM_NODELIST; see doc/admin.md, node identity",
   serverCheck: 'slurmctld answers (scontrol ping)',
+  deleteCommand: 'scancel',
 };
 
 /**

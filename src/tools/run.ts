@@ -9,7 +9,7 @@
 // (no shell, collected output, typed failure) is these few lines; execa stays
 // where it earns its keep, the long guestfish session (src/image/guestfs.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { NodeFault } from '../core/errors.js';
+import { NodeFault, stopReason } from '../core/errors.js';
 
 export interface RunOptions {
   /** Milliseconds; the child gets SIGTERM, then SIGKILL 2 s later. */
@@ -42,6 +42,13 @@ export interface RunResult {
   ms: number;
 }
 
+/**
+ * How a tool failed: 'failed' is the only one where it ran to its end (a
+ * non-zero exit); the others say it was not found or started, ran past its
+ * timeout, was stopped by the run's signal, or was killed for its output.
+ */
+export type ToolFailure = 'missing' | 'not-executable' | 'not-started' | 'timeout' | 'stopped' | 'overflow' | 'failed';
+
 export class ToolError extends NodeFault {
   constructor(
     readonly command: string,
@@ -49,8 +56,7 @@ export class ToolError extends NodeFault {
     readonly stderrHead: string,
     summary: string,
     fix: string,
-    /** Stopped by us, not ended by itself: its own time box ran out, or the caller's signal (deadline, qdel) aborted it. */
-    readonly stopped?: 'timeout' | 'canceled',
+    readonly failure: ToolFailure = 'failed',
   ) {
     super(summary, [{ id: 'tool', where: command, message: summary, fix }]);
   }
@@ -67,27 +73,29 @@ export async function runTool(path: string, args: readonly string[], opts: RunOp
   const key = opts.toolKey ? `[tools] ${opts.toolKey}` : 'the tool path';
   if (r.spawnError !== undefined || r.exitCode !== 0 || r.overflowed || r.timedOut || r.canceled) {
     if (r.spawnError === 'ENOENT') {
-      throw new ToolError(cmd, undefined, '', `${path} is not installed`, `install it, or set ${key} to where it is`);
+      throw new ToolError(cmd, undefined, '', `${path} is not installed`, `install it, or set ${key} to where it is`, 'missing');
     }
     if (r.spawnError === 'EACCES') {
-      throw new ToolError(cmd, undefined, '', `${path} is not executable`, `fix its permissions, or set ${key}`);
+      throw new ToolError(cmd, undefined, '', `${path} is not executable`, `fix its permissions, or set ${key}`, 'not-executable');
     }
     if (r.timedOut) {
       throw new ToolError(cmd, undefined, firstLines(stderr), `${path} did not finish within ${opts.timeout < 1000 ? `${opts.timeout} ms` : `${Math.round(opts.timeout / 1000)} s`}`, 'check the node (load, hung filesystems) or raise [timeouts] tool', 'timeout');
     }
     if (r.canceled) {
-      throw new ToolError(cmd, undefined, firstLines(stderr), `${path} was stopped at the prologue's deadline`, 'check the node or raise [timeouts] total', 'canceled');
+      // The deadline or the job's deletion (qdel): the signal's reason says which.
+      const stop = stopReason(opts.signal);
+      throw new ToolError(cmd, undefined, firstLines(stderr), `${path} was stopped: ${stop.why}`, stop.fix, 'stopped');
     }
     const exit = r.exitCode ?? undefined;
     if (exit !== undefined && opts.okExitCodes?.includes(exit)) {
       return { stdout, stderr, exitCode: exit, ms };
     }
     if (r.overflowed) {
-      throw new ToolError(cmd, exit, '', `${path} printed more output than expected`, 'check the tool and its input');
+      throw new ToolError(cmd, exit, '', `${path} printed more output than expected`, 'check the tool and its input', 'overflow');
     }
     if (r.spawnError !== undefined) {
       // EPERM on a uid/gid change, EMFILE, ENOMEM: the node, not the tool.
-      throw new ToolError(cmd, undefined, '', `${path} could not be started (${r.spawnError})`, 'check the node (process and file limits, memory) and the user it runs as');
+      throw new ToolError(cmd, undefined, '', `${path} could not be started (${r.spawnError})`, 'check the node (process and file limits, memory) and the user it runs as', 'not-started');
     }
     const why = exit !== undefined ? `exit code ${exit}` : `signal ${r.signal ?? 'unknown'}`;
     throw new ToolError(cmd, exit, firstLines(stderr), `${path} failed (${why})${stderr ? `: ${firstLines(stderr)}` : ''}`, `run the command by hand to see why: ${cmd}`);

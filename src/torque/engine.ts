@@ -43,6 +43,7 @@ export const TORQUE_TERMS: BatchTerms = {
   guestNameFix: 'set [torque] node_name to the short name Torque knows this node by',
   hostListFix: "set [torque] node_name to this node's name in Torque's nodes file (pbsnodes lists it); see doc/admin.md, node identity",
   serverCheck: 'pbs_server answers (qstat -B)',
+  deleteCommand: 'qdel',
 };
 
 /**
