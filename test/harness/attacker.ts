@@ -2,7 +2,9 @@
 // of their own on the node, at the same time as the prologue, as a cluster
 // user logged in on a compute node could. Every loop is bounded in time.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { NOBODY, type User } from './mom.js';
+import { chmodSync, chownSync, copyFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { NOBODY, testImages, type User } from './mom.js';
 
 // Not the test runner's environment: tap's NODE_OPTIONS would make the
 // attacker's process write coverage files where nobody may not.
@@ -37,4 +39,21 @@ export function startAsUser(code: string, args: string[] = [], user: User = NOBO
 export function writeOpenAs(path: string, user: User = NOBODY): string {
   const r = asUser(`try { require('fs').closeSync(require('fs').openSync(process.argv[1], 'r+')); console.log('OK'); } catch (e) { console.log(e.code); }`, [path], user);
   return r.stdout.trim();
+}
+
+/**
+ * A user's private image (allow_user_images): a copy of a test image, 0600,
+ * in a 0700 directory of the user's own under `home`, as a user keeps a build
+ * nobody else may read. Returns the image's path.
+ */
+export function privateUserImage(home: string, testImage: string, name: string, user: User = NOBODY): string {
+  const dir = join(home, 'secret-images-dir');
+  mkdirSync(dir, { mode: 0o700 });
+  chmodSync(dir, 0o700);
+  chownSync(dir, user.uid, user.gid);
+  const img = join(dir, name);
+  copyFileSync(join(testImages(), testImage), img);
+  chmodSync(img, 0o600);
+  chownSync(img, user.uid, user.gid);
+  return img;
 }

@@ -7,10 +7,10 @@
 // verdict stays 0600 and no record names the path its owner keeps it under.
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { BIN, Mom, NOBODY, lookupUser, testImages, type User } from '../harness/mom.js';
-import { asUser } from '../harness/attacker.js';
+import { chmodSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { BIN, Mom, NOBODY, lookupUser, type User } from '../harness/mom.js';
+import { asUser, privateUserImage } from '../harness/attacker.js';
 
 const USER_ENV = { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' };
 // A third local user: neither root nor the owner of the private image.
@@ -46,14 +46,8 @@ t.test("check --job as a user gives the node's answer for a pool image, the one 
   t.notOk(existsSync(join(mom.poolDir, 'SHA256SUMS')), 'no SHA256SUMS: the digest must come from the node');
 
   // A user's private image, in a directory only they can enter: the owner is nobody, as in the harness's jobs.
-  const secretDir = join(mom.workdir, 'secret-images-dir');
-  mkdirSync(secretDir, { mode: 0o700 });
-  chmodSync(secretDir, 0o700);
-  chownSync(secretDir, NOBODY.uid, NOBODY.gid);
-  const privateImg = join(secretDir, 'my-private-build.raw');
-  copyFileSync(join(testImages(), 'debian-ok.raw'), privateImg);
-  chmodSync(privateImg, 0o600);
-  chownSync(privateImg, NOBODY.uid, NOBODY.gid);
+  const privateImg = privateUserImage(mom.workdir, 'debian-ok.raw', 'my-private-build.raw');
+  const secretDir = dirname(privateImg);
   const u = await mom.prologue({ id: '51.srv', script: `#!/bin/sh\n#VM img=${privateImg}\nhostname\n` });
   t.equal(u.code, 0, u.er);
   t.equal((await mom.run('epilogue', { id: '51.srv' })).code, 0);

@@ -3,10 +3,11 @@
 // the user keeps it under.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { Mom, NOBODY, SHARED_CACHE, testImages } from '../harness/mom.js';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Mom, NOBODY, SHARED_CACHE } from '../harness/mom.js';
 import { ensureLaunchUser } from '../harness/launch-user.js';
+import { privateUserImage } from '../harness/attacker.js';
 import { grantLaunchRead } from '../../src/launch/bootfiles.js';
 
 /** Every regular file under dir, recursively. */
@@ -31,14 +32,8 @@ t.test('another local user cannot read a user image once it is cached, and no ca
   for (const v of existsSync(join(SHARED_CACHE, 'verdicts')) ? readdirSync(join(SHARED_CACHE, 'verdicts')) : []) {
     copyFileSync(join(SHARED_CACHE, 'verdicts', v), join(mom.cacheDir, 'verdicts', v));
   }
-  const secretDir = join(mom.workdir, 'secret-images-dir');
-  mkdirSync(secretDir, { mode: 0o700 });
-  chmodSync(secretDir, 0o700);
-  chownSync(secretDir, NOBODY.uid, NOBODY.gid);
-  const img = join(secretDir, 'my-private-build.qcow2');
-  copyFileSync(join(testImages(), 'debian-ok.qcow2'), img);
-  chmodSync(img, 0o600);
-  chownSync(img, NOBODY.uid, NOBODY.gid);
+  const img = privateUserImage(mom.workdir, 'debian-ok.qcow2', 'my-private-build.qcow2');
+  const secretDir = dirname(img);
   t.not(readAs(img).status, 0, 'the source itself is private to its owner');
 
   const r = await mom.prologue({ id: '41.srv', script: `#!/bin/sh\n#VM img=${img}\nhostname\n` });
