@@ -104,6 +104,8 @@ export interface StartJobOptions {
   env?: Record<string, string>;
   /** SIGTERM to the job's session after this many ms, as qdel does. */
   termAfterMs?: number;
+  /** SIGTERM to the job's session, as qdel does, once its .OU matches this (polled every 100 ms). */
+  termOnOutput?: RegExp;
 }
 
 export interface StartJobResult {
@@ -425,13 +427,20 @@ exit 0
       if (typeof inFd === 'number') closeSync(inFd);
     }
     if (pipeMode) child.stdin!.end(`${this.scriptPath(job)}${opts.args ? ` ${opts.args}` : ''}\n`);
-    const term = opts.termAfterMs === undefined ? undefined : setTimeout(() => {
+    const qdel = (): void => {
       try { process.kill(-child.pid!, 'SIGTERM'); } catch { /* already gone */ }
-    }, opts.termAfterMs);
+    };
+    const term = opts.termAfterMs === undefined ? undefined : setTimeout(qdel, opts.termAfterMs);
+    const watch = opts.termOnOutput === undefined ? undefined : setInterval(() => {
+      if (!opts.termOnOutput!.test(readFileSync(ou, 'utf8'))) return;
+      clearInterval(watch);
+      qdel();
+    }, 100);
     return new Promise((resolveRun, reject) => {
-      child.on('error', (e) => { clearTimeout(term); reject(e); });
+      child.on('error', (e) => { clearTimeout(term); clearInterval(watch); reject(e); });
       child.on('exit', (code, signal) => {
         clearTimeout(term);
+        clearInterval(watch);
         resolveRun({ code, signal, ou: readFileSync(ou, 'utf8'), er: readFileSync(er, 'utf8') });
       });
     });
