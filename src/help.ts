@@ -345,7 +345,8 @@ PROGRAM [ARG...], which runs on the host as given. A job whose prologue booted
 no VM (no <job_dir>/JOBID/vm-0.agent socket) gets its shell exactly as without
 a starter (a login shell unless pbs_mom's $source_login_batch says false), or
 the site's own $job_starter if install.sh found one. qdel's SIGTERM is passed
-to the script in the VM.
+to the script in the VM, which has until Torque's SIGKILL (kill_delay, 2 s by
+default) to exit.
 
 Interactive jobs (qsub -I) get their shell on the host, not in the VM: the
 agent in the VM runs batch scripts only. One line on stderr says so; from that
@@ -357,8 +358,8 @@ Example (what pbs_mom does for job 42.head of a user whose shell is bash):
   echo <mom_priv>/jobs/42.head.SC | vtorque-starter /bin/bash
 
 Exit codes: the script's exit status (128+N when signal N ended it); 143 (130
-for SIGINT) when the script did not report its exit within 10 s of qdel; 69 VM
-0's agent could not be reached, or the connection was lost before the script's
+for SIGINT) when qdel came before the script started in the VM; 69 VM 0's
+agent could not be reached, or the connection was lost before the script's
 exit status came; 70 the agent refused the script or broke the protocol; 66 the
 script could not be read (over 16 MiB).`;
 

@@ -1,26 +1,19 @@
 // The guest agent (src/seed/agent.ts), run for real with /usr/bin/python3 as
-// root on this host in its host-test mode: --port names a unix socket this
-// test serves (standing in for the virtio port; a hangup is the host going
-// away), --config and --state stand in for /etc/vtorque/agent.json and
-// /var/lib/vtorque/agent. The VM user is nobody, a real unprivileged account.
+// root on this host in its host-test mode (test/harness/host-agent.ts): this
+// test plays the host's side of the port, frame by frame. The VM user is
+// nobody, a real unprivileged account.
 import t from 'tap';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
-import { hostname, tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { type Socket } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { FrameDecoder, encodeFrame, parseExit, parseReady, type Frame, type FrameType } from '../src/launch/protocol.js';
-import { AGENT_SOURCE } from '../src/seed/agent.js';
 import { NOBODY } from './harness/mom.js';
+import { PYTHON, WAIT_MS, agentWork, startHostAgent, type HostAgent, type Tap } from './harness/host-agent.js';
 
-const PYTHON = '/usr/bin/python3';
-const WAIT_MS = 60_000;
-
-const work = mkdtempSync(join(tmpdir(), 'vtorque-agent-'));
-chmodSync(work, 0o755);
-t.teardown(() => spawnSync('rm', ['-rf', work]));
+const work = agentWork();
 const agentPy = join(work, 'agent.py');
-writeFileSync(agentPy, AGENT_SOURCE, { mode: 0o700 });
 
 /** One connection from the agent: frames in, frames out. */
 class Host {
@@ -80,66 +73,12 @@ class Host {
   }
 }
 
-interface Agent {
-  proc: ChildProcess;
-  home: string;
-  state: string;
-  stderr: () => string;
-  /** The agent's next connection to the test's socket. */
-  accept: () => Promise<Host>;
-}
+type Agent = Omit<HostAgent, 'accept'> & { accept: () => Promise<Host> };
 
-/** What startAgent needs of a test: somewhere to stop the agent and close the socket. */
-type Tap = Pick<typeof t, 'teardown'>;
-
-let n = 0;
-/** A fresh agent with its own socket, config, state directory and home for nobody. */
-async function startAgent(t: Tap, o: { config?: Record<string, unknown>; configOwner?: number; state?: string; home?: string } = {}): Promise<Agent> {
-  const dir = join(work, `a${n++}`);
-  mkdirSync(dir, { mode: 0o755 });
-  const home = o.home ?? join(dir, 'home');
-  if (!o.home) {
-    mkdirSync(home, { mode: 0o700 });
-    chownSync(home, NOBODY.uid, NOBODY.gid);
-  }
-  const config = join(dir, 'agent.json');
-  writeFileSync(config, JSON.stringify(o.config ?? {
-    user: 'nobody', uid: NOBODY.uid, home, vms: ['vnode01', 'vnode02'], np: 4,
-    env: { PBS_JOBID: '42.head', PBS_JOBNAME: "it's $HOME `id`", PBS_O_WORKDIR: '/home/nobody/run 1', PBS_NODEFILE: '/etc/vtorque/nodefile' },
-    script_env: { PBS_ENVIRONMENT: 'PBS_BATCH' }, nodefile_env: ['PBS_NODEFILE', 'PBS_VM_NODEFILE'], np_env: ['PBS_NP'],
-  }), { mode: 0o600 });
-  if (o.configOwner !== undefined) chownSync(config, o.configOwner, o.configOwner);
-  const state = o.state ?? join(dir, 'state');
-  const sockPath = join(dir, 'port.sock');
-  const conns: Socket[] = [];
-  let wake: (() => void) | undefined;
-  const server: Server = createServer((s) => {
-    conns.push(s);
-    wake?.();
-  });
-  await new Promise<void>((resolve) => server.listen(sockPath, resolve));
-  let err = '';
-  const proc = spawn(PYTHON, [agentPy, '--port', sockPath, '--config', config, '--state', state], { stdio: ['ignore', 'ignore', 'pipe'] });
-  proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
-  t.teardown(() => {
-    proc.kill('SIGKILL');
-    server.close();
-    for (const c of conns) c.destroy();
-  });
-  const accept = async (): Promise<Host> => {
-    const deadline = Date.now() + WAIT_MS;
-    while (conns.length === 0) {
-      if (proc.exitCode !== null) throw new Error(`the agent exited ${proc.exitCode}: ${err}`);
-      if (Date.now() > deadline) throw new Error(`the agent did not connect: ${err}`);
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        setTimeout(resolve, 500);
-      });
-      wake = undefined;
-    }
-    return new Host(conns.shift()!);
-  };
-  return { proc, home, state, stderr: () => err, accept };
+/** A fresh agent (startHostAgent) whose connections this test drives frame by frame. */
+async function startAgent(t: Tap, o: Parameters<typeof startHostAgent>[1] = {}): Promise<Agent> {
+  const a = await startHostAgent(t, o);
+  return { ...a, accept: async () => new Host(await a.accept()) };
 }
 
 const text = (fs: Frame[], type: FrameType) => fs.filter((f) => f.type === type).map((f) => f.payload.toString()).join('');
@@ -173,7 +112,7 @@ t.test('H gets R; the script runs as nobody in its home with the PBS variables, 
   const script = [
     '#!/bin/bash',
     'wait_for() { for i in $(seq 1 600); do [ -e "$HOME/$1" ] && return 0; sleep 0.1; done; echo "no $1" >&2; exit 9; }',
-    'echo "uid=$(id -u) gid=$(id -g) pwd=$(pwd) home=$HOME user=$USER"',
+    'echo "uid=$(id -u) gid=$(id -g) groups=$(id -G) pwd=$(pwd) home=$HOME user=$USER"',
     'echo "job=$PBS_JOBID name=$PBS_JOBNAME workdir=$PBS_O_WORKDIR np=$PBS_NP env=$PBS_ENVIRONMENT"',
     'echo "nodes=$(tr "\\n" , < "$PBS_VM_NODEFILE") nodefile=$([ "$PBS_NODEFILE" = "$PBS_VM_NODEFILE" ] && echo same)"',
     'read -r line; echo "stdin=$line"; read -r more || echo "stdin-eof"',
@@ -197,13 +136,13 @@ t.test('H gets R; the script runs as nobody in its home with the PBS variables, 
     out += f.payload.toString();
   }
   t.equal(out, [
-    `uid=${NOBODY.uid} gid=${NOBODY.gid} pwd=${a.home} home=${a.home} user=nobody`,
+    `uid=${NOBODY.uid} gid=${NOBODY.gid} groups=${spawnSync('id', ['-G', 'nobody'], { encoding: 'utf8' }).stdout.trim()} pwd=${a.home} home=${a.home} user=nobody`,
     "job=42.head name=it's $HOME `id` workdir=/home/nobody/run 1 np=4 env=PBS_BATCH",
     'nodes=vnode01,vnode02, nodefile=same',
     'stdin=from the starter',
     'stdin-eof',
     '',
-  ].join('\n'), 'as nobody (65534), in the configured home, with the PBS variables exactly, PBS_NP, PBS_VM_NODEFILE (PBS_NODEFILE the same file), and stdin from I frames');
+  ].join('\n'), 'as nobody (65534) with its own groups (none of root\'s), in the configured home, with the PBS variables exactly, PBS_NP, PBS_VM_NODEFILE (PBS_NODEFILE the same file), and stdin from I frames');
   writeFileSync(join(a.home, 'go1'), '');
   const e1 = await h.next('err1');
   t.same([e1.type, e1.payload.toString()], ['E', 'err1\n'], 'stderr as E, relayed while the script waits');
@@ -243,6 +182,7 @@ t.test('K TERM stops a sleep 600 script and its children, and X follows', async 
   h.send('K', 'TERM');
   const rest = await h.until('X');
   t.same(parseExit(rest[rest.length - 1]!.payload), { status: 143, signal: 'TERM' }, 'X: 128 + 15, signal TERM');
+  t.equal(text(rest, 'E'), '', 'nothing on stderr: no line of the agent or of what started the script ("Session terminated, killing shell...")');
   const gone = () => {
     try {
       const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -254,6 +194,66 @@ t.test('K TERM stops a sleep 600 script and its children, and X follows', async 
   t.ok(await eventually(gone), 'the background sleep is gone too (its process group was signalled)');
   h.send('K', 'NOPE');
   t.match((await h.next('bad signal')).payload.toString(), /cannot send signal 'NOPE'/);
+});
+
+/** A pid's process is gone (or a zombie nobody reaped yet). */
+function dead(pid: string): boolean {
+  try {
+    return / Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * A job script as a user writes one to see qdel: a TERM trap, then a
+ * background sleep it waits for. It prints the sleep's pid once the trap is set.
+ */
+const trapScript = (trap: string): string => `#!/bin/bash\n${trap}\nsleep 600 &\necho "ready $!"\nwait\necho not-reached\n`;
+
+// qdel reaches the script as one K TERM (the starter's). A real Torque 6.1 run
+// showed the shell got TERM twice under runuser (the agent's killpg, then
+// runuser's watching parent passing it on): bash ran the trap again inside
+// itself and broke off its $(...) ("trap: line 2: unexpected EOF while looking
+// for matching `)'"), runuser wrote "Session terminated, killing shell..." into
+// the job's stderr and SIGKILLed the shell 2 s later, and the exit status was
+// runuser's own TERM, not the trap's.
+for (const [what, trap, said, status] of [
+  ['a trap with $(...) that exits 143', `trap 'echo "caught TERM in $(hostname)"; exit 143' TERM`, `caught TERM in ${hostname()}\n`, 143],
+  ['a trap over two lines with two $(...)', `trap 'echo "caught TERM in $(hostname) as $(id -un)"\nexit 143' TERM`, `caught TERM in ${hostname()} as nobody\n`, 143],
+  ['a plain trap that exits 3', "trap 'echo caught TERM; exit 3' TERM", 'caught TERM\n', 3],
+  ['a trap that cleans up for 3 s', `trap 'echo "caught TERM in $(hostname)"; sleep 3; echo "cleaned up as $(id -un)"; exit 143' TERM`, `caught TERM in ${hostname()}\ncleaned up as nobody\n`, 143],
+] as const) {
+  t.test(`K TERM reaches the script once: ${what} runs once, to its end, and its exit status is the job's; nothing else is written`, async (t) => {
+    const a = await startAgent(t);
+    const h = await a.accept();
+    await h.hello();
+    h.send('S', trapScript(trap));
+    h.send('I', '');
+    const first = await h.next('ready');
+    const pid = /^ready ([0-9]+)\n$/.exec(first.payload.toString())?.[1];
+    t.ok(pid, `the trap is set and the sleep runs: ${first.payload.toString()}`);
+    h.send('K', 'TERM');
+    const rest = await h.until('X');
+    t.equal(text(rest, 'O'), said, "stdout after ready: the trap's lines, once each");
+    t.equal(text(rest, 'E'), '', 'stderr: nothing (no "Session terminated", no bash parse error)');
+    t.same(parseExit(rest[rest.length - 1]!.payload), { status, signal: null }, `X: the trap's exit ${status}`);
+    t.ok(await eventually(() => dead(pid!)), 'the background sleep is gone with the script');
+  });
+}
+
+t.test('K TERM, then the host hangs up (the batch system KILLed the starter): the trap still gets one TERM and runs to its end', async (t) => {
+  const a = await startAgent(t);
+  const h = await a.accept();
+  await h.hello();
+  h.send('S', trapScript(`trap 'echo term >> "$HOME/trap"; echo caught; sleep 2; echo "done $(id -un)" >> "$HOME/trap"; exit 143' TERM`));
+  h.send('I', '');
+  t.match((await h.next('ready')).payload.toString(), /^ready [0-9]+\n$/);
+  h.send('K', 'TERM');
+  t.equal((await h.next('caught')).payload.toString(), 'caught\n', 'the trap runs');
+  h.close();
+  t.ok(await eventually(() => existsSync(join(a.home, 'trap')) && readFileSync(join(a.home, 'trap'), 'utf8').includes('done')), 'the trap finished');
+  t.equal(readFileSync(join(a.home, 'trap'), 'utf8'), 'term\ndone nobody\n', 'once, and to its end: the hangup sent no second TERM');
 });
 
 t.test('a host that hangs up mid-run and reconnects does not start the script again; the orphaned script gets TERM', async (t) => {

@@ -10,8 +10,10 @@ import t from 'tap';
 import { chownSync, chmodSync, mkdirSync, readFileSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
 import { Mom, NOBODY, type Job } from './harness/mom.js';
 import { recording } from './harness/torque-recordings.js';
+import { standInChardev, startHostAgent } from './harness/host-agent.js';
 
 // What a job can see of how it was started; everything but the variables
 // bash itself sets per process.
@@ -195,3 +197,35 @@ t.test('vm_prologue and vm_epilogue are composed into the one script VM 0 runs',
   t.throws(() => vmScriptsOf(Buffer.from('#VM vm_prologue=missing.sh\n'), dir), /vm_prologue=missing\.sh \(line 1\) cannot be read: .*missing\.sh: no such file/);
   t.same(vmScriptsOf(Buffer.from('#!/bin/sh\necho first command\n#VM vm_prologue=missing.sh\n'), dir), [], '#VM after the first command is not a directive, as for the prologue');
 });
+
+// qdel of a VM job: pbs_mom TERMs the starter's session, the starter passes
+// one K TERM to VM 0's agent (here the real agent on this host, behind a
+// stand-in for qemu's chardev). The job's status and output are the script's
+// alone, however long its trap takes: the batch system's KILL (Torque's
+// kill_delay, Slurm's KillWait) is the only limit, as for a job on the host.
+const TRAP = `trap 'echo "caught TERM in $(hostname)"; exit 143' TERM`;
+for (const [what, keys, trap, said, status] of [
+  ['a script without a trap ends as TERM ends it', '', '', '', 143],
+  ['a TERM trap with $(...) runs once and its exit is the job\'s', '', TRAP, `caught TERM in ${hostname()}\n`, 143],
+  ['a TERM trap that takes 12 s (past the starter\'s old 10 s) runs to its end and its exit 5 is the job\'s', '',
+    `trap 'echo "caught TERM as $(id -un)"; sleep 12; echo "cleaned up"; exit 5' TERM`, 'caught TERM as nobody\ncleaned up\n', 5],
+  // The job script then runs in a subshell of the composed script (composeScript):
+  // that shell must wait for it, not die of the TERM and have the agent KILL the trap.
+  ['with vm_prologue and vm_epilogue, the job script\'s TERM trap runs to its end, its exit 7 is the job\'s, and vm_epilogue does not run',
+    '#VM vm_prologue=qdel-pre.sh,vm_epilogue=qdel-epi.sh\n', `trap 'echo "caught TERM in $(hostname)"; sleep 1; echo "cleaned up"; exit 7' TERM`,
+    `caught TERM in ${hostname()}\ncleaned up\n`, 7],
+] as const) {
+  t.test(`qdel of a VM job: ${what}; nothing else is written`, async (t) => {
+    for (const [f, text] of [['qdel-pre.sh', '#!/bin/sh\necho pre\n'], ['qdel-epi.sh', '#!/bin/sh\necho epi\n']] as const) {
+      writeFileSync(join(mom.workdir, f), text);
+      chownSync(join(mom.workdir, f), NOBODY.uid, NOBODY.gid);
+    }
+    const j = job(`#!/bin/bash\n#VM img=a.qcow2\n${keys}${trap}\necho started\nsleep 600 &\nwait\necho not-reached\n`);
+    mkdirSync(join(mom.jobDir, j.id), { recursive: true });
+    await standInChardev(t, await startHostAgent(t), join(mom.jobDir, j.id, 'vm-0.agent'));
+    const r = await mom.startJob(j, { termOnOutput: /^started$/m });
+    t.equal(r.code, status, `the job's status: ${status}`);
+    t.equal(r.ou, `${keys ? 'pre\n' : ''}started\n${said}`, 'its .OU: the script\'s lines, the trap\'s once each');
+    t.equal(r.er, '', 'its .ER: nothing (no "Session terminated", no bash parse error, no vtorque: line)');
+  });
+}

@@ -6,10 +6,15 @@
 // agent socket, the job script) is the owner's already.
 //
 // Exit codes (doc/user.md): the script's status (0-255; 128+N when a signal N
-// ended it); 143 when qdel's SIGTERM (130 for SIGINT) got no exit status back
-// within 10 s; 69 the VM's agent could not be reached or the connection was
-// lost before the exit status came; 70 the agent refused the script or spoke
-// out of turn; 66 the script, its vm_prologue or its vm_epilogue could not be read.
+// ended it); 143 (130 for SIGINT) when qdel's SIGTERM came before the script
+// started; 69 the VM's agent could not be reached or the connection was lost
+// before the exit status came; 70 the agent refused the script or spoke out of
+// turn; 66 the script, its vm_prologue or its vm_epilogue could not be read.
+//
+// After qdel's SIGTERM the starter waits for the script's exit with no limit
+// of its own, as pbs_mom's job shell would: the batch system's SIGKILL
+// (Torque's kill_delay, 2 s by default; Slurm's KillWait) is the limit, and a
+// killed starter leaves the VM to the epilogue, which stops it.
 //
 // vm_prologue= and vm_epilogue= (#VM keys) are read here and nowhere else: the
 // starter is the job owner, so the kernel judges the paths with the owner's
@@ -26,8 +31,6 @@ import { encodeFrame, FrameDecoder, parseExit } from './protocol.js';
 export const EXIT_NOINPUT = 66;
 export const EXIT_UNAVAILABLE = 69;
 export const EXIT_PROTOCOL = 70;
-/** How long a killed script gets to report its exit before the starter gives up. */
-export const KILL_GRACE_MS = 10_000;
 /** The agent's frames are capped at 16 MiB (protocol.ts); a bigger script could never be sent. */
 export const MAX_SCRIPT = 16 * 1024 * 1024 - 1;
 
@@ -145,8 +148,13 @@ function embed(name: string, data: Buffer): string {
  * script runs as bash runs it without these keys, in a subshell of the same
  * login shell, so its `exit` ends only itself. vm_epilogue runs after it
  * whatever its status, with VTORQUE_JOB_STATUS set; the job's status stays the
- * script's, and a failing vm_epilogue is said on stderr. qdel's TERM ends all
- * of it: nothing runs after.
+ * script's, and a failing vm_epilogue is said on stderr. qdel's TERM reaches
+ * the part that runs (the agent signals the whole process group); this shell
+ * waits for that part, then runs nothing after it and exits with its status.
+ * The shell must not die of the TERM itself: the agent KILLs what is left
+ * when it ends, which would cut the job script's trap short. (bash runs the
+ * flag's trap only once the foreground part has ended; a subshell starts with
+ * TERM at its default, so the job script's own trap works as without these keys.)
  */
 export function composeScript(script: Buffer, vmScripts: readonly VmScript[]): Buffer {
   const pro = vmScripts.find((s) => s.key === 'vm_prologue');
@@ -154,6 +162,7 @@ export function composeScript(script: Buffer, vmScripts: readonly VmScript[]): B
   if (!pro && !epi) return script;
   const parts: string[] = [
     '# vtorque: vm_prologue, the job script and vm_epilogue, put together by the job starter\n',
+    "trap '__vtorque_t=1' TERM\n",
     '__vtorque_d=$(mktemp -d "${TMPDIR:-/tmp}/vtorque-job.XXXXXXXX") || { echo "vtorque: cannot make a temporary directory in the VM for vm_prologue/vm_epilogue. Fix: free space in ${TMPDIR:-/tmp} of the image" >&2; exit 1; }\n',
     "trap 'rm -rf -- \"$__vtorque_d\"' EXIT\n",
     embed('job', script),
@@ -164,9 +173,10 @@ export function composeScript(script: Buffer, vmScripts: readonly VmScript[]): B
       'chmod 700 "$__vtorque_d"/vm_prologue || exit 1\n',
       '"$__vtorque_d"/vm_prologue\n',
       '__vtorque_s=$?\n',
+      '[ -z "$__vtorque_t" ] || exit "$__vtorque_s"\n',
       `if [ "$__vtorque_s" -ne 0 ]; then echo ${said} "$__vtorque_s; the job script and vm_epilogue did not run. Fix: see its output above; it must exit 0 for the job to run" >&2; exit "$__vtorque_s"; fi\n`);
   }
-  parts.push('( . "$__vtorque_d"/job )\n', '__vtorque_s=$?\n');
+  parts.push('[ -z "$__vtorque_t" ] || exit 143\n', '( . "$__vtorque_d"/job )\n', '__vtorque_s=$?\n', '[ -z "$__vtorque_t" ] || exit "$__vtorque_s"\n');
   if (epi) {
     const said = shQuote(`vtorque: vm_epilogue ${epi.value} exited with status`);
     parts.push(embed('vm_epilogue', epi.body),
@@ -236,11 +246,9 @@ export async function runScriptInVm(socketPath: string, jobId: string, parts: { 
     const decoder = new FrameDecoder();
     let phase: 'hello' | 'running' | 'done' = 'hello';
     let killedBy: NodeJS.Signals | undefined;
-    let killTimer: NodeJS.Timeout | undefined;
     const finish = (code: number): void => {
       if (phase === 'done') return;
       phase = 'done';
-      if (killTimer) clearTimeout(killTimer);
       for (const s of ['SIGTERM', 'SIGINT'] as const) signals.removeListener(s, onSignal);
       sock.destroy();
       // Exit only once the output is out: the caller awaits both streams' callbacks.
@@ -257,17 +265,14 @@ export async function runScriptInVm(socketPath: string, jobId: string, parts: { 
       sock.pause();
       out.once('drain', () => { if (--blocked === 0 && phase !== 'done') sock.resume(); });
     };
+    // Each signal is passed on once, as it came (qsig can send more than one).
+    // No timer: a trap may take as long as the batch system allows, and no
+    // longer, since its SIGKILL ends this process (doc/user.md, qdel).
     function onSignal(sig: NodeJS.Signals): void {
       if (phase === 'done') return;
-      if (!killedBy) {
-        killedBy = sig;
-        if (phase === 'running') sock.write(encodeFrame('K', Buffer.from('TERM')));
-        killTimer = setTimeout(() => {
-          say(io, `job ${jobId}: the script in VM 0 did not report its exit within ${KILL_GRACE_MS / 1000} s of ${sig}; the epilogue stops the VM`);
-          finish(128 + (signalNumber(sig) ?? 15));
-        }, KILL_GRACE_MS);
-      }
-      if (phase === 'hello') finish(128 + (signalNumber(sig) ?? 15));
+      killedBy ??= sig;
+      if (phase === 'running') sock.write(encodeFrame('K', Buffer.from('TERM')));
+      else finish(128 + (signalNumber(sig) ?? 15));
     }
     for (const s of ['SIGTERM', 'SIGINT'] as const) signals.on(s, onSignal);
 

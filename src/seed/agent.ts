@@ -8,11 +8,11 @@
 // it must hold no backtick and no dollar-brace.
 //
 // Why it is safe to run as root in the guest: it reads only the seed's
-// root-only agent.json and the frames; the one program it starts is runuser
-// for the configured user (never uid 0), with the script as a file that user
-// owns in a directory of root's; one script per VM ever (a root-only marker
-// in /var/lib survives agent restarts and reboots); nothing else can be run
-// through the port.
+// root-only agent.json and the frames; the one program it starts is the
+// user's shell, after it became the configured user (never uid 0) in the
+// child itself, with the script as a file that user owns in a directory of
+// root's; one script per VM ever (a root-only marker in /var/lib survives
+// agent restarts and reboots); nothing else can be run through the port.
 import type { GuestVars } from '../core/engine.js';
 import type { Account } from './account.js';
 
@@ -120,8 +120,7 @@ SIGNALS = ('TERM', 'KILL', 'INT', 'HUP', 'QUIT', 'USR1', 'USR2')
 KNOWN = b'HRSIOEXK!'
 ACCOUNT = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$')
 ENV_NAME = re.compile(r'^[A-Z_][A-Z0-9_]{0,63}$')
-RUNUSER = ('/usr/sbin/runuser', '/sbin/runuser', '/usr/bin/runuser')
-# Run as the user by runuser; the user's own shell changes to their home (root
+# Run as the user (become_user); the user's own shell changes to their home (root
 # may not enter an NFS home with root_squash) and becomes a login shell, so
 # /etc/profile.d/vtorque-job.sh and the user's profile are read as on a login.
 WRAPPER = ('HOME=$1; export HOME; '
@@ -239,11 +238,29 @@ def safe_state_dir(path):
     return path
 
 
-def runuser_path():
-    for p in RUNUSER:
-        if os.access(p, os.X_OK):
-            return p
-    raise ConfigError('runuser is not installed in this VM (util-linux)')
+def become_user(uid, gid, groups):
+    """preexec_fn of the job's shell: the user's groups, gid and uid, as pbs_mom sets a job's.
+
+    Not runuser: its watching parent shares the job's process group (runuser -u
+    calls no setsid), so a TERM for the job reached the shell twice (ours, then
+    runuser's), bash ran its TERM trap again inside the first run and broke off
+    its $(...) ("unexpected EOF while looking for matching )"), runuser wrote
+    "Session terminated, killing shell..." into the job's stderr, SIGKILLed the
+    shell 2 s later whatever its trap did, and ended with its own TERM instead
+    of the trap's exit status. Here the shell is the child itself, the leader
+    of its own session: a signal reaches the job's processes once, and its exit
+    status is the job's. What the job loses is runuser's PAM session
+    (pam_limits, pam_keyinit, pam_unix's log line), as under pbs_mom, which
+    opens none either: its limits are the agent's (doc/admin.md).
+    The group list is looked up in the parent (NSS); the child only sets ids.
+    """
+    def preexec():
+        os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+            raise OSError('the job shell could not drop root')
+    return preexec
 
 
 def signal_name(n):
@@ -267,6 +284,7 @@ class Job(object):
         self.stdin_eof = False
         self.exited_at = None
         self.hup_at = None
+        self.termed = False
         self.paused = False
         self.finished = False
         pw = pwd.getpwnam(cfg['user'])
@@ -307,10 +325,13 @@ class Job(object):
         })
         if 'LANG' in os.environ:
             env['LANG'] = os.environ['LANG']
+        # start_new_session: the shell leads a session and process group of its own, which
+        # holds the job's processes and nothing else (not the agent): what signal() reaches.
         self.proc = subprocess.Popen(
-            [runuser_path(), '-u', cfg['user'], '--', '/bin/sh', '-c', WRAPPER, 'vtorque-job', cfg['home'], path],
+            ['/bin/sh', '-c', WRAPPER, 'vtorque-job', cfg['home'], path],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, cwd='/', close_fds=True, start_new_session=True)
+            env=env, cwd='/', close_fds=True, start_new_session=True,
+            preexec_fn=become_user(pw.pw_uid, pw.pw_gid, os.getgrouplist(pw.pw_name, pw.pw_gid)))
         for f, kind in ((self.proc.stdout, 'O'), (self.proc.stderr, 'E')):
             fd = f.fileno()
             os.set_blocking(fd, False)
@@ -321,6 +342,8 @@ class Job(object):
         log('job script started as %s (pid %d)' % (cfg['user'], self.proc.pid))
 
     def signal(self, name):
+        if name == 'TERM':
+            self.termed = True
         try:
             os.killpg(self.proc.pid, getattr(signal, 'SIG' + name))
         except ProcessLookupError:
@@ -329,9 +352,15 @@ class Job(object):
     def hangup(self):
         """The host that sent the script is gone: the batch system sees the job ended, so the script must not run on."""
         if self.hup_at is None and self.exited_at is None:
-            log('the host hung up while the job script ran; sending it TERM')
             self.hup_at = time.monotonic()
-            self.signal('TERM')
+            # After qdel the batch system KILLs the starter (Torque's kill_delay): the
+            # script has its TERM already and may be in its trap, which a second TERM
+            # would run again from inside; it gets GRACE, then KILL.
+            if self.termed:
+                log('the host hung up while the job script handled its TERM; KILL in %d s' % GRACE)
+            else:
+                log('the host hung up while the job script ran; sending it TERM')
+                self.signal('TERM')
 
     def stdin(self, data):
         if self.stdin_fd is None:
@@ -467,7 +496,6 @@ class Agent(object):
         try:
             self.cfg = load_config(config_path)
             self.state = safe_state_dir(state)
-            runuser_path()
         except (ConfigError, OSError) as e:
             # Still serve: the host then reads why in a '!' frame instead of waiting for a READY that never comes.
             self.broken = str(e)
@@ -666,8 +694,10 @@ class Agent(object):
             os.close(fd)
         try:
             self.job = Job(self, self.cfg, script, self.session)
-        except (ConfigError, KeyError, OSError) as e:
-            why = str(e) if isinstance(e, ConfigError) else ('no user %s in the VM' % self.cfg['user']) if isinstance(e, KeyError) else e.strerror or str(e)
+        except (ConfigError, KeyError, OSError, subprocess.SubprocessError) as e:
+            # SubprocessError: become_user failed in the child (Python says only that preexec_fn raised).
+            why = (str(e) if isinstance(e, ConfigError) else ('no user %s in the VM' % self.cfg['user']) if isinstance(e, KeyError)
+                   else 'could not become %s' % self.cfg['user'] if isinstance(e, subprocess.SubprocessError) else e.strerror or str(e))
             log('cannot start the job script: %s' % why)
             self.error('cannot start the job script: %s' % why)
 

@@ -110,6 +110,8 @@ export interface StartJobOptions {
   env?: Record<string, string>;
   /** SIGTERM to the job's session after this many ms, as qdel does. */
   termAfterMs?: number;
+  /** SIGTERM to the job's session, as qdel does, once its .OU matches this (polled every 100 ms). */
+  termOnOutput?: RegExp;
 }
 
 /** Mom.startTask: a TM task (pbsdsh, tm_spawn) on this node, replayed from a recording. */
@@ -456,7 +458,7 @@ exit 0
       argv0 = `-${shell.slice(shell.lastIndexOf('/') + 1)}`;
     } else argv = replayArgv(rec, typeof opts.starter === 'string' ? opts.starter : this.installStarter(), shell);
     const stdinText = kind === 'batch' ? `${this.scriptPath(job)}${opts.args ? ` ${opts.args}` : ''}\n` : '';
-    return this.spawnAsPbsMom(job, user, argv, argv0, env, rec, pipeMode ? { text: stdinText } : { file: this.scriptPath(job) }, opts.termAfterMs);
+    return this.spawnAsPbsMom(job, user, argv, argv0, env, rec, pipeMode ? { text: stdinText } : { file: this.scriptPath(job) }, opts);
   }
 
   /** A TM task as pbs_mom starts one through $job_starter: [starter, PROGRAM, ARG...], stdin /dev/null, the task's variables. */
@@ -486,7 +488,7 @@ exit 0
    * parent, as under pbs_mom; the feeder's own environment (where tap adds
    * NODE_OPTIONS and its _TAPJS_ variables) does not reach the child.
    */
-  private spawnAsPbsMom(job: Job, user: User, argv: string[], argv0: string | undefined, env: Record<string, string>, rec: Recording, stdin: { text: string } | { file: string }, termAfterMs?: number): Promise<StartJobResult> {
+  private spawnAsPbsMom(job: Job, user: User, argv: string[], argv0: string | undefined, env: Record<string, string>, rec: Recording, stdin: { text: string } | { file: string }, qdelWhen: Pick<StartJobOptions, 'termAfterMs' | 'termOnOutput'> = {}): Promise<StartJobResult> {
     const ou = join(this.torqueHome, 'spool', `${job.id}.OU`);
     const er = join(this.torqueHome, 'spool', `${job.id}.ER`);
     const ouFd = openSync(ou, 'a', 0o600);
@@ -511,13 +513,20 @@ exit 0
       closeSync(erFd);
       if (typeof inFd === 'number') closeSync(inFd);
     }
-    const term = termAfterMs === undefined ? undefined : setTimeout(() => {
+    const qdel = (): void => {
       try { process.kill(-child.pid!, 'SIGTERM'); } catch { /* already gone */ }
-    }, termAfterMs);
+    };
+    const term = qdelWhen.termAfterMs === undefined ? undefined : setTimeout(qdel, qdelWhen.termAfterMs);
+    const watch = qdelWhen.termOnOutput === undefined ? undefined : setInterval(() => {
+      if (!qdelWhen.termOnOutput!.test(readFileSync(ou, 'utf8'))) return;
+      clearInterval(watch);
+      qdel();
+    }, 100);
     return new Promise((resolveRun, reject) => {
-      child.on('error', (e) => { clearTimeout(term); reject(e); });
+      child.on('error', (e) => { clearTimeout(term); clearInterval(watch); reject(e); });
       child.on('exit', (code, signal) => {
         clearTimeout(term);
+        clearInterval(watch);
         resolveRun({ code, signal, ou: readFileSync(ou, 'utf8'), er: readFileSync(er, 'utf8') });
       });
     });
