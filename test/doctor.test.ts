@@ -70,6 +70,18 @@ t.test('a missing tool is named with its [tools] key and what provides it', asyn
   t.match(r.out, /^FAIL {2}tools {5}\[tools\] qemu_img \/nonexistent\/qemu-img does not exist\. Fix: install it \(qemu-img, from qemu-utils/m);
 });
 
+t.test('a setpriv without --pdeathsig (util-linux before 2.33) fails the tools check: no tool could run', async (t) => {
+  const mom = stagedNode();
+  // As util-linux 2.32's setpriv answers an option it does not know.
+  const old = join(mom.root, 'bin', 'setpriv');
+  writeFileSync(old, `#!/bin/sh\n[ "$1" = --version ] && { echo 'setpriv from util-linux 2.32.1'; exit 0; }\necho "setpriv: unrecognized option '$1'" >&2\nexit 1\n`);
+  chmodSync(old, 0o755);
+  writeFileSync(mom.configFile, readFileSync(mom.configFile, 'utf8') + `[tools]\nsetpriv = ${old}\n`);
+  const r = doctor(mom, ...FAST);
+  t.equal(r.code, 1);
+  t.match(r.out, new RegExp(`^FAIL {2}tools {5}no tool can run under ${old} --pdeathsig TERM -- /usr/bin/timeout: .*unrecognized option '--pdeathsig'.*\\. Fix: install util-linux 2\\.33 or later`, 'm'));
+});
+
 t.test('a tool that others may write is a problem, since root runs it', async (t) => {
   const mom = stagedNode();
   chmodSync(join(mom.root, 'bin', 'qstat'), 0o777);

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Mom, NOBODY } from './harness/mom.js';
 import { bootGuestImage, ensureLaunchUser, qemusOf, bootingIni } from './harness/launch-user.js';
 import { asUser } from './harness/attacker.js';
+import { processes } from './harness/procs.js';
 
 t.setTimeout(1800_000);
 const LAUNCH = ensureLaunchUser();
@@ -37,6 +38,10 @@ t.test('a #VM job boots in a VM of the launch account that the job owner cannot 
   t.equal(manifest.accel.accel, 'tcg');
   const pid: number = vm.run.pid;
   t.same(qemusOf(job.id), [pid], 'one qemu for the job, the one in the manifest');
+  // The prologue told its boot guard the VM is the job's: the guard left, the VM stays.
+  const guards = () => processes().filter((p) => p.cmdline.includes('vtorque-boot-guard') && p.cmdline.includes(join(dir, 'run')));
+  for (let i = 0; i < 50 && guards().length > 0; i++) await new Promise((res) => setTimeout(res, 100));
+  t.same(guards(), [], 'the boot guard is gone, and left the VM running');
 
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   t.match(status, new RegExp(`^Uid:\\s+${LAUNCH.uid}\\s+${LAUNCH.uid}\\s+${LAUNCH.uid}\\s+${LAUNCH.uid}$`, 'm'), 'qemu runs as the launch account (every uid)');

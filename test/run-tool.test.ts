@@ -2,11 +2,11 @@
 // that names the command and what to change, and no child outlives its
 // timeout, its abort, or the prologue itself.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runTool, ToolError } from '../src/tools/run.js';
+import { runTool, ToolError, useGuards } from '../src/tools/run.js';
 import { isNodeFault } from '../src/core/errors.js';
 import { JobEnded } from '../src/pipeline/ended.js';
 
@@ -21,6 +21,27 @@ const alive = (pid: number) => {
   }
 };
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits until none of pids is alive, or gives up after `ms`: true when all are gone. */
+const gone = async (pids: number[], ms = 15_000) => {
+  for (const t0 = Date.now(); Date.now() - t0 < ms && pids.some(alive);) await settle(100);
+  return !pids.some(alive);
+};
+const runJs = new URL('../src/tools/run.js', import.meta.url).pathname;
+
+/**
+ * A node process that runs a tool through runTool: a shell that starts a
+ * sleep of its own and writes "SHELL SLEEP" to pidFile. Resolves once the
+ * pids are there.
+ */
+async function toolRunner(pidFile: string, timeoutMs: number): Promise<{ node: number; shell: number; sleeper: number }> {
+  const script = `import { runTool } from ${JSON.stringify(runJs)};
+runTool('/bin/sh', ['-c', 'sleep 60 & echo "$$ $!" > ${pidFile}; wait'], { timeout: ${timeoutMs} }).catch(() => {});
+setInterval(() => {}, 1000);`;
+  const node = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore' });
+  while (!existsSync(pidFile) || !readFileSync(pidFile, 'utf8').endsWith('\n')) await settle(50);
+  const [shell, sleeper] = readFileSync(pidFile, 'utf8').trim().split(' ').map(Number);
+  return { node: node.pid!, shell: shell!, sleeper: sleeper! };
+}
 
 async function failure(p: Promise<unknown>): Promise<ToolError> {
   try {
@@ -126,4 +147,29 @@ setTimeout(() => process.exit(0), 300);`;
   const pid = Number(readFileSync(pidFile, 'utf8'));
   await settle(200);
   t.notOk(alive(pid), 'the tool did not outlive the process that ran it');
+});
+
+t.test('a SIGKILL of the process that ran it ends the tool and what the tool started', async (t) => {
+  const r = await toolRunner(join(dir(), 'pids'), 60_000);
+  process.kill(r.node, 'SIGKILL');
+  t.ok(await gone([r.shell, r.sleeper]), `the tool (${r.shell}) and its child (${r.sleeper}) are gone: nothing could clean up, the kernel's parent-death signal did`);
+});
+
+t.test("a tool's own time box holds while the process that ran it cannot act", async (t) => {
+  const r = await toolRunner(join(dir(), 'pids'), 500);
+  // Stopped, node's own timer cannot fire: only the tool's guard can end it.
+  process.kill(r.node, 'SIGSTOP');
+  t.teardown(() => { try { process.kill(r.node, 'SIGKILL'); } catch { /* gone */ } });
+  t.ok(await gone([r.shell, r.sleeper]), 'the tool and its child are gone while node is stopped');
+  t.ok(alive(r.node), 'and node was still there (stopped) all along');
+});
+
+t.test('a guard that is missing is named, with the [tools] key to set', async (t) => {
+  useGuards({ setpriv: '/nonexistent/setpriv', timeout: '/usr/bin/timeout' });
+  t.teardown(() => useGuards({ setpriv: '/usr/bin/setpriv', timeout: '/usr/bin/timeout' }));
+  const e = await failure(runTool('/bin/true', [], { timeout: 5000, toolKey: 'qemu_img' }));
+  t.match(e.message, /\/nonexistent\/setpriv is not installed/);
+  t.match(e.problems[0]!.fix, /\[tools\] setpriv/);
+  useGuards({ setpriv: '/usr/bin/setpriv', timeout: '/nonexistent/timeout' });
+  t.match((await failure(runTool('/bin/true', [], { timeout: 5000 }))).problems[0]!.fix, /\[tools\] timeout/);
 });

@@ -5,6 +5,7 @@ import { NodeFault, type Problem } from '../core/errors.js';
 import { parseIni } from './ini.js';
 import { SCHEMA, SECTIONS, specsOf, type Config, type SectionName } from './schema.js';
 import { closest, controlCharIn, quote } from './values.js';
+import { useGuards } from '../tools/run.js';
 
 export { DEFAULT_CONFIG_FILE, peekConfig } from './peek.js';
 const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -33,7 +34,10 @@ export function loadConfig(file: string): LoadedConfig {
       { id: 'config', where: file, message: what, fix: `install it with install.sh or copy conf/prologue.ini there, or pass --config FILE` },
     ]);
   }
-  return parseConfig(text, file);
+  const loaded = parseConfig(text, file);
+  // The config a run uses names the programs every tool of the run runs under.
+  useGuards(loaded.config.tools);
+  return loaded;
 }
 
 // The ini package accepts almost anything (a bare word becomes "word = true"),

@@ -32,7 +32,7 @@ export const SECTION_DOCS: Record<string, string> = {
   jobfiles: "Ownership and modes of the per-job files (overlays, seeds, manifest), so that whatever launches the VMs can open them, and the job owner cannot: a user who could rewrite their VM's seed or disk would get root in it. Directories stay root-owned.",
   batch: "Which batch system this node runs. The hooks need no key (pbs_mom runs `prologue`, slurmd runs `slurm-prolog`); the node's admin commands (doctor, cache gc) read it to know whom to ask.",
   torque: 'How the prologue talks back to Torque.',
-  launch: "How the prologue boots a #VM job's VMs on this node: qemu runs as an unprivileged launch account (never root, never the job owner), daemonized so it outlives the prologue; the epilogue powers them off.",
+  launch: "How the prologue boots a #VM job's VMs on this node: qemu runs as an unprivileged launch account (never root, never the job owner), daemonized so it outlives a prologue that succeeded (a boot guard stops it if the prologue dies first); the epilogue powers them off.",
   seed: "What each VM's cloud-init NoCloud seed holds (doc/admin.md, Seeds): mounts, DNS, NTP, packages, SSH keys, network, and the medium it is written to.",
   requirements: "The guest image rules (doc/guest-images.md). Each is error (the job is rejected), warn (logged and shown, the job runs) or off.",
 };
@@ -105,7 +105,8 @@ export const SCHEMA = {
     ip: tool('/usr/sbin/ip', "for [launch] network = bridge: ip (iproute2), to make the VMs' tap devices and remove them"),
     scontrol: tool('/usr/bin/scontrol', "for Slurm: scontrol, to read the job's script, record and host list, to cancel a refused job and to drain the node on a node fault"),
     scancel: tool('/usr/bin/scancel', 'for Slurm: scancel, to cancel a job the Prolog refused'),
-    setpriv: tool('/usr/bin/setpriv', 'setpriv (util-linux), to start qemu as [launch] user with its supplementary groups (the kvm group)'),
+    setpriv: tool('/usr/bin/setpriv', 'setpriv (util-linux, 2.33 or later for --pdeathsig): every tool runs under it, so that it dies when the prologue dies (PR_SET_PDEATHSIG), and it starts qemu as [launch] user with its supplementary groups (the kvm group)'),
+    timeout: tool('/usr/bin/timeout', "timeout (coreutils): every tool runs under it, in a process group of its own, which it stops when the prologue dies and on the tool's own deadline"),
     rm: tool('/bin/rm', "rm (coreutils), run as [launch] user to empty the VMs' run directory"),
     qemu_system: tool('/usr/bin/qemu-system-x86_64', 'qemu-system for this node, from qemu-system-x86 (Debian) or qemu-kvm (RHEL); it also runs the KVM probe'),
   },

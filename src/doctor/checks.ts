@@ -131,7 +131,22 @@ export async function checkTools(ctx: DoctorContext): Promise<CheckResult[]> {
       .then((x) => firstLine(x.stdout) || firstLine(x.stderr), () => '');
     out.push(r('tools', 'ok', `${where}: ${v || 'present (no version from --version)'}`, undefined, { data: { key, path, version: v || null } }));
   }
+  out.push(await checkGuards(config));
   return out;
+}
+
+// Every tool runs under setpriv --pdeathsig and timeout (tools/run.ts): fails
+// when they cannot run a program that way (setpriv older than util-linux 2.33
+// has no --pdeathsig), since then no tool runs at all.
+async function checkGuards(config: Config): Promise<CheckResult> {
+  const how = `${config.tools.setpriv} --pdeathsig TERM -- ${config.tools.timeout}`;
+  try {
+    await runTool('/bin/true', [], { timeout: Math.min(10, config.timeouts.tool) * 1000 });
+    return r('tools', 'ok', `every tool runs under ${how}: it dies when the prologue dies, whoever kills it, and on its own deadline`);
+  } catch (e) {
+    return r('tools', 'FAIL', `no tool can run under ${how}: ${(e as Error).message}`,
+      'install util-linux 2.33 or later (setpriv --pdeathsig) and coreutils (timeout), or set [tools] setpriv and [tools] timeout');
+  }
 }
 
 // Fails when the libguestfs appliance cannot start within [timeouts] tool,

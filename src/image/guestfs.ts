@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
 import type { ResultPromise, execa as Execa } from 'execa';
 import { loadExeca } from '../tools/execa.js';
-import { killAtExit, killGroup } from '../tools/run.js';
+import { guardedArgv, killAtExit, killGroup } from '../tools/run.js';
 import { NodeFault } from '../core/errors.js';
 import { HYV_DRIVER, HYV_PROVIDERS, RULES, type FactGroup } from './rules.js';
 import { guestfsEnv } from './accel.js';
@@ -97,17 +97,19 @@ class Fish {
   private exited = false;
   private readonly child: ResultPromise;
 
-  constructor(execa: typeof Execa, guestfish: string, args: string[], env: Record<string, string>, private readonly timeoutMs: number, signal?: AbortSignal) {
-    this.child = execa(guestfish, args, {
+  constructor(execa: typeof Execa, guestfish: string, args: string[], env: Record<string, string>, private readonly timeoutMs: number, boxMs: number, signal?: AbortSignal) {
+    // Under the guards every tool has (tools/run.ts): it and its appliance die
+    // with this process, however it dies, and on their own after boxMs.
+    this.child = execa(...guardedArgv(guestfish, args, boxMs), {
       env: { LANG: 'C.UTF-8', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, extendEnv: false, cwd: '/',
-      stdin: 'pipe', buffer: false, reject: false, detached: true, cancelSignal: signal, encoding: 'utf8',
+      stdin: 'pipe', buffer: false, reject: false, cancelSignal: signal, encoding: 'utf8',
     });
     this.child.stdout!.setEncoding('utf8');
     this.child.stdout!.on('data', (d: string) => { this.buf += d; this.waiter?.(); });
     this.child.stderr!.setEncoding('utf8');
     this.child.stderr!.on('data', (d: string) => { if (this.stderr.length < 4096) this.stderr += d; });
     // Whatever ends it (exit, our kill, the deadline's cancel, which signals
-    // guestfish alone), nothing it started (the appliance) outlives it.
+    // its guard alone), nothing it started (the appliance) outlives it.
     const forget = killAtExit(this.child.pid);
     void this.child.then(() => { this.exited = true; this.kill(); forget(); this.waiter?.(); });
   }
@@ -154,7 +156,8 @@ class Fish {
 export async function gatherGuestFacts(disks: readonly DiskInput[], config: Config, opts: GuestfsOptions): Promise<GuestFacts[]> {
   const add = disks.flatMap((d) => [`--format=${d.format}`, '-a', d.path]);
   const { execa } = await loadExeca();
-  const fish = new Fish(execa, config.tools.guestfish, ['--ro', ...add], guestfsEnv(config, opts.accel), config.timeouts.tool * 1000, opts.signal);
+  // The session's own time box: no run of ours lasts longer than [timeouts] total.
+  const fish = new Fish(execa, config.tools.guestfish, ['--ro', ...add], guestfsEnv(config, opts.accel), config.timeouts.tool * 1000, config.timeouts.total * 1000, opts.signal);
   try {
     await fish.ask(['run']); // no '-': a failed launch must stop here and say why
     const [roots, fss, devices] = await fish.ask(['-inspect-os', '-list-filesystems', '-list-devices']);

@@ -1,7 +1,8 @@
 // Booting and stopping a job's VMs on this node. qemu runs as the launch
 // account ([launch] user): never root (a guest escape would own the node),
 // never the job owner (who could ptrace it, or rewrite the disks it has
-// open). It is daemonized, so it outlives the prologue, and writes only in
+// open). It is daemonized, so it outlives the prologue once the prologue has
+// succeeded (a boot guard stops it if the prologue dies first), and writes only in
 // <job_dir>/<jobid>/run/, the launch account's 0700 directory. Root takes
 // nothing there on trust: the sockets are moved out into root's own job
 // directory before root connects to them, and what root reads there (the pid
@@ -12,7 +13,8 @@ import {
   realpathSync, renameSync, rmdirSync,
 } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { createConnection } from 'node:net';
+import { spawn } from 'node:child_process';
+import { createConnection, type Socket } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault, stopReason } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
@@ -297,6 +299,67 @@ function killAtExit(pid: number): void {
 /** The job's VMs are up and answered: from now on they are the epilogue's to stop. */
 export function confirmVms(pids: readonly number[]): void {
   for (const p of pids) unconfirmed.delete(p);
+}
+
+/**
+ * The boot guard: the launch account's /bin/sh, in a session of its own (so
+ * no kill of the prologue's session or process group reaches it), reading
+ * one line from a pipe only the prologue holds. "keep" (the prologue is done
+ * and succeeded): the VMs are the job's, it exits. Anything else, or the end
+ * of the pipe (the prologue exited, or was killed, SIGKILL included): it
+ * SIGKILLs every qemu of run/ that is still there, and again a second later
+ * for one that was still inside its -daemonize start (qemu writes its pid
+ * file right after it forks its daemon, and a daemon outlives the death of
+ * the qemu that started it). A daemonized qemu is no child of the prologue,
+ * so no parent-death signal can reach it; this can. A pid file is trusted
+ * only as far as this: the pid must belong to a process that holds that very
+ * pid file open (qemu keeps it open, locked, for its whole life), so a pid
+ * reused by another process is never signalled. As the launch account it
+ * could signal nothing but the launch account's processes anyway. Shell
+ * builtins and /bin/sleep only: nothing is looked up on PATH.
+ */
+const BOOT_GUARD = [
+  'IFS= read -r word',
+  '[ "$word" = keep ] && exit 0',
+  'cd -- "$1" 2>/dev/null || exit 0',
+  'sweep() {',
+  '  for f in vm-*.pid; do',
+  '    IFS= read -r pid < "$f" 2>/dev/null || continue',
+  '    case $pid in ""|*[!0-9]*) continue ;; esac',
+  '    for fd in /proc/"$pid"/fd/*; do',
+  '      if [ "$fd" -ef "$f" ]; then kill -s KILL "$pid" 2>/dev/null; break; fi',
+  '    done',
+  '  done',
+  '}',
+  'sweep',
+  '/bin/sleep 1',
+  'sweep',
+].join('\n');
+
+export interface BootGuard {
+  /** The prologue succeeded: the VMs are the job's now, and the guard leaves them alone. */
+  keep(): void;
+}
+
+/**
+ * Starts the boot guard for run/ (made by makeRunDir) before the first qemu
+ * starts. It holds no descriptor of ours but its stdin: the pipe ends when
+ * this process does, however it ends.
+ */
+export function guardBoot(config: Config, account: LaunchAccount, runDir: string): Promise<BootGuard> {
+  const [cmd, args] = asLaunchAccount(config, account, '/bin/sh', ['-c', BOOT_GUARD, 'vtorque-boot-guard', runDir]);
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { detached: true, stdio: ['pipe', 'ignore', 'ignore'], cwd: '/', env: { LANG: 'C.UTF-8', PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    child.once('error', (e) => reject(launchFault('the boot guard could not be started', `${cmd} could not start /bin/sh as ${account.user}: ${e.message}`, 'install util-linux (setpriv), or set [tools] setpriv', e)));
+    child.once('spawn', () => {
+      const stdin = child.stdin as Socket;
+      stdin.on('error', () => { /* the guard is gone: nothing to tell it */ });
+      // Neither keeps this process alive: the guard is there for when it ends.
+      stdin.unref();
+      child.unref();
+      resolve({ keep: () => { stdin.end('keep\n'); } });
+    });
+  });
 }
 
 /** Starts one VM's qemu as the launch account; -daemonize returns once qemu is up. Returns its pid. */

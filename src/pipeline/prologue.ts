@@ -29,7 +29,8 @@ import { lockJobFiles } from './job-lock.js';
 import { bootFiles, grantLaunchRead } from '../launch/bootfiles.js';
 import { joinJobCgroups } from '../launch/cgroup.js';
 import {
-  VmBootError, bootFault, confirmVms, consoleTail, handOverSockets, makeRunDir, makeTaps, qemuArgv, removeTaps, resolveLaunchAccount, runPathsOf, startVm, waitReady,
+  VmBootError, bootFault, confirmVms, consoleTail, guardBoot, handOverSockets, makeRunDir, makeTaps, qemuArgv, removeTaps, resolveLaunchAccount, runDirOf, runPathsOf, startVm, waitReady,
+  type BootGuard,
   type LaunchAccel, type LaunchAccount,
 } from '../launch/qemu.js';
 import { launchAccel } from '../launch/kvm.js';
@@ -175,6 +176,8 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     published('writing its manifest');
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
     for (const l of [...summary(args.jobId, request, manifestPath, acquired, seeds), ...booted?.said ?? []]) io.out(line(l) + '\n');
+    // Only now are the VMs the job's: a prologue that dies before this line leaves none behind.
+    booted?.guard.keep();
     return EXIT_RUN;
   } catch (e) {
     // Whatever failed after the epilogue ran (a tool stopped by the marker, a
@@ -251,6 +254,8 @@ interface Booted {
   runs: NonNullable<Manifest['vms'][number]['run']>[];
   /** "VM X booted in N s": said after the job's summary, in the VMs' order, not in the order they came up. */
   said: string[];
+  /** Stops the VMs if this process dies before it succeeded; kept (told so) at its last line. */
+  guard: BootGuard;
 }
 
 /**
@@ -272,6 +277,9 @@ async function bootVms(ctx: JobContext, o: {
   const accel = await launchAccel(config, o.account, ctx.signal);
   blog.info({ kernel: boot.kernel ?? null, root: boot.root ?? null, source: boot.source, accel }, 'boot files and accelerator');
   makeRunDir(o.dirs.dir, o.account);
+  // Before the first qemu: should this process die from here on (pbs_mom's
+  // $prologalarm, SIGKILL), the guard stops every qemu it started.
+  const guard = await guardBoot(config, o.account, runDirOf(o.dirs.dir));
   // A requeued job's taps from an earlier start go with its qemus (stopped before the disks were made afresh).
   const taps = config.launch.network === 'bridge'
     ? (await removeTaps(config, ctx.args.jobId, ctx.signal), await makeTaps(config, ctx.args.jobId, o.overlays.length, o.account, ctx.signal))
@@ -311,7 +319,7 @@ async function bootVms(ctx: JobContext, o: {
     return { run: { pid, qmp: paths.qmp, console: paths.console, agent: paths.agent }, said: `VM ${seed.hostname} booted in ${s.toFixed(1)} s (${accel.accel})` };
   }));
   confirmVms(runs.map((r) => r.run.pid));
-  return { accel, runs: runs.map((r) => r.run), said: runs.map((r) => r.said) };
+  return { accel, runs: runs.map((r) => r.run), said: runs.map((r) => r.said), guard };
 }
 
 function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acquired, dirs: JobDirs, overlays: Overlay[], seeds: SeedResult[], owner: FileOwner, booted: Booted | undefined): string {

@@ -8,11 +8,65 @@
 // a ~360 ms prologue (bench/warm, measured under load). What execa gave here
 // (no shell, collected output, typed failure) is these few lines; execa stays
 // where it earns its keep, the long guestfish session (src/image/guestfs.ts).
+//
+// Every child dies when we die, whoever kills us. pbs_mom SIGKILLs the
+// prologue's session at $prologalarm (src/resmom/prolog.c, pelogalm), slurmd
+// kills its Prolog at PrologEpilogTimeout, an admin or the OOM killer may
+// SIGKILL node alone: none of them gives us a chance to clean up. So each
+// child runs as
+//   setpriv --pdeathsig TERM -- timeout --kill-after=2 -- BOX PROGRAM ARG...
+// setpriv sets PR_SET_PDEATHSIG: the kernel sends timeout SIGTERM the moment
+// the thread that started it ends (node's spawn runs on the main thread,
+// which ends only with the process; we start no worker threads). timeout
+// passes a SIGTERM it gets on to its whole process group, the program's own
+// children included (a shell's sleep, guestfish's appliance qemu), and
+// SIGKILLs the group 2 s later. It is also the child's own time box: BOX
+// after the start it does the same, whether or not node is still there to.
+// The child stays in our session (timeout makes a process group of its own
+// in it), so pbs_mom's session kill reaches the whole tree directly too.
+import { accessSync, constants } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { NodeFault, stopReason } from '../core/errors.js';
 
+/** The [tools] every child runs under (the schema's defaults until loadConfig sets the admin's). */
+export interface Guards {
+  setpriv: string;
+  timeout: string;
+}
+let guards: Guards = { setpriv: '/usr/bin/setpriv', timeout: '/usr/bin/timeout' };
+
+/** Sets [tools] setpriv and timeout for every child started from now on. */
+export function useGuards(tools: Guards): void {
+  guards = { setpriv: tools.setpriv, timeout: tools.timeout };
+}
+
+// timeout's grace between its SIGTERM and its SIGKILL, as runTool's own.
+const KILL_AFTER_S = 2;
+
+/**
+ * The command line that runs a program under its guards: it dies with this
+ * process (its process group with it), and on its own after boxMs.
+ */
+export function guardedArgv(program: string, args: readonly string[], boxMs: number): [string, string[]] {
+  return [guards.setpriv, ['--pdeathsig', 'TERM', '--', guards.timeout, `--kill-after=${KILL_AFTER_S}`, '--', `${(boxMs / 1000).toFixed(3)}s`, program, ...args]];
+}
+
+/** Why a program cannot be started, checked before it is: the guards would otherwise report it as their own failure (exit 126/127). */
+function unusable(path: string): string | undefined {
+  try {
+    accessSync(path, constants.X_OK);
+    return undefined;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code ?? 'ESPAWN';
+  }
+}
+
 export interface RunOptions {
-  /** Milliseconds; the child gets SIGTERM, then SIGKILL 2 s later. */
+  /**
+   * Milliseconds; the child's process group gets SIGTERM, then SIGKILL 2 s
+   * later. Its own time box (timeout) does the same 2 s after that, should
+   * this process be unable to.
+   */
   timeout: number;
   /** [tools] key, named in errors so the admin knows what to change. */
   toolKey?: string;
@@ -70,13 +124,15 @@ export async function runTool(path: string, args: readonly string[], opts: RunOp
   const r = await collect(path, args, opts);
   const ms = performance.now() - t0;
   const { stdout, stderr } = r;
-  const key = opts.toolKey ? `[tools] ${opts.toolKey}` : 'the tool path';
   if (r.spawnError !== undefined || r.exitCode !== 0 || r.overflowed || r.timedOut || r.canceled) {
+    // Which program could not be started: the tool, or one of the guards it runs under.
+    const bad = r.unusable ?? { path, key: opts.toolKey };
+    const key = bad.key ? `[tools] ${bad.key}` : 'the tool path';
     if (r.spawnError === 'ENOENT') {
-      throw new ToolError(cmd, undefined, '', `${path} is not installed`, `install it, or set ${key} to where it is`, 'missing');
+      throw new ToolError(cmd, undefined, '', `${bad.path} is not installed`, `install it, or set ${key} to where it is`, 'missing');
     }
     if (r.spawnError === 'EACCES') {
-      throw new ToolError(cmd, undefined, '', `${path} is not executable`, `fix its permissions, or set ${key}`, 'not-executable');
+      throw new ToolError(cmd, undefined, '', `${bad.path} is not executable`, `fix its permissions, or set ${key}`, 'not-executable');
     }
     if (r.timedOut) {
       throw new ToolError(cmd, undefined, firstLines(stderr), `${path} did not finish within ${opts.timeout < 1000 ? `${opts.timeout} ms` : `${Math.round(opts.timeout / 1000)} s`}`, 'check the node (load, hung filesystems) or raise [timeouts] tool', 'timeout');
@@ -110,21 +166,42 @@ interface Outcome {
   signal: NodeJS.Signals | null;
   /** errno code when the program could not be started (ENOENT, EACCES). */
   spawnError?: string;
+  /** The program that could not be started, when it was the tool's guard. */
+  unusable?: { path: string; key?: string };
   overflowed: boolean;
   timedOut: boolean;
   canceled: boolean;
 }
 
-// Children run in process groups of their own (detached), so Torque's kill of
-// ours does not reach them: kill what is still running when we exit.
+// What is still running when we exit normally (a deadline's process.exit
+// included) is killed at once, rather than by its guard's SIGTERM.
 const running = new Set<number>();
 let exitHook = false;
-/** Signals a child's whole process group (children here are started detached). */
+/**
+ * Signals a guarded child's whole process group: timeout makes it, with the
+ * child's pid as its id, first thing after it starts. A signal sent before
+ * that finds no group, and the child's own time box ends it instead. Never
+ * the pid alone: once the child is reaped, its pid may be another process's.
+ */
 export function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
   try {
     if (pid !== undefined) process.kill(-pid, sig);
   } catch {
-    /* already gone */
+    /* already gone, or no group yet */
+  }
+}
+
+/**
+ * killGroup for a child of ours that may not have made its group yet (timeout
+ * does so first thing): tried again shortly for as long as the child runs.
+ */
+function stopGroup(child: ChildProcess, sig: NodeJS.Signals): void {
+  const pid = child.pid;
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    if (child.exitCode === null && child.signalCode === null) setTimeout(() => stopGroup(child, sig), 10).unref();
   }
 }
 
@@ -136,7 +213,7 @@ function hookExit(): void {
 }
 
 /**
- * For a detached child started elsewhere (the guestfish session, through
+ * For a guarded child started elsewhere (the guestfish session, through
  * execa): its process group is killed when this process exits, like every
  * runTool child, so a deadline's hard stop leaves no appliance behind.
  * Returns the function that forgets it once it has ended.
@@ -152,12 +229,25 @@ function collect(path: string, args: readonly string[], opts: RunOptions): Promi
   hookExit();
   return new Promise((resolve) => {
     const r: Outcome = { stdout: '', stderr: '', exitCode: null, signal: null, overflowed: false, timedOut: false, canceled: false };
+    if (opts.signal?.aborted) {
+      resolve({ ...r, canceled: true });
+      return;
+    }
+    for (const [p, key] of [[path, undefined], [guards.setpriv, 'setpriv'], [guards.timeout, 'timeout']] as const) {
+      const why = unusable(p);
+      if (why !== undefined) {
+        resolve({ ...r, spawnError: why, unusable: p === path ? undefined : { path: p, key } });
+        return;
+      }
+    }
     let child: ChildProcess;
+    const t0 = performance.now();
     try {
-      child = spawn(path, args, {
-        // Its own process group, so a timeout kills the grandchildren too: a shell
-        // wrapper's `sleep` or guestfish's qemu would otherwise hold our pipes open.
-        detached: true,
+      const [guard, argv] = guardedArgv(path, args, opts.timeout + KILL_AFTER_S * 1000);
+      child = spawn(guard, argv, {
+        // In our session; timeout gives it a process group of its own, so a
+        // timeout kills the grandchildren too: a shell wrapper's `sleep` or
+        // guestfish's qemu would otherwise hold our pipes open.
         stdio: [opts.input === undefined ? 'ignore' : 'pipe', opts.stdout ?? 'pipe', 'pipe'],
         env: { LANG: 'C.UTF-8', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...opts.env },
         cwd: opts.cwd ?? '/',
@@ -178,7 +268,7 @@ function collect(path: string, args: readonly string[], opts: RunOptions): Promi
     const take = (into: Buffer[]) => (b: Buffer) => {
       size += b.length;
       if (size > max) {
-        if (!r.overflowed) killGroup(pid, 'SIGKILL');
+        if (!r.overflowed) stopGroup(child, 'SIGKILL');
         r.overflowed = true;
         return;
       }
@@ -192,14 +282,13 @@ function collect(path: string, args: readonly string[], opts: RunOptions): Promi
     }
     const timer = setTimeout(() => {
       r.timedOut = true;
-      killGroup(pid, 'SIGTERM');
-      setTimeout(() => killGroup(pid, 'SIGKILL'), 2000).unref();
+      stopGroup(child, 'SIGTERM');
+      setTimeout(() => stopGroup(child, 'SIGKILL'), KILL_AFTER_S * 1000).unref();
     }, opts.timeout);
     const onAbort = () => {
       r.canceled = true;
-      killGroup(pid, 'SIGKILL');
+      stopGroup(child, 'SIGKILL');
     };
-    if (opts.signal?.aborted) onAbort();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     child.on('error', (e: NodeJS.ErrnoException) => {
       r.spawnError = e.code ?? 'ESPAWN';
@@ -209,6 +298,8 @@ function collect(path: string, args: readonly string[], opts: RunOptions): Promi
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
       if (pid !== undefined) running.delete(pid);
+      // 124: the child's own time box ended it (this process could not, in time): a timeout all the same.
+      if (code === 124 && performance.now() - t0 >= opts.timeout) r.timedOut = true;
       r.exitCode = code;
       r.signal = signal;
       r.stdout = Buffer.concat(out).toString('utf8');

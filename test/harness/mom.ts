@@ -3,9 +3,9 @@
 // 0500 wrapper in mom_priv, and the hook run with Torque's argv, exactly
 // Torque's environment, cwd mom_priv, umask 0077, stdin /dev/null, its own
 // session, stdout/stderr appended to spool/<jobid>.OU/.ER, and a
-// $prologalarm-style SIGKILL. Every end-to-end test and the demo go through it.
+// $prologalarm-style SIGKILL of that session. Every end-to-end test and the demo go through it.
 import { spawn, execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ensureLaunchUser } from './launch-user.js';
@@ -63,7 +63,7 @@ export interface RunOptions {
   oldTorque?: boolean;
   /** Replace argv entirely (hostile argv tests). */
   argv?: string[];
-  /** $prologalarm in seconds. */
+  /** $prologalarm in seconds: then every process of the hook's session is SIGKILLed, as pbs_mom does. */
   alarm?: number;
   /** Called with the pid (also the process group) once the script runs, e.g. to kill it at a chosen moment. */
   onSpawn?: (pid: number) => void;
@@ -129,6 +129,29 @@ export interface StartJobResult {
   signal: NodeJS.Signals | null;
   ou: string;
   er: string;
+}
+
+/**
+ * pbs_mom's $prologalarm (src/resmom/prolog.c, pelogalm): SIGKILL to every
+ * process, not a zombie, whose session is the hook's (the hook leads a
+ * session of its own, so its pid is the session id). Returns the pids signalled.
+ */
+export function killSession(sid: number): number[] {
+  const hit: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(p)) continue;
+    try {
+      // Fields after the command name, which may hold spaces and parentheses: state ppid pgrp session.
+      const [state, , , session] = readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+      if (Number(session) === sid && state !== 'Z') {
+        process.kill(Number(p), 'SIGKILL');
+        hit.push(Number(p));
+      }
+    } catch {
+      /* gone */
+    }
+  }
+  return hit;
 }
 
 /** What install.sh's wrappers pass on from pbs_mom's environment. */
@@ -397,11 +420,7 @@ exit 0
       let killedByAlarm = false;
       const timer = setTimeout(() => {
         killedByAlarm = true;
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
+        killSession(child.pid!);
       }, alarm);
       child.on('error', (e) => { clearTimeout(timer); reject(e); });
       child.on('exit', (code, signal) => {
