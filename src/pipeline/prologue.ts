@@ -22,6 +22,7 @@ import { jobAccount, seedShared, writeSeed, type SeedResult } from '../seed/inde
 import { line } from '../report/user.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { jobLogger, shortHostname, startDeadline, type JobContext } from './context.js';
+import type { Logger } from '../report/log.js';
 import { handleFailure } from './failure.js';
 import { VERSION } from '../version.js';
 import { JobEnded, assertNotEnded, clearEnded, jobEnded, watchEnded } from './ended.js';
@@ -46,6 +47,14 @@ export interface PrologueInput {
   scriptPath: string;
   forcedByQueue: boolean;
   io: HookIO;
+  /**
+   * Runs once the job is prepared, after its summary lines, and never after a
+   * refusal: the Slurm Prolog leaves those lines for its TaskProlog
+   * (slurm/hook.ts). A Slurm job fault also exits 0, so the exit code alone
+   * cannot tell the hook that the job directory is there. It must not throw:
+   * the job is prepared, and a throw here would undo it.
+   */
+  prepared?: (log: Logger) => Promise<void>;
 }
 
 export interface Manifest {
@@ -178,6 +187,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     for (const l of [...summary(args.jobId, request, manifestPath, acquired, seeds), ...booted?.said ?? []]) io.out(line(l) + '\n');
     // Only now are the VMs the job's: a prologue that dies before this line leaves none behind.
     booted?.guard.keep();
+    await input.prepared?.(log);
     return EXIT_RUN;
   } catch (e) {
     // Whatever failed after the epilogue ran (a tool stopped by the marker, a
