@@ -241,14 +241,15 @@ function jobGone(ctx: JobContext, e: unknown): ExitCode {
 
 async function checkImage(ctx: JobContext, request: VmRequest, shared: ReturnType<typeof seedShared>): Promise<Acquired> {
   const ilog = ctx.log.child({ stage: 'image' });
-  let ownerUid: number | undefined;
-  if (request.img.startsWith('/') && ctx.config.policy.allow_user_images) {
-    // The seed's lookup of the owner, already under way: NSS is asked once.
-    ownerUid = (await jobAccount(shared, ctx.config, ctx.args.user, ctx.args.group, ctx.signal)).uid;
-  }
+  // The seed's lookup of the owner, already under way: NSS is asked once. A
+  // user image must be theirs, and their group is judged against the image's
+  // groups (rule guest-group): the seed makes it the VM user's primary group.
+  const account = await jobAccount(shared, ctx.config, ctx.args.user, ctx.args.group, ctx.signal);
+  const ownerUid = request.img.startsWith('/') && ctx.config.policy.allow_user_images ? account.uid : undefined;
   const img = await authoriseImage({ img: request.img, config: ctx.config, ownerUid });
   const t0 = performance.now();
-  const a = await acquireImage({ config: ctx.config, img, want: { distro: request.distro, arch: request.arch, vrdma: request.vrdma }, job: ctx.args.jobId, node: ctx.node, runsHere: ctx.engine.runsHere, signal: ctx.signal, log: ilog });
+  const want = { distro: request.distro, arch: request.arch, vrdma: request.vrdma, group: { name: account.group, gid: account.gid } };
+  const a = await acquireImage({ config: ctx.config, img, want, job: ctx.args.jobId, node: ctx.node, runsHere: ctx.engine.runsHere, signal: ctx.signal, log: ilog });
   const r = a.report;
   ilog.info({ image: img.path, sha256: r.digest, base: a.base.path, ingested: a.ingested, verified: a.verified, fromCache: !a.verified, hashed: a.hashed, ms: Math.round(performance.now() - t0), rules: r.rules.filter((x) => !x.ok).map((x) => x.id) }, 'image ready');
   for (const w of warnedRules(r)) ctx.io.out(line(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`) + '\n');
