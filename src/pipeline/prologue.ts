@@ -88,8 +88,8 @@ export interface Manifest {
     index: number; jobIndex: number; hostname: string; dir: string; overlay: string; format: 'qcow2'; backing: string; baseDigest: string;
     /** The NoCloud seed: the medium to attach (iso, vfat), or the overlay itself (inject); the NIC's MAC the guest's network-config expects. */
     seed: { media: SeedResult['media']; path: string; instanceId: string; network?: SeedResult['network'] };
-    /** The VM's qemu: its pid, QMP socket (root's), console file and the agent socket the job starter connects to. */
-    run?: { pid: number; qmp: string; console: string; agent: string };
+    /** The VM's qemu: its pid, QMP socket (root's; the console is its ring "con": ringbuf-read) and the agent socket the job starter connects to. */
+    run?: { pid: number; qmp: string; agent: string };
   }[];
   /** The accelerator the VMs run with, and why; absent with [launch] start = false. */
   accel?: { accel: LaunchAccel; how: string };
@@ -321,13 +321,13 @@ async function bootVms(ctx: JobContext, o: {
         blog.info({ vm: seed.hostname, pid, seconds: Math.round((performance.now() - b0) / 1000) }, `boot wait stopped: the job was deleted (${ctx.engine.terms.deleteCommand}) while its VM booted`);
         throw new JobEnded(ctx.args.jobId, `waiting for VM ${seed.hostname} to boot`);
       }
-      const tail = consoleTail(paths, o.account);
+      const tail = await consoleTail(paths);
       blog.error({ vm: seed.hostname, pid, err: String((e as Error).message), tail }, 'VM did not come up');
       throw bootFault({ hostname: seed.hostname, seconds: Math.round((performance.now() - b0) / 1000), accel: accel.accel, why: e instanceof VmBootError ? e : (e as Error), tail });
     }
     const s = (performance.now() - b0) / 1000;
     blog.info({ vm: seed.hostname, pid, seconds: Number(s.toFixed(1)), accel: accel.accel }, 'VM booted');
-    return { run: { pid, qmp: paths.qmp, console: paths.console, agent: paths.agent }, said: `VM ${seed.hostname} booted in ${s.toFixed(1)} s (${accel.accel})` };
+    return { run: { pid, qmp: paths.qmp, agent: paths.agent }, said: `VM ${seed.hostname} booted in ${s.toFixed(1)} s (${accel.accel})` };
   }));
   confirmVms(runs.map((r) => r.run.pid));
   return { accel, runs: runs.map((r) => r.run), said: runs.map((r) => r.said), guard };
