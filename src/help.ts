@@ -128,7 +128,11 @@ up with libguestfs (one appliance for all the images named; ~30 s without
 KVM). It prints one table per image: each rule, ok/FAIL/WARN, and the fix. A
 NAME is looked up in the image pool; an absolute PATH is checked where it is,
 so admins can try an image before putting it in the pool. Verdicts are kept in
-the cache, so a second check of an unchanged image is instant.
+the cache, so a second check of an unchanged image is instant. Only root looks
+inside images and keeps verdicts: run by a user, --image shows the verdict this
+node holds for a pool image (found through the pool's SHA256SUMS), and says
+"not checked" with what to do for the others (ask the admin, check --job, or
+submit: the node checks the image when the job starts).
 
 Options:
   --job SCRIPT    the job script to check
@@ -145,7 +149,7 @@ Examples:
   vtorque-prologue check --image debian12.qcow2 rocky9.qcow2
   vtorque-prologue check --image /root/build/new.qcow2 --distro rocky
 
-Exit codes: 0 fine (or not a VM job), 1 the job or an image would be rejected, 2 config or node broken.`,
+Exit codes: 0 fine (or not a VM job), 1 the job or an image would be rejected, 2 config or node broken, or an image not checked (run by a user).`,
 };
 
 HELP.cache = `vtorque-prologue [--config FILE] cache list|gc|verify|evict DIGEST [--json]

@@ -100,7 +100,7 @@ t.test('8 prologues at once on a cold node: one ingest, one verification, an ove
 });
 
 t.test('a prologue killed at 20 random moments of a cold ingest leaves nothing the next one trips over', async (t) => {
-  const mom = new Mom({ privateCache: true, ini: '[cache]\nlock_stale = 2s\n[timeouts]\nlock = 60\n' });
+  const mom = new Mom({ privateCache: true, ini: '[cache]\nlock_stale = 2s\n' });
   variant(mom, 'big.raw', 448, 7);
   const job = (id: string): Job => ({ id, script: script('img=big.raw') });
   // The first run verifies (libguestfs); then measure a cold ingest alone.

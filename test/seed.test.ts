@@ -160,7 +160,7 @@ t.test('every family and option combination passes cloud-init schema, with exact
       cloudInitSchema(t, r.userData, `${c.name} user-data`);
       const u = (user.users as Record<string, unknown>[])[0]!;
       t.match(u, { name: TEST_USER.name, uid: TEST_USER.uid, primary_group: TEST_USER.group, gecos: TEST_USER.gecos, lock_passwd: true }, 'the job owner with the node uid and exact GECOS');
-      t.same(user.bootcmd, [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-o', '-g', String(TEST_USER.gid), TEST_USER.group]], 'the group gets the node gid, by argv list');
+      t.same(user.bootcmd, [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-g', String(TEST_USER.gid), TEST_USER.group]], 'the group gets the node gid, by argv list, never a gid the image already uses (no -o)');
       t.equal(user.disable_root, true);
       t.equal(user.ssh_pwauth, false);
       const files = user.write_files as FileEntry[];
@@ -326,7 +326,7 @@ t.test('hostile user and group names round-trip through PyYAML or are refused wi
       cloudInitSchema(t, doc, `user-data for ${kind} ${JSON.stringify(h.name)}`);
       const back = pyyaml([doc])[0] as { users: { name: string; primary_group: string }[]; bootcmd: string[][]; mounts: string[][] };
       t.equal(kind === 'user' ? back.users[0]!.name : back.users[0]!.primary_group, h.name, `${kind} ${JSON.stringify(h.name)} survives YAML 1.1 as a string`);
-      if (kind === 'group') t.equal(back.bootcmd[0]![7], h.name);
+      if (kind === 'group') t.equal(back.bootcmd[0]!.at(-1), h.name, "groupadd's last argument");
       else t.equal(back.mounts[0]![1], `/home/${h.name}`);
     }
   }

@@ -38,6 +38,9 @@ t.teardown(async () => {
 });
 
 const finished = (j: { state: string }) => ENDED.has(j.state);
+/** The admin log's lines for one job, by stage. */
+const logOf = (jobId: string): { stage?: string; msg?: string }[] => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '').split('\n').filter(Boolean)
+  .map((l) => JSON.parse(l) as { job?: string; stage?: string; msg?: string }).filter((l) => l.job === jobId);
 const logs = () => `${s.logs()}\n--- prologue.log\n${existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '(none)'}`;
 
 /** The ini points at a pool others may write (a node fault: the node cannot trust any image in it) until the test ends; then the node is resumed. */
@@ -81,6 +84,9 @@ t.test('an image that fails the requirements: the job is cancelled with our reas
   t.match(show.stdout, /Comment=vtorque: job not started: .*cloud-init-installed/, 'the user sees our reason in scontrol show job');
   const node = await s.nodeState();
   t.equal(node.state, 'idle', `the node is not drained: ${JSON.stringify(node)}`);
+  // slurmd runs the Epilog, and frees the node, only once the Prolog has exited.
+  await s.waitNode((n) => n.state === 'idle');
+  t.same(logOf(r.jobId!).filter((l) => l.stage === 'summary'), [], 'no summary is left for a refused job: its directory is gone');
 });
 
 t.test('a compliant VM job gets its manifest, and the Epilog removes its files', async (t) => {
@@ -105,6 +111,7 @@ t.test('a compliant VM job gets its manifest, and the Epilog removes its files',
   t.match(out, /vm-job-ran/, 'the script as submitted ran (on the host: [launch] start = false), behind the lines job_submit.lua put before it');
   t.match(out, new RegExp(`^vtorque: VM job ${r.jobId}: 1 VM of debian12\\.qcow2`, 'm'), "the TaskProlog printed the Prolog's summary into the job's output");
   t.match(out, /^vtorque: manifest: /m);
+  t.same(logOf(r.jobId!).filter((l) => l.stage === 'summary').map((l) => l.msg), ['summary left for the TaskProlog'], 'the Prolog logged the summary it left');
   const stored = await s.run('scontrol', ['write', 'batch_script', r.jobId!, '-']);
   t.match(stored.stdout, /^#!\/bin\/sh\n# vtorque: job_submit\.lua wrapped this VM job/, 'slurmctld holds the wrapped script');
   // The Epilog runs after the job's end: give it a moment.

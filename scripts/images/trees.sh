@@ -146,6 +146,8 @@ BUG_REPORT_URL="https://bugs.debian.org/"
 EOF
   echo 12.7 | put "$t/etc/debian_version"
   echo vtp-debian | put "$t/etc/hostname"
+  # Some of Debian's own groups, with Debian's gids (base-passwd): rule guest-group.
+  printf '%s\n' adm:x:4: disk:x:6: sudo:x:27: shadow:x:42: staff:x:50: users:x:100: >>"$t/etc/group"
   # Debian ships HOME commented out (default /home applies).
   put "$t/etc/default/useradd" <<'EOF'
 # Default values for useradd(8)
@@ -294,6 +296,8 @@ EOF
   ln -s rocky-release "$t/etc/redhat-release"
   ln -s rocky-release "$t/etc/system-release"
   echo vtp-rocky | put "$t/etc/hostname"
+  # Some of RHEL's own groups, with RHEL's gids (setup's /etc/group), which differ from Debian's: rule guest-group.
+  printf '%s\n' adm:x:4: disk:x:6: wheel:x:10: mail:x:12: users:x:100: >>"$t/etc/group"
   # RHEL-family shadow-utils ships HOME explicitly.
   put "$t/etc/default/useradd" <<'EOF'
 # useradd defaults file

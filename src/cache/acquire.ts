@@ -34,7 +34,7 @@ import { copyAndHash, SourceChanged, SourceUnreadable } from './copy.js';
 import { findBase, readMeta, touch, userSource, writeMeta } from './entries.js';
 import { basePath, ensureLayout, layoutOf, type CacheLayout } from './layout.js';
 import { writeLease, type RunsHere } from './leases.js';
-import { withLock, type LockOptions } from './lock.js';
+import { holderMaxSeconds, withLock, type LockOptions } from './lock.js';
 import { makeRoom, reservations } from './space.js';
 
 export interface CachedBase {
@@ -265,7 +265,7 @@ async function verifyCopy(o: AcquireOptions, path: string, digest: string): Prom
 function lockOptions(o: AcquireOptions, l: CacheLayout): (what: string) => LockOptions {
   return (what) => ({
     dir: l.locks,
-    waitSeconds: o.config.timeouts.lock,
+    waitSeconds: holderMaxSeconds(o.config),
     staleSeconds: o.config.cache.lock_stale,
     signal: o.signal,
     onWait: () => o.log?.info({ image: o.img.path }, `another prologue is ${what} this image: waiting for it`),

@@ -3,7 +3,8 @@
 // and the overlays). They belong to root or to the account that will launch
 // the VMs ([jobfiles]), never to the job owner: a user who could write their
 // VM's seed, disk or manifest would be root in the VM, and root there is root
-// against the cluster's NFS exports. Every directory on the way is verified
+// against the cluster's NFS exports. (One file is the owner's: the Slurm
+// Prolog's summary, which only their TaskProlog reads; slurm/hook.ts.) Every directory on the way is verified
 // root's alone first (src/tools/safedir.ts), so nothing a user made or can
 // swap is followed, chowned or removed.
 import type { Config } from '../config/schema.js';

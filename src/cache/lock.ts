@@ -4,11 +4,29 @@
 // [cache] lock_stale old. Every wait is bounded and listens to the run's deadline.
 import { mkdirSync } from 'node:fs';
 import lockfile from 'proper-lockfile';
+import type { Config } from '../config/schema.js';
 import { NodeFault, isNodeFault, stopReason } from '../core/errors.js';
+
+/** A prologue still running this long after its deadline is ended (pipeline/context.ts startDeadline). */
+export const HARD_STOP_SECONDS = 5;
+
+/**
+ * How long another run on this node may hold a lock we wait for: a prologue
+ * holds one at most until its deadline ([timeouts] total), is ended
+ * HARD_STOP_SECONDS later if it has not stopped by then, and a lock left by a
+ * killed holder is taken over [cache] lock_stale after its last refresh. Every
+ * wait is bounded by this, and by the waiter's own deadline, which comes first
+ * unless the holder overran its own. A shorter bound (the old [timeouts] lock,
+ * 200 s against a total of 240 s) gave up on a holder that was only slow, a
+ * cold copy of a big image, and made a job that only had to wait a node fault.
+ */
+export function holderMaxSeconds(config: Pick<Config, 'timeouts' | 'cache'>): number {
+  return config.timeouts.total + HARD_STOP_SECONDS + config.cache.lock_stale;
+}
 
 export interface LockOptions {
   dir: string;
-  /** Seconds to wait for the holder before giving up (a node fault). */
+  /** Seconds to wait for the holder before giving up (a node fault): holderMaxSeconds, or 0 for tryLock. */
   waitSeconds: number;
   /** Seconds without a refresh after which a lock counts as abandoned. */
   staleSeconds: number;
@@ -92,7 +110,7 @@ function waitFault(name: string, o: LockOptions, why: string): NodeFault {
       id: 'cache-lock-wait',
       where: `${o.dir}/${name}.lock`,
       message: why,
-      fix: `if no prologue is running, the lock is removed automatically after [cache] lock_stale; a long first copy may need a larger [timeouts] lock`,
+      fix: 'the holder ran past its own deadline ([timeouts] total): see its job in the admin log; if no prologue is running, the lock is taken over after [cache] lock_stale',
     },
   ]);
 }

@@ -89,7 +89,6 @@ export const SCHEMA = {
     total: key(seconds(10, 3600), '240', 'deadline for the whole prologue; past it the job is requeued (exit 2)'),
     tool: key(seconds(1, 3600), '120', 'deadline for any one external program (qemu-img, guestfish, ...)'),
     qstat: key(seconds(1, 300), '10', 'deadline for one qstat call'),
-    lock: key(seconds(1, 3600), '200', 'longest wait for another prologue on this node that is caching or verifying the same image'),
   },
   tools: {
     qemu_img: tool('/usr/bin/qemu-img', 'qemu-img, from qemu-utils (Debian) or qemu-img (RHEL)'),

@@ -9,7 +9,7 @@ import type { ResultPromise, execa as Execa } from 'execa';
 import { loadExeca } from '../tools/execa.js';
 import { guardedArgv, killAtExit, killGroup } from '../tools/run.js';
 import { NodeFault } from '../core/errors.js';
-import { HYV_DRIVER, HYV_PROVIDERS, RULES, type FactGroup } from './rules.js';
+import { GROUP_FILE_MAX, HYV_DRIVER, HYV_PROVIDERS, RULES, type FactGroup } from './rules.js';
 import { guestfsEnv } from './accel.js';
 
 export interface DiskInput {
@@ -37,6 +37,34 @@ export interface GuestFacts {
   datasources?: Datasources;
   /** The HyV (vRDMA) guest side; undefined for OSv, whose kernel is not a file. */
   vrdma?: VrdmaFacts;
+  /** /etc/group; undefined when there is none. */
+  groupFile?: GroupFile;
+}
+
+/** /etc/group as read from the guest: its size, and its entries unless it is over 1 MiB (then not read). */
+export interface GroupFile {
+  size: number;
+  entries: { name: string; gid: number }[];
+  /** Line numbers (from 1) that are neither an entry, a comment nor blank. */
+  bad: number[];
+}
+
+/**
+ * /etc/group's text as entries, strictly: "name:password:gid[:members]" with
+ * a decimal gid. glibc reads some lines this does not (a gid with spaces): they
+ * are reported as bad, never guessed at, so the rule fails rather than pass
+ * over a gid it did not see.
+ */
+export function parseGroupFile(text: string, size: number): GroupFile {
+  const entries: GroupFile['entries'] = [];
+  const bad: number[] = [];
+  text.split('\n').forEach((l, i) => {
+    if (l.trim() === '' || l.startsWith('#')) return;
+    const f = l.split(':');
+    if (f.length >= 3 && f[0] !== '' && /^[0-9]{1,10}$/.test(f[2]!)) entries.push({ name: f[0]!, gid: Number(f[2]) });
+    else bad.push(i + 1);
+  });
+  return { size, entries, bad };
 }
 
 /**
@@ -228,6 +256,7 @@ async function commonFacts(fish: Fish): Promise<GuestFacts> {
   if (wanted('useradd')) cmds.push(['useradd', '-head-n 200 /etc/default/useradd']);
   if (wanted('dpkg')) cmds.push(['dpkgSize', '-filesize /var/lib/dpkg/status']);
   if (wanted('cloudinit-module')) cmds.push(['pyMod', '-glob-expand /usr/lib/python3*/*-packages/cloudinit/__init__.py']);
+  if (wanted('group-file')) cmds.push(['groupSize', '-filesize /etc/group']);
   const a = await askNamed(fish, cmds);
   const get = (name: string) => a.get(name) ?? '';
   const exists: Record<string, boolean> = {};
@@ -245,6 +274,11 @@ async function commonFacts(fish: Fish): Promise<GuestFacts> {
     optEntries: get('optDir').trim() === 'true' ? lines(get('optLs')) : undefined,
     notes: [],
   };
+  const groupSize = /^[0-9]+$/.test(get('groupSize').trim()) ? Number(get('groupSize').trim()) : -1;
+  if (groupSize >= 0) {
+    const [text] = groupSize <= GROUP_FILE_MAX ? await fish.ask(['-cat /etc/group']) : [''];
+    facts.groupFile = groupSize <= GROUP_FILE_MAX ? parseGroupFile(text ?? '', groupSize) : { size: groupSize, entries: [], bad: [] };
+  }
   const size = Number(get('dpkgSize').trim() || -1);
   if (wanted('dpkg') && size >= 0) facts.dpkgCloudInit = size < 64 * 1024 * 1024 && (await dpkgInstalled(fish));
   // cloud.cfg.d is read in sorted order: later files override earlier ones.

@@ -16,9 +16,10 @@ export type Level = 'error' | 'warn' | 'off';
  * inspection: libguestfs's OS inspection (always done: it finds what to mount);
  * dpkg: whether dpkg lists cloud-init as installed; cloudinit-module: the
  * cloudinit Python package; cloud-cfg: cloud.cfg and cloud.cfg.d/*.cfg;
- * useradd: /etc/default/useradd; opt-listing: what /opt holds; vrdma: VrdmaFacts.
+ * useradd: /etc/default/useradd; opt-listing: what /opt holds; vrdma: VrdmaFacts;
+ * group-file: /etc/group's entries (GroupFile).
  */
-export type FactGroup = 'inspection' | 'dpkg' | 'cloudinit-module' | 'cloud-cfg' | 'useradd' | 'opt-listing' | 'vrdma';
+export type FactGroup = 'inspection' | 'dpkg' | 'cloudinit-module' | 'cloud-cfg' | 'useradd' | 'opt-listing' | 'vrdma' | 'group-file';
 
 /** What a rule needs looked at in the guest. exists and dirs land in GuestFacts.exists under the path. */
 export interface Probes {
@@ -48,6 +49,12 @@ export interface Expectation {
   arch: string;
   /** The job asks for vRDMA; absent when there is no job (check --image). */
   vrdma?: boolean;
+  /**
+   * The job's group as the node's NSS has it, which the seed makes the VM
+   * user's primary group; absent when there is no job (check --image, check
+   * --job, the submit filter): only the prologue knows it for certain.
+   */
+  group?: { name: string; gid: number };
 }
 
 const INSPECTED_FAMILY: Record<string, Family> = {
@@ -165,6 +172,45 @@ const vrdmaGuest: Check = (f, want) => {
   return fail(`${what}, but the job asks for vrdma=true`, `use an image with HyV's guest side (github.com/zrlio/hyv: ${HYV_DRIVER} and the provider for the site's RDMA NIC, built for the kernel the image boots, then depmod; and libibverbs), or drop vrdma=true`);
 };
 
+// Fails, for a job, when the image's /etc/group holds the job's gid under
+// another name, or the job's group name with another gid; and, for any image,
+// when /etc/group cannot be read whole. The seed makes the job's group in the
+// VM with `groupadd -g GID NAME` (user-data.ts) and the VM user's primary
+// group is NAME: a gid the image already uses would make the user a member of
+// that group (adm 4, disk 6, wheel 10, sudo 27, shadow 42, docker, lxd, kvm:
+// root in the VM, and root there is root against the NFS exports), and
+// Debian's and RedHat's numbering differ, so no list of "privileged" gids is
+// right for every image. What an image lets a gid do (its files, sudoers,
+// udev and polkit rules) cannot be read from /etc/group either, so every
+// other group of the image counts. The one match allowed is the image's own
+// group of the same name and gid (users 100, say): the site gives the user
+// that very group.
+/** /etc/group is a few KiB; a bigger one is not read (guestfs.ts: its text comes back through us). */
+export const GROUP_FILE_MAX = 1024 * 1024;
+const guestGroup: Check = (f, want) => {
+  if (f.osv) return pass('OSv: the seed makes no accounts');
+  const g = f.groupFile;
+  if (!g) return fail('has no /etc/group', 'give the image an /etc/group (every Linux distribution has one)');
+  if (g.size > GROUP_FILE_MAX) return fail(`/etc/group is ${g.size} bytes, more than the ${GROUP_FILE_MAX} read`, 'keep the image\'s own groups in /etc/group and the site\'s in the directory (LDAP)');
+  if (g.bad.length > 0) {
+    return fail(`/etc/group line${g.bad.length > 1 ? 's' : ''} ${g.bad.slice(0, 5).join(', ')}${g.bad.length > 5 ? ', ...' : ''} ${g.bad.length > 1 ? 'are' : 'is'} not NAME:PASSWORD:GID:MEMBERS, so which gids the image uses is not known`, 'fix those lines of /etc/group in the image');
+  }
+  const job = want.group;
+  if (!job) return pass(`${g.entries.length} groups in /etc/group; each job's group is checked against them when the job starts`);
+  const name = quote(job.name, 40);
+  const other = g.entries.find((e) => e.gid === job.gid && e.name !== job.name);
+  if (other) {
+    return fail(`has its own group ${quote(other.name, 40)} with gid ${job.gid}, the gid of the job's group ${name}: the VM user would be a member of ${quote(other.name, 40)} and get what the image grants it`,
+      "(you) submit the job under another of your groups, or use another image; (admin) give the site's group a gid that no group of the image uses, or renumber that group in the image");
+  }
+  const renamed = g.entries.find((e) => e.name === job.name);
+  if (renamed && renamed.gid !== job.gid) {
+    return fail(`has its own group ${name} with gid ${renamed.gid}, not the job's gid ${job.gid}: the VM user would be in the image's group of that name, not in yours`,
+      "(you) submit the job under another of your groups, or use another image; (admin) rename the site's group, or remove or renumber the image's");
+  }
+  return pass(renamed ? `the job's group ${name} (gid ${job.gid}) is the image's own` : `gid ${job.gid} and the name ${name} are free in the image`);
+};
+
 export interface GuestRule<Id extends string = string> {
   readonly id: Id;
   /** The doc line of its [requirements] key (config reference, prologue.ini). */
@@ -193,6 +239,8 @@ export const RULES = [
   rule('opt-vm-present', '/opt-vm exists, for software that would otherwise go to /opt', { dirs: ['/opt-vm'] }, optVmPresent),
   rule('vrdma-guest', `for a job with vrdma=true only: the kernel the image boots (its newest under /lib/modules) has HyV's guest driver ${HYV_DRIVER} and a HyV provider module (${HYV_PROVIDERS.join(', ').replace(/, ([^,]*)$/, ' or $1')}) in its modules.dep, and libibverbs.so.1 is installed; OSv images are assumed to have it built in`,
     { facts: ['inspection', 'vrdma'] }, vrdmaGuest),
+  rule('guest-group', "the job's group can be made in the VM as the node has it: the image's /etc/group holds neither its gid under another name (the VM user would be a member of that group: disk, sudo, wheel, docker, ...) nor its name with another gid; the image's own group of the same name and gid is allowed",
+    { facts: ['group-file'] }, guestGroup),
 ] as const;
 
 export type RuleId = (typeof RULES)[number]['id'];

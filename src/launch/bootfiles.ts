@@ -15,7 +15,7 @@ import { closeSync, constants, fchmodSync, fchownSync, fstatSync, mkdirSync, ope
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
 import { kernelsPath, layoutOf } from '../cache/layout.js';
-import { withLock } from '../cache/lock.js';
+import { holderMaxSeconds, withLock } from '../cache/lock.js';
 import { NodeFault, isVtorqueError } from '../core/errors.js';
 import { ToolError, runTool } from '../tools/run.js';
 import { guestfsEnv, resolveAccel } from '../image/accel.js';
@@ -83,7 +83,7 @@ export async function bootFiles(config: Config, base: { path: string; digest: st
     return filesOf(dir, known);
   }
   const l = layoutOf(config);
-  return withLock(`img-${base.digest}`, { dir: l.locks, waitSeconds: config.timeouts.lock, staleSeconds: config.cache.lock_stale, signal }, async () => {
+  return withLock(`img-${base.digest}`, { dir: l.locks, waitSeconds: holderMaxSeconds(config), staleSeconds: config.cache.lock_stale, signal }, async () => {
     const again = readBootJson(dir);
     if (again) return filesOf(dir, again);
     mkdirSync(l.kernels, { mode: 0o755, recursive: true });

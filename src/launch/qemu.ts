@@ -6,8 +6,9 @@
 // <job_dir>/<jobid>/run/, the launch account's 0700 directory. Root takes
 // nothing there on trust: the sockets are moved out into root's own job
 // directory before root connects to them, and what root reads there (the pid
-// file, the console) is opened without following links and must be the
-// launch account's own regular file.
+// file) is opened without following links and must be the launch account's
+// own regular file. The serial console is no file at all: qemu keeps its last
+// CONSOLE_RING bytes in memory (see qemuArgv), read through QMP.
 import {
   chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, readlinkSync,
   realpathSync, renameSync, rmdirSync,
@@ -36,7 +37,6 @@ export interface LaunchAccount {
 export interface VmRunPaths {
   runDir: string;
   pidFile: string;
-  console: string;
   /** The sockets as qemu makes them, in run/. */
   qmpInRun: string;
   agentInRun: string;
@@ -66,7 +66,6 @@ export const runPathsOf = (jobDir: string, index: number): VmRunPaths => {
   return {
     runDir,
     pidFile: `${runDir}/vm-${index}.pid`,
-    console: `${runDir}/vm-${index}.console`,
     qmpInRun: `${runDir}/vm-${index}.qmp`,
     agentInRun: `${runDir}/vm-${index}.agent`,
     qmp: `${jobDir}/vm-${index}.qmp`,
@@ -114,6 +113,22 @@ export function asLaunchAccount(config: Config, account: LaunchAccount, program:
 // qemu's option syntax: a comma inside a value is written twice.
 const optValue = (s: string) => s.replace(/,/g, ',,');
 
+/**
+ * The serial console's size: qemu's ringbuf chardev keeps the last 1 MiB the
+ * guest wrote, in qemu's memory, and drops the oldest bytes when it is full.
+ * A console written to a file (-chardev file) grows as long as the guest
+ * writes, and a guest flooding its console (a user image's root, a kernel
+ * loop) would fill the node's disk under <job_dir>; a file has no size cap in
+ * qemu, and RLIMIT_FSIZE would cap the disks qemu writes too. A pipe to a
+ * reader of ours would need a process per VM living as long as it. 1 MiB holds
+ * a Debian or RHEL boot many times over (30-60 KiB) and costs 1 MiB of RAM per
+ * VM. Root reads it with QMP ringbuf-read (consoleTail); qemu's size must be a
+ * power of two.
+ */
+export const CONSOLE_RING = 1024 * 1024;
+/** The console chardev's id, for QMP ringbuf-read (doc/admin.md shows the command). */
+export const CONSOLE_ID = 'con';
+
 /** The qemu command line of one VM (doc: launch-spec "qemu command line"). */
 export function qemuArgv(config: Config, jobId: string, vm: VmSpec, accel: LaunchAccel, boot: BootFiles, paths: VmRunPaths): string[] {
   const l = config.launch;
@@ -126,7 +141,7 @@ export function qemuArgv(config: Config, jobId: string, vm: VmSpec, accel: Launc
     '-nodefaults', '-no-user-config', '-display', 'none',
     '-daemonize', '-pidfile', paths.pidFile,
     '-qmp', `unix:${optValue(paths.qmpInRun)},server=on,wait=off`,
-    '-chardev', `file,id=con,path=${optValue(paths.console)}`, '-serial', 'chardev:con',
+    '-chardev', `ringbuf,id=${CONSOLE_ID},size=${CONSOLE_RING}`, '-serial', `chardev:${CONSOLE_ID}`,
     '-drive', `file=${optValue(vm.overlay)},if=virtio,format=qcow2,discard=unmap`,
     ...(vm.seed.media === 'inject' ? [] : ['-drive', `file=${optValue(vm.seed.path)},if=virtio,format=raw,readonly=on`]),
     '-nic', `${vm.tap ? `tap,ifname=${vm.tap},script=no,downscript=no` : 'user'},model=virtio-net-pci${vm.seed.mac ? `,mac=${vm.seed.mac}` : ''}`,
@@ -238,7 +253,7 @@ export function makeRunDir(jobDir: string, account: LaunchAccount): string {
 }
 
 /** Opens a file in run/ for reading as root: no link followed, no FIFO, only the launch account's own regular file. */
-function readRunFile(path: string, account: LaunchAccount, maxBytes: number, fromEnd = false): string | undefined {
+function readRunFile(path: string, account: LaunchAccount, maxBytes: number): string | undefined {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -249,9 +264,8 @@ function readRunFile(path: string, account: LaunchAccount, maxBytes: number, fro
     const st = fstatSync(fd);
     // A hard link to a root file would have root's uid: never read that back to the user.
     if (!st.isFile() || st.uid !== account.uid) return undefined;
-    const start = fromEnd ? Math.max(0, st.size - maxBytes) : 0;
     const buf = Buffer.alloc(Math.min(maxBytes, st.size));
-    const n = readSync(fd, buf, 0, buf.length, start);
+    const n = readSync(fd, buf, 0, buf.length, 0);
     return buf.subarray(0, n).toString('utf8');
   } finally {
     closeSync(fd);
@@ -450,45 +464,76 @@ function helloOnce(path: string, ms: number, signal?: AbortSignal): Promise<{ ho
 // eslint-disable-next-line no-control-regex
 const ANSI = /\u001b\[[0-9;?]*[A-Za-z]|\u001b[()][A-Z0-9]/g;
 
-/** The last n lines of a VM's console, terminal escapes removed; report/user.ts escapes what control characters remain. */
-export function consoleTail(paths: VmRunPaths, account: LaunchAccount, n = 20): string[] {
-  const text = readRunFile(paths.console, account, 64 * 1024, true) ?? '';
+/**
+ * The last n lines of a VM's console, terminal escapes removed; report/user.ts
+ * escapes what control characters remain. Read (and so emptied) from qemu's
+ * ring through QMP: none when qemu is gone, whose console went with it.
+ */
+export async function consoleTail(paths: VmRunPaths, n = 20): Promise<string[]> {
+  const data = await qmpCommand(paths.qmp, 'ringbuf-read', { device: CONSOLE_ID, size: CONSOLE_RING, format: 'base64' }, 10_000);
+  const text = typeof data === 'string' ? Buffer.from(data, 'base64').subarray(-64 * 1024).toString('utf8') : '';
   return text.replace(ANSI, '').split(/\r?\n|\r/).map((l) => l.trimEnd()).filter((l) => l !== '').slice(-n).map((l) => (l.length > 200 ? `${l.slice(0, 200)}...` : l));
 }
 
-/** QMP: capabilities, then system_powerdown (the guest's ACPI power button). Root's own socket, made so by handOverSockets. */
-function powerdown(qmp: string, ms: number): Promise<boolean> {
+// A QMP reply is a JSON line; ringbuf-read's is the ring in base64 (1.4 MiB). qemu is the launch account's: nothing bigger is read.
+const QMP_MAX = 4 * CONSOLE_RING;
+
+/**
+ * One QMP command on root's own socket (handOverSockets made it so, and it is
+ * checked again here): qmp_capabilities, then the command; its "return"
+ * value, or undefined when there is no such socket, qemu answers with an
+ * error, or no answer comes within ms. Events between are skipped.
+ */
+export function qmpCommand(qmp: string, command: string, args: Record<string, unknown> | undefined, ms: number): Promise<unknown> {
   return new Promise((resolve) => {
     let st;
     try {
       st = lstatSync(qmp);
     } catch {
-      return resolve(false);
+      return resolve(undefined);
     }
-    if (!st.isSocket() || st.uid !== 0) return resolve(false);
+    if (!st.isSocket() || st.uid !== 0) return resolve(undefined);
     const sock = createConnection({ path: qmp });
+    sock.setEncoding('utf8');
     let buf = '';
     let step = 0;
-    const timer = setTimeout(() => { sock.destroy(); resolve(false); }, ms);
-    sock.on('data', (b: Buffer) => {
-      buf += b.toString('utf8');
-      if (buf.length > 65536) buf = buf.slice(-4096);
-      if (step === 0 && buf.includes('"QMP"')) {
-        step = 1;
-        sock.write('{"execute":"qmp_capabilities"}\n');
-      } else if (step === 1 && buf.includes('"return"')) {
-        step = 2;
-        buf = '';
-        sock.write('{"execute":"system_powerdown"}\n');
-      } else if (step === 2 && buf.includes('"return"')) {
-        clearTimeout(timer);
-        sock.destroy();
-        resolve(true);
+    const done = (v: unknown) => { clearTimeout(timer); sock.destroy(); resolve(v); };
+    const timer = setTimeout(() => done(undefined), ms);
+    sock.on('data', (b: string) => {
+      buf += b;
+      if (buf.length > QMP_MAX) return done(undefined);
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const text = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (text === '') continue;
+        let m: unknown;
+        try {
+          m = JSON.parse(text);
+        } catch {
+          return done(undefined);
+        }
+        if (typeof m !== 'object' || m === null) return done(undefined);
+        if (step === 0 && 'QMP' in m) {
+          step = 1;
+          sock.write('{"execute":"qmp_capabilities"}\n');
+        } else if (step === 1 && 'return' in m) {
+          step = 2;
+          sock.write(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }) + '\n');
+        } else if ('error' in m) {
+          return done(undefined);
+        } else if (step === 2 && 'return' in m) {
+          return done((m as { return: unknown }).return);
+        }
       }
     });
-    sock.on('error', () => { clearTimeout(timer); resolve(false); });
+    sock.on('error', () => done(undefined));
+    sock.on('close', () => done(undefined));
   });
 }
+
+/** QMP system_powerdown: the guest's ACPI power button. */
+const powerdown = async (qmp: string, ms: number): Promise<boolean> => (await qmpCommand(qmp, 'system_powerdown', undefined, ms)) !== undefined;
 
 const VM_PID = /^vm-([0-9]+)\.pid$/;
 
@@ -573,7 +618,7 @@ export function bootFault(o: { hostname: string; seconds: number; accel: LaunchA
       : o.why.why === 'qemu exited' ? 'stopped while booting (qemu exited)'
         : `its guest agent refused (${o.why.message})`
     : o.why.message;
-  const tail = o.tail.length > 0 ? o.tail : ['(the console is empty)'];
+  const tail = o.tail.length > 0 ? o.tail : [o.why instanceof VmBootError && o.why.why === 'qemu exited' ? '(none: the console was in qemu\'s memory)' : '(the console is empty)'];
   return new JobFault(`VM ${o.hostname} ${what}; the last lines of its console follow`, tail.map((l, i) => ({
     id: 'vm-boot', where: `${o.hostname} console`, message: l,
     fix: i === tail.length - 1 ? 'check that the image boots under qemu with cloud-init and python3, and that it boots within [launch] boot (ask your admin); vtorque-prologue check --image helps' : undefined,

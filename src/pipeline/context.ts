@@ -6,6 +6,7 @@ import type { Config } from '../config/schema.js';
 import type { BatchSystem, HookKind, JobArgs, JobEnv } from '../core/engine.js';
 import type { HookIO } from '../core/io.js';
 import { openLog, type Logger } from '../report/log.js';
+import { HARD_STOP_SECONDS } from '../cache/lock.js';
 
 export interface JobContext {
   args: JobArgs;
@@ -37,7 +38,7 @@ export function jobLogger(config: Config, kind: HookKind, jobId: string, io: Hoo
 export function startDeadline(seconds: number, onHardStop: () => void): { signal: AbortSignal; stop: () => void } {
   const ac = new AbortController();
   const soft = setTimeout(() => ac.abort(new Error(`the prologue's deadline of ${seconds} s ([timeouts] total) passed`)), seconds * 1000);
-  const hard = setTimeout(onHardStop, seconds * 1000 + 5000);
+  const hard = setTimeout(onHardStop, (seconds + HARD_STOP_SECONDS) * 1000);
   soft.unref();
   hard.unref();
   return { signal: ac.signal, stop: () => { clearTimeout(soft); clearTimeout(hard); } };

@@ -37,7 +37,7 @@ export async function cleanUpJob(input: EpilogueInput): Promise<ExitCode> {
   } catch (e) {
     clog.error({ err: String((e as Error).message) }, 'could not leave the job-ended marker: a prologue of this job still at work would not stop (run vtorque-prologue doctor)');
   }
-  // Not taken within [timeouts] lock: remove anyway; the prologue removes again what it makes after the marker.
+  // Not taken within the holder's longest hold: remove anyway; the prologue removes again what it makes after the marker.
   const release = await lockJobFiles(config, args.jobId);
   try {
     // jobId passed parseJobArgs' pattern, so these stay inside job_dir, ramdisk_dir and leases/.

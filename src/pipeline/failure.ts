@@ -151,7 +151,10 @@ async function imageHints(err: JobFault, ctx: FailureContext, attrs: JobRecord |
   try {
     const request = await requestAgain(ctx, attrs);
     if (!request) return [];
-    return poolHint(await poolImagesFor(ctx.config!, { distro: request.distro, arch: request.arch, vrdma: request.vrdma }));
+    // The job's group too (rule guest-group), as the prologue judged it: else the image just refused for it could be named as one that passes.
+    const { groupOf } = await import('../tools/nss.js');
+    const group = ctx.args?.group ? await groupOf(ctx.config!, ctx.args.group).catch(() => undefined) : undefined;
+    return poolHint(await poolImagesFor(ctx.config!, { distro: request.distro, arch: request.arch, vrdma: request.vrdma, group: group ? { name: group.group, gid: group.gid } : undefined }));
   } catch (e) {
     log?.warn({ err: String((e as Error).message) }, 'the pool images that pass could not be listed for the user');
     return [];

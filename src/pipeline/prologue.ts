@@ -22,6 +22,7 @@ import { jobAccount, seedShared, writeSeed, type SeedResult } from '../seed/inde
 import { line } from '../report/user.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { jobLogger, shortHostname, startDeadline, type JobContext } from './context.js';
+import type { Logger } from '../report/log.js';
 import { handleFailure } from './failure.js';
 import { VERSION } from '../version.js';
 import { JobEnded, assertNotEnded, clearEnded, jobEnded, watchEnded } from './ended.js';
@@ -46,6 +47,14 @@ export interface PrologueInput {
   scriptPath: string;
   forcedByQueue: boolean;
   io: HookIO;
+  /**
+   * Runs once the job is prepared, after its summary lines, and never after a
+   * refusal: the Slurm Prolog leaves those lines for its TaskProlog
+   * (slurm/hook.ts). A Slurm job fault also exits 0, so the exit code alone
+   * cannot tell the hook that the job directory is there. It must not throw:
+   * the job is prepared, and a throw here would undo it.
+   */
+  prepared?: (log: Logger) => Promise<void>;
 }
 
 export interface Manifest {
@@ -79,8 +88,8 @@ export interface Manifest {
     index: number; jobIndex: number; hostname: string; dir: string; overlay: string; format: 'qcow2'; backing: string; baseDigest: string;
     /** The NoCloud seed: the medium to attach (iso, vfat), or the overlay itself (inject); the NIC's MAC the guest's network-config expects. */
     seed: { media: SeedResult['media']; path: string; instanceId: string; network?: SeedResult['network'] };
-    /** The VM's qemu: its pid, QMP socket (root's), console file and the agent socket the job starter connects to. */
-    run?: { pid: number; qmp: string; console: string; agent: string };
+    /** The VM's qemu: its pid, QMP socket (root's; the console is its ring "con": ringbuf-read) and the agent socket the job starter connects to. */
+    run?: { pid: number; qmp: string; agent: string };
   }[];
   /** The accelerator the VMs run with, and why; absent with [launch] start = false. */
   accel?: { accel: LaunchAccel; how: string };
@@ -178,6 +187,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     for (const l of [...summary(args.jobId, request, manifestPath, acquired, seeds), ...booted?.said ?? []]) io.out(line(l) + '\n');
     // Only now are the VMs the job's: a prologue that dies before this line leaves none behind.
     booted?.guard.keep();
+    await input.prepared?.(log);
     return EXIT_RUN;
   } catch (e) {
     // Whatever failed after the epilogue ran (a tool stopped by the marker, a
@@ -231,14 +241,15 @@ function jobGone(ctx: JobContext, e: unknown): ExitCode {
 
 async function checkImage(ctx: JobContext, request: VmRequest, shared: ReturnType<typeof seedShared>): Promise<Acquired> {
   const ilog = ctx.log.child({ stage: 'image' });
-  let ownerUid: number | undefined;
-  if (request.img.startsWith('/') && ctx.config.policy.allow_user_images) {
-    // The seed's lookup of the owner, already under way: NSS is asked once.
-    ownerUid = (await jobAccount(shared, ctx.config, ctx.args.user, ctx.args.group, ctx.signal)).uid;
-  }
+  // The seed's lookup of the owner, already under way: NSS is asked once. A
+  // user image must be theirs, and their group is judged against the image's
+  // groups (rule guest-group): the seed makes it the VM user's primary group.
+  const account = await jobAccount(shared, ctx.config, ctx.args.user, ctx.args.group, ctx.signal);
+  const ownerUid = request.img.startsWith('/') && ctx.config.policy.allow_user_images ? account.uid : undefined;
   const img = await authoriseImage({ img: request.img, config: ctx.config, ownerUid });
   const t0 = performance.now();
-  const a = await acquireImage({ config: ctx.config, img, want: { distro: request.distro, arch: request.arch, vrdma: request.vrdma }, job: ctx.args.jobId, node: ctx.node, runsHere: ctx.engine.runsHere, signal: ctx.signal, log: ilog });
+  const want = { distro: request.distro, arch: request.arch, vrdma: request.vrdma, group: { name: account.group, gid: account.gid } };
+  const a = await acquireImage({ config: ctx.config, img, want, job: ctx.args.jobId, node: ctx.node, runsHere: ctx.engine.runsHere, signal: ctx.signal, log: ilog });
   const r = a.report;
   ilog.info({ image: img.path, sha256: r.digest, base: a.base.path, ingested: a.ingested, verified: a.verified, fromCache: !a.verified, hashed: a.hashed, ms: Math.round(performance.now() - t0), rules: r.rules.filter((x) => !x.ok).map((x) => x.id) }, 'image ready');
   for (const w of warnedRules(r)) ctx.io.out(line(`warning: image ${img.name} fails ${w.id}: ${w.message}${w.fix ? `. Fix: ${w.fix}` : ''}`) + '\n');
@@ -310,13 +321,13 @@ async function bootVms(ctx: JobContext, o: {
         blog.info({ vm: seed.hostname, pid, seconds: Math.round((performance.now() - b0) / 1000) }, `boot wait stopped: the job was deleted (${ctx.engine.terms.deleteCommand}) while its VM booted`);
         throw new JobEnded(ctx.args.jobId, `waiting for VM ${seed.hostname} to boot`);
       }
-      const tail = consoleTail(paths, o.account);
+      const tail = await consoleTail(paths);
       blog.error({ vm: seed.hostname, pid, err: String((e as Error).message), tail }, 'VM did not come up');
       throw bootFault({ hostname: seed.hostname, seconds: Math.round((performance.now() - b0) / 1000), accel: accel.accel, why: e instanceof VmBootError ? e : (e as Error), tail });
     }
     const s = (performance.now() - b0) / 1000;
     blog.info({ vm: seed.hostname, pid, seconds: Number(s.toFixed(1)), accel: accel.accel }, 'VM booted');
-    return { run: { pid, qmp: paths.qmp, console: paths.console, agent: paths.agent }, said: `VM ${seed.hostname} booted in ${s.toFixed(1)} s (${accel.accel})` };
+    return { run: { pid, qmp: paths.qmp, agent: paths.agent }, said: `VM ${seed.hostname} booted in ${s.toFixed(1)} s (${accel.accel})` };
   }));
   confirmVms(runs.map((r) => r.run.pid));
   return { accel, runs: runs.map((r) => r.run), said: runs.map((r) => r.said), guard };

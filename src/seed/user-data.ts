@@ -54,9 +54,14 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
     disable_root: true,
     ssh_pwauth: false,
     // cloud-init cannot give a group a chosen gid. An argv list, not a shell
-    // line; cloud-init-per makes it once per instance. -o: the gid may already
-    // name another group in the image, as it may on the node.
-    bootcmd: [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-o', '-g', String(a.gid), a.group]],
+    // line; cloud-init-per makes it once per instance. No -o (non-unique): a
+    // gid the image already uses is some group of the image's (disk, sudo,
+    // wheel, docker, ...), and the VM user must not become its member. The
+    // prologue refuses such a job first (rule guest-group, image/rules.ts);
+    // should the image gain that gid anyway (the rule set to warn or off),
+    // groupadd fails here, cloud-init's useradd --gid NAME then finds no
+    // group NAME, and the VM user is not made at all.
+    bootcmd: [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-g', String(a.gid), a.group]],
     users: [{
       name: a.user,
       uid: a.uid,

@@ -15,6 +15,7 @@ import { heavy } from '../lazy.js';
 import { kindOf, peekSlurm, readSlurmEnv, slurmTools, type SlurmHook } from './contract.js';
 import { batchScript, expandHosts, type SlurmCall } from './scontrol.js';
 import type { SlurmJob } from './engine.js';
+import type { Logger } from '../report/log.js';
 
 export async function runSlurmHook(hook: SlurmHook, argv: readonly string[], configFile: string, io: HookIO = processIO, processEnv: NodeJS.ProcessEnv = process.env): Promise<ExitCode> {
   const kind = kindOf(hook);
@@ -59,9 +60,12 @@ export async function runSlurmHook(hook: SlurmHook, argv: readonly string[], con
       const engine = slurmEngine(job, processEnv);
       const { args } = engine.hookJob(kind, argv);
       const said: string[] = [];
-      const code = await prepareVmJob({ args, env, engine, config, configWarnings: loaded.warnings, scan: scan ?? scanDirectives(''), scriptPath, forcedByQueue: forced, io: teeOut(io, said) });
-      if (code === EXIT_RUN) await leaveSummary(config, jobId, env.gid, said, io);
-      return code;
+      const cfg = config;
+      // Only for a prepared job: a refused one's directory is gone, and its exit is 0 as well (engine.ts).
+      return await prepareVmJob({
+        args, env, engine, config, configWarnings: loaded.warnings, scan: scan ?? scanDirectives(''), scriptPath, forcedByQueue: forced, io: teeOut(io, said),
+        prepared: (log) => leaveSummary(cfg, jobId, { uid: env.uid, gid: env.gid }, said, io, log),
+      });
     }
     const { loadConfig } = await import('../config/load.js');
     config = loadConfig(configFile).config;
@@ -92,19 +96,33 @@ function teeOut(io: HookIO, said: string[]): HookIO {
 /**
  * The Prolog's vtorque: lines, for conf/slurm/task-prolog to print into the
  * job's output (slurmd opens that file after the Prolog, truncating it):
- * <job_dir>/<jobid>/summary, root's, readable by the job's group only. Every
- * line is one of ours (report/user.ts line()), one line each. Not written is
- * only a missing summary: slurmd's log has why, and the job runs.
+ * <job_dir>/<jobid>/summary. Every line is one of ours (report/user.ts
+ * line()), one line each. Not written is only a missing summary: slurmd's log
+ * has why, and the job runs.
+ *
+ * The job owner's alone, mode 0400: the lines name the image (a user's private
+ * path included) and the VMs, and on a site where every user shares a group
+ * (users) a group-readable file would show them to everyone. The TaskProlog
+ * runs as the owner, so owning it is the one ACL-free way it can read a file
+ * no one else can. Owning it gives the user nothing: the directory is root's
+ * (they cannot rename, replace or add entries there), root never reads the
+ * file back, and whatever they write into it only prints into their own
+ * output, one "print" line per line. The directory lets others traverse, not
+ * list (cache/jobdir.ts), so the TaskProlog reaches the file and no one else
+ * reads it.
  */
-async function leaveSummary(config: Config, jobId: string, gid: number, said: readonly string[], io: HookIO): Promise<void> {
+export async function leaveSummary(config: Config, jobId: string, owner: { uid: number; gid: number }, said: readonly string[], io: HookIO, log?: Logger): Promise<void> {
   // Loaded here: node:crypto (atomic.ts) costs a non-VM job's Prolog ~8 ms.
   const [{ writeFileAtomic }, { ownFile }] = await Promise.all([import('../tools/atomic.js'), import('../tools/safedir.js')]);
   const text = said.join('').split('\n').filter((l) => l.startsWith('vtorque: ')).map((l) => `${l}\n`).join('');
   const path = join(config.paths.job_dir, jobId, 'summary');
   try {
-    writeFileAtomic(path, text, 0o640);
-    ownFile(path, { uid: 0, gid, mode: 0o640 });
+    // Root's and 0400 until it is handed over: never readable by anyone else on the way.
+    writeFileAtomic(path, text, 0o400);
+    ownFile(path, { uid: owner.uid, gid: owner.gid, mode: 0o400 });
+    log?.child({ stage: 'summary' }).info({ path, uid: owner.uid }, 'summary left for the TaskProlog');
   } catch (e) {
+    log?.child({ stage: 'summary' }).warn({ path, err: (e as NodeJS.ErrnoException).code ?? String((e as Error).message) }, 'the summary for the TaskProlog could not be written');
     io.err(`vtorque: job ${jobId}: the summary for the TaskProlog could not be written in ${join(config.paths.job_dir, jobId)} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); the job runs without our lines in its output\n`);
   }
 }

@@ -3,6 +3,8 @@
 import { effectiveDatasources } from '../../src/image/datasources.js';
 import type { GuestFacts } from '../../src/image/guestfs.js';
 
+const GROUPS: [string, number][] = [['root', 0], ['adm', 4], ['disk', 6], ['sudo', 27], ['users', 100], ['nogroup', 65534]];
+
 /** A compliant guest's facts, with `over` on top; the datasource verdict is derived as guestfs.ts derives it. */
 export function compliantFacts(over: Partial<GuestFacts> = {}): GuestFacts {
   const f: GuestFacts = {
@@ -13,6 +15,8 @@ export function compliantFacts(over: Partial<GuestFacts> = {}): GuestFacts {
     cloudCfgD: [],
     notes: [],
     datasources: { errors: [] },
+    // Some of Debian's own groups, and nogroup, which the tests' job owner (nobody) has.
+    groupFile: { size: 64, entries: GROUPS.map(([name, gid]) => ({ name, gid })), bad: [] },
     ...over,
   };
   return { ...f, datasources: effectiveDatasources(f) };
