@@ -24,7 +24,8 @@ t.test('qemu keeps the serial console in a 1 MiB ring in its memory, never in a 
   t.notOk(argv.some((a) => /^file,|console/.test(a)), 'no console file');
 });
 
-t.test('a guest that writes 3 MB to its console leaves nothing on disk, and root reads the last of it', async (t) => {
+/** The boot guest, a TCG launch config, the launch account and a job directory of the test's own. */
+async function consoleNode(t: { teardown: (fn: () => void) => void }) {
   ensureLaunchUser();
   const guest = bootGuestImage();
   const dir = dirname(guest);
@@ -33,6 +34,11 @@ t.test('a guest that writes 3 MB to its console leaves nothing on disk, and root
   const jobDir = mkdtempSync(join(tmpdir(), 'vtorque-console-'));
   chmodSync(jobDir, 0o755);
   t.teardown(() => rmSync(jobDir, { recursive: true, force: true }));
+  return { guest, dir, config, account, jobDir };
+}
+
+t.test('a guest that writes 3 MB to its console leaves nothing on disk, and root reads the last of it', async (t) => {
+  const { guest, dir, config, account, jobDir } = await consoleNode(t);
   const vmDir = join(jobDir, 'vm-0');
   execFileSync('mkdir', ['-m', '0700', vmDir]);
   const overlay = join(vmDir, 'disk.qcow2');
@@ -71,14 +77,7 @@ t.test('a guest that writes 3 MB to its console leaves nothing on disk, and root
 });
 
 t.test("consoleTail: the ring's last lines, as the boot failure report shows them", async (t) => {
-  ensureLaunchUser();
-  const guest = bootGuestImage();
-  const dir = dirname(guest);
-  const config = parseConfig('[launch]\nstart = true\naccel = tcg\n', 'x').config;
-  const account = await resolveLaunchAccount(config);
-  const jobDir = mkdtempSync(join(tmpdir(), 'vtorque-console-'));
-  chmodSync(jobDir, 0o755);
-  t.teardown(() => rmSync(jobDir, { recursive: true, force: true }));
+  const { dir, config, account, jobDir } = await consoleNode(t);
   makeRunDir(jobDir, account);
   const paths = runPathsOf(jobDir, 0);
   // No disk, no init: the kernel panics, prints its last lines and, with panic=0, stays halted.
