@@ -58,6 +58,8 @@ const facts = (optEntries: string[]) => ({
   cloudInitModule: true, cloudCfg: 'datasource_list: [NoCloud, None]\n', cloudCfgD: [], useradd: 'HOME=/home\n', optEntries, notes: [], dpkgCloudInit: true,
   os: { type: 'linux', distro: 'debian', arch: 'x86_64', major: '12', product: '12.7', root: '/dev/sda' },
   datasources: { list: ['NoCloud', 'None'], from: '/etc/cloud/cloud.cfg', errors: [] },
+  // /etc/group, as a prologue of this version stores it (rule guest-group).
+  groupFile: { size: 64, entries: [{ name: 'root', gid: 0 }, { name: 'users', gid: 100 }], bad: [] },
 });
 function storeVerdict(image: string, optEntries: string[]) {
   const digest = sha(image);
