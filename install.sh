@@ -710,13 +710,15 @@ reload_mom() {
 # pbs_mom's $source_login_batch / $source_login_interactive as the starter must
 # apply them: pbs_mom overwrites the shell's argv[0] ("-bash" for a login shell)
 # with the starter's path, so the starter names the shell itself. The last line
-# wins, and values read as pbs_mom's setbool() does (parse_config.c): t/y/1 or
-# on, f/n/0 or off; anything else leaves Torque's default, true.
+# wins; the name matches in any case (read_config's strcasecmp, as
+# src/torque/mom-config.ts reads $prologalarm), and values read as pbs_mom's
+# setbool() does (parse_config.c): t/y/1 or on, f/n/0 or off; anything else
+# leaves Torque's default, true.
 mom_login_setting() {
   local v=true
   [ -f "$MOM_CONFIG" ] || { echo "$v"; return 0; }
   v=$(awk -v key="\$$1" '
-    $1 == key { x = $2; c = substr(x, 1, 1)
+    tolower($1) == key { x = $2; c = substr(x, 1, 1)
       if (c ~ /[tTyY1]/ || tolower(x) == "on") v = "true"; else if (c ~ /[fFnN0]/ || tolower(x) == "off") v = "false" }
     END { print (v == "" ? "true" : v) }' "$MOM_CONFIG")
   echo "$v"

@@ -353,7 +353,7 @@ t.test("$source_login_batch and $source_login_interactive reach the starter, rea
   for (const [lines, batch, interactive] of [
     ['', 'true', 'true'],
     ['$source_login_batch false\n', 'false', 'true'],
-    ['$source_login_batch False\n$source_login_interactive off\n', 'false', 'false'],
+    ['$source_login_batch False\n$Source_Login_Interactive off\n', 'false', 'false'],
     ['$source_login_batch 0\n$source_login_batch yes\n$source_login_interactive maybe\n', 'true', 'true'],
   ] as const) {
     const root = mkdtempSync(join(tmpdir(), 'vt-inst-'));
