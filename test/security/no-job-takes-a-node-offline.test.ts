@@ -37,6 +37,8 @@ interface Row {
   end: End;
   /** What the job's .ER (or .OU) must say. */
   says: RegExp;
+  /** More to check once the prologue ended. */
+  check?: (t: Test, mom: Mom) => void;
 }
 
 const MiB = 1024 ** 2;
@@ -76,6 +78,36 @@ function copyVerdicts(mom: Mom): void {
   const from = join(SHARED_CACHE, 'verdicts');
   mkdirSync(join(mom.cacheDir, 'verdicts'), { recursive: true });
   for (const v of existsSync(from) ? readdirSync(from) : []) copyFileSync(join(from, v), join(mom.cacheDir, 'verdicts', v));
+}
+
+/**
+ * The test image with a boot sector that writes to the serial port for ever
+ * (mov dx,0x3f8; mov al,'x'; out dx,al; jmp back): a raw ext4 image keeps its
+ * first 1024 bytes for a boot block, so the filesystem the verdict reads is
+ * untouched, and SeaBIOS boots the sector. Owned by the job owner.
+ */
+function floodingUserImage(mom: Mom): string {
+  const path = join(mom.workdir, 'flood.raw');
+  execFileSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', join(testImages(), 'debian-ok.qcow2'), path]);
+  const sector = Buffer.alloc(512);
+  Buffer.from([0xba, 0xf8, 0x03, 0xb0, 0x78, 0xee, 0xeb, 0xfb]).copy(sector, 0);
+  sector[510] = 0x55;
+  sector[511] = 0xaa;
+  const fd = openSync(path, 'r+');
+  writeSync(fd, sector, 0, 512, 0);
+  closeSync(fd);
+  chmodSync(path, 0o600);
+  chownSync(path, NOBODY.uid, NOBODY.gid);
+  return path;
+}
+
+const biggest = new Map<Mom, number>();
+const floodSeen = (mom: Mom): boolean => mom.logLines().some((l) => /boot files and accelerator|VM did not come up/.test(String(l.msg)));
+
+/** The largest file under a directory, in bytes allocated (-1: none). */
+function largestFile(dir: string): number {
+  const out = spawnSync('find', [dir, '-type', 'f', '-printf', '%b\\n'], { encoding: 'utf8' }).stdout;
+  return Math.max(-1, ...out.split('\n').filter(Boolean).map((n) => Number(n) * 512));
 }
 
 const guest = () => bootGuestImage();
@@ -166,6 +198,25 @@ const ROWS: Row[] = [
     end: 'job',
     says: /inspect|did not finish|libguestfs|guestfish/i,
   },
+  {
+    // Before (the console a file under <job_dir>): a guest that floods its serial console filled the node's disk.
+    name: 'a user image that floods its serial console from its boot sector',
+    vm: ['img=USER_IMAGE'],
+    ini: '[policy]\nallow_user_images = true\n[launch]\nstart = true\naccel = tcg\nboot = 60\n[timeouts]\ntotal = 900\n[seed]\nssh_keys_from =\n',
+    privateCache: true,
+    before: async (mom) => { floodingUserImage(mom); },
+    during: async (mom) => {
+      // While the guest floods: nothing under the job directory grows past the ring qemu keeps in its memory.
+      for (let i = 0; i < 600 && !floodSeen(mom); i++) await new Promise((r) => setTimeout(r, 500));
+      biggest.set(mom, largestFile(mom.jobDir));
+    },
+    end: 'job',
+    says: /did not answer|xxxxxxxx/,
+    check: (t, mom) => {
+      const b = biggest.get(mom) ?? -1;
+      t.ok(b >= 0 && b < 4 * MiB, `the largest file under the job directory while the guest flooded: ${b} bytes`);
+    },
+  },
 ];
 
 const held = new Map<Mom, () => Promise<void>>();
@@ -201,9 +252,8 @@ async function runRow(t: Test, row: Row, where: Where, n: number): Promise<void>
     await undo?.();
     for (const p of qemusOf(id)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
   });
-  const img = row.vm.some((l) => l.includes('USER_IMAGE'))
-    ? (existsSync(join(mom.workdir, 'sparse.raw')) ? join(mom.workdir, 'sparse.raw') : userCopy(mom, 'mine.qcow2'))
-    : '';
+  const made = ['sparse.raw', 'flood.raw'].map((f) => join(mom.workdir, f)).find((f) => existsSync(f));
+  const img = row.vm.some((l) => l.includes('USER_IMAGE')) ? made ?? userCopy(mom, 'mine.qcow2') : '';
   const script = `#!/bin/bash\n#PBS -l nodes=2\n${row.vm.map((l) => `#VM ${l.replace('USER_IMAGE', img)}`).join('\n')}\nhostname\n`;
   const nodefile = join(mom.torqueHome, 'aux', id);
   mkdirSync(join(mom.torqueHome, 'aux'), { recursive: true });
@@ -231,6 +281,7 @@ async function runRow(t: Test, row: Row, where: Where, n: number): Promise<void>
     t.equal(r.code, 0, `it runs: ${r.er}`);
     t.match(r.ou, row.says);
   }
+  row.check?.(t, mom);
 }
 
 ROWS.forEach((row, n) => {
