@@ -64,7 +64,7 @@ t.test('under TCG the shipped boot 180 s and total 240 s are too short: the fix 
   t.same(lines.map((l) => l.status), ['ok', 'warn', 'warn'], said(lines));
   t.equal(lines[1]!.message, 'VMs boot with TCG here (as the kvm check found) and get 180 s to answer ([launch] boot); a TCG boot of a Debian guest through cloud-init takes 70-300 s: slower boots fail their job (exit 1, vm-boot)');
   // 2 x 1.2 launches of 88 s = 211 s; + a 300 s boot + the 10 s the wait leaves = 521 s, to 530 s.
-  t.match(lines[2]!.message, /^a job on an image new to this node spends about 211 s in libguestfs before its VMs boot \(its check and its kernel, TCG, 88\.0 s a launch, measured by the guestfs check\); with a TCG boot \(up to 300 s\) that passes \[timeouts\] total 240 s: such a job is requeued at the deadline and the node taken offline$/);
+  t.match(lines[2]!.message, /^a job on an image new to this node spends about 211 s in libguestfs before its VMs boot \(its check and its kernel, TCG, 88\.0 s a launch, measured by the guestfs check\); with a TCG boot \(up to 300 s\) that passes \[timeouts\] total 240 s: such a job is requeued before its VMs boot \(boot-time: less than \[launch\] boot is left\) and the node taken offline$/);
   const fix = `set in ${n.configFile}: [launch] boot = 300, [timeouts] total = 530; and in ${n.momConfig}: $prologalarm 550, then kill -HUP the pbs_mom`;
   t.equal(lines[1]!.fix, fix);
   t.equal(lines[2]!.fix, fix);
@@ -92,6 +92,7 @@ t.test('without the kvm check, the accelerator is the config\'s, else TCG is ass
 t.test('a total the boot wait cannot use: boot is cut 10 s before total', async (t) => {
   const lines = await run(node('[launch]\nboot = 600\n[timeouts]\ntotal = 250\n', '$prologalarm 900\n'), { accel: { vms: 'tcg', guestfs: 'kvm' }, guestfsLaunch: { ms: 5_000, accel: 'kvm' } });
   t.match(lines[1], { status: 'warn', message: /and get 235 s to answer \(\[launch\] boot is 600 s, but \[timeouts\] total 250 s ends the wait 10 s before it\)/ });
+  t.match(lines[1]!.message, /: the prologue starts no boot with less than \[launch\] boot left, so every VM job is requeued \(exit 2, boot-time\)$/);
   t.match(lines[1]!.fix, /\[timeouts\] total = 630$/, 'a total that holds the boot (600 s) and a new image (12 s)');
   t.notMatch(lines[1]!.fix, /\[launch\] boot =/, 'boot is long enough already');
   t.notMatch(lines[1]!.fix, /prologalarm/, '$prologalarm 900 holds 630 + 20 already');

@@ -11,7 +11,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { cgroupV1Mounts } from '../src/launch/cgroup.js';
 import { Mom, lookupUser } from './harness/mom.js';
-import { bootGuestImage, qemusOf, bootingIni } from './harness/launch-user.js';
+import { bootGuestImage, qemusOf, bootingIni, bootingTotal } from './harness/launch-user.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
 
 t.setTimeout(1800_000);
@@ -96,7 +96,7 @@ t.test('the job script runs in VM 0 as its owner; its output is the job\'s .OU/.
     await gone(job.id, 10);
     for (const d of cgroups) try { rmdirSync(d); } catch { /* busy or gone */ }
   });
-  const p = await mom.prologue(job, { alarm: 1300 });
+  const p = await mom.prologue(job, { alarm: bootingTotal() + 100 });
   t.equal(p.code, 0, p.er);
   t.match(p.ou, /vtorque: VM vnode01 booted in [0-9.]+ s \(tcg\)/);
   const [qemu] = qemusOf(job.id);

@@ -7,7 +7,7 @@ import t from 'tap';
 import { chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom, lookupUser } from './harness/mom.js';
-import { bootGuestImage, qemusOf, bootingIni } from './harness/launch-user.js';
+import { bootGuestImage, qemusOf, bootingIni, bootingTotal } from './harness/launch-user.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
 
 t.setTimeout(1800_000);
@@ -47,7 +47,7 @@ t.test('vm_prologue runs in VM 0 before the job script and vm_epilogue after it,
     ].join('\n'),
   };
   t.teardown(() => { for (const p of qemusOf(job.id)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } });
-  const p = await mom.prologue(job, { alarm: 1300 });
+  const p = await mom.prologue(job, { alarm: bootingTotal() + 100 });
   t.equal(p.code, 0, p.er);
   const r = await mom.startJob(job);
   t.comment(`job .OU:\n${r.ou}\njob .ER:\n${r.er}`);
@@ -89,7 +89,7 @@ t.test('qdel of a running VM job: the TERM trap with $(...) runs once to its end
     ].join('\n'),
   };
   t.teardown(() => { for (const p of qemusOf(job.id)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } });
-  const p = await mom.prologue(job, { alarm: 1300 });
+  const p = await mom.prologue(job, { alarm: bootingTotal() + 100 });
   t.equal(p.code, 0, p.er);
   t.equal(qemusOf(job.id).length, 1, 'VM 0 runs');
   const t0 = Date.now();

@@ -137,11 +137,15 @@ export async function checkTimeouts(ctx: DoctorContext): Promise<CheckResult[]> 
   const bootWhy = f.vms === 'tcg' ? `a TCG boot of a Debian guest through cloud-init takes 70-${bootNeed} s` : `a KVM boot takes seconds (${bootNeed} s allowed)`;
   if (window < bootNeed) {
     const cut = window < c.launch.boot ? ` ([launch] boot is ${c.launch.boot} s, but [timeouts] total ${c.timeouts.total} s ends the wait ${BEFORE_DEADLINE} s before it)` : ` ([launch] boot)`;
-    out.push(r('warn', `VMs boot with ${f.vms.toUpperCase()} here (${f.from}) and get ${window} s to answer${cut}; ${bootWhy}: slower boots fail their job (exit 1, vm-boot)`,
+    // The prologue starts no boot with less than [launch] boot left (pipeline/prologue.ts, boot-time): a cut wait is no wait at all.
+    const outcome = window < c.launch.boot
+      ? 'the prologue starts no boot with less than [launch] boot left, so every VM job is requeued (exit 2, boot-time)'
+      : 'slower boots fail their job (exit 1, vm-boot)';
+    out.push(r('warn', `VMs boot with ${f.vms.toUpperCase()} here (${f.from}) and get ${window} s to answer${cut}; ${bootWhy}: ${outcome}`,
       change(total, boot), { data }));
   }
   if (coldSeconds + bootNeed + BEFORE_DEADLINE > c.timeouts.total) {
-    out.push(r('warn', `a job on an image new to this node spends about ${coldSeconds} s in libguestfs before its VMs boot (its check and its kernel, ${f.guestfs.toUpperCase()}, ${f.launchSeconds.toFixed(1)} s a launch, ${f.launchFrom}); with a ${f.vms.toUpperCase()} boot (up to ${bootNeed} s) that passes [timeouts] total ${c.timeouts.total} s: such a job is requeued at the deadline and the node taken offline`,
+    out.push(r('warn', `a job on an image new to this node spends about ${coldSeconds} s in libguestfs before its VMs boot (its check and its kernel, ${f.guestfs.toUpperCase()}, ${f.launchSeconds.toFixed(1)} s a launch, ${f.launchFrom}); with a ${f.vms.toUpperCase()} boot (up to ${bootNeed} s) that passes [timeouts] total ${c.timeouts.total} s: such a job is requeued ${coldSeconds + c.launch.boot + BEFORE_DEADLINE > c.timeouts.total ? 'before its VMs boot (boot-time: less than [launch] boot is left)' : 'at the deadline'} and the node taken offline`,
       change(total, boot), { data }));
   }
   if (out.every((x) => x.status === 'ok')) {

@@ -407,22 +407,87 @@ export function handOverSockets(paths: VmRunPaths, account: LaunchAccount, jobOw
   }
 }
 
-/** Connects to the agent socket as root, says 'H' and waits for 'R'; retries while qemu runs, until `until` (ms since epoch). */
-export async function waitReady(o: { config: Config; account: LaunchAccount; paths: VmRunPaths; pid: number; until: number; signal?: AbortSignal }): Promise<{ hostname: string }> {
+/**
+ * The console the silence watch took from the ring: ringbuf-read removes what
+ * it returns, so the first byte it saw is kept here, and consoleTail puts it
+ * back in front of the rest.
+ */
+export interface ConsoleHead { bytes: Buffer }
+
+/**
+ * Connects to the agent socket as root, says 'H' and waits for 'R'; retries
+ * while qemu runs, until `until` (ms since epoch). With silence.seconds > 0
+ * ([launch] console_silence), the console is watched too: a guest that has
+ * written not one byte to it by then is given up as one that cannot boot
+ * (VmBootError 'silent'), rather than waited for until `until`.
+ */
+export async function waitReady(o: {
+  config: Config; account: LaunchAccount; paths: VmRunPaths; pid: number; until: number; signal?: AbortSignal; silence?: { seconds: number; head: ConsoleHead };
+}): Promise<{ hostname: string }> {
+  // Ends the hello under way when the watch finds the console silent, and the watch when the wait ends.
+  const stop = new AbortController();
+  const onOuter = () => stop.abort();
+  o.signal?.addEventListener('abort', onOuter, { once: true });
+  const heard = { silent: false };
+  const watch = o.silence && o.silence.seconds > 0 ? watchSilence(o.paths.qmp, Date.now() + o.silence.seconds * 1000, o.silence.head, stop, heard) : undefined;
+  try {
+    for (;;) {
+      // The deadline or the job's deletion (qdel): the signal's own reason, so the caller can tell them apart.
+      if (o.signal?.aborted) throw o.signal.reason instanceof Error ? o.signal.reason : new Error(stopReason(o.signal).why);
+      if (heard.silent) throw new VmBootError('silent', `nothing on the console within ${o.silence!.seconds} s`);
+      if (!isOurQemu(o.config, o.pid, o.account)) throw new VmBootError('qemu exited');
+      const left = o.until - Date.now();
+      if (left <= 0) throw new VmBootError('timeout');
+      const r = await helloOnce(o.paths.agent, Math.min(left, 15_000), stop.signal);
+      if (r) return r;
+      if (heard.silent) throw new VmBootError('silent', `nothing on the console within ${o.silence!.seconds} s`);
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  } finally {
+    o.signal?.removeEventListener('abort', onOuter);
+    stop.abort();
+    await watch?.catch(() => undefined);
+  }
+}
+
+/**
+ * Reads one byte of the console every 2 s until the first one comes (kept in
+ * head: the read removed it from the ring) or `end` passes. heard.silent
+ * (and stop aborted): qemu answered at `end` and its console was still empty. A read
+ * qemu did not answer says nothing about the guest: the watch then gives up
+ * without a verdict, and the wait goes on to [launch] boot. One byte, not the
+ * ring: what an admin reads later (doc/admin.md) loses only that byte.
+ */
+async function watchSilence(qmp: string, end: number, head: ConsoleHead, stop: AbortController, heard: { silent: boolean }): Promise<void> {
   for (;;) {
-    // The deadline or the job's deletion (qdel): the signal's own reason, so the caller can tell them apart.
-    if (o.signal?.aborted) throw o.signal.reason instanceof Error ? o.signal.reason : new Error(stopReason(o.signal).why);
-    if (!isOurQemu(o.config, o.pid, o.account)) throw new VmBootError('qemu exited');
-    const left = o.until - Date.now();
-    if (left <= 0) throw new VmBootError('timeout');
-    const r = await helloOnce(o.paths.agent, Math.min(left, 15_000), o.signal);
-    if (r) return r;
-    await new Promise((res) => setTimeout(res, 500));
+    const last = Date.now() >= end;
+    const data = await qmpCommand(qmp, 'ringbuf-read', { device: CONSOLE_ID, size: 1, format: 'base64' }, 10_000);
+    if (stop.signal.aborted || typeof data !== 'string') return;
+    const b = Buffer.from(data, 'base64');
+    if (b.length > 0) {
+      head.bytes = Buffer.concat([head.bytes, b]);
+      return;
+    }
+    if (last) {
+      heard.silent = true;
+      stop.abort();
+      return;
+    }
+    await new Promise<void>((res) => {
+      const timer = setTimeout(done, Math.max(0, Math.min(2000, end - Date.now())));
+      function done() {
+        clearTimeout(timer);
+        stop.signal.removeEventListener('abort', done);
+        res();
+      }
+      stop.signal.addEventListener('abort', done, { once: true });
+    });
+    if (stop.signal.aborted) return;
   }
 }
 
 export class VmBootError extends Error {
-  constructor(readonly why: 'timeout' | 'qemu exited' | 'agent refused', detail?: string) {
+  constructor(readonly why: 'timeout' | 'qemu exited' | 'agent refused' | 'silent', detail?: string) {
     super(detail ? `${why}: ${detail}` : why);
   }
 }
@@ -469,9 +534,11 @@ const ANSI = /\u001b\[[0-9;?]*[A-Za-z]|\u001b[()][A-Z0-9]/g;
  * escapes what control characters remain. Read (and so emptied) from qemu's
  * ring through QMP: none when qemu is gone, whose console went with it.
  */
-export async function consoleTail(paths: VmRunPaths, n = 20): Promise<string[]> {
+export async function consoleTail(paths: VmRunPaths, n = 20, head?: ConsoleHead): Promise<string[]> {
   const data = await qmpCommand(paths.qmp, 'ringbuf-read', { device: CONSOLE_ID, size: CONSOLE_RING, format: 'base64' }, 10_000);
-  const text = typeof data === 'string' ? Buffer.from(data, 'base64').subarray(-64 * 1024).toString('utf8') : '';
+  const rest = typeof data === 'string' ? Buffer.from(data, 'base64') : Buffer.alloc(0);
+  // The byte the silence watch took first (waitReady), then the ring: the console in its order.
+  const text = Buffer.concat([head?.bytes ?? Buffer.alloc(0), rest]).subarray(-64 * 1024).toString('utf8');
   return text.replace(ANSI, '').split(/\r?\n|\r/).map((l) => l.trimEnd()).filter((l) => l !== '').slice(-n).map((l) => (l.length > 200 ? `${l.slice(0, 200)}...` : l));
 }
 
@@ -612,7 +679,8 @@ export async function clearRunDir(config: Config, jobDir: string, account: Launc
 }
 
 /** A JobFault for a VM that did not answer: what happened and the last lines of its console. */
-export function bootFault(o: { hostname: string; seconds: number; accel: LaunchAccel; why: VmBootError | Error; tail: string[] }): JobFault {
+export function bootFault(o: { hostname: string; seconds: number; accel: LaunchAccel; why: VmBootError | Error; tail: string[]; silence?: number }): JobFault {
+  if (o.why instanceof VmBootError && o.why.why === 'silent') return silentFault(o.hostname, o.silence ?? o.seconds, o.accel);
   const what = o.why instanceof VmBootError
     ? o.why.why === 'timeout' ? `did not answer within ${o.seconds} s ([launch] boot, ${o.accel})`
       : o.why.why === 'qemu exited' ? 'stopped while booting (qemu exited)'
@@ -623,4 +691,19 @@ export function bootFault(o: { hostname: string; seconds: number; accel: LaunchA
     id: 'vm-boot', where: `${o.hostname} console`, message: l,
     fix: i === tail.length - 1 ? 'check that the image boots under qemu with cloud-init and python3, and that it boots within [launch] boot (ask your admin); vtorque-prologue check --image helps' : undefined,
   })));
+}
+
+/**
+ * A VM that wrote not one byte to its serial console within [launch]
+ * console_silence: no kernel of ours was booted (we pass console=ttyS0 to
+ * one), so the firmware found no bootloader, or the image's bootloader and
+ * kernel write nothing to ttyS0. Either way the image cannot be watched
+ * booting, and waiting the rest of [launch] boot would tell no more.
+ */
+export function silentFault(hostname: string, seconds: number, accel: LaunchAccel): JobFault {
+  return new JobFault(`VM ${hostname} printed nothing on its console within ${seconds} s ([launch] console_silence, ${accel}) and was stopped`, [{
+    id: 'vm-silent', where: `${hostname} console`,
+    message: 'the image has no bootloader, or its bootloader and kernel do not write to the serial console (ttyS0), so it cannot be seen booting',
+    fix: 'for image builders: install a bootloader (GRUB) that boots the kernel with console=ttyS0 (doc/guest-images.md, "Serial console"); vtorque-prologue check --image helps',
+  }]);
 }

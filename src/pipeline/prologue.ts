@@ -287,6 +287,13 @@ async function bootVms(ctx: JobContext, o: {
   ]);
   const accel = await launchAccel(config, o.account, ctx.signal);
   blog.info({ kernel: boot.kernel ?? null, root: boot.root ?? null, source: boot.source, accel }, 'boot files and accelerator');
+  // The boot gets its own time: [launch] boot, whole. What the image work
+  // left of the deadline is the node's state (its deadlines are too short
+  // for a new image), not the image's: a wait cut short would blame an image
+  // that never had its chance to boot.
+  const spent = (performance.now() - o.t0) / 1000;
+  const left = config.timeouts.total - BEFORE_DEADLINE_S - spent;
+  if (left < config.launch.boot) throw bootTimeFault(config, { spent, left, accel: accel.accel, acquired: o.acquired });
   makeRunDir(o.dirs.dir, o.account);
   // Before the first qemu: should this process die from here on (pbs_mom's
   // $prologalarm, SIGKILL), the guard stops every qemu it started.
@@ -296,7 +303,7 @@ async function bootVms(ctx: JobContext, o: {
     ? (await removeTaps(config, ctx.args.jobId, ctx.signal), await makeTaps(config, ctx.args.jobId, o.overlays.length, o.account, ctx.signal))
     : undefined;
   // Never past the prologue's own deadline (10 s kept for the report): a VM still booting then is stopped, not left behind.
-  const hardStop = Date.now() + (config.timeouts.total * 1000 - (performance.now() - o.t0)) - 10_000;
+  const hardStop = Date.now() + (config.timeouts.total * 1000 - (performance.now() - o.t0)) - BEFORE_DEADLINE_S * 1000;
   const runs = await Promise.all(o.overlays.map(async (ov, i) => {
     const seed = o.seeds[i]!;
     const paths = runPathsOf(o.dirs.dir, ov.index);
@@ -310,9 +317,12 @@ async function bootVms(ctx: JobContext, o: {
     const cg = joinJobCgroups(ctx.engine.jobCgroup(ctx.args.jobId, jobOwner.uid), [pid]);
     if (cg.joined.length > 0 || cg.failed.length > 0) blog[cg.failed.length > 0 ? 'warn' : 'info']({ vm: seed.hostname, pid, joined: cg.joined, failed: cg.failed }, "qemu in the job's cgroups");
     handOverSockets(paths, o.account, jobOwner);
-    const until = Math.min(Date.now() + config.launch.boot * 1000, hardStop);
+    const full = Date.now() + config.launch.boot * 1000;
+    const until = Math.min(full, hardStop);
+    // The byte the console watch takes from qemu's ring, for the tail below.
+    const head = { bytes: Buffer.alloc(0) };
     try {
-      await waitReady({ config, account: o.account, paths, pid, until, signal: ctx.signal });
+      await waitReady({ config, account: o.account, paths, pid, until, signal: ctx.signal, silence: { seconds: config.launch.console_silence, head } });
     } catch (e) {
       // qdel: the marker's watch aborted the wait, or the epilogue stopped this
       // qemu before the watch saw the marker. Not a VM that did not come up,
@@ -321,9 +331,12 @@ async function bootVms(ctx: JobContext, o: {
         blog.info({ vm: seed.hostname, pid, seconds: Math.round((performance.now() - b0) / 1000) }, `boot wait stopped: the job was deleted (${ctx.engine.terms.deleteCommand}) while its VM booted`);
         throw new JobEnded(ctx.args.jobId, `waiting for VM ${seed.hostname} to boot`);
       }
-      const tail = await consoleTail(paths);
+      const tail = await consoleTail(paths, 20, head);
+      const seconds = Math.round((performance.now() - b0) / 1000);
       blog.error({ vm: seed.hostname, pid, err: String((e as Error).message), tail }, 'VM did not come up');
-      throw bootFault({ hostname: seed.hostname, seconds: Math.round((performance.now() - b0) / 1000), accel: accel.accel, why: e instanceof VmBootError ? e : (e as Error), tail });
+      // The deadline, not [launch] boot, ended the wait: the VM had less than its time, so nothing is known of its image.
+      if (e instanceof VmBootError && e.why === 'timeout' && until < full) throw deadlineCutFault(config, { hostname: seed.hostname, seconds, accel: accel.accel });
+      throw bootFault({ hostname: seed.hostname, seconds, accel: accel.accel, why: e instanceof VmBootError ? e : (e as Error), tail, silence: config.launch.console_silence });
     }
     const s = (performance.now() - b0) / 1000;
     blog.info({ vm: seed.hostname, pid, seconds: Number(s.toFixed(1)), accel: accel.accel }, 'VM booted');
@@ -331,6 +344,41 @@ async function bootVms(ctx: JobContext, o: {
   }));
   confirmVms(runs.map((r) => r.run.pid));
   return { accel, runs: runs.map((r) => r.run), said: runs.map((r) => r.said), guard };
+}
+
+/** The boot wait ends this long before [timeouts] total: the time to stop the VMs and report. doctor's timeouts check counts it too. */
+const BEFORE_DEADLINE_S = 10;
+
+/** The fix for deadlines too short for a new image's work and a boot: which keys, and the batch system's alarm above them. */
+const deadlineFix = (total: number) =>
+  `raise [timeouts] total to ${total} s or more, with Torque's $prologalarm at least 20 s above it (Slurm: PrologEpilogTimeout; vtorque-prologue doctor's timeouts check says what to set), or keep the image cached on the node: a job on an image the node has cached spends seconds before its boot`;
+
+/**
+ * The image work (check, copy, boot files) left less than [launch] boot of the
+ * prologue's deadline: refused before any qemu starts. The node's deadlines do
+ * not hold a new image's work and a boot; nothing is known against the image.
+ * A NodeFault, so that the job is requeued: at its next start the image is
+ * cached here and its boot gets its time.
+ */
+function bootTimeFault(config: Config, o: { spent: number; left: number; accel: LaunchAccel; acquired: Acquired }): NodeFault {
+  const spent = Math.round(o.spent);
+  const left = Math.max(0, Math.floor(o.left));
+  const what = o.acquired.verified || o.acquired.ingested ? 'its image was new to this node (checked and cached for it)' : 'its image was cached';
+  const need = Math.ceil(spent + config.launch.boot + BEFORE_DEADLINE_S + 5);
+  return new NodeFault(`preparing the job took ${spent} s of [timeouts] total ${config.timeouts.total} s, which leaves ${left} s to boot its VMs, less than [launch] boot ${config.launch.boot} s (${o.accel}): no VM was started`, [{
+    id: 'boot-time', where: '[timeouts] total',
+    message: `${what}; its VMs need up to [launch] boot ${config.launch.boot} s, and the boot wait ends ${BEFORE_DEADLINE_S} s before the deadline`,
+    fix: deadlineFix(need),
+  }]);
+}
+
+/** The prologue's deadline ended a VM's boot wait before [launch] boot did: the node's time ran out, not the image's. */
+function deadlineCutFault(config: Config, o: { hostname: string; seconds: number; accel: LaunchAccel }): NodeFault {
+  return new NodeFault(`the prologue's deadline ([timeouts] total ${config.timeouts.total} s) ended the wait for VM ${o.hostname} after ${o.seconds} s, before its [launch] boot of ${config.launch.boot} s (${o.accel})`, [{
+    id: 'boot-time', where: '[timeouts] total',
+    message: `the VM had less than [launch] boot to answer, so nothing is known against its image`,
+    fix: deadlineFix(config.timeouts.total + config.launch.boot),
+  }]);
 }
 
 function writeManifest(ctx: JobContext, jr: JobRequest, place: Placement, a: Acquired, dirs: JobDirs, overlays: Overlay[], seeds: SeedResult[], owner: FileOwner, booted: Booted | undefined): string {

@@ -33,8 +33,16 @@ export function bootGuestImage(): string {
   return join(out.trim().split('\n').pop()!, 'guest.qcow2');
 }
 
-/** An ini for nodes that really boot their VMs: TCG (a nested /dev/kvm hangs guests here) and time boxes for slow boots. */
-export const bootingIni = (boot = 900) => `[launch]\nstart = true\naccel = tcg\nboot = ${boot}\n[timeouts]\ntotal = 1200\n[seed]\nssh_keys_from =\n`;
+/**
+ * An ini for nodes that really boot their VMs: TCG (a nested /dev/kvm hangs
+ * guests here) and time boxes for slow boots. total keeps 600 s for a cold
+ * image's work (its check, copy and boot files) before [launch] boot, which
+ * the prologue leaves whole or refuses to start the boot (boot-time).
+ */
+export const bootingIni = (boot = 900) => `[launch]\nstart = true\naccel = tcg\nboot = ${boot}\n[timeouts]\ntotal = ${bootingTotal(boot)}\n[seed]\nssh_keys_from =\n`;
+
+/** bootingIni's [timeouts] total; a harness $prologalarm must be above it (pbs_mom's is total + 20 s at least). */
+export const bootingTotal = (boot = 900) => Math.max(1200, boot + 600);
 
 /** Live qemus of a job's VMs, by the name the launcher gives them (qemu -name vtorque-<jobid>-vm<n>). */
 export function qemusOf(jobId: string): number[] {
