@@ -119,6 +119,7 @@ async function stageUserImage(o: AcquireOptions, l: CacheLayout): Promise<{ tmp:
     } catch (e) {
       throw unreadableFault(img, e);
     }
+    assertFewHoles(img, st, config);
     const need = spaceFor(st);
     if (need > config.cache.max_size) {
       throw new JobFault(`image ${img.name} is larger than this node's image cache`, [
@@ -131,6 +132,27 @@ async function stageUserImage(o: AcquireOptions, l: CacheLayout): Promise<{ tmp:
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * A user image costs the node its file's length, not what it holds: the copy
+ * hashes holes as zeros, because the digest is the cache key shared with pool
+ * images (a user's base may later serve the same pool image) and `cache
+ * verify` checks every base against the sha256 of its bytes. Hashing by
+ * extents would need a digest of its own and still hash zeros for a plain
+ * sha256. So a file with more holes than [policy] user_image_max_holes is
+ * refused from its fstat, before a byte is read; the time its allocated bytes
+ * cost is bounded by [timeouts] user_image_read (copyIn).
+ */
+function assertFewHoles(img: AuthorisedImage, st: Pick<Stats, 'size' | 'blocks'>, config: Config): void {
+  const allocated = Math.min(st.size, st.blocks * 512);
+  const holes = st.size - allocated;
+  if (holes <= config.policy.user_image_max_holes) return;
+  throw new JobFault(`image ${img.name} is a sparse file the node would have to read in full`, [{
+    id: 'image-sparse', where: img.name,
+    message: `is ${formatBytes(st.size)} long but holds ${formatBytes(allocated)}: its ${formatBytes(holes)} of holes are more than this site reads for a user image ([policy] user_image_max_holes ${formatSize(config.policy.user_image_max_holes)})`,
+    fix: 'convert it to qcow2, which stores no holes (qemu-img convert -O qcow2 SRC DST.qcow2, -c to also compress it), and name the .qcow2 file in img=',
+  }]);
 }
 
 /** Makes room for `need` bytes and creates the placeholder that reserves them, under the space lock. */
@@ -148,18 +170,20 @@ function reserve(o: AcquireOptions, l: CacheLayout, name: string, need: number, 
 async function copyIn(o: AcquireOptions, l: CacheLayout, src: FileHandle, tmp: string, need: number): Promise<{ digest: string; bytes: number }> {
   const { img } = o;
   o.log?.info({ image: img.path, bytes: img.stat.size, allocated: need }, 'copying the image into the cache');
+  const box = img.origin === 'user' ? userReadBox(o.config) : undefined;
   try {
     const r = await copyAndHash(src, tmp, {
       name: img.path,
       reserved: true,
       expect: { dev: img.stat.dev, ino: img.stat.ino },
-      signal: o.signal,
+      signal: box ? (o.signal ? AbortSignal.any([o.signal, box.signal]) : box.signal) : o.signal,
       onProgress: (p) => o.log?.info({ bytes: p.bytes, total: p.total, percent: Math.floor((100 * p.bytes) / Math.max(1, p.total)), MBps: Math.round(p.bytes / 1048576 / (p.ms / 1000)) }, 'copy progress'),
     });
     o.log?.info({ image: img.path, bytes: r.bytes, ms: Math.round(r.ms), MBps: Math.round(r.bytes / 1048576 / Math.max(0.001, r.ms / 1000)), cloned: r.cloned }, 'image copied');
     return r;
   } catch (e) {
     rmSync(tmp, { force: true });
+    if (box && e === box.signal.reason) throw slowFault(img, box.seconds, box.cut, e);
     if (e instanceof SourceChanged) throw changedFault(img, e.message);
     if (e instanceof SourceUnreadable && img.origin === 'user') throw unreadableFault(img, e);
     const code = (e as NodeJS.ErrnoException).code;
@@ -172,7 +196,37 @@ async function copyIn(o: AcquireOptions, l: CacheLayout, src: FileHandle, tmp: s
       throw new NodeFault(`cannot copy image ${img.name} into the cache (${code})`, [{ id: 'cache-io', where: l.tmp, message: (e as Error).message, fix: 'check the cache filesystem (dmesg, df)' }]);
     }
     throw e;
+  } finally {
+    box?.stop();
   }
+}
+
+// What the prologue keeps after a user image's copy at the latest, for its report and its cleanup.
+const USER_READ_MARGIN_MS = 10_000;
+
+/**
+ * The time a user image's copy may take: [timeouts] user_image_read, and never
+ * past USER_READ_MARGIN_MS before the prologue's deadline, so that a user's
+ * file (sparse, huge, on a slow filesystem) ends as the job's fault and never
+ * runs into the deadline, which is the node's. The deadline starts with the
+ * process, so the time left is measured from the process's own start.
+ */
+function userReadBox(config: Config): { signal: AbortSignal; seconds: number; cut: boolean; stop: () => void } {
+  const left = config.timeouts.total * 1000 - performance.now() - USER_READ_MARGIN_MS;
+  const ms = Math.max(1000, Math.min(config.timeouts.user_image_read * 1000, left));
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new Error(`reading the user image took longer than ${Math.round(ms / 1000)} s`)), ms);
+  timer.unref();
+  return { signal: ac.signal, seconds: Math.round(ms / 1000), cut: ms < config.timeouts.user_image_read * 1000, stop: () => clearTimeout(timer) };
+}
+
+function slowFault(img: AuthorisedImage, seconds: number, cut: boolean, cause: unknown): JobFault {
+  const limit = cut ? `the ${seconds} s the prologue had left before its deadline ([timeouts] total)` : `${seconds} s ([timeouts] user_image_read)`;
+  return new JobFault(`image ${img.name} could not be read in the time this node gives a user image`, [{
+    id: 'image-slow', where: img.name,
+    message: `copying and hashing it into the node's cache did not finish within ${limit}`,
+    fix: 'make the image smaller (qemu-img convert -c -O qcow2 SRC DST.qcow2 writes a compact, compressed copy) or put it on a faster filesystem, such as local scratch',
+  }], { cause });
 }
 
 async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string, staged?: string): Promise<Omit<Acquired, 'hashed'>> {
