@@ -29,6 +29,12 @@ const ini = (extra = '') => `[policy]\nallow_user_images = true\n${extra}[timeou
 const readLines = (mom: Mom) => mom.logLines().filter((l) => /copying the image|image ingested|copy progress|image copied/i.test(String(l.msg)));
 const script = (img: string) => `#!/bin/sh\n#VM img=${img}\nhostname\n`;
 
+/** The problem ids the admin log gives for the failed job. */
+const failedIds = (mom: Mom): string[] => {
+  const f = mom.logLines().find((l) => l.msg === 'job failed') as { err?: { problems?: { id: string }[] } } | undefined;
+  return (f?.err?.problems ?? []).map((p) => p.id);
+};
+
 function nodeUntouched(t: Tap, mom: Mom): void {
   t.same(mom.pbsnodesCalls(), [], 'pbsnodes was never asked to offline the node');
   t.notMatch(mom.nodeState('node01').state, /offline/, 'the node is not offline');
@@ -42,7 +48,8 @@ t.test('a 100 GiB sparse raw user image holding 5 MiB is refused from its holes,
   const r = await mom.prologue({ id: '71.srv', script: script(img) });
   t.equal(r.code, 1, r.er);
   t.match(r.er, /vtorque: .*sparse\.raw is a sparse file the node would have to read in full/);
-  t.match(r.er, /image-sparse.*100 GiB long but holds 5\.0 MiB: its 100 GiB of holes are more than this site reads for a user image \(\[policy\] user_image_max_holes 4G\)/);
+  t.same(failedIds(mom), ['image-sparse']);
+  t.match(r.er, /sparse\.raw: is 100 GiB long but holds 5\.0 MiB: its 100(\.0)? GiB of holes are more than this site reads for a user image \(\[policy\] user_image_max_holes 4G\)/);
   t.match(r.er, /Fix: convert it to qcow2, which stores no holes \(qemu-img convert -O qcow2 SRC DST\.qcow2/);
   t.same(readLines(mom), [], 'nothing was copied or hashed');
   nodeUntouched(t, mom);
@@ -55,7 +62,8 @@ t.test('holes allowed, the same image is read for at most [timeouts] user_image_
   const r = await mom.prologue({ id: '72.srv', script: script(img) });
   t.equal(r.code, 1, r.er);
   t.match(r.er, /vtorque: .*sparse\.raw could not be read in the time this node gives a user image/);
-  t.match(r.er, /image-slow.*did not finish within 2 s \(\[timeouts\] user_image_read\)/);
+  t.same(failedIds(mom), ['image-slow']);
+  t.match(r.er, /sparse\.raw: copying and hashing it into the node's cache did not finish within 2 s \(\[timeouts\] user_image_read\)/);
   t.match(r.er, /Fix: make the image smaller \(qemu-img convert -c -O qcow2/);
   nodeUntouched(t, mom);
 });
@@ -67,7 +75,8 @@ t.test("a user image read never runs into the prologue's deadline: it stops 10 s
   sparseRaw(img, 1024 * GiB, 1024 * 1024);
   const r = await mom.prologue({ id: '73.srv', script: script(img) });
   t.equal(r.code, 1, r.er);
-  t.match(r.er, /image-slow.*did not finish within the [0-9]+ s the prologue had left before its deadline \(\[timeouts\] total\)/);
+  t.same(failedIds(mom), ['image-slow']);
+  t.match(r.er, /huge\.raw: copying and hashing it into the node's cache did not finish within the [0-9]+ s the prologue had left before its deadline \(\[timeouts\] total\)/);
   t.notMatch(r.er, /deadline of 30 s .* passed/, 'not the deadline itself');
   nodeUntouched(t, mom);
 });
