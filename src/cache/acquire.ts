@@ -21,7 +21,7 @@ import { chmodSync, closeSync, constants, lstatSync, openSync, renameSync, rmSyn
 import type { FileHandle } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
 import { formatBytes, formatSize } from '../config/values.js';
-import { JobFault, NodeFault } from '../core/errors.js';
+import { isNodeFault, JobFault, NodeFault } from '../core/errors.js';
 import { fsyncDir } from '../tools/atomic.js';
 import type { AuthorisedImage } from '../image/authorise.js';
 import type { Expectation } from '../image/rules.js';
@@ -311,10 +311,37 @@ async function verifyCopy(o: AcquireOptions, path: string, digest: string): Prom
   const st = lstatSync(path);
   const copy: AuthorisedImage = { ...o.img, path, stat: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, uid: st.uid } };
   const vo = { config: o.config, want: o.want, signal: o.signal, log: o.log };
-  const screened = await screenImage(copy, vo, { digest });
-  const [r] = await inspectImages([screened], vo);
+  const screened = await screenImage(copy, vo, { digest }).catch((e: unknown) => {
+    throw userTimeoutFault(o.img, 'qemu-img', o.config, e) ?? e;
+  });
+  const [r] = await inspectImages([screened], vo).catch((e: unknown) => {
+    throw userTimeoutFault(o.img, 'libguestfs', o.config, e) ?? e;
+  });
   return r!;
 }
+
+/**
+ * A tool that ran past [timeouts] tool on an image told us nothing about it:
+ * nothing is stored (the throw comes before writeVerdict and before the copy
+ * becomes a base). Whose fault it is depends on whose image it is: a pool
+ * image, or a slow node, is the node's, as before; a user's image is the
+ * job's, since the user chose the file and a node must never go offline over
+ * it. Recognised by the typed ToolError failure (qemu-img, through runTool),
+ * and by the guestfish session's own "did not answer" (image/guestfs.ts).
+ * Here and not in image/verify.ts: `check --image` by an admin keeps the
+ * node's answer (exit 2, not checked) for the same time-out.
+ */
+function userTimeoutFault(img: AuthorisedImage, tool: 'qemu-img' | 'libguestfs', config: Config, e: unknown): JobFault | undefined {
+  if (img.origin !== 'user' || !timedOut(e)) return undefined;
+  return new JobFault(`image ${img.name} could not be inspected in the time this node gives a tool`, [{
+    id: 'inspection-timeout', where: img.name,
+    message: `${tool} did not finish looking inside it within ${config.timeouts.tool} s ([timeouts] tool); nothing was recorded about it`,
+    fix: 'submit again; if it happens again, give the image one plain root filesystem and a compact format (qemu-img convert -O qcow2 SRC DST.qcow2), or ask your admin to put it in the image pool',
+  }], { cause: e });
+}
+
+const timedOut = (e: unknown): boolean =>
+  isNodeFault(e) && ((e as { failure?: unknown }).failure === 'timeout' || e.problems.some((p) => p.id === 'guestfs' && /did not answer within/.test(p.message)));
 
 function lockOptions(o: AcquireOptions, l: CacheLayout): (what: string) => LockOptions {
   return (what) => ({

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
-import { isNodeFault, JobFault, NodeFault } from '../core/errors.js';
+import { JobFault, NodeFault } from '../core/errors.js';
 import type { AuthorisedImage } from './authorise.js';
 import { checkHeader, checkWithQemuImg, type FormatVerdict } from './format.js';
 import { assertIdentity, NotTheAuthorisedFile, readHeader, type HeaderFacts } from './header.js';
@@ -154,9 +154,7 @@ export async function screenImage(img: AuthorisedImage, o: VerifyOptions, known?
     return { img, digest, hashed, cached };
   }
   const t0 = performance.now();
-  const layer2 = await checkWithQemuImg(img, format, config, o.signal).catch((e: unknown) => {
-    throw userTimeoutFault([img], 'qemu-img', config, e) ?? e;
-  });
+  const layer2 = await checkWithQemuImg(img, format, config, o.signal);
   if (!layer2.verdict) throw new JobFault(`image ${img.name} is not a safe disk image`, layer2.problems);
   if (layer2.verdict.leaks) o.log?.warn({ image: img.path, leaks: layer2.verdict.leaks }, 'qemu-img check found leaked clusters (harmless)');
   return { img, digest, hashed, format: layer2.verdict, qemuMs: performance.now() - t0 };
@@ -171,9 +169,7 @@ export async function inspectImages(screened: readonly Screened[], o: VerifyOpti
     const { accel, how } = await resolveAccel(config, o.signal);
     const t0 = performance.now();
     o.log?.info({ images: pending.map((p) => p.img.path), accel, how }, 'inspecting images with libguestfs');
-    const facts = await gatherGuestFacts(pending.map((p) => ({ path: p.img.path, format: p.format.format })), config, { accel, signal: o.signal }).catch((e: unknown) => {
-      throw userTimeoutFault(pending.map((p) => p.img), 'libguestfs', config, e) ?? e;
-    });
+    const facts = await gatherGuestFacts(pending.map((p) => ({ path: p.img.path, format: p.format.format })), config, { accel, signal: o.signal });
     const { effectiveDatasources } = await import('./datasources.js');
     for (const f of facts) f.datasources = effectiveDatasources(f);
     const gms = performance.now() - t0;
@@ -185,27 +181,6 @@ export async function inspectImages(screened: readonly Screened[], o: VerifyOpti
   }
   return screened.map((s) => reportFor(s.img, s.digest, s.cached ?? fresh.get(s)!, o, s.cached !== undefined, s.hashed));
 }
-
-/**
- * A tool that ran past [timeouts] tool on an image told us nothing about it:
- * no verdict is written (the throw comes before writeVerdict). Whose fault it
- * is depends on whose image it is: a pool image, or a slow node, is the
- * node's, as before; a user's image is the job's, since the user chose the
- * file and a node must never go offline over it. Recognised by the typed
- * ToolError failure, and by the guestfish session's own "did not answer".
- */
-function userTimeoutFault(imgs: readonly AuthorisedImage[], tool: 'qemu-img' | 'libguestfs', config: Config, e: unknown): JobFault | undefined {
-  const user = imgs.find((i) => i.origin === 'user');
-  if (!user || !timedOut(e)) return undefined;
-  return new JobFault(`image ${user.name} could not be inspected in the time this node gives a tool`, [{
-    id: 'inspection-timeout', where: user.name,
-    message: `${tool} did not finish looking inside it within ${config.timeouts.tool} s ([timeouts] tool); nothing was recorded about it`,
-    fix: 'submit again; if it happens again, give the image one plain root filesystem and a compact format (qemu-img convert -O qcow2 SRC DST.qcow2), or ask your admin to put it in the image pool',
-  }], { cause: e });
-}
-
-const timedOut = (e: unknown): boolean =>
-  isNodeFault(e) && ((e as { failure?: unknown }).failure === 'timeout' || e.problems.some((p) => p.id === 'guestfs' && /did not answer within/.test(p.message)));
 
 /** The job's view of a verdict: the rules evaluated against what it asked for. */
 export function reportFor(img: AuthorisedImage, digest: string, verdict: Verdict, o: VerifyOptions, fromCache: boolean, hashed: boolean): ImageReport {
