@@ -12,10 +12,12 @@
 //    image cannot be evicted between "it is cached" and "this job holds it".
 //
 // A user's image (allow_user_images) is read once: opened, checked to be the
-// authorised file, judged by its header and size before a byte more is read,
-// then copied and hashed in one pass from that descriptor; the digest lock is
-// taken with the copy in hand. Its base is root's alone (0400) and its .json
-// names only the owner's uid, never the path.
+// authorised file, judged by its header, size and holes before a byte more is
+// read, then copied and hashed in one pass from that descriptor, within
+// [timeouts] user_image_read and never up to the deadline; the digest lock is
+// taken with the copy in hand. Whatever of this a user's file makes fail or
+// time out (its inspection included) is the job's fault. Its base is root's
+// alone (0400) and its .json names only the owner's uid, never the path.
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, constants, lstatSync, openSync, renameSync, rmSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
