@@ -12,16 +12,18 @@
 //    image cannot be evicted between "it is cached" and "this job holds it".
 //
 // A user's image (allow_user_images) is read once: opened, checked to be the
-// authorised file, judged by its header and size before a byte more is read,
-// then copied and hashed in one pass from that descriptor; the digest lock is
-// taken with the copy in hand. Its base is root's alone (0400) and its .json
-// names only the owner's uid, never the path.
+// authorised file, judged by its header, size and holes before a byte more is
+// read, then copied and hashed in one pass from that descriptor, within
+// [timeouts] user_image_read and never up to the deadline; the digest lock is
+// taken with the copy in hand. Whatever of this a user's file makes fail or
+// time out (its inspection included) is the job's fault. Its base is root's
+// alone (0400) and its .json names only the owner's uid, never the path.
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, constants, lstatSync, openSync, renameSync, rmSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
 import { formatBytes, formatSize } from '../config/values.js';
-import { JobFault, NodeFault } from '../core/errors.js';
+import { isNodeFault, JobFault, NodeFault } from '../core/errors.js';
 import { fsyncDir } from '../tools/atomic.js';
 import type { AuthorisedImage } from '../image/authorise.js';
 import type { Expectation } from '../image/rules.js';
@@ -119,6 +121,7 @@ async function stageUserImage(o: AcquireOptions, l: CacheLayout): Promise<{ tmp:
     } catch (e) {
       throw unreadableFault(img, e);
     }
+    assertFewHoles(img, st, config);
     const need = spaceFor(st);
     if (need > config.cache.max_size) {
       throw new JobFault(`image ${img.name} is larger than this node's image cache`, [
@@ -131,6 +134,27 @@ async function stageUserImage(o: AcquireOptions, l: CacheLayout): Promise<{ tmp:
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * A user image costs the node its file's length, not what it holds: the copy
+ * hashes holes as zeros, because the digest is the cache key shared with pool
+ * images (a user's base may later serve the same pool image) and `cache
+ * verify` checks every base against the sha256 of its bytes. Hashing by
+ * extents would need a digest of its own and still hash zeros for a plain
+ * sha256. So a file with more holes than [policy] user_image_max_holes is
+ * refused from its fstat, before a byte is read; the time its allocated bytes
+ * cost is bounded by [timeouts] user_image_read (copyIn).
+ */
+function assertFewHoles(img: AuthorisedImage, st: Pick<Stats, 'size' | 'blocks'>, config: Config): void {
+  const allocated = Math.min(st.size, st.blocks * 512);
+  const holes = st.size - allocated;
+  if (holes <= config.policy.user_image_max_holes) return;
+  throw new JobFault(`image ${img.name} is a sparse file the node would have to read in full`, [{
+    id: 'image-sparse', where: img.name,
+    message: `is ${formatBytes(st.size)} long but holds ${formatBytes(allocated)}: its ${formatBytes(holes)} of holes are more than this site reads for a user image ([policy] user_image_max_holes ${formatSize(config.policy.user_image_max_holes)})`,
+    fix: 'convert it to qcow2, which stores no holes (qemu-img convert -O qcow2 SRC DST.qcow2, -c to also compress it), and name the .qcow2 file in img=',
+  }]);
 }
 
 /** Makes room for `need` bytes and creates the placeholder that reserves them, under the space lock. */
@@ -148,18 +172,20 @@ function reserve(o: AcquireOptions, l: CacheLayout, name: string, need: number, 
 async function copyIn(o: AcquireOptions, l: CacheLayout, src: FileHandle, tmp: string, need: number): Promise<{ digest: string; bytes: number }> {
   const { img } = o;
   o.log?.info({ image: img.path, bytes: img.stat.size, allocated: need }, 'copying the image into the cache');
+  const box = img.origin === 'user' ? userReadBox(o.config) : undefined;
   try {
     const r = await copyAndHash(src, tmp, {
       name: img.path,
       reserved: true,
       expect: { dev: img.stat.dev, ino: img.stat.ino },
-      signal: o.signal,
+      signal: box ? (o.signal ? AbortSignal.any([o.signal, box.signal]) : box.signal) : o.signal,
       onProgress: (p) => o.log?.info({ bytes: p.bytes, total: p.total, percent: Math.floor((100 * p.bytes) / Math.max(1, p.total)), MBps: Math.round(p.bytes / 1048576 / (p.ms / 1000)) }, 'copy progress'),
     });
     o.log?.info({ image: img.path, bytes: r.bytes, ms: Math.round(r.ms), MBps: Math.round(r.bytes / 1048576 / Math.max(0.001, r.ms / 1000)), cloned: r.cloned }, 'image copied');
     return r;
   } catch (e) {
     rmSync(tmp, { force: true });
+    if (box && e === box.signal.reason) throw slowFault(img, box.seconds, box.cut, e);
     if (e instanceof SourceChanged) throw changedFault(img, e.message);
     if (e instanceof SourceUnreadable && img.origin === 'user') throw unreadableFault(img, e);
     const code = (e as NodeJS.ErrnoException).code;
@@ -172,7 +198,37 @@ async function copyIn(o: AcquireOptions, l: CacheLayout, src: FileHandle, tmp: s
       throw new NodeFault(`cannot copy image ${img.name} into the cache (${code})`, [{ id: 'cache-io', where: l.tmp, message: (e as Error).message, fix: 'check the cache filesystem (dmesg, df)' }]);
     }
     throw e;
+  } finally {
+    box?.stop();
   }
+}
+
+// What the prologue keeps after a user image's copy at the latest, for its report and its cleanup.
+const USER_READ_MARGIN_MS = 10_000;
+
+/**
+ * The time a user image's copy may take: [timeouts] user_image_read, and never
+ * past USER_READ_MARGIN_MS before the prologue's deadline, so that a user's
+ * file (sparse, huge, on a slow filesystem) ends as the job's fault and never
+ * runs into the deadline, which is the node's. The deadline starts with the
+ * process, so the time left is measured from the process's own start.
+ */
+function userReadBox(config: Config): { signal: AbortSignal; seconds: number; cut: boolean; stop: () => void } {
+  const left = config.timeouts.total * 1000 - performance.now() - USER_READ_MARGIN_MS;
+  const ms = Math.max(1000, Math.min(config.timeouts.user_image_read * 1000, left));
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new Error(`reading the user image took longer than ${Math.round(ms / 1000)} s`)), ms);
+  timer.unref();
+  return { signal: ac.signal, seconds: Math.round(ms / 1000), cut: ms < config.timeouts.user_image_read * 1000, stop: () => clearTimeout(timer) };
+}
+
+function slowFault(img: AuthorisedImage, seconds: number, cut: boolean, cause: unknown): JobFault {
+  const limit = cut ? `the ${seconds} s the prologue had left before its deadline ([timeouts] total)` : `${seconds} s ([timeouts] user_image_read)`;
+  return new JobFault(`image ${img.name} could not be read in the time this node gives a user image`, [{
+    id: 'image-slow', where: img.name,
+    message: `copying and hashing it into the node's cache did not finish within ${limit}`,
+    fix: 'make the image smaller (qemu-img convert -c -O qcow2 SRC DST.qcow2 writes a compact, compressed copy) or put it on a faster filesystem, such as local scratch',
+  }], { cause });
 }
 
 async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string, staged?: string): Promise<Omit<Acquired, 'hashed'>> {
@@ -257,10 +313,37 @@ async function verifyCopy(o: AcquireOptions, path: string, digest: string): Prom
   const st = lstatSync(path);
   const copy: AuthorisedImage = { ...o.img, path, stat: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, uid: st.uid } };
   const vo = { config: o.config, want: o.want, signal: o.signal, log: o.log };
-  const screened = await screenImage(copy, vo, { digest });
-  const [r] = await inspectImages([screened], vo);
+  const screened = await screenImage(copy, vo, { digest }).catch((e: unknown) => {
+    throw userTimeoutFault(o.img, 'qemu-img', o.config, e) ?? e;
+  });
+  const [r] = await inspectImages([screened], vo).catch((e: unknown) => {
+    throw userTimeoutFault(o.img, 'libguestfs', o.config, e) ?? e;
+  });
   return r!;
 }
+
+/**
+ * A tool that ran past [timeouts] tool on an image told us nothing about it:
+ * nothing is stored (the throw comes before writeVerdict and before the copy
+ * becomes a base). Whose fault it is depends on whose image it is: a pool
+ * image, or a slow node, is the node's, as before; a user's image is the
+ * job's, since the user chose the file and a node must never go offline over
+ * it. Recognised by the typed ToolError failure (qemu-img, through runTool),
+ * and by the guestfish session's own "did not answer" (image/guestfs.ts).
+ * Here and not in image/verify.ts: `check --image` by an admin keeps the
+ * node's answer (exit 2, not checked) for the same time-out.
+ */
+function userTimeoutFault(img: AuthorisedImage, tool: 'qemu-img' | 'libguestfs', config: Config, e: unknown): JobFault | undefined {
+  if (img.origin !== 'user' || !timedOut(e)) return undefined;
+  return new JobFault(`image ${img.name} could not be inspected in the time this node gives a tool`, [{
+    id: 'inspection-timeout', where: img.name,
+    message: `${tool} did not finish looking inside it within ${config.timeouts.tool} s ([timeouts] tool); nothing was recorded about it`,
+    fix: 'submit again; if it happens again, give the image one plain root filesystem and a compact format (qemu-img convert -O qcow2 SRC DST.qcow2), or ask your admin to put it in the image pool',
+  }], { cause: e });
+}
+
+const timedOut = (e: unknown): boolean =>
+  isNodeFault(e) && ((e as { failure?: unknown }).failure === 'timeout' || e.problems.some((p) => p.id === 'guestfs' && /did not answer within/.test(p.message)));
 
 function lockOptions(o: AcquireOptions, l: CacheLayout): (what: string) => LockOptions {
   return (what) => ({

@@ -138,7 +138,10 @@ async function stream(from: FileHandle, to: FileHandle | undefined, total: numbe
   // A failure mid-loop leaves the other operation pending: keep its rejection from going unhandled.
   const quiet = <T>(p: Promise<T>) => (p.catch(() => undefined), p);
   // Only reads of `from` fail as SourceUnreadable; a failed write stays what it is (ENOSPC is the cache's).
-  const read = (buf: Buffer, at: number) => from.read(buf, 0, CHUNK, at).catch((e: unknown) => {
+  // Never past the length fstat gave at the start: a file that a writer keeps
+  // extending would otherwise be read for ever; one that grew is caught after
+  // (assertUnchanged compares the sizes).
+  const read = (buf: Buffer, at: number) => from.read(buf, 0, Math.max(0, Math.min(CHUNK, total - at)), at).catch((e: unknown) => {
     throw new SourceUnreadable(`reading the image at byte ${at} failed: ${(e as Error).message}`, { cause: e });
   });
   let reading = quiet(read(bufs[0]!, 0));

@@ -75,6 +75,7 @@ export const SCHEMA = {
   },
   policy: {
     allow_user_images: key(boolType, 'false', 'allow img=/absolute/path to an image the job user owns (still fully verified, never trusted by path)'),
+    user_image_max_holes: key(sizeType(0, 64 * 1024 ** 4), '4G', "most bytes of holes a user image's file may have (its length less what it has allocated), judged before it is read: the node reads and hashes holes as zeros, so a sparse raw file would cost its whole length (a 100G raw file holding 5M takes minutes). A refused user is told to convert it to qcow2, which stores no holes"),
     require_checksums: key(boolType, 'false', 'pool images must be listed, with a matching sha256, in <image_pool>/SHA256SUMS (sha256sum format)'),
     formats: key(listType(enumType(['qcow2', 'raw', 'vmdk'] as const), 'image formats'), 'qcow2,raw', 'image formats a job may use'),
     max_virtual_size: key(sizeType(1024 ** 2, 64 * 1024 ** 4), '200G', 'largest virtual disk size an image may declare'),
@@ -88,6 +89,7 @@ export const SCHEMA = {
   timeouts: {
     total: key(seconds(10, 3600), '240', 'deadline for the whole prologue; past it the job is requeued (exit 2)'),
     tool: key(seconds(1, 3600), '120', 'deadline for any one external program (qemu-img, guestfish, ...)'),
+    user_image_read: key(seconds(1, 3600), '90', "most time the node spends copying and hashing one user image (img=/path) into its cache, and never past 10 s before total's deadline: a user image not read by then fails the job (exit 1, image-slow), never the node"),
     qstat: key(seconds(1, 300), '10', 'deadline for one qstat call'),
   },
   tools: {

@@ -32,7 +32,8 @@ function holds(pid: number, path: string): boolean {
 }
 
 t.test('a user image rewritten in place while the node reads it: exit 1, and the node stays online', async (t) => {
-  const mom = new Mom({ ini: '[policy]\nallow_user_images = true\n', privateCache: true });
+  // Its 8 GiB of holes are allowed: it must be read, for the rewrite to land mid-read.
+  const mom = new Mom({ ini: '[policy]\nallow_user_images = true\nuser_image_max_holes = 16G\n', privateCache: true });
   const img = join(mom.workdir, 'moving.raw');
   const fd = openSync(img, 'w', 0o600);
   writeSync(fd, randomBytes(1024 * 1024), 0, 1024 * 1024, 0);
