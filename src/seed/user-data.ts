@@ -10,6 +10,7 @@ import type { Account } from './account.js';
 import { agentRuncmd, agentWriteFiles, type AgentConfig } from './agent.js';
 import { stagedUserFiles } from './guest-files.js';
 import { PROFILE_PATH } from './profile.js';
+import { guestKeyFiles } from './ssh-keys.js';
 import type { UserCloudConfig } from './user-metadata.js';
 
 export const USER_DATA_KEYS = [
@@ -47,6 +48,8 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
   const { config, account: a } = i;
   const s = config.seed;
   const userFiles = stagedUserFiles(a.user, i.user?.files ?? []);
+  // Never users[].ssh_authorized_keys: cloud-init writes those as root into the home (ssh-keys.ts).
+  const keys = guestKeyFiles(a.user, i.sshKeys);
   const d: Partial<Record<Key, unknown>> = {
     hostname: i.hostname,
     preserve_hostname: false,
@@ -61,7 +64,9 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
     // should the image gain that gid anyway (the rule set to warn or off),
     // groupadd fails here, cloud-init's useradd --gid NAME then finds no
     // group NAME, and the VM user is not made at all.
-    bootcmd: [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-g', String(a.gid), a.group]],
+    // The sshd Include goes first: cloud-init runs bootcmd as one sh script,
+    // whose status, and so the module's, is then still groupadd's.
+    bootcmd: [...keys.bootcmd, ['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-g', String(a.gid), a.group]],
     users: [{
       name: a.user,
       uid: a.uid,
@@ -71,10 +76,10 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
       shell: '/bin/bash',
       lock_passwd: true,
       ...(i.gecos !== undefined ? { gecos: i.gecos } : {}),
-      ...(i.sshKeys.length > 0 ? { ssh_authorized_keys: [...i.sshKeys] } : {}),
     }],
     write_files: [
       { path: PROFILE_PATH, content: Buffer.from(i.profile, 'utf8').toString('base64'), encoding: 'b64', owner: 'root:root', permissions: '0644' },
+      ...keys.writeFiles,
       ...userFiles.writeFiles,
       ...agentWriteFiles(i.agent),
     ],
