@@ -123,7 +123,7 @@ packages_redhat = htop, nfs-utils
 `;
 
 const COMBOS: { name: string; ini: string; family: 'debian' | 'redhat' | 'osv'; keys: string[]; net: 'dhcp' | 'none' | 'static' | undefined }[] = [];
-const LINUX_BASE = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files', 'runcmd'];
+const LINUX_BASE = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'no_ssh_fingerprints', 'bootcmd', 'users', 'write_files', 'runcmd'];
 /** For buildUserData called directly: an agent config that plays no part in what those tests check. */
 const AGENT: AgentConfig = { user: 'alice', uid: 1234, home: '/home/alice', vms: ['vx'], np: 1, env: {}, script_env: {}, nodefile_env: [], np_env: [] };
 
@@ -169,6 +169,7 @@ t.test('every family and option combination passes cloud-init schema, with exact
       t.same(user.bootcmd, [['sh', '-c', SSHD_INCLUDE], ['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-g', String(TEST_USER.gid), TEST_USER.group]], 'sshd reads our drop-in first; the group gets the node gid, by argv list, never a gid the image already uses (no -o)');
       t.equal(user.disable_root, true);
       t.equal(user.ssh_pwauth, false);
+      t.equal(user.no_ssh_fingerprints, true, 'ssh_authkey_fingerprints, which makes ~/.ssh as root, is off');
       const files = user.write_files as FileEntry[];
       const agentPy = files.find((f) => f.path === AGENT_PATH);
       t.match(agentPy, { encoding: 'b64', owner: 'root:root', permissions: '0700' }, 'the guest agent, root-only');

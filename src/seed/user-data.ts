@@ -14,7 +14,7 @@ import { guestKeyFiles } from './ssh-keys.js';
 import type { UserCloudConfig } from './user-metadata.js';
 
 export const USER_DATA_KEYS = [
-  'hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users',
+  'hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'no_ssh_fingerprints', 'bootcmd', 'users',
   'write_files', 'runcmd', 'mounts', 'manage_resolv_conf', 'resolv_conf', 'ntp', 'package_update', 'packages', 'timezone',
 ] as const;
 type Key = (typeof USER_DATA_KEYS)[number];
@@ -56,6 +56,12 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
     manage_etc_hosts: true,
     disable_root: true,
     ssh_pwauth: false,
+    // The final stage's ssh_authkey_fingerprints module calls cloud-init's
+    // extract_authorized_keys for every user, as root: that makes ~/.ssh and
+    // ~/.ssh/authorized_keys in the home when they are missing (check_create_path),
+    // checking for symlinks first and writing after, a race the user can run
+    // from the node on an NFS home. It only prints fingerprints; keep it off.
+    no_ssh_fingerprints: true,
     // cloud-init cannot give a group a chosen gid. An argv list, not a shell
     // line; cloud-init-per makes it once per instance. No -o (non-unique): a
     // gid the image already uses is some group of the image's (disk, sudo,

@@ -8,7 +8,11 @@
 // by key (PermitRootLogin prohibit-password). The seed now never hands
 // cloud-init a user's keys: write_files puts them in root's
 // /etc/ssh/authorized_keys/<user>, and an sshd drop-in (read first, through a
-// bootcmd Include) names that file for AuthorizedKeysFile.
+// bootcmd Include) names that file for AuthorizedKeysFile. The final stage's
+// ssh_authkey_fingerprints module would still make ~/.ssh and
+// ~/.ssh/authorized_keys as root where they are missing (check_create_path,
+// symlink checks first and writes after: a race on an NFS home), so the seed
+// switches it off (no_ssh_fingerprints).
 //
 // Shown with cloud-init's own modules (cloudinit.config.cc_*), run as its
 // init stage runs them, as root in a private mount namespace on this host.
@@ -43,9 +47,11 @@ const RHEL8_SSHD_CONFIG = 'HostKey /etc/ssh/ssh_host_ed25519_key\nSyslogFacility
 
 /**
  * The job's user-data as the seed builds it, YAML as the seed writes it.
- * `old`: the keys back in users[0].ssh_authorized_keys, as the seed had them.
+ * `old`: the keys back in users[0].ssh_authorized_keys, as the seed had them;
+ * `fingerprints`: only no_ssh_fingerprints taken out.
  */
-async function userData(old = false): Promise<string> {
+async function userData(variant: 'new' | 'old' | 'fingerprints' = 'new'): Promise<string> {
+  const old = variant === 'old';
   const account = { ...USER, gecos: '', home: `/home/${USER.user}` };
   const agent = agentConfig({ account, vars: [], guest: { script: [], nodefile: [], np: [] }, vms: ['vnode'], vcpus: 1 });
   const data = buildUserData({ config, family: 'debian', hostname: 'vnode', account, sshKeys: [KEY], profile: '', agent });
@@ -54,19 +60,21 @@ async function userData(old = false): Promise<string> {
     data.write_files = (data.write_files as { path: string }[]).filter((f) => !f.path.startsWith('/etc/ssh/'));
     data.bootcmd = (data.bootcmd as string[][]).filter((c) => c.includes('groupadd'));
   }
+  if (variant !== 'new') delete data.no_ssh_fingerprints;
   return `#cloud-config\n${await toYaml(data)}`;
 }
 
-// cloud-init's init-stage modules that touch users, files and keys, in the
-// order of Debian's cloud.cfg (bootcmd, write_files, [mounts: the NFS home,
-// made beforehand here], users_groups, ssh), each as cloud-init runs it: a
+// cloud-init's modules that touch users, files and keys, in the order of
+// Debian's cloud.cfg (init stage: bootcmd, write_files, [mounts: the NFS home,
+// made beforehand here], users_groups, ssh; final stage:
+// ssh_authkey_fingerprints), each as cloud-init runs it: a
 // failed module logged and the next one run. The cloud object gives only what
 // these modules ask of a datasource (NoCloud with no public-keys in meta-data).
 const CLOUD_INIT = `
 import json, logging, os, stat, sys, yaml
 from cloudinit import distros, helpers
-from cloudinit.config import cc_bootcmd, cc_write_files, cc_users_groups, cc_ssh
-cfg = yaml.safe_load(open(sys.argv[1]).read())
+from cloudinit.config import cc_bootcmd, cc_write_files, cc_users_groups, cc_ssh, cc_ssh_authkey_fingerprints
+load = lambda: yaml.safe_load(open(sys.argv[1]).read())
 distro = distros.fetch('debian')('debian', {}, helpers.Paths({'cloud_dir': '/var/lib/cloud'}))
 class DataSource:
     def publish_host_keys(self, keys): pass
@@ -84,7 +92,9 @@ def tree(top):
     return out
 before = {'home': tree('/home'), 'root': tree('/root')}
 out = {}
-for name, mod in (('bootcmd', cc_bootcmd), ('write_files', cc_write_files), ('users_groups', cc_users_groups), ('ssh', cc_ssh)):
+# One config per stage, as each stage is a process of its own (cloud-init init, cloud-init modules --mode final).
+init, final = load(), load()
+for name, mod, cfg in (('bootcmd', cc_bootcmd, init), ('write_files', cc_write_files, init), ('users_groups', cc_users_groups, init), ('ssh', cc_ssh, init), ('ssh_authkey_fingerprints', cc_ssh_authkey_fingerprints, final)):
     try:
         mod.handle(name, cfg, Cloud(), logging.getLogger('vt'), [])
         out[name] = 'ok'
@@ -100,7 +110,7 @@ print(json.dumps(out))
 
 type Node = { uid: number; mode: string; link: string | null; text: string | null };
 interface GuestRun {
-  bootcmd: string; write_files: string; users_groups: string; ssh: string;
+  bootcmd: string; write_files: string; users_groups: string; ssh: string; ssh_authkey_fingerprints: string;
   before: { home: Record<string, Node>; root: Record<string, Node> };
   home: Record<string, Node>; root: Record<string, Node>; etc_ssh: Record<string, Node>;
   user: string[];
@@ -111,9 +121,9 @@ interface GuestRun {
  * this host's with `sshd` as the image's sshd_config; /home, /root, /run,
  * /var/lib, /var/log and /var/mail are empty tmpfs. /root/.ssh holds root's
  * key; /home/vtkeys is the user's NFS home as mounted, and in it `plant`
- * (as the user): ~/.ssh -> /root/.ssh, or ~/.ssh a directory of the user's.
+ * (as the user): ~/.ssh -> /root/.ssh, ~/.ssh a directory of the user's, or nothing.
  */
-function inGuest(userDataText: string, sshd: string | undefined, plant: 'symlink' | 'own-dir'): GuestRun {
+function inGuest(userDataText: string, sshd: string | undefined, plant: 'symlink' | 'own-dir' | 'empty'): GuestRun {
   const work = mkdtempSync(join(tmpdir(), 'vtorque-guest-keys-'));
   chmodSync(work, 0o700);
   try {
@@ -132,7 +142,7 @@ function inGuest(userDataText: string, sshd: string | undefined, plant: 'symlink
       `printf '%s\\n' '${ROOT_KEY}' > /root/.ssh/authorized_keys; chmod 0600 /root/.ssh/authorized_keys`,
       // The NFS home, as cc_mounts leaves it: the user's directory, with what they put there on the cluster.
       `mkdir -m 0755 /home/${USER.user}; chown ${USER.uid}:${USER.gid} /home/${USER.user}`,
-      plant === 'symlink'
+      plant === 'empty' ? ':' : plant === 'symlink'
         ? `${asUser} ln -s /root/.ssh /home/${USER.user}/.ssh`
         : `${asUser} sh -c 'mkdir -m 0700 /home/${USER.user}/.ssh && echo "# mine" > /home/${USER.user}/.ssh/authorized_keys && chmod 0600 /home/${USER.user}/.ssh/authorized_keys'`,
       'exec /usr/bin/python3 -c "$1" "$2" "$3"',
@@ -150,7 +160,7 @@ function inGuest(userDataText: string, sshd: string | undefined, plant: 'symlink
 const rootKeys = (g: GuestRun) => g.root['/root/.ssh/authorized_keys']?.text ?? '';
 
 t.test("the premise, through cloud-init's own modules: the old seed's keys land in root's authorized_keys through ~/.ssh -> /root/.ssh", async (t) => {
-  const g = inGuest(await userData(true), DEBIAN_SSHD_CONFIG, 'symlink');
+  const g = inGuest(await userData('old'), DEBIAN_SSHD_CONFIG, 'symlink');
   t.equal(g.users_groups, 'ok');
   t.equal(g.user.length, 1, 'the VM user was made');
   t.match(rootKeys(g), KEY, "the user's key is in root's authorized_keys: root login by the user's key");
@@ -159,7 +169,7 @@ t.test("the premise, through cloud-init's own modules: the old seed's keys land 
 
 t.test("our seed through cloud-init's own modules: nothing is written through the symlink; the key is in root's file under /etc/ssh", async (t) => {
   const g = inGuest(await userData(), DEBIAN_SSHD_CONFIG, 'symlink');
-  for (const m of ['bootcmd', 'write_files', 'users_groups', 'ssh'] as const) t.equal(g[m], 'ok', `${m} ran`);
+  for (const m of ['bootcmd', 'write_files', 'users_groups', 'ssh', 'ssh_authkey_fingerprints'] as const) t.equal(g[m], 'ok', `${m} ran`);
   t.equal(g.user.length, 1, 'the VM user was made');
   t.notMatch(rootKeys(g), KEY, "root's authorized_keys does not hold the user's key");
   t.same(g.root, g.before.root, "nothing under /root changed");
@@ -171,11 +181,24 @@ t.test("our seed through cloud-init's own modules: nothing is written through th
 });
 
 t.test("our seed: a ~/.ssh directory of the user's is left exactly as it was", async (t) => {
-  const old = inGuest(await userData(true), DEBIAN_SSHD_CONFIG, 'own-dir');
+  const old = inGuest(await userData('old'), DEBIAN_SSHD_CONFIG, 'own-dir');
   t.match(old.home[`/home/${USER.user}/.ssh/authorized_keys`]!.text, KEY, 'the old seed had root write the key into the NFS home');
   const g = inGuest(await userData(), DEBIAN_SSHD_CONFIG, 'own-dir');
   t.same(g.home, g.before.home, 'the new one writes nothing there');
   t.equal(g.home[`/home/${USER.user}/.ssh/authorized_keys`]!.text, '# mine\n');
+});
+
+t.test("ssh_authkey_fingerprints, as root, makes ~/.ssh in the home; our seed switches it off", async (t) => {
+  const on = inGuest(await userData('fingerprints'), DEBIAN_SSHD_CONFIG, 'empty');
+  t.equal(on.ssh_authkey_fingerprints, 'ok');
+  t.same(on.before.home, { [`/home/${USER.user}`]: { uid: USER.uid, mode: '0o755', link: null, text: null } });
+  t.match(on.home, {
+    [`/home/${USER.user}/.ssh`]: { uid: USER.uid, mode: '0o700' },
+    [`/home/${USER.user}/.ssh/authorized_keys`]: { uid: USER.uid, mode: '0o600', text: '' },
+  }, 'with it on, root made ~/.ssh and ~/.ssh/authorized_keys in the NFS home');
+  const off = inGuest(await userData(), DEBIAN_SSHD_CONFIG, 'empty');
+  t.equal(off.ssh_authkey_fingerprints, 'ok');
+  t.same(off.home, off.before.home, 'with our seed the home stays empty');
 });
 
 t.test("the bootcmd Include: first line of any image's sshd_config, once, also where the image has no Include (RHEL 8)", async (t) => {
