@@ -18,6 +18,7 @@ import { checkAccountName, checkJobName, checkJobPath, gecosFor, guestHostname, 
 import { GUEST_STAGING_DIR, PUT_AS_USER } from '../src/seed/guest-files.js';
 import { AGENT_CONFIG_PATH, AGENT_PATH, AGENT_SOURCE, agentRuncmd, type AgentConfig } from '../src/seed/agent.js';
 import { profileText, profileVars } from '../src/seed/profile.js';
+import { GUEST_KEYS_DIR, SSHD_DROPIN, SSHD_DROPIN_TEXT, SSHD_INCLUDE } from '../src/seed/ssh-keys.js';
 import { parseStaticLine } from '../src/seed/network.js';
 import type { VmRequest } from '../src/request/resolve.js';
 import { isJobFault, isNodeFault } from '../src/core/errors.js';
@@ -122,11 +123,16 @@ packages_redhat = htop, nfs-utils
 `;
 
 const COMBOS: { name: string; ini: string; family: 'debian' | 'redhat' | 'osv'; keys: string[]; net: 'dhcp' | 'none' | 'static' | undefined }[] = [];
-const LINUX_BASE = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files', 'runcmd'];
+const LINUX_BASE = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'no_ssh_fingerprints', 'bootcmd', 'users', 'write_files', 'runcmd'];
 /** For buildUserData called directly: an agent config that plays no part in what those tests check. */
 const AGENT: AgentConfig = { user: 'alice', uid: 1234, home: '/home/alice', vms: ['vx'], np: 1, env: {}, script_env: {}, nodefile_env: [], np_env: [] };
 
 type FileEntry = { path: string; content: string; encoding: string; owner: string; permissions: string };
+/** The VM user's keys as the seed delivers them: the root-owned file's lines under /etc/ssh (ssh-keys.ts); undefined: no such file. */
+function keysOf(r: { userData: string }): string[] | undefined {
+  const f = (pyyaml([r.userData])[0] as { write_files: FileEntry[] }).write_files.find((x) => x.path === `${GUEST_KEYS_DIR}/${TEST_USER.name}`);
+  return f && Buffer.from(f.content, 'base64').toString('utf8').split('\n').filter((l) => l !== '');
+}
 const b64json = (e: FileEntry | undefined): unknown => JSON.parse(Buffer.from(e!.content, 'base64').toString('utf8'));
 for (const family of ['debian', 'redhat'] as const) {
   COMBOS.push({ name: `${family}, defaults`, ini: '', family, keys: LINUX_BASE, net: 'dhcp' });
@@ -160,9 +166,10 @@ t.test('every family and option combination passes cloud-init schema, with exact
       cloudInitSchema(t, r.userData, `${c.name} user-data`);
       const u = (user.users as Record<string, unknown>[])[0]!;
       t.match(u, { name: TEST_USER.name, uid: TEST_USER.uid, primary_group: TEST_USER.group, gecos: TEST_USER.gecos, lock_passwd: true }, 'the job owner with the node uid and exact GECOS');
-      t.same(user.bootcmd, [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-g', String(TEST_USER.gid), TEST_USER.group]], 'the group gets the node gid, by argv list, never a gid the image already uses (no -o)');
+      t.same(user.bootcmd, [['sh', '-c', SSHD_INCLUDE], ['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-g', String(TEST_USER.gid), TEST_USER.group]], 'sshd reads our drop-in first; the group gets the node gid, by argv list, never a gid the image already uses (no -o)');
       t.equal(user.disable_root, true);
       t.equal(user.ssh_pwauth, false);
+      t.equal(user.no_ssh_fingerprints, true, 'ssh_authkey_fingerprints, which makes ~/.ssh as root, is off');
       const files = user.write_files as FileEntry[];
       const agentPy = files.find((f) => f.path === AGENT_PATH);
       t.match(agentPy, { encoding: 'b64', owner: 'root:root', permissions: '0700' }, 'the guest agent, root-only');
@@ -174,8 +181,16 @@ t.test('every family and option combination passes cloud-init schema, with exact
         script_env: { PBS_ENVIRONMENT: 'PBS_BATCH' }, nodefile_env: ['PBS_NODEFILE', 'PBS_VM_NODEFILE'], np_env: ['PBS_NP'],
       }, 'the agent runs the script as the job owner in the guest home, with the profile\'s variables; a one-node job by default');
       t.same(user.runcmd, [agentRuncmd()], 'the agent is started by our one fixed runcmd entry');
-      if (c.ini.includes('ssh_keys_from =')) t.notOk('ssh_authorized_keys' in u, 'no keys when ssh_keys_from is empty');
-      else t.same(u.ssh_authorized_keys, [KEY1, KEY2], 'key lines only: comments, options and junk are left out');
+      t.notOk('ssh_authorized_keys' in u, 'cloud-init is never given the keys: it would write them into the home as root');
+      t.match(files.find((f) => f.path === SSHD_DROPIN), { encoding: 'b64', owner: 'root:root', permissions: '0644' }, 'the sshd drop-in, root\'s');
+      t.equal(Buffer.from(files.find((f) => f.path === SSHD_DROPIN)!.content, 'base64').toString('utf8'), SSHD_DROPIN_TEXT);
+      const keyFile = files.find((f) => f.path === `${GUEST_KEYS_DIR}/${TEST_USER.name}`);
+      if (c.ini.includes('ssh_keys_from =')) t.equal(keyFile, undefined, 'no keys file when ssh_keys_from is empty');
+      else {
+        t.match(keyFile, { encoding: 'b64', owner: 'root:root', permissions: '0644' }, 'the keys in a root-owned file under /etc/ssh');
+        t.equal(Buffer.from(keyFile!.content, 'base64').toString('utf8'), `${KEY1}\n${KEY2}\n`, 'key lines only: comments, options and junk are left out');
+      }
+      t.notOk(files.some((f) => f.path.startsWith('/home/')), 'no write_files entry under the home');
       if (c.ini === FULL) {
         t.same(user.mounts, [
           ['head:/export/home/vtseed', '/home/vtseed', 'nfs', 'nofail,_netdev', '0', '0'],
@@ -325,8 +340,9 @@ t.test('hostile user and group names round-trip through PyYAML or are refused wi
       const doc = `#cloud-config\n${await toYaml(buildUserData({ config: cfg, family: 'debian', hostname: 'vnode01', account, sshKeys: [], profile: 'x\n', agent: AGENT }))}`;
       cloudInitSchema(t, doc, `user-data for ${kind} ${JSON.stringify(h.name)}`);
       const back = pyyaml([doc])[0] as { users: { name: string; primary_group: string }[]; bootcmd: string[][]; mounts: string[][] };
+      const groupadd = back.bootcmd.find((c) => c.includes('groupadd'))!;
       t.equal(kind === 'user' ? back.users[0]!.name : back.users[0]!.primary_group, h.name, `${kind} ${JSON.stringify(h.name)} survives YAML 1.1 as a string`);
-      if (kind === 'group') t.equal(back.bootcmd[0]!.at(-1), h.name, "groupadd's last argument");
+      if (kind === 'group') t.equal(groupadd.at(-1), h.name, "groupadd's last argument");
       else t.equal(back.mounts[0]![1], `/home/${h.name}`);
     }
   }
@@ -499,7 +515,7 @@ t.test('unreadable SSH key files are a note, never a failed job', async (t) => {
   const cfg = config(`[seed]\nssh_keys_from = %h/.ssh/authorized_keys, %h/secret.pub, %h/none.pub\n`);
   userFile('secret.pub', `${KEY1}\n`, 0o600, 0);
   const r = await renderSeed(input(cfg));
-  t.same((pyyaml([r.userData])[0] as { users: { ssh_authorized_keys: string[] }[] }).users[0]!.ssh_authorized_keys, [KEY1, KEY2]);
+  t.same(keysOf(r), [KEY1, KEY2]);
   t.equal(r.notes.length, 1, 'a missing file is silent; an unreadable one is noted');
   t.match(r.notes[0], /secret\.pub is not readable by you/);
 });
@@ -512,7 +528,6 @@ t.test('one seedShared() per job: the owner and their files are read once for al
   chmodSync(join(home, 'shared.pub'), 0o000);
   const b = await renderSeed(input(cfg, { shared, vm: { index: 1, count: 2, jobIndex: 1 } }));
   const c = await renderSeed(input(cfg));
-  const keysOf = (r: { userData: string }) => (pyyaml([r.userData])[0] as { users: { ssh_authorized_keys?: string[] }[] }).users[0]!.ssh_authorized_keys;
   t.same(keysOf(a), [KEY1]);
   t.same(keysOf(b), [KEY1], 'the second VM reuses what the first read');
   t.equal(keysOf(c), undefined, 'without it, the file is read again (now unreadable: no keys)');

@@ -10,10 +10,11 @@ import type { Account } from './account.js';
 import { agentRuncmd, agentWriteFiles, type AgentConfig } from './agent.js';
 import { stagedUserFiles } from './guest-files.js';
 import { PROFILE_PATH } from './profile.js';
+import { guestKeyFiles } from './ssh-keys.js';
 import type { UserCloudConfig } from './user-metadata.js';
 
 export const USER_DATA_KEYS = [
-  'hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users',
+  'hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'no_ssh_fingerprints', 'bootcmd', 'users',
   'write_files', 'runcmd', 'mounts', 'manage_resolv_conf', 'resolv_conf', 'ntp', 'package_update', 'packages', 'timezone',
 ] as const;
 type Key = (typeof USER_DATA_KEYS)[number];
@@ -47,12 +48,20 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
   const { config, account: a } = i;
   const s = config.seed;
   const userFiles = stagedUserFiles(a.user, i.user?.files ?? []);
+  // Never users[].ssh_authorized_keys: cloud-init writes those as root into the home (ssh-keys.ts).
+  const keys = guestKeyFiles(a.user, i.sshKeys);
   const d: Partial<Record<Key, unknown>> = {
     hostname: i.hostname,
     preserve_hostname: false,
     manage_etc_hosts: true,
     disable_root: true,
     ssh_pwauth: false,
+    // The final stage's ssh_authkey_fingerprints module calls cloud-init's
+    // extract_authorized_keys for every user, as root: that makes ~/.ssh and
+    // ~/.ssh/authorized_keys in the home when they are missing (check_create_path),
+    // checking for symlinks first and writing after, a race the user can run
+    // from the node on an NFS home. It only prints fingerprints; keep it off.
+    no_ssh_fingerprints: true,
     // cloud-init cannot give a group a chosen gid. An argv list, not a shell
     // line; cloud-init-per makes it once per instance. No -o (non-unique): a
     // gid the image already uses is some group of the image's (disk, sudo,
@@ -61,7 +70,9 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
     // should the image gain that gid anyway (the rule set to warn or off),
     // groupadd fails here, cloud-init's useradd --gid NAME then finds no
     // group NAME, and the VM user is not made at all.
-    bootcmd: [['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-g', String(a.gid), a.group]],
+    // The sshd Include goes first: cloud-init runs bootcmd as one sh script,
+    // whose status, and so the module's, is then still groupadd's.
+    bootcmd: [...keys.bootcmd, ['cloud-init-per', 'instance', 'vtorque-group', 'groupadd', '-g', String(a.gid), a.group]],
     users: [{
       name: a.user,
       uid: a.uid,
@@ -71,10 +82,10 @@ export function buildUserData(i: UserDataInput): Partial<Record<Key, unknown>> {
       shell: '/bin/bash',
       lock_passwd: true,
       ...(i.gecos !== undefined ? { gecos: i.gecos } : {}),
-      ...(i.sshKeys.length > 0 ? { ssh_authorized_keys: [...i.sshKeys] } : {}),
     }],
     write_files: [
       { path: PROFILE_PATH, content: Buffer.from(i.profile, 'utf8').toString('base64'), encoding: 'b64', owner: 'root:root', permissions: '0644' },
+      ...keys.writeFiles,
       ...userFiles.writeFiles,
       ...agentWriteFiles(i.agent),
     ],

@@ -51,7 +51,8 @@ t.test('user write_files reach user-data only as root-only staging plus fixed ru
   t.same(userPaths.map((f) => f.path), [], 'no write_files entry writes at a path under the user\'s home or /workspace');
   t.ok(files.every((f) => f.owner === 'root:root' && f.defer !== true), 'every write_files entry is root\'s and written before the user can log in');
   const { AGENT_PATH, AGENT_CONFIG_PATH, agentRuncmd } = await import('../../src/seed/agent.js');
-  const staged = files.filter((f) => !['/etc/profile.d/vtorque-job.sh', '/etc/vtorque/nodefile', AGENT_PATH, AGENT_CONFIG_PATH].includes(f.path));
+  const { SSHD_DROPIN } = await import('../../src/seed/ssh-keys.js');
+  const staged = files.filter((f) => !['/etc/profile.d/vtorque-job.sh', '/etc/vtorque/nodefile', AGENT_PATH, AGENT_CONFIG_PATH, SSHD_DROPIN].includes(f.path));
   t.same(staged.map((f) => [f.path, f.permissions, f.encoding]), [
     ['/var/lib/vtorque/user-files/0', '0600', 'b64'],
     ['/var/lib/vtorque/user-files/1', '0600', 'b64'],

@@ -65,7 +65,7 @@ async function userData(group: string, gid: number, withO = false): Promise<stri
   const account = { user: 'vtguest', uid: 64990, group, gid, gecos: '', home: '/home/vtguest' };
   const agent = agentConfig({ account, vars: [], guest: { script: [], nodefile: [], np: [] }, vms: ['vnode'], vcpus: 1 });
   const data = buildUserData({ config, family: 'debian', hostname: 'vnode', account, sshKeys: [], profile: '', agent });
-  const boot = (data.bootcmd as string[][])[0]!;
+  const boot = (data.bootcmd as string[][]).find((c) => c.includes('groupadd'))!;
   if (withO) boot.splice(boot.indexOf('-g'), 0, '-o');
   return `#cloud-config\n${await toYaml(data)}`;
 }

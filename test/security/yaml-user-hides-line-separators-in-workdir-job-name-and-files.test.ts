@@ -10,6 +10,7 @@ import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { Mom, NOBODY } from '../harness/mom.js';
 import { GUEST_NODEFILE, profileText, profileVars, nodefileVars } from '../../src/seed/profile.js';
+import { SSHD_DROPIN } from '../../src/seed/ssh-keys.js';
 import { torqueGuestVars } from '../../src/torque/engine.js';
 import { AGENT_CONFIG_PATH, AGENT_PATH } from '../../src/seed/agent.js';
 
@@ -21,9 +22,9 @@ const SEPARATORS = [['U+2028', '\u2028'], ['U+2029', '\u2029'], ['U+0085', '\u00
  * that swallows the rest of write_files, so the document stays valid.
  */
 const PAYLOAD = (sep: string) => `x${sep}runcmd: [[touch, pwned]]${sep}disable_root: false${sep}zz: |2 #`;
-const OUR_KEYS = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'bootcmd', 'users', 'write_files', 'runcmd'];
-/** Our own write_files entries: the profile and the guest agent with its config. */
-const OUR_FILES = ['/etc/profile.d/vtorque-job.sh', AGENT_PATH, AGENT_CONFIG_PATH, GUEST_NODEFILE];
+const OUR_KEYS = ['hostname', 'preserve_hostname', 'manage_etc_hosts', 'disable_root', 'ssh_pwauth', 'no_ssh_fingerprints', 'bootcmd', 'users', 'write_files', 'runcmd'];
+/** Our own write_files entries: the profile, the guest agent with its config, the node file and the sshd drop-in. */
+const OUR_FILES = ['/etc/profile.d/vtorque-job.sh', AGENT_PATH, AGENT_CONFIG_PATH, GUEST_NODEFILE, SSHD_DROPIN];
 const SCRIPT = '#!/bin/sh\n#VM img=debian12.qcow2\necho\n';
 
 /** PyYAML, exactly as cloud-init loads user-data. */
