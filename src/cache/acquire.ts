@@ -28,7 +28,7 @@ import type { Expectation } from '../image/rules.js';
 import {
   assertSafeHeader, changedFault, checkFormatHeader, digestOf, inspectImages, openAuthorised, reportFor, screenImage, unreadableFault, type Logish,
 } from '../image/verify.js';
-import { assertCompliant, checkSums, forgetDigest, memoDigest, readVerdict, type ImageReport } from '../image/verdicts.js';
+import { assertCompliant, checkSums, dropBootFiles, forgetDigest, memoDigest, readVerdict, type ImageReport } from '../image/verdicts.js';
 import { readHeaderFrom } from '../image/header.js';
 import { copyAndHash, SourceChanged, SourceUnreadable } from './copy.js';
 import { findBase, readMeta, touch, userSource, writeMeta } from './entries.js';
@@ -203,6 +203,7 @@ async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string
       ingested = true;
     } catch (e) {
       rmSync(tmp, { force: true });
+      dropBootFiles(config, digest); // they go with the base, which is not kept
       throw e;
     }
   } else if (!report) {
@@ -252,11 +253,11 @@ async function ingest(o: AcquireOptions, l: CacheLayout, digest: string): Promis
   }
 }
 
-/** qemu-img and libguestfs on our own copy; stores the verdict under the digest. */
+/** qemu-img and libguestfs on our own copy; stores the verdict under the digest, and the boot files from the same appliance. */
 async function verifyCopy(o: AcquireOptions, path: string, digest: string): Promise<ImageReport> {
   const st = lstatSync(path);
   const copy: AuthorisedImage = { ...o.img, path, stat: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, uid: st.uid } };
-  const vo = { config: o.config, want: o.want, signal: o.signal, log: o.log };
+  const vo = { config: o.config, want: o.want, signal: o.signal, log: o.log, keepBootFiles: true };
   const screened = await screenImage(copy, vo, { digest });
   const [r] = await inspectImages([screened], vo);
   return r!;
