@@ -28,7 +28,7 @@ import type { Expectation } from '../image/rules.js';
 import {
   assertSafeHeader, changedFault, checkFormatHeader, digestOf, inspectImages, openAuthorised, reportFor, screenImage, unreadableFault, type Logish,
 } from '../image/verify.js';
-import { assertCompliant, checkSums, dropBootFiles, forgetDigest, memoDigest, readVerdict, type ImageReport } from '../image/verdicts.js';
+import { assertCompliant, bootFilesHeld, checkSums, dropBootFiles, forgetDigest, memoDigest, readVerdict, type ImageReport } from '../image/verdicts.js';
 import { readHeaderFrom } from '../image/header.js';
 import { copyAndHash, SourceChanged, SourceUnreadable } from './copy.js';
 import { findBase, readMeta, touch, userSource, writeMeta } from './entries.js';
@@ -183,6 +183,10 @@ async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string
   // A known verdict refuses a non-compliant image before a single byte is copied.
   if (report) assertCompliant(report);
   let found = findBase(l, digest, verdict?.format.format);
+  // A verdict without the boot files it names (kept while its base was evicted
+  // or its copy refused, or made by check --image) is made again: the one
+  // appliance that verifies the copy takes them out too.
+  if (verdict && !bootFilesHeld(config, digest, verdict)) report = undefined;
   let ingested = false;
   let verified = false;
 
@@ -207,7 +211,7 @@ async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string
       throw e;
     }
   } else if (!report) {
-    // Cached, but the verdict is gone (checker or policy changed): verify the cached base itself.
+    // Cached, but the verdict is gone (checker or policy changed) or its boot files are: verify the cached base itself.
     report = await verifyCopy(o, found.path, digest);
     verified = true;
     assertCompliant(report);

@@ -303,32 +303,6 @@ async function bootFacts(fish: Fish, root: string, bootTo?: string): Promise<Boo
   return facts;
 }
 
-/**
- * The kernel and initrd the verdict names (BootFacts.kernel), downloaded from
- * the image into bootTo by an appliance of their own: for a cached base whose
- * verdict was made without them (an older version, check --image, a base
- * evicted and cached again). Throws the NodeFault of an appliance that did not
- * finish; a file it could not read is simply not there afterwards.
- */
-export async function downloadBootFiles(disk: Required<DiskInput>, kernel: { vmlinuz: string; initrd: string }, config: Config, opts: GuestfsOptions): Promise<void> {
-  if (![disk.bootTo, kernel.vmlinuz, kernel.initrd].every((p) => SAFE_PATH.test(p))) return;
-  const { execa } = await loadExeca();
-  const fish = new Fish(execa, config.tools.guestfish, ['--ro', `--format=${disk.format}`, '-a', disk.path], guestfsEnv(config, opts.accel), config.timeouts.tool * 1000, config.timeouts.total * 1000, opts.signal);
-  try {
-    await fish.ask(['run']);
-    const [roots, devices] = await fish.ask(['-inspect-os', '-list-devices']);
-    const dev = lines(devices!)[0] ?? '';
-    const onDisk = (d: string) => d === dev || (d.startsWith(dev) && /^[0-9]+$/.test(d.slice(dev.length)));
-    const root = lines(roots!).find(onDisk);
-    if (!root) return;
-    const [mps] = await fish.ask([`-inspect-get-mountpoints ${root}`]);
-    await mountGuest(fish, root, mps!, onDisk);
-    await fish.ask([`-download ${kernel.vmlinuz} ${disk.bootTo}/vmlinuz`, `-download ${kernel.initrd} ${disk.bootTo}/initrd.img`, '-umount-all']);
-  } finally {
-    await fish.close().catch(() => fish.kill());
-  }
-}
-
 /** Kernel versions in the order of their numbers (5.10 before 6.1); what the boot loaders start by default is the newest. */
 function compareKernels(a: string, b: string): number {
   const x = newestKernel([a, b]);

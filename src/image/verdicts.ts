@@ -379,10 +379,11 @@ export function poolHint(l: PoolListing): string[] {
 // that verifies a cached copy downloads them (verify.ts, keepBootFiles), so a
 // cold image costs one appliance launch; they go with the base: removed with
 // it (cache/entries.ts), dropped with a copy that is not kept (cache/acquire.ts).
-// A verdict without them (made by an older version or by check --image, or
-// kept while its base was evicted) gets them from the base at boot
-// (launch/bootfiles.ts). Root's: a pool image's 0755, a user's 0700 until the
-// boot grants the launch group alone (launch/bootfiles.ts).
+// A verdict without them (made by check --image, or kept while its base was
+// evicted or its copy refused) is not used for a job: the copy is verified
+// again (cache/acquire.ts, bootFilesHeld), one appliance as for a new image.
+// Root's: a pool image's 0755, a user's 0700 until the boot grants the launch
+// group alone (launch/bootfiles.ts).
 
 /** v 3: the guest paths and sizes of facts.boot.kernel. Older boot.json (kernel, root, source) are not read: their verdicts are stale too (rule bootable changed the checker version). */
 const BOOT_JSON_VERSION = 3;
@@ -443,6 +444,12 @@ export function storedBootFiles(config: Config, digest: string, kernel: NonNulla
     /* none, or an older version's: taken out again */
   }
   return undefined;
+}
+
+/** Does this node hold the boot files the verdict names (or does it name none)? */
+export function bootFilesHeld(config: Config, digest: string, v: Verdict): boolean {
+  const b = v.facts.boot;
+  return !b?.kernel || !b.root || storedBootFiles(config, digest, b.kernel) !== undefined;
 }
 
 /** Removes the digest's boot files: its copy was not kept. The caller holds the digest's lock. */

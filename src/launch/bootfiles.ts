@@ -8,20 +8,17 @@
 // user's private image (base root 0400) to the launch group alone (0440
 // base, 0750 kernels directory), since qemu reads both.
 //
-// A verdict without its files (an older version's, check --image's, or one
-// kept while its base was evicted) gets them from the base in an appliance of
-// its own, under the digest's lock. That appliance not finishing (time-out,
-// crash, stop) told us nothing about the image: a node fault naming guestfish,
-// no VM is started and nothing is kept, so the next job takes them out again.
+// No guestfish runs here: a verdict without its files is made again with the
+// copy (cache/acquire.ts), so an appliance that does not finish is the
+// verification's (a node fault naming guestfish, no VM). What is left here is
+// an appliance that finished but could not read them whole: the image's.
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, openSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
-import { layoutOf } from '../cache/layout.js';
-import { holderMaxSeconds, withLock } from '../cache/lock.js';
-import { JobFault, NodeFault, isVtorqueError } from '../core/errors.js';
-import { resolveAccel } from '../image/accel.js';
-import { downloadBootFiles } from '../image/guestfs.js';
+import { kernelsPath, layoutOf } from '../cache/layout.js';
+import { JobFault, NodeFault } from '../core/errors.js';
+import { SAFE_PATH } from '../image/guestfs.js';
 import { LOADER_FILES } from '../image/rules.js';
-import { keepBootFiles, stageBootFiles, storedBootFiles, type StoredBootFiles, type Verdict } from '../image/verdicts.js';
+import { storedBootFiles, type Verdict } from '../image/verdicts.js';
 
 export interface BootFiles {
   /** Absent: boot from the disk's own bootloader. */
@@ -59,48 +56,30 @@ export function grantLaunchRead(basePath: string, gid: number): number | undefin
  * is private and only this group (the launch group) may read its kernels.
  * name: the image's name for the job, in messages.
  */
-export async function bootFiles(config: Config, base: BaseRef, verdict: Verdict, o: { name: string; signal?: AbortSignal; privateTo?: number }): Promise<BootFiles> {
+export function bootFiles(config: Config, base: BaseRef, verdict: Verdict, o: { name: string; privateTo?: number }): BootFiles {
   const b = verdict.facts.boot;
   const loaders = LOADER_FILES.filter((p) => verdict.facts.exists[p]);
   const loader = loaders.length > 0 ? `its bootloader (${loaders.join(', ')}) boots it` : 'nothing boots it ([requirements] bootable is not error)';
   if (!b) return { source: `no boot facts; ${loader}` };
   if (!b.kernel || !b.root) return { source: `${b.kernel ? `root file system ${b.rootDevice} has no UUID` : 'no kernel to boot directly'}; ${loader}` };
   const kernel = b.kernel;
-  const stored = storedBootFiles(config, base.digest, kernel) ?? (await takeOut(config, base, kernel, o));
+  const stored = storedBootFiles(config, base.digest, kernel);
   if (stored) {
     grant(stored.dir, o.privateTo);
     return { kernel: stored.vmlinuz, initrd: stored.initrd, root: b.root, source: `${kernel.vmlinuz} and ${kernel.initrd}` };
   }
-  // The appliance finished, but the files did not come whole: the image's own content.
+  if (!SAFE_PATH.test(`${kernelsPath(layoutOf(config), base.digest)}/.tmp-${base.digest}-${process.pid}-00000000`)) {
+    throw new NodeFault('the cache directory\'s path cannot be given to guestfish', [{
+      id: 'cache-dir', where: `[paths] cache_dir (${config.paths.cache_dir})`, message: 'has characters guestfish splits words on (blanks, quotes), so no kernel can be taken out into it', fix: 'use a cache_dir of letters, digits and . _ / + - only',
+    }]);
+  }
+  // The appliance that verified the copy finished, but the files did not come whole: the image's own content.
   const unread = `${kernel.vmlinuz} and ${kernel.initrd} could not be read whole from the image`;
   if (loaders.length > 0) return { source: `${unread}; ${loader}` };
   throw new JobFault(`image ${o.name} cannot be booted`, [{
     id: 'bootable', where: `image ${o.name}`, message: `fails bootable: ${unread}, and it has no BIOS bootloader`,
     fix: 'check the image\'s file system (e2fsck) and reinstall its kernel, or install GRUB for BIOS boot',
   }]);
-}
-
-/** The verdict's kernel and initrd from the cached base, under the digest's lock; undefined when the appliance finished without them. */
-async function takeOut(config: Config, base: BaseRef, kernel: NonNullable<NonNullable<Verdict['facts']['boot']>['kernel']>, o: { signal?: AbortSignal; privateTo?: number }): Promise<StoredBootFiles | undefined> {
-  const l = layoutOf(config);
-  return withLock(`img-${base.digest}`, { dir: l.locks, waitSeconds: holderMaxSeconds(config), staleSeconds: config.cache.lock_stale, signal: o.signal }, async () => {
-    const again = storedBootFiles(config, base.digest, kernel);
-    if (again) return again;
-    const staged = stageBootFiles(config, base.digest);
-    if (!staged) {
-      throw new NodeFault('the cache directory\'s path cannot be given to guestfish', [{
-        id: 'cache-dir', where: `[paths] cache_dir (${config.paths.cache_dir})`, message: 'has characters guestfish splits words on (blanks, quotes)', fix: 'use a cache_dir of letters, digits and . _ / + - only',
-      }]);
-    }
-    try {
-      const { accel } = await resolveAccel(config, o.signal);
-      await downloadBootFiles({ path: base.path, format: base.format as 'qcow2' | 'raw' | 'vmdk', bootTo: staged }, kernel, config, { accel, signal: o.signal });
-    } catch (e) {
-      throw lookFault(config, base.digest, e, staged);
-    }
-    keepBootFiles(config, base.digest, staged, kernel, o.privateTo !== undefined);
-    return storedBootFiles(config, base.digest, kernel);
-  });
 }
 
 /** The launch account reads them: root:gid 0750 for a private base, 0755 for a public one (a user's image that is now also in the pool). */
@@ -118,19 +97,4 @@ function grant(dir: string, privateTo: number | undefined): void {
   } finally {
     closeSync(fd);
   }
-}
-
-/**
- * An appliance that did not finish: the node's fault, naming guestfish and
- * keeping its error (a stop by qdel or the deadline included: the pipeline
- * tells those apart). Nothing was kept: the staging directory goes.
- */
-function lookFault(config: Config, digest: string, e: unknown, staged: string): NodeFault {
-  keepBootFiles(config, digest, staged, undefined, true); // removes it
-  const first = isVtorqueError(e) ? e.problems[0] : undefined;
-  const why = (e as Error)?.message ?? String(e);
-  return new NodeFault(`guestfish could not take out the kernel of cached image ${digest.slice(0, 12)}: ${why}`, [{
-    id: 'guestfs', where: `[tools] guestfish (${config.tools.guestfish})`, message: first?.message ?? why,
-    fix: `${first?.fix ?? 'run libguestfs-test-tool on this node'}; nothing was kept, so the next job takes it out again`,
-  }], { cause: e });
 }
