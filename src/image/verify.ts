@@ -174,22 +174,19 @@ export async function inspectImages(screened: readonly Screened[], o: VerifyOpti
     const { accel, how } = await resolveAccel(config, o.signal);
     const t0 = performance.now();
     o.log?.info({ images: pending.map((p) => p.img.path), accel, how }, 'inspecting images with libguestfs');
+    // With keepBootFiles the same appliance takes out each image's kernel and initrd; a look that did not finish keeps nothing.
     const staged = pending.map((p) => (o.keepBootFiles ? stageBootFiles(config, p.digest) : undefined));
-    try {
-      const facts = await gatherGuestFacts(pending.map((p, i) => ({ path: p.img.path, format: p.format.format, bootTo: staged[i] })), config, { accel, signal: o.signal });
-      const { effectiveDatasources } = await import('./datasources.js');
-      for (const f of facts) f.datasources = effectiveDatasources(f);
-      const gms = performance.now() - t0;
-      pending.forEach((p, i) => {
-        const v = writeVerdict(config, { digest: p.digest, format: p.format, facts: facts[i]!, ms: { qemuImg: Math.round(p.qemuMs), guestfs: Math.round(gms) } }, p.img.origin === 'user');
-        const kept = staged[i] !== undefined && keepBootFiles(config, p.digest, staged[i], facts[i]!.boot?.root ? facts[i]!.boot?.kernel : undefined, p.img.origin === 'user');
-        o.log?.info({ image: p.img.path, digest: p.digest, ms: v.ms, ...(o.keepBootFiles ? { bootFiles: kept } : {}) }, 'verdict stored');
-        fresh.set(p, v);
-      });
-    } finally {
-      // A look that did not finish keeps nothing (keepBootFiles removed the ones it kept from).
-      for (const d of staged) if (d) rmSync(d, { recursive: true, force: true });
-    }
+    const facts = await gatherGuestFacts(pending.map((p, i) => ({ path: p.img.path, format: p.format.format, bootTo: staged[i] })), config, { accel, signal: o.signal })
+      .catch((e: unknown) => { for (const d of staged) if (d) rmSync(d, { recursive: true, force: true }); throw e; });
+    const { effectiveDatasources } = await import('./datasources.js');
+    for (const f of facts) f.datasources = effectiveDatasources(f);
+    const gms = performance.now() - t0;
+    pending.forEach((p, i) => {
+      const v = writeVerdict(config, { digest: p.digest, format: p.format, facts: facts[i]!, ms: { qemuImg: Math.round(p.qemuMs), guestfs: Math.round(gms) } }, p.img.origin === 'user');
+      const kept = staged[i] !== undefined && keepBootFiles(config, p.digest, staged[i], facts[i]!.boot?.root ? facts[i]!.boot?.kernel : undefined, p.img.origin === 'user');
+      o.log?.info({ image: p.img.path, digest: p.digest, ms: v.ms, ...(o.keepBootFiles ? { bootFiles: kept } : {}) }, 'verdict stored');
+      fresh.set(p, v);
+    });
   }
   return screened.map((s) => reportFor(s.img, s.digest, s.cached ?? fresh.get(s)!, o, s.cached !== undefined, s.hashed));
 }
