@@ -72,6 +72,31 @@ t.test('every failed rule is reported, each with a fix, and guest strings are qu
   t.match(r.find((x) => x.id === 'opt-unused')!.message, /"x\\u001b\[2J"/);
 });
 
+t.test('bootable: a kernel we boot directly, or a BIOS bootloader; neither fails with the fix for image builders', async (t) => {
+  const want = { distro: null, arch: 'x86_64' };
+  const bootable = (over: Parameters<typeof facts>[0]) => evaluateRules(facts(over), want, config).find((x) => x.id === 'bootable')!;
+  const direct = bootable({});
+  t.ok(direct.ok);
+  t.match(direct.message, /^direct kernel boot: \/boot\/vmlinuz-6\.1\.0-25-amd64 and \/boot\/initrd\.img-6\.1\.0-25-amd64, root=UUID=/);
+  const none = { rootDevice: '/dev/sda', tooLarge: [] };
+  const loader = bootable({ boot: none, exists: { ...facts().exists, '/boot/grub2/grub.cfg': true } });
+  t.ok(loader.ok, 'GRUB\'s configuration: the bootloader boots it');
+  t.match(loader.message, /^boots through its bootloader \(\/boot\/grub2\/grub\.cfg\); no direct kernel boot: no \/vmlinuz/);
+  const neither = bootable({ boot: none });
+  t.notOk(neither.ok);
+  t.equal(neither.level, 'error');
+  t.match(neither.message, /^has neither a kernel to boot directly \(no \/vmlinuz with \/initrd\.img, and no \/boot\/vmlinuz-VERSION with its initrd\) nor a BIOS bootloader/);
+  t.match(neither.fix, /linux-image-amd64.*grub-install/);
+  // A kernel without a root= to give it boots only through a loader.
+  const noUuid = bootable({ boot: { ...facts().boot!, root: undefined, rootDevice: '/dev/sda1' } });
+  t.notOk(noUuid.ok);
+  t.match(noUuid.message, /its root file system \/dev\/sda1 has no UUID/);
+  const huge = bootable({ boot: { ...none, tooLarge: ['/boot/vmlinuz-9.9'] } });
+  t.match(huge.message, /\/boot\/vmlinuz-9\.9 over 512 MiB/);
+  t.notOk(bootable({ boot: undefined }).ok, 'a verdict without boot facts is verified again');
+  t.ok(bootable({ os: undefined, osv: true }).ok, 'OSv boots from its own loader');
+});
+
 t.test('[requirements] can make a rule a warning or switch it off', async (t) => {
   const c = parseConfig('[requirements]\nopt-unused = warn\nopt-vm-present = off\n', 'x').config;
   const r = evaluateRules(facts({ optEntries: ['a'], exists: { '/workspace': true, '/home': true, '/usr/bin/cloud-init': true } }), { distro: null, arch: 'x86_64' }, c);

@@ -60,6 +60,8 @@ const facts = (optEntries: string[]) => ({
   datasources: { list: ['NoCloud', 'None'], from: '/etc/cloud/cloud.cfg', errors: [] },
   // /etc/group, as a prologue of this version stores it (rule guest-group).
   groupFile: { size: 64, entries: [{ name: 'root', gid: 0 }, { name: 'users', gid: 100 }], bad: [] },
+  // The kernel a direct boot uses, as a prologue of this version stores it (rule bootable).
+  boot: { kernel: { vmlinuz: '/boot/vmlinuz-6.1.0-25-amd64', initrd: '/boot/initrd.img-6.1.0-25-amd64', bytes: [8000000, 30000000] }, root: 'UUID=0b6c7a2e-4f4a-4b7c-8d1e-2f3a4b5c6d7e', rootDevice: '/dev/sda', tooLarge: [] },
 });
 function storeVerdict(image: string, optEntries: string[]) {
   const digest = sha(image);

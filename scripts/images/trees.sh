@@ -130,9 +130,20 @@ EOF
 }
 
 # Debian 12 tree with cloud-init installed.  $1 = tree root, $2 = fs label.
+# grub_stub TREE DIR: GRUB's configuration where grub-mkconfig writes it
+# (Debian boot/grub, RedHat boot/grub2), so the image passes rule bootable
+# through a bootloader. A text placeholder: these images are never booted.
+grub_stub() {
+  put "$1/$2/grub.cfg" <<'EOF'
+# Placeholder for rule bootable (vtorque test image; never booted).
+set timeout=0
+EOF
+}
+
 debian_tree() {
   local t=$1 label=$2
   linux_skeleton "$t" "$label"
+  grub_stub "$t" boot/grub
   put "$t/etc/os-release" <<'EOF'
 PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
@@ -274,6 +285,7 @@ libibverbs_stub() {
 rocky_tree() {
   local t=$1 label=$2
   linux_skeleton "$t" "$label"
+  grub_stub "$t" boot/grub2
   put "$t/etc/os-release" <<'EOF'
 NAME="Rocky Linux"
 VERSION="9.4 (Blue Onyx)"

@@ -30,7 +30,7 @@ import type { Expectation } from '../image/rules.js';
 import {
   assertSafeHeader, changedFault, checkFormatHeader, digestOf, inspectImages, openAuthorised, reportFor, screenImage, unreadableFault, type Logish,
 } from '../image/verify.js';
-import { assertCompliant, checkSums, forgetDigest, memoDigest, readVerdict, type ImageReport } from '../image/verdicts.js';
+import { assertCompliant, bootFilesHeld, checkSums, dropBootFiles, forgetDigest, memoDigest, readVerdict, type ImageReport } from '../image/verdicts.js';
 import { readHeaderFrom } from '../image/header.js';
 import { copyAndHash, SourceChanged, SourceUnreadable } from './copy.js';
 import { findBase, readMeta, touch, userSource, writeMeta } from './entries.js';
@@ -239,6 +239,10 @@ async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string
   // A known verdict refuses a non-compliant image before a single byte is copied.
   if (report) assertCompliant(report);
   let found = findBase(l, digest, verdict?.format.format);
+  // A verdict without the boot files it names (kept while its base was evicted
+  // or its copy refused, or made by check --image) is made again: the one
+  // appliance that verifies the copy takes them out too.
+  if (verdict && !bootFilesHeld(config, digest, verdict)) report = undefined;
   let ingested = false;
   let verified = false;
 
@@ -259,10 +263,11 @@ async function underDigestLock(o: AcquireOptions, l: CacheLayout, digest: string
       ingested = true;
     } catch (e) {
       rmSync(tmp, { force: true });
+      dropBootFiles(config, digest); // they go with the base, which is not kept
       throw e;
     }
   } else if (!report) {
-    // Cached, but the verdict is gone (checker or policy changed): verify the cached base itself.
+    // Cached, but the verdict is gone (checker or policy changed) or its boot files are: verify the cached base itself.
     report = await verifyCopy(o, found.path, digest);
     verified = true;
     assertCompliant(report);
@@ -308,11 +313,11 @@ async function ingest(o: AcquireOptions, l: CacheLayout, digest: string): Promis
   }
 }
 
-/** qemu-img and libguestfs on our own copy; stores the verdict under the digest. */
+/** qemu-img and libguestfs on our own copy; stores the verdict under the digest, and the boot files from the same appliance. */
 async function verifyCopy(o: AcquireOptions, path: string, digest: string): Promise<ImageReport> {
   const st = lstatSync(path);
   const copy: AuthorisedImage = { ...o.img, path, stat: { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, uid: st.uid } };
-  const vo = { config: o.config, want: o.want, signal: o.signal, log: o.log };
+  const vo = { config: o.config, want: o.want, signal: o.signal, log: o.log, keepBootFiles: true };
   const screened = await screenImage(copy, vo, { digest }).catch((e: unknown) => {
     throw userTimeoutFault(o.img, 'qemu-img', o.config, e) ?? e;
   });

@@ -2,7 +2,7 @@
 //   images/<sha256>.<fmt>     immutable base images, root-owned, 0444
 //   images/<sha256>.json      what we know of each: size, format, pool names (optional; the base is the truth)
 //   verdicts/, statmemo/      from image verification
-//   kernels/<sha256>/         a base's kernel and initrd for direct boot (src/launch/bootfiles.ts); goes with the base
+//   kernels/<sha256>/         a base's kernel and initrd for direct boot, taken out by the appliance that verifies it (src/image/verdicts.ts); goes with the base
 //   leases/<jobid>.json       the digests a job's VMs use; eviction never takes them
 //   locks/                    proper-lockfile locks, one per digest or source
 //   tmp/                      ingests in progress; swept when their process is gone

@@ -28,8 +28,9 @@ const r = (status: CheckResult['status'], message: string, fix?: string, extra: 
  *   measure it: TCG 90 s (88.0 s in a doctor run of install.sh on the build
  *   machine; 15.5 s when idle), KVM 10 s.
  * A new image costs about 1.2 launches for its check (bench/verify's
- * target: a cold verification within 1.2 bare launches) and as much again
- * to take its kernel out for direct boot, one more with [seed] media = inject.
+ * target: a cold verification within 1.2 bare launches), which takes its
+ * kernel out for direct boot in the same appliance; one more with [seed]
+ * media = inject.
  */
 export const BUDGET = {
   bootSeconds: { kvm: 60, tcg: 300 } as Record<Accel, number>,
@@ -88,7 +89,7 @@ function prologAlarm(c: Config): { alarm: PrologAlarm; file: string; where: stri
 // it, before our own deadline can requeue the job with a reason. Warns when
 // [launch] boot, or what [timeouts] total leaves of it, is shorter than a boot
 // with the accelerator the kvm check found (TCG 300 s, KVM 60 s); and when a
-// job on an image new to the node (its check and kernel extraction, in
+// job on an image new to the node (its check, which takes out its kernel, in
 // libguestfs appliance launches as long as the guestfs check measured) and
 // such a boot do not fit in [timeouts] total. On a Slurm node the slurm check
 // compares PrologEpilogTimeout; the fixes here name the value it would need.
@@ -103,7 +104,7 @@ export async function checkTimeouts(ctx: DoctorContext): Promise<CheckResult[]> 
   // What this node needs: a boot of its accelerator, after a new image's libguestfs work.
   const bootNeed = BUDGET.bootSeconds[f.vms];
   const inject = c.seed.media === 'inject' ? 1 : 0;
-  const coldSeconds = Math.round((2 * BUDGET.launchesPerCheck + inject) * f.launchSeconds);
+  const coldSeconds = Math.round((BUDGET.launchesPerCheck + inject) * f.launchSeconds);
   // What to set: a boot long enough, and a total that holds a new image's work, that boot and the 10 s the wait leaves.
   const boot = c.launch.start ? Math.max(c.launch.boot, bootNeed) : 0;
   const total = Math.max(c.timeouts.total, up10(coldSeconds + boot + BEFORE_DEADLINE), c.launch.start ? up10(boot + BEFORE_DEADLINE + WARM_PREP) : 0);
@@ -145,7 +146,7 @@ export async function checkTimeouts(ctx: DoctorContext): Promise<CheckResult[]> 
       change(total, boot), { data }));
   }
   if (coldSeconds + bootNeed + BEFORE_DEADLINE > c.timeouts.total) {
-    out.push(r('warn', `a job on an image new to this node spends about ${coldSeconds} s in libguestfs before its VMs boot (its check and its kernel, ${f.guestfs.toUpperCase()}, ${f.launchSeconds.toFixed(1)} s a launch, ${f.launchFrom}); with a ${f.vms.toUpperCase()} boot (up to ${bootNeed} s) that passes [timeouts] total ${c.timeouts.total} s: such a job is requeued ${coldSeconds + c.launch.boot + BEFORE_DEADLINE > c.timeouts.total ? 'before its VMs boot (boot-time: less than [launch] boot is left)' : 'at the deadline'} and the node taken offline`,
+    out.push(r('warn', `a job on an image new to this node spends about ${coldSeconds} s in libguestfs before its VMs boot (its check, which takes out its kernel too, ${f.guestfs.toUpperCase()}, ${f.launchSeconds.toFixed(1)} s a launch, ${f.launchFrom}); with a ${f.vms.toUpperCase()} boot (up to ${bootNeed} s) that passes [timeouts] total ${c.timeouts.total} s: such a job is requeued ${coldSeconds + c.launch.boot + BEFORE_DEADLINE > c.timeouts.total ? 'before its VMs boot (boot-time: less than [launch] boot is left; the node stays online and the next start finds the image cached)' : 'at the deadline and the node taken offline'}`,
       change(total, boot), { data }));
   }
   if (out.every((x) => x.status === 'ok')) {

@@ -9,12 +9,30 @@ import type { ResultPromise, execa as Execa } from 'execa';
 import { loadExeca } from '../tools/execa.js';
 import { guardedArgv, killAtExit, killGroup } from '../tools/run.js';
 import { NodeFault } from '../core/errors.js';
-import { GROUP_FILE_MAX, HYV_DRIVER, HYV_PROVIDERS, RULES, type FactGroup } from './rules.js';
+import { BOOT_FILE_MAX, GROUP_FILE_MAX, HYV_DRIVER, HYV_PROVIDERS, RULES, type FactGroup } from './rules.js';
 import { guestfsEnv } from './accel.js';
 
 export interface DiskInput {
   path: string;
   format: 'qcow2' | 'raw' | 'vmdk';
+  /**
+   * An empty root-owned directory (a path guestfish can be given: SAFE_PATH)
+   * into which the same appliance downloads the kernel and initrd that
+   * BootFacts names, as vmlinuz and initrd.img. Absent: nothing is downloaded.
+   */
+  bootTo?: string;
+}
+
+/** What a VM of the image boots directly; the rule bootable judges it with the bootloaders found (rules.ts). */
+export interface BootFacts {
+  /** Guest paths of the kernel and initrd a direct boot uses; absent: none found. */
+  kernel?: { vmlinuz: string; initrd: string; /** Their sizes: a download that stopped short is not a kernel. */ bytes: [number, number] };
+  /** root= for that kernel: UUID=... or a /dev/mapper name; absent when the root file system has neither. */
+  root?: string;
+  /** The inspected root device, for the message when it has no UUID. */
+  rootDevice: string;
+  /** Kernel and initrd files left out for their size (BOOT_FILE_MAX). */
+  tooLarge: string[];
 }
 
 export interface GuestFacts {
@@ -39,6 +57,8 @@ export interface GuestFacts {
   vrdma?: VrdmaFacts;
   /** /etc/group; undefined when there is none. */
   groupFile?: GroupFile;
+  /** The kernel a direct boot uses; undefined for OSv and when no Linux was found. */
+  boot?: BootFacts;
 }
 
 /** /etc/group as read from the guest: its size, and its entries unless it is over 1 MiB (then not read). */
@@ -90,6 +110,9 @@ const MODULES_DEP_MAX = 16 * 1024 * 1024;
 const KERNEL_RE = /^\/lib\/modules\/([A-Za-z0-9._+~-]{1,128})\/modules\.dep$/;
 const MODULE_PATH_RE = /^[A-Za-z0-9._+\/-]{1,512}$/;
 const VERBS_RE = /^\/usr\/lib(?:64)?\/(?:[A-Za-z0-9_.-]+\/)?libibverbs\.so\.1[0-9.]*$/;
+/** Paths that go into a guestfish command as one word: no blank, quote or line break. Host paths (bootTo) and guest paths alike. */
+export const SAFE_PATH = /^\/[A-Za-z0-9._\/+-]{0,1023}$/;
+const BOOT_NAME = /^[A-Za-z0-9._+-]{1,255}$/;
 
 export interface Datasources {
   list?: string[];
@@ -125,10 +148,10 @@ class Fish {
   private exited = false;
   private readonly child: ResultPromise;
 
-  constructor(execa: typeof Execa, guestfish: string, args: string[], env: Record<string, string>, private readonly timeoutMs: number, boxMs: number, signal?: AbortSignal) {
+  constructor(execa: typeof Execa, private readonly tool: string, args: string[], env: Record<string, string>, private readonly timeoutMs: number, boxMs: number, signal?: AbortSignal) {
     // Under the guards every tool has (tools/run.ts): it and its appliance die
     // with this process, however it dies, and on their own after boxMs.
-    this.child = execa(...guardedArgv(guestfish, args, boxMs), {
+    this.child = execa(...guardedArgv(tool, args, boxMs), {
       env: { LANG: 'C.UTF-8', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, extendEnv: false, cwd: '/',
       stdin: 'pipe', buffer: false, reject: false, cancelSignal: signal, encoding: 'utf8',
     });
@@ -151,12 +174,12 @@ class Fish {
     const want = cmds.length;
     while (this.buf.split(`${this.mark}\n`).length - 1 < want) {
       if (this.exited) {
-        throw new NodeFault('guestfish stopped', [{ id: 'guestfs', message: `guestfish stopped: ${this.stderr.split('\n').filter(Boolean).slice(0, 3).join(' | ') || 'no message'}`, fix: 'run libguestfs-test-tool on this node; with a broken /dev/kvm set [guestfs] accel = tcg' }]);
+        throw new NodeFault('guestfish stopped', [{ id: 'guestfs', where: `[tools] guestfish (${this.tool})`, message: `guestfish stopped: ${this.stderr.split('\n').filter(Boolean).slice(0, 3).join(' | ') || 'no message'}`, fix: 'run libguestfs-test-tool on this node; with a broken /dev/kvm set [guestfs] accel = tcg' }]);
       }
       const left = deadline - Date.now();
       if (left <= 0) {
         this.kill();
-        throw new NodeFault(`guestfish did not answer within ${Math.round(this.timeoutMs / 1000)} s`, [{ id: 'guestfs', message: `guestfish did not answer within ${Math.round(this.timeoutMs / 1000)} s (${cmds[0]})`, fix: 'check the node, or raise [timeouts] tool' }]);
+        throw new NodeFault(`guestfish did not answer within ${Math.round(this.timeoutMs / 1000)} s`, [{ id: 'guestfs', where: `[tools] guestfish (${this.tool})`, message: `guestfish did not answer within ${Math.round(this.timeoutMs / 1000)} s (${cmds[0]})`, fix: 'check the node, or raise [timeouts] tool' }]);
       }
       await new Promise<void>((res) => {
         const t = setTimeout(res, left);
@@ -199,7 +222,8 @@ export async function gatherGuestFacts(disks: readonly DiskInput[], config: Conf
     for (const dev of devs) {
       const onDisk = (d: string) => d === dev || (d.startsWith(dev) && /^[0-9]+$/.test(d.slice(dev.length)));
       const root = rootList.find(onDisk);
-      out.push(root ? await linuxFacts(fish, root, onDisk) : await otherFacts(fish, fsList.filter(onDisk)));
+      const bootTo = disks[devs.indexOf(dev)]!.bootTo;
+      out.push(root ? await linuxFacts(fish, root, onDisk, bootTo) : await otherFacts(fish, fsList.filter(onDisk)));
     }
     return out;
   } finally {
@@ -211,7 +235,7 @@ function lines(s: string): string[] {
   return s.split('\n').map((l) => l.trim()).filter((l) => l !== '');
 }
 
-async function linuxFacts(fish: Fish, root: string, onDisk: (d: string) => boolean): Promise<GuestFacts> {
+async function linuxFacts(fish: Fish, root: string, onDisk: (d: string) => boolean, bootTo?: string): Promise<GuestFacts> {
   const [type, distro, arch, major, product, mps] = await fish.ask([
     `-inspect-get-type ${root}`, `-inspect-get-distro ${root}`, `-inspect-get-arch ${root}`,
     `-inspect-get-major-version ${root}`, `-inspect-get-product-name ${root}`, `-inspect-get-mountpoints ${root}`,
@@ -219,14 +243,70 @@ async function linuxFacts(fish: Fish, root: string, onDisk: (d: string) => boole
   // "mountpoint: device" pairs; mount the shortest paths first.
   // The root is mounted from the inspected device itself: identical copies of
   // one image share a filesystem label, and fstab's LABEL= would pick the first.
-  const mounts = [['/', root], ...lines(mps!).map((l) => l.split(': ')).filter((p) => p.length === 2 && p[0] !== '/' && onDisk(p[1]!))]
-    .sort((a, b) => a[0]!.length - b[0]!.length);
-  await fish.ask(['-umount-all', ...mounts.map(([mp, dev]) => `-mount-ro ${dev} ${mp}`)]);
+  await mountGuest(fish, root, mps!, onDisk);
   const facts = await commonFacts(fish);
   if (wanted('vrdma')) facts.vrdma = await vrdmaFacts(fish);
+  if (wanted('boot')) facts.boot = await bootFacts(fish, root, bootTo);
   facts.os = { type: type!.trim(), distro: distro!.trim(), arch: arch!.trim(), major: major!.trim(), product: product!.trim(), root };
   await fish.ask(['-umount-all']);
   return facts;
+}
+
+/** Mounts the guest read-only as it mounts itself: its root, then its fstab's mountpoints on the same disk (/boot among them). */
+async function mountGuest(fish: Fish, root: string, mountpoints: string, onDisk: (d: string) => boolean): Promise<void> {
+  // "mountpoint: device" pairs; mount the shortest paths first.
+  // The root is mounted from the inspected device itself: identical copies of
+  // one image share a filesystem label, and fstab's LABEL= would pick the first.
+  const mounts = [['/', root], ...lines(mountpoints).map((l) => l.split(': ')).filter((p) => p.length === 2 && p[0] !== '/' && onDisk(p[1]!))]
+    .sort((a, b) => a[0]!.length - b[0]!.length);
+  await fish.ask(['-umount-all', ...mounts.map(([mp, dev]) => `-mount-ro ${dev} ${mp}`)]);
+}
+
+/**
+ * The kernel a direct boot uses, in this order: the /vmlinuz and /initrd.img
+ * links Debian and Ubuntu keep to the newest kernel (also under /boot), then
+ * the newest /boot/vmlinuz-VERSION with its initrd.img-VERSION or
+ * initramfs-VERSION.img (RedHat). Links are resolved inside the guest
+ * (realpath), /boot as the guest mounts it. With bootTo, the same appliance
+ * downloads the two files there; one it cannot read is simply not there
+ * afterwards, which the caller checks.
+ */
+async function bootFacts(fish: Fish, root: string, bootTo?: string): Promise<BootFacts> {
+  const [uuid, ls, ...links] = await fish.ask([`-vfs-uuid ${root}`, '-ls /boot', '-realpath /vmlinuz', '-realpath /initrd.img', '-realpath /boot/vmlinuz', '-realpath /boot/initrd.img']);
+  const u = uuid!.trim();
+  const facts: BootFacts = { rootDevice: root, tooLarge: [] };
+  if (/^[0-9A-Fa-f-]{8,64}$/.test(u)) facts.root = `UUID=${u}`;
+  // Device-mapper names (LVM) are the same inside the guest; /dev/sdX are not (the guest sees vdX).
+  else if (/^\/dev\/mapper\/[A-Za-z0-9._+-]+$/.test(root)) facts.root = root;
+  const r = links.map((l) => l.trim());
+  const names = lines(ls!).filter((n) => BOOT_NAME.test(n));
+  const versioned = names.map((n) => /^vmlinuz-(.+)$/.exec(n)?.[1]).filter((v): v is string => v !== undefined && !v.includes('rescue'))
+    .map((v) => ({ v, initrd: [`initrd.img-${v}`, `initramfs-${v}.img`].find((i) => names.includes(i)) }))
+    .filter((k): k is { v: string; initrd: string } => k.initrd !== undefined)
+    .sort((a, b) => compareKernels(b.v, a.v)).slice(0, 3)
+    .map((k) => [`/boot/vmlinuz-${k.v}`, `/boot/${k.initrd}`] as const);
+  const pairs = [[r[0]!, r[1]!], [r[2]!, r[3]!], ...versioned]
+    .filter(([k, i]) => SAFE_PATH.test(k) && SAFE_PATH.test(i) && !`${k}/${i}`.split('/').includes('..'));
+  if (pairs.length === 0) return facts;
+  const files = [...new Set(pairs.flat())];
+  const sizes = await fish.ask(files.flatMap((p) => [`-is-file ${p}`, `-filesize ${p}`]));
+  const ok = new Map(files.map((p, i) => {
+    const isFile = sizes[2 * i]!.trim() === 'true';
+    const size = /^[0-9]+$/.test(sizes[2 * i + 1]!.trim()) ? Number(sizes[2 * i + 1]!.trim()) : -1;
+    if (isFile && size > BOOT_FILE_MAX) facts.tooLarge.push(p);
+    return [p, isFile && size > 0 && size <= BOOT_FILE_MAX ? size : 0] as const;
+  }));
+  const pick = pairs.find(([k, i]) => ok.get(k) && ok.get(i));
+  if (!pick) return facts;
+  facts.kernel = { vmlinuz: pick[0], initrd: pick[1], bytes: [ok.get(pick[0])!, ok.get(pick[1])!] };
+  if (bootTo && facts.root && SAFE_PATH.test(bootTo)) await fish.ask([`-download ${pick[0]} ${bootTo}/vmlinuz`, `-download ${pick[1]} ${bootTo}/initrd.img`]);
+  return facts;
+}
+
+/** Kernel versions in the order of their numbers (5.10 before 6.1); what the boot loaders start by default is the newest. */
+function compareKernels(a: string, b: string): number {
+  const x = newestKernel([a, b]);
+  return a === b ? 0 : x === a ? 1 : -1;
 }
 
 async function otherFacts(fish: Fish, filesystems: string[]): Promise<GuestFacts> {

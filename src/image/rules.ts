@@ -17,9 +17,11 @@ export type Level = 'error' | 'warn' | 'off';
  * dpkg: whether dpkg lists cloud-init as installed; cloudinit-module: the
  * cloudinit Python package; cloud-cfg: cloud.cfg and cloud.cfg.d/*.cfg;
  * useradd: /etc/default/useradd; opt-listing: what /opt holds; vrdma: VrdmaFacts;
- * group-file: /etc/group's entries (GroupFile).
+ * group-file: /etc/group's entries (GroupFile); boot: the kernel and initrd a
+ * direct boot would use and the root= for it (BootFacts), read in the same
+ * appliance, which the prologue also has download them (verdicts.ts keeps them).
  */
-export type FactGroup = 'inspection' | 'dpkg' | 'cloudinit-module' | 'cloud-cfg' | 'useradd' | 'opt-listing' | 'vrdma' | 'group-file';
+export type FactGroup = 'inspection' | 'dpkg' | 'cloudinit-module' | 'cloud-cfg' | 'useradd' | 'opt-listing' | 'vrdma' | 'group-file' | 'boot';
 
 /** What a rule needs looked at in the guest. exists and dirs land in GuestFacts.exists under the path. */
 export interface Probes {
@@ -152,7 +154,7 @@ const optVmPresent: Check = (f) => (f.exists['/opt-vm'] ? pass('/opt-vm exists')
 // HyV guest driver and provider, or there is no libibverbs: vTorque's
 // "guests must have the support for it also installed" (doc/guest-images.md).
 // Kernel releases and library paths are filtered to plain characters when read; anything else (a foreign verdict) is quoted.
-const plain = (s: string) => (/^[A-Za-z0-9._+~\/-]{1,128}$/.test(s) ? s : quote(s, 60));
+const plain = (s: string) => (/^[A-Za-z0-9._+~=\/-]{1,128}$/.test(s) ? s : quote(s, 60));
 const vrdmaGuest: Check = (f, want) => {
   const asked = want.vrdma === true;
   if (f.osv) return pass('OSv: vRDMA is built into the OSv kernel (MIKELANGELO OSv, drivers/virtio-rdma.cc), which is not a file to look at; assumed present');
@@ -211,6 +213,36 @@ const guestGroup: Check = (f, want) => {
   return pass(renamed ? `the job's group ${name} (gid ${job.gid}) is the image's own` : `gid ${job.gid} and the name ${name} are free in the image`);
 };
 
+/**
+ * Bootloaders a VM boots through when it has no kernel we can boot directly.
+ * The VMs start from qemu's own BIOS (SeaBIOS; qemu.ts sets no firmware), so
+ * only BIOS loaders count: GRUB (Debian's /boot/grub, RedHat's /boot/grub2)
+ * and extlinux/syslinux, by the configuration they boot from. An EFI-only
+ * loader (systemd-boot, a unified kernel image) would not start.
+ */
+/** A kernel or initrd larger than this is not taken out (it would be copied into the node's cache): 512 MiB. */
+export const BOOT_FILE_MAX = 512 * 1024 * 1024;
+
+export const LOADER_FILES = ['/boot/grub/grub.cfg', '/boot/grub2/grub.cfg', '/boot/extlinux/extlinux.conf', '/boot/syslinux/syslinux.cfg', '/extlinux.conf'] as const;
+
+// Fails when the image has neither a kernel we can boot directly (the
+// /vmlinuz and /initrd.img links, or the newest /boot/vmlinuz-VERSION with its
+// initrd, and a root file system named by UUID or LVM name) nor a BIOS
+// bootloader (LOADER_FILES): its VM would print nothing and never answer.
+const bootable: Check = (f) => {
+  if (f.osv) return pass('OSv boots from its own loader');
+  if (!f.os) return fail('has no operating system to boot', 'fix os-family first');
+  const b = f.boot;
+  if (!b) return fail('the verdict holds no boot facts', 'verify the image again (delete its verdict)');
+  if (b.kernel && b.root) return pass(`direct kernel boot: ${plain(b.kernel.vmlinuz)} and ${plain(b.kernel.initrd)}, root=${plain(b.root)}`);
+  const loaders = LOADER_FILES.filter((p) => f.exists[p]);
+  const big = b.tooLarge.length > 0 ? `; ${b.tooLarge.slice(0, 2).map(plain).join(', ')} over ${BOOT_FILE_MAX / 1048576} MiB` : '';
+  const why = !b.kernel ? `no /vmlinuz with /initrd.img, and no /boot/vmlinuz-VERSION with its initrd${big}` : `its root file system ${plain(b.rootDevice)} has no UUID`;
+  if (loaders.length > 0) return pass(`boots through its bootloader (${loaders.join(', ')}); no direct kernel boot: ${why}`);
+  return fail(`has neither a kernel to boot directly (${why}) nor a BIOS bootloader (no ${LOADER_FILES.join(', ')})`,
+    'install a kernel with its initramfs in the image (apt-get install linux-image-amd64, or dnf install kernel), so that /boot holds vmlinuz-VERSION and its initrd; or install GRUB for BIOS boot (grub-install /dev/sda, then update-grub)');
+};
+
 export interface GuestRule<Id extends string = string> {
   readonly id: Id;
   /** The doc line of its [requirements] key (config reference, prologue.ini). */
@@ -241,6 +273,8 @@ export const RULES = [
     { facts: ['inspection', 'vrdma'] }, vrdmaGuest),
   rule('guest-group', "the job's group can be made in the VM as the node has it: the image's /etc/group holds neither its gid under another name (the VM user would be a member of that group: disk, sudo, wheel, docker, ...) nor its name with another gid; the image's own group of the same name and gid is allowed",
     { facts: ['group-file'] }, guestGroup),
+  rule('bootable', `a VM can start it: a kernel we boot directly (the /vmlinuz and /initrd.img links, or the newest /boot/vmlinuz-VERSION with its initrd, and a root file system with a UUID or an LVM name), or a BIOS bootloader (${LOADER_FILES.join(', ')}); OSv boots from its own loader`,
+    { exists: LOADER_FILES, facts: ['inspection', 'boot'] }, bootable),
 ] as const;
 
 export type RuleId = (typeof RULES)[number]['id'];

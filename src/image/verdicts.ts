@@ -21,17 +21,17 @@
 // images/, which anyone may list already. The one case where a private verdict
 // becomes public is a pool image with the same digest: its content is then the
 // pool's (shareVerdict).
-import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault, type Problem } from '../core/errors.js';
 import type { Family } from '../request/keys.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { authoriseImage, type AuthorisedImage } from './authorise.js';
 import type { FormatVerdict } from './format.js';
-import type { GuestFacts } from './guestfs.js';
+import { SAFE_PATH, type BootFacts, type GuestFacts } from './guestfs.js';
 import { RULES, RULE_IDS, evaluateRules, familyOf, type Expectation, type RuleResult } from './rules.js';
-import { layoutOf, statMemoPath } from '../cache/layout.js';
+import { kernelsPath, layoutOf, processAlive, statMemoPath } from '../cache/layout.js';
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -371,4 +371,104 @@ export function poolHint(l: PoolListing): string[] {
     `pool images known to meet the requirements for this request: ${shown}. Fix: pick one with #VM img=NAME`,
     ...(others ? [`${others}; it may meet them too`] : []),
   ];
+}
+
+// Boot files: node-local copies of the kernel and initrd a verdict's
+// facts.boot names, in <cache_dir>/kernels/<digest>/ (vmlinuz, initrd.img, and
+// boot.json saying which guest files they are, at which sizes). The appliance
+// that verifies a cached copy downloads them (verify.ts, keepBootFiles), so a
+// cold image costs one appliance launch; they go with the base: removed with
+// it (cache/entries.ts), dropped with a copy that is not kept (cache/acquire.ts).
+// A verdict without them (made by check --image, or kept while its base was
+// evicted or its copy refused) is not used for a job: the copy is verified
+// again (cache/acquire.ts, bootFilesHeld), one appliance as for a new image.
+// Root's: a pool image's 0755, a user's 0700 until the boot grants the launch
+// group alone (launch/bootfiles.ts).
+
+/** v 3: the guest paths and sizes of facts.boot.kernel. Older boot.json (kernel, root, source) are not read: their verdicts are stale too (rule bootable changed the checker version). */
+const BOOT_JSON_VERSION = 3;
+interface BootJson { v: number; vmlinuz: string; initrd: string; bytes: [number, number] }
+
+export interface StoredBootFiles { dir: string; vmlinuz: string; initrd: string }
+
+/** A fresh, empty directory of root's (0700) under kernels/ for an appliance to download into; undefined when guestfish cannot be given its path. */
+export function stageBootFiles(config: Config, digest: string): string | undefined {
+  const l = layoutOf(config);
+  mkdirSync(l.kernels, { mode: 0o755, recursive: true });
+  // pbs_mom's umask 0077 would leave it unreadable to the launch account, which reads the kernels.
+  chmodSync(l.kernels, 0o755);
+  sweepStaged(l.kernels);
+  const dir = `${l.kernels}/.tmp-${digest}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  if (!SAFE_PATH.test(dir)) return undefined;
+  mkdirSync(dir, { mode: 0o700 });
+  return dir;
+}
+
+/** Staging directories of prologues that died before they kept or removed them. */
+function sweepStaged(kernels: string): void {
+  for (const n of readdirSync(kernels)) {
+    const m = /^\.tmp-[0-9a-f]{64}-([0-9]+)-[0-9a-f]{8}$/.exec(n);
+    if (m && !processAlive(Number(m[1]))) rmSync(`${kernels}/${n}`, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Makes the staged files the digest's boot files when both are there whole
+ * (the sizes facts.boot names); removes the staging directory either way.
+ * The caller holds the digest's lock. Returns whether they were kept.
+ */
+export function keepBootFiles(config: Config, digest: string, staged: string, kernel: BootFacts['kernel'], priv: boolean): boolean {
+  try {
+    if (!kernel || !wholeFile(`${staged}/vmlinuz`, kernel.bytes[0]) || !wholeFile(`${staged}/initrd.img`, kernel.bytes[1])) return false;
+    const json: BootJson = { v: BOOT_JSON_VERSION, vmlinuz: kernel.vmlinuz, initrd: kernel.initrd, bytes: kernel.bytes };
+    writeFileSync(`${staged}/boot.json`, JSON.stringify(json) + '\n', { mode: 0o644, flag: 'wx' });
+    for (const f of ['vmlinuz', 'initrd.img', 'boot.json']) chmodSync(`${staged}/${f}`, 0o644); // checked regular files in our 0700 directory
+    chmodSync(staged, priv ? 0o700 : 0o755);
+    const dir = kernelsPath(layoutOf(config), digest);
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(staged, dir);
+    return true;
+  } finally {
+    rmSync(staged, { recursive: true, force: true });
+  }
+}
+
+/** The digest's boot files, when they are the kernel and initrd the verdict names, whole. */
+export function storedBootFiles(config: Config, digest: string, kernel: NonNullable<BootFacts['kernel']>): StoredBootFiles | undefined {
+  const dir = kernelsPath(layoutOf(config), digest);
+  try {
+    const j = JSON.parse(readFileSync(`${dir}/boot.json`, 'utf8')) as BootJson;
+    const same = j.v === BOOT_JSON_VERSION && j.vmlinuz === kernel.vmlinuz && j.initrd === kernel.initrd && j.bytes?.[0] === kernel.bytes[0] && j.bytes?.[1] === kernel.bytes[1];
+    if (same && wholeFile(`${dir}/vmlinuz`, kernel.bytes[0]) && wholeFile(`${dir}/initrd.img`, kernel.bytes[1])) return { dir, vmlinuz: `${dir}/vmlinuz`, initrd: `${dir}/initrd.img` };
+  } catch {
+    /* none, or an older version's: taken out again */
+  }
+  return undefined;
+}
+
+/** Does this node hold the boot files the verdict names (or does it name none)? */
+export function bootFilesHeld(config: Config, digest: string, v: Verdict): boolean {
+  const b = v.facts.boot;
+  return !b?.kernel || !b.root || storedBootFiles(config, digest, b.kernel) !== undefined;
+}
+
+/** Removes the digest's boot files: its copy was not kept. The caller holds the digest's lock. */
+export function dropBootFiles(config: Config, digest: string): void {
+  rmSync(kernelsPath(layoutOf(config), digest), { recursive: true, force: true });
+}
+
+/** Root's regular file of exactly `bytes` bytes, by descriptor. */
+function wholeFile(path: string, bytes: number): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    const st = fstatSync(fd);
+    return st.isFile() && st.uid === (process.getuid?.() ?? 0) && st.size === bytes && bytes > 0;
+  } finally {
+    closeSync(fd);
+  }
 }

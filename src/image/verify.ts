@@ -3,7 +3,7 @@
 // its verdict found in the store (verdicts.ts) or made with qemu-img and one
 // libguestfs appliance for all the images that need one.
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, rmSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault } from '../core/errors.js';
@@ -13,7 +13,7 @@ import { assertIdentity, NotTheAuthorisedFile, readHeader, type HeaderFacts } fr
 import { gatherGuestFacts } from './guestfs.js';
 import { resolveAccel } from './accel.js';
 import type { Expectation } from './rules.js';
-import { checkSums, judge, memoDigest, readVerdict, rememberDigest, shareVerdict, writeVerdict, type ImageReport, type Verdict } from './verdicts.js';
+import { checkSums, judge, keepBootFiles, memoDigest, readVerdict, rememberDigest, shareVerdict, stageBootFiles, writeVerdict, type ImageReport, type Verdict } from './verdicts.js';
 
 export interface Logish {
   info(o: object, msg: string): void;
@@ -115,6 +115,11 @@ export interface VerifyOptions {
   want: Expectation;
   signal?: AbortSignal;
   log?: Logish;
+  /**
+   * The prologue, on its cached copy: the appliance that inspects the image
+   * also takes out its kernel and initrd, kept with the verdict (keepBootFiles).
+   */
+  keepBootFiles?: boolean;
 }
 
 /** An image past the cheap checks: either its verdict is known, or it waits for libguestfs. */
@@ -169,13 +174,17 @@ export async function inspectImages(screened: readonly Screened[], o: VerifyOpti
     const { accel, how } = await resolveAccel(config, o.signal);
     const t0 = performance.now();
     o.log?.info({ images: pending.map((p) => p.img.path), accel, how }, 'inspecting images with libguestfs');
-    const facts = await gatherGuestFacts(pending.map((p) => ({ path: p.img.path, format: p.format.format })), config, { accel, signal: o.signal });
+    // With keepBootFiles the same appliance takes out each image's kernel and initrd; a look that did not finish keeps nothing.
+    const staged = pending.map((p) => (o.keepBootFiles ? stageBootFiles(config, p.digest) : undefined));
+    const facts = await gatherGuestFacts(pending.map((p, i) => ({ path: p.img.path, format: p.format.format, bootTo: staged[i] })), config, { accel, signal: o.signal })
+      .catch((e: unknown) => { for (const d of staged) if (d) rmSync(d, { recursive: true, force: true }); throw e; });
     const { effectiveDatasources } = await import('./datasources.js');
     for (const f of facts) f.datasources = effectiveDatasources(f);
     const gms = performance.now() - t0;
     pending.forEach((p, i) => {
       const v = writeVerdict(config, { digest: p.digest, format: p.format, facts: facts[i]!, ms: { qemuImg: Math.round(p.qemuMs), guestfs: Math.round(gms) } }, p.img.origin === 'user');
-      o.log?.info({ image: p.img.path, digest: p.digest, ms: v.ms }, 'verdict stored');
+      const kept = staged[i] !== undefined && keepBootFiles(config, p.digest, staged[i], facts[i]!.boot?.root ? facts[i]!.boot?.kernel : undefined, p.img.origin === 'user');
+      o.log?.info({ image: p.img.path, digest: p.digest, ms: v.ms, ...(o.keepBootFiles ? { bootFiles: kept } : {}) }, 'verdict stored');
       fresh.set(p, v);
     });
   }

@@ -282,7 +282,7 @@ async function bootVms(ctx: JobContext, o: {
   // qemu (the launch account) opens the base as the overlay's backing file.
   const privateTo = grantLaunchRead(o.acquired.base.path, o.account.gid);
   const [boot, jobOwner] = await Promise.all([
-    bootFiles(config, o.acquired.base, ctx.signal, privateTo),
+    bootFiles(config, o.acquired.base, o.acquired.report.verdict, { name: o.acquired.report.image.name, privateTo }),
     jobAccount(o.shared, config, ctx.args.user, ctx.args.group, ctx.signal),
   ]);
   const accel = await launchAccel(config, o.account, ctx.signal);

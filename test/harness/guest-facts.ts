@@ -17,6 +17,8 @@ export function compliantFacts(over: Partial<GuestFacts> = {}): GuestFacts {
     datasources: { errors: [] },
     // Some of Debian's own groups, and nogroup, which the tests' job owner (nobody) has.
     groupFile: { size: 64, entries: GROUPS.map(([name, gid]) => ({ name, gid })), bad: [] },
+    // A Debian kernel as the /vmlinuz and /initrd.img links name it: rule bootable.
+    boot: { kernel: { vmlinuz: '/boot/vmlinuz-6.1.0-25-amd64', initrd: '/boot/initrd.img-6.1.0-25-amd64', bytes: [8_000_000, 30_000_000] }, root: 'UUID=0b6c7a2e-4f4a-4b7c-8d1e-2f3a4b5c6d7e', rootDevice: '/dev/sda1', tooLarge: [] },
     ...over,
   };
   return { ...f, datasources: effectiveDatasources(f) };
