@@ -1,6 +1,12 @@
 // Admission's arithmetic (src/launch/admission.ts judge): never fits, fits but
 // not now, fits; each limit named in its message. Plain values in, a verdict out.
 import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isJobFault } from '../src/core/errors.js';
+import { qemuMemoryFault } from '../src/launch/qemu.js';
+import { ToolError, runTool } from '../src/tools/run.js';
 import { cpuCount, judge, memTotal, overlayWorst, ramdiskWorst, type AdmissionPolicy, type Capacity, type Holding } from '../src/launch/admission.js';
 
 const G = 1024 ** 3;
@@ -90,4 +96,22 @@ t.test('the edges parse what the kernel writes', async (t) => {
   t.equal(cpuCount('5'), 1);
   t.equal(cpuCount(''), 0);
   t.equal(cpuCount('x'), 0);
+});
+
+t.test("qemu that cannot get the guest's memory is the job's fault, with qemu's words; another qemu failure is not", async (t) => {
+  // Heuristic overcommit (vm.overcommit_memory 0) refuses a mapping larger than RAM and swap: more than any node here has.
+  const dir = mkdtempSync(join(tmpdir(), 'vt-admit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const argv = ['-machine', 'q35,accel=tcg', '-m', String(1024 * 1024), '-nodefaults', '-display', 'none', '-S', '-daemonize', '-pidfile', join(dir, 'qemu.pid')];
+  const e = await runTool('/usr/bin/qemu-system-x86_64', argv, { timeout: 60_000, toolKey: 'qemu_system' }).then(() => undefined, (x: unknown) => x);
+  t.ok(e instanceof ToolError, 'qemu failed');
+  const f = qemuMemoryFault(e, argv);
+  t.ok(f && isJobFault(f), `a job fault: ${(e as Error)?.message}`);
+  t.equal(f?.problems[0]?.id, 'vm-memory');
+  t.equal(f?.problems[0]?.where, 'ram (qemu -m 1048576)');
+  t.match(f?.problems[0]?.message, /Cannot allocate memory/);
+  t.equal(f?.cause, e, 'the cause is kept');
+  const other = await runTool('/usr/bin/qemu-system-x86_64', ['-machine', 'no-such-machine', '-display', 'none'], { timeout: 60_000, toolKey: 'qemu_system' }).then(() => undefined, (x: unknown) => x);
+  t.ok(other instanceof ToolError);
+  t.equal(qemuMemoryFault(other, []), undefined, 'stays what it was');
 });
