@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isJobFault } from '../src/core/errors.js';
+import { cpusOnNode } from '../src/slurm/contract.js';
 import { qemuMemoryFault } from '../src/launch/qemu.js';
 import { ToolError, runTool } from '../src/tools/run.js';
 import { cpuCount, judge, memTotal, overlayWorst, ramdiskWorst, type AdmissionPolicy, type Capacity, type Holding } from '../src/launch/admission.js';
@@ -114,4 +115,15 @@ t.test("qemu that cannot get the guest's memory is the job's fault, with qemu's 
   const other = await runTool('/usr/bin/qemu-system-x86_64', ['-machine', 'no-such-machine', '-display', 'none'], { timeout: 60_000, toolKey: 'qemu_system' }).then(() => undefined, (x: unknown) => x);
   t.ok(other instanceof ToolError);
   t.equal(qemuMemoryFault(other, []), undefined, 'stays what it was');
+});
+
+t.test("Slurm's SLURM_JOB_CPUS_PER_NODE: one count for all, else this node's place among the job's hosts", async (t) => {
+  t.equal(cpusOnNode('2', [], undefined), 2);
+  t.equal(cpusOnNode('2(x3)', ['a', 'b', 'c'], 'c'), 2);
+  t.equal(cpusOnNode('4,2(x2)', ['a', 'b', 'c'], 'a'), 4);
+  t.equal(cpusOnNode('4,2(x2)', ['a', 'b', 'c'], 'c'), 2);
+  t.equal(cpusOnNode('4,2(x2)', ['a', 'b', 'c'], 'z'), undefined, 'a node not in the list: nothing said');
+  t.equal(cpusOnNode('4;rm', ['a'], 'a'), undefined);
+  t.equal(cpusOnNode(undefined, ['a'], 'a'), undefined);
+  t.equal(cpusOnNode('0', ['a'], 'a'), undefined);
 });
