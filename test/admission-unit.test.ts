@@ -1,10 +1,13 @@
 // Admission's arithmetic (src/launch/admission.ts judge): never fits, fits but
 // not now, fits; each limit named in its message. Plain values in, a verdict out.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isJobFault } from '../src/core/errors.js';
+import { isJobFault, isNodeBusy, type JobFault, type NodeBusy } from '../src/core/errors.js';
+import { backingFor } from '../src/cache/overlays.js';
+import type { CachedBase } from '../src/cache/acquire.js';
 import { cpusOnNode } from '../src/slurm/contract.js';
 import { qemuMemoryFault } from '../src/launch/qemu.js';
 import { ToolError, runTool } from '../src/tools/run.js';
@@ -126,4 +129,33 @@ t.test("Slurm's SLURM_JOB_CPUS_PER_NODE: one count for all, else this node's pla
   t.equal(cpusOnNode('4;rm', ['a'], 'a'), undefined);
   t.equal(cpusOnNode(undefined, ['a'], 'a'), undefined);
   t.equal(cpusOnNode('0', ['a'], 'a'), undefined);
+});
+
+t.test("the ramdisk copy itself: larger than the ramdisk is the job's fault, no room now is a busy node; neither tells anyone to use sharedfs as the admin's fix", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vt-admit-rd-'));
+  const shm = join(dir, 'shm');
+  mkdirSync(shm, { mode: 0o755 });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4M,mode=0755', 'tmpfs', shm]);
+  t.teardown(() => { spawnSync('umount', ['-l', shm]); rmSync(dir, { recursive: true, force: true }); });
+  const base = (mib: number): CachedBase => {
+    const path = join(dir, `base-${mib}.raw`);
+    writeFileSync(path, Buffer.alloc(mib * M, 1));
+    return { digest: '0'.repeat(64), path, format: 'raw', size: mib * M };
+  };
+  const owner = { uid: 0, gid: 0, fileMode: 0o600, dirMode: 0o700 };
+  const job = (id: string) => {
+    mkdirSync(join(shm, id), { mode: 0o700 });
+    return { dir: join(dir, id), ramdisk: join(shm, id) };
+  };
+  const tooBig = (() => { try { backingFor({ base: base(8), dirs: job('1'), owner }); } catch (e) { return e; } })();
+  t.ok(isJobFault(tooBig), 'an 8 MiB copy on a 4 MiB ramdisk: the job\'s fault');
+  t.equal((tooBig as JobFault).problems[0]?.id, 'ramdisk-size');
+  t.notMatch((tooBig as JobFault).problems[0]?.fix ?? '', /\(admin\)/);
+  writeFileSync(join(shm, 'other'), Buffer.alloc(3 * M, 1));
+  const busy = (() => { try { backingFor({ base: base(2), dirs: job('2'), owner }); } catch (e) { return e; } })();
+  t.ok(isNodeBusy(busy), 'a 2 MiB copy beside 3 MiB of others on 4 MiB: busy');
+  t.equal((busy as NodeBusy).problems[0]?.id, 'ramdisk-busy');
+  t.notMatch((busy as NodeBusy).problems[0]?.fix ?? '', /sharedfs/);
+  rmSync(join(shm, 'other'));
+  t.equal(backingFor({ base: base(2), dirs: job('3'), owner }), join(shm, '3', 'base.raw'), 'with room, the copy is made');
 });

@@ -5,7 +5,7 @@
 // is never offlined; one that fits runs. The node is made "small" with
 // [launch] reserve_memory, so that it gives VMs exactly 3 GiB.
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Mom } from './harness/mom.js';
@@ -121,4 +121,24 @@ t.test('fs_type=ramdisk: the copy and the overlays at their worst against [cache
   t.match(r.er, 'use an image with a smaller virtual disk, fewer VMs per node, or fs_type=sharedfs');
   t.same(mom.pbsnodesCalls(), []);
   t.notOk(existsSync(join(mom.root, 'shm', '79.srv')), 'nothing copied into the ramdisk');
+});
+
+t.test("fs_type=ramdisk: a job whose overlays could not grow beside a running ramdisk job's waits in the queue; once that job ends, it runs", async (t) => {
+  const mom = new Mom();
+  // A 100 MiB tmpfs of the node's own: the test image's copy (1.2 MiB) and its overlay at its worst (64 MiB virtual) fit once, not twice.
+  const shm = join(mom.root, 'shm');
+  mkdirSync(shm, { recursive: true, mode: 0o755 });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=100M,mode=0755', 'tmpfs', shm]);
+  t.teardown(() => { spawnSync('umount', ['-l', shm]); });
+  const a = await mom.prologue({ id: '80.srv', script: script('fs_type=ramdisk'), qstat: { start_count: '1' } });
+  t.equal(a.code, 0, a.er);
+  const b = await mom.prologue({ id: '81.srv', script: script('fs_type=ramdisk'), qstat: { start_count: '1' } });
+  t.equal(b.code, 2, b.er);
+  t.match(b.er, 'node node01 has no room for VM job 81.srv now');
+  t.match(b.er, /the ramdisk has [0-9.]+ MiB free, of which other jobs' overlays may still take [0-9.]+ MiB/);
+  t.notMatch(b.er, /sharedfs/, 'nothing to change for the user, nothing for the admin');
+  t.same(offlines(mom), []);
+  t.equal((await mom.run('epilogue', { id: '80.srv' })).code, 0);
+  const again = await mom.prologue({ id: '81.srv', script: script('fs_type=ramdisk'), qstat: { start_count: '2' } });
+  t.equal(again.code, 0, again.er);
 });
