@@ -238,14 +238,15 @@ export function allocationOf(engine: BatchSystem, jobId: string, uid: number): A
 export function capacityOf(config: Config, ramdisk: boolean): Capacity {
   const cap: Capacity = { memTotal: memTotal(), cores: cpus().length };
   if (ramdisk) {
-    try {
-      const fs = statfsSync(config.paths.ramdisk_dir);
-      cap.ramdisk = { size: fs.blocks * fs.bsize, free: fs.bavail * fs.bsize };
-    } catch {
-      // Not made yet (the first ramdisk job makes it): its parent's file system is where it will be.
-      const parent = config.paths.ramdisk_dir.slice(0, config.paths.ramdisk_dir.lastIndexOf('/')) || '/';
-      const fs = statfsSync(parent);
-      cap.ramdisk = { size: fs.blocks * fs.bsize, free: fs.bavail * fs.bsize };
+    // Not made yet (the first ramdisk job makes it, and the directories above): the nearest existing one's file system is where it will be.
+    for (let dir = config.paths.ramdisk_dir; ; dir = dir.slice(0, dir.lastIndexOf('/')) || '/') {
+      try {
+        const fs = statfsSync(dir);
+        cap.ramdisk = { size: fs.blocks * fs.bsize, free: fs.bavail * fs.bsize };
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || dir === '/') throw e;
+      }
     }
   }
   return cap;
