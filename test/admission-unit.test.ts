@@ -11,7 +11,7 @@ import type { CachedBase } from '../src/cache/acquire.js';
 import { cpusOnNode } from '../src/slurm/contract.js';
 import { qemuMemoryFault } from '../src/launch/qemu.js';
 import { ToolError, runTool } from '../src/tools/run.js';
-import { cpuCount, judge, memTotal, overlayWorst, ramdiskWorst, type AdmissionPolicy, type Capacity, type Holding } from '../src/launch/admission.js';
+import { SEED_ROOM, cpuCount, judge, memTotal, overlayWorst, ramdiskWorst, type AdmissionPolicy, type Capacity, type Holding } from '../src/launch/admission.js';
 
 const G = 1024 ** 3;
 const M = 1024 ** 2;
@@ -75,7 +75,7 @@ t.test('vCPUs: the node\'s cores times vcpus_per_core, the job\'s CPUs, the othe
 t.test('ramdisk: the copy plus each overlay at its worst, against the per-job cap, the ramdisk and what running jobs may still take', async (t) => {
   const d = { vms: 2, ram: G, vcpus: 1, ramdisk: { base: 1 * G, virtualSize: 3 * G } };
   const worst = ramdiskWorst(G, 3 * G, 2);
-  t.equal(worst, G + 2 * overlayWorst(3 * G));
+  t.equal(worst, G + 2 * (overlayWorst(3 * G) + SEED_ROOM));
   t.ok(overlayWorst(3 * G) > 3 * G, 'qcow2 metadata on top of the virtual size');
   const capped = judge(d, node, {}, [], { ...policy, ramdiskJobMax: 4 * G });
   t.equal(capped.verdict, 'never');

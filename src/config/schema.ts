@@ -122,7 +122,7 @@ export const SCHEMA = {
     max_size: key(sizeType(1024 ** 2, 1024 ** 5), '200G', 'most space the cached base images may take together; past it, the least recently used images no job holds are evicted'),
     min_free: key(sizeType(0, 1024 ** 5), '5G', 'free space to keep on the cache filesystem after an ingest; evicts like max_size'),
     lease_max_age: key(durationType(3600, 366 * 86400), '14d', "a job's hold on its images ends after this long even if its epilogue never ran, once Torque no longer has the job"),
-    ramdisk_job_max: key(sizeType(1024 ** 2, 1024 ** 5), '16G', "the most of the ramdisk one fs_type=ramdisk job may take: its base copy plus each overlay at its worst (the image's virtual size: a guest cannot write past its disk). A job over it is refused (exit 1); one that fits but not beside the running ramdisk jobs' worst cases goes back to the queue"),
+    ramdisk_job_max: key(sizeType(1024 ** 2, 1024 ** 5), '16G', "the most of the ramdisk one fs_type=ramdisk job may take: its base copy plus each VM's overlay at its worst (the image's virtual size: a guest cannot write past its disk) and its seed. A job over it is refused (exit 1); one that fits but not beside the running ramdisk jobs' worst cases goes back to the queue"),
     lock_stale: key(durationType(2, 300), '10s', 'a lock whose holder stopped refreshing it this long ago (a killed prologue) is taken over'),
   },
   jobfiles: {

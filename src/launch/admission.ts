@@ -90,9 +90,12 @@ export function overlayWorst(virtualSize: number): number {
   return virtualSize + Math.ceil(virtualSize / 4096) + 2 * 1024 * 1024;
 }
 
-/** The ramdisk a job may come to take: its base copy and every overlay at its worst. */
+/** Each VM's seed medium sits beside its overlay (an ISO of a few hundred KiB; a FAT image of at least 1 MiB, twice its files). */
+export const SEED_ROOM = 4 * 1024 * 1024;
+
+/** The ramdisk a job may come to take: its base copy, and every VM's overlay at its worst and its seed. */
 export function ramdiskWorst(base: number, virtualSize: number, vms: number): number {
-  return base + vms * overlayWorst(virtualSize);
+  return base + vms * (overlayWorst(virtualSize) + SEED_ROOM);
 }
 
 /**
@@ -164,7 +167,7 @@ export function judge(d: Demand, cap: Capacity, alloc: Allocation, others: reado
   if (d.ramdisk) {
     const worst = ramdiskWorst(d.ramdisk.base, d.ramdisk.virtualSize, d.vms);
     ramdisk = { worst, used: 0 };
-    const parts = `the base copy (${fmt(d.ramdisk.base)}) and ${plural(d.vms, 'overlay')} that may grow to the image's virtual size (${fmt(d.ramdisk.virtualSize)}): ${fmt(worst)}`;
+    const parts = `the base copy (${fmt(d.ramdisk.base)}) and ${plural(d.vms, 'overlay')} that may grow to the image's virtual size (${fmt(d.ramdisk.virtualSize)}), with their seeds: ${fmt(worst)}`;
     const fix = 'use an image with a smaller virtual disk, fewer VMs per node, or fs_type=sharedfs';
     if (worst > p.ramdiskJobMax) {
       never.push({ id: 'ramdisk-job-max', where: 'fs_type=ramdisk', message: `a job may take at most ${fmt(p.ramdiskJobMax)} of this node's ramdisk ([cache] ramdisk_job_max); ${parts}`, fix });
