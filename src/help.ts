@@ -7,7 +7,9 @@ import { VERSION } from './version.js';
 const EXIT_CODES = `Exit codes:
   0  the job runs (or the check passed)
   1  the job's fault: bad #VM request, image not allowed or not compliant. Torque aborts the job.
-  2  the node's fault: config, tools, disk, locks, deadline. Torque requeues the job.`;
+  2  the node's fault: config, tools, disk, locks, deadline. Torque requeues the job.
+     Also a busy node: the job fits this node but other VM jobs hold the room now;
+     Torque requeues it and the node is not taken offline.`;
 
 export const HELP: Record<string, string> = {
   main: `vtorque-prologue ${VERSION}: Torque prologue for jobs that run in VMs
@@ -196,13 +198,16 @@ A job's fault (a bad request, an image that fails the requirements) cancels the
 job with the reason in its comment (scontrol show job, squeue -o %k) and exits 0,
 so that the node stays up. A node's fault drains the node with a "vtorque:"
 reason (an operator's own reason is kept) and exits 2; slurmd then holds the job.
+A busy node (the job fits, but other VM jobs hold the room now) puts the job back
+in the queue (scontrol requeue, the reason in its comment) and exits 0: the node
+is not drained.
 
 Example (the wrapper slurm.conf's Prolog= names, root-owned 0755):
   #!/bin/sh
   exec /usr/bin/node /usr/local/bin/vtorque-prologue slurm-prolog
 
 Exit codes:
-  0  the job runs, or it was refused and cancelled with the reason in its comment
+  0  the job runs, or it was refused and cancelled, or requeued for a busy node, with the reason in its comment
   2  the node's fault: the node is drained with a "vtorque:" reason`;
 
 HELP['slurm-epilog'] = `vtorque-prologue [--config FILE] slurm-epilog

@@ -39,8 +39,9 @@ function qemuInfo(path: string): Record<string, unknown> {
 }
 
 t.test('8 prologues at once on a cold node: one ingest, one verification, an overlay per VM; a second job copies nothing; epilogues clean up', async (t) => {
-  const mom = new Mom({ privateCache: true });
-  const jobs: Job[] = Array.from({ length: 8 }, (_, i) => ({ id: `${100 + i}.srv`, script: script('img=debian12.qcow2,vms_per_node=2') }));
+  // 16 VMs on one node: small ones, with vCPUs unchecked, so that admission (src/launch/admission.ts) lets them all in.
+  const mom = new Mom({ privateCache: true, ini: '[launch]\nvcpus_per_core = 0\n' });
+  const jobs: Job[] = Array.from({ length: 8 }, (_, i) => ({ id: `${100 + i}.srv`, script: script('img=debian12.qcow2,vms_per_node=2,ram=512M') }));
   const rs = await Promise.all(jobs.map((j) => mom.prologue(j)));
   rs.forEach((r, i) => t.equal(r.code, 0, `job ${jobs[i]!.id}: ${r.er}`));
   t.equal(count(mom, 'image ingested'), 1, 'exactly one prologue copied the image');

@@ -8,6 +8,7 @@
 //   tmp/                      ingests in progress; swept when their process is gone
 //   quarantine/               bases `cache verify` found corrupt, kept for the admin to look at
 //   ended/<jobid>.json        the epilogue's marker: the job ended while its prologue ran (src/pipeline/ended.ts)
+//   admission/<jobid>.json    what a running prologue reserved of this node's memory, vCPUs and ramdisk (src/launch/admission.ts)
 //   kvm-probe-<hash>.json     the KVM probe's answer for the VMs' and libguestfs's qemu options, per kernel and qemu
 //   kvm-probe-vmlinuz         the node's kernel for that probe, when /boot keeps it root's alone
 // Per job, under [paths] job_dir/<jobid>/ (and ramdisk_dir/<jobid>/ for fs_type=ramdisk).

@@ -4,7 +4,7 @@
 import { constants, copyFileSync, lstatSync, mkdirSync, renameSync, rmSync, statfsSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { formatBytes } from '../config/values.js';
-import { NodeFault } from '../core/errors.js';
+import { JobFault, NodeBusy, NodeFault } from '../core/errors.js';
 import { runTool } from '../tools/run.js';
 import type { CachedBase } from './acquire.js';
 import { ownDir, ownFile, type FileOwner, type JobDirs } from './jobdir.js';
@@ -69,26 +69,38 @@ async function placeOverlay(o: OverlayOptions, index: number, backing: string, m
   return { index, path, backing };
 }
 
+// Admission (launch/admission.ts) has judged the job's share of the ramdisk
+// already; what is left here is the room at this moment. A copy that could
+// never fit the ramdisk is the job's to change (its image or fs_type); one
+// that does not fit beside what other jobs and programs keep in RAM now waits
+// in the queue. Neither says anything about the node's health.
 function copyToRamdisk(base: CachedBase, dir: string, owner: FileOwner): string {
   const need = lstatSync(base.path).blocks * 512;
   const fs = statfsSync(dir);
   const free = fs.bavail * fs.bsize;
-  if (free < need) {
-    throw new NodeFault(`the ramdisk has no room for the job's VM disks`, [
-      { id: 'ramdisk-full', where: dir, message: `needs ${formatBytes(need)} for the base image; ${formatBytes(free)} free`, fix: 'use fs_type=sharedfs, or give [paths] ramdisk_dir more room' },
+  const size = fs.blocks * fs.bsize;
+  if (need > size) {
+    throw new JobFault(`the image does not fit this node's ramdisk`, [
+      { id: 'ramdisk-size', where: 'fs_type=ramdisk', message: `its base copy needs ${formatBytes(need)}; the ramdisk holds ${formatBytes(size)} in all`, fix: 'use a smaller image, or fs_type=sharedfs' },
     ]);
   }
+  if (free < need) throw ramdiskBusy(dir, need, free);
   const path = `${dir}/base.${base.format}`;
   try {
     copyFileSync(base.path, path);
   } catch (e) {
     rmSync(path, { force: true });
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
+    if (code === 'ENOSPC') throw ramdiskBusy(dir, need, free, e);
     throw new NodeFault(`cannot copy the base image to the ramdisk (${code})`, [
-      { id: 'ramdisk-full', where: dir, message: `copying ${formatBytes(need)} failed: ${code}`, fix: 'use fs_type=sharedfs, or give [paths] ramdisk_dir more room' },
-    ]);
+      { id: 'ramdisk-copy', where: dir, message: `copying ${formatBytes(need)} failed: ${code}`, fix: 'check [paths] ramdisk_dir (a tmpfs root can write) and run vtorque-prologue doctor' },
+    ], { cause: e });
   }
   // The VMs only read it; make that so.
   ownFile(path, { ...owner, fileMode: owner.fileMode & 0o444 });
   return path;
 }
+
+const ramdiskBusy = (dir: string, need: number, free: number, cause?: unknown) => new NodeBusy(`the ramdisk has no room for the job's VM disks now`, [
+  { id: 'ramdisk-busy', where: 'fs_type=ramdisk', message: `its base copy needs ${formatBytes(need)}; ${formatBytes(free)} of ${dir.slice(0, dir.lastIndexOf('/'))} is free now`, fix: 'none needed: the job starts when a node has room' },
+], { cause });

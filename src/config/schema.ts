@@ -124,6 +124,7 @@ export const SCHEMA = {
     max_size: key(sizeType(1024 ** 2, 1024 ** 5), '200G', 'most space the cached base images may take together; past it, the least recently used images no job holds are evicted'),
     min_free: key(sizeType(0, 1024 ** 5), '5G', 'free space to keep on the cache filesystem after an ingest; evicts like max_size'),
     lease_max_age: key(durationType(3600, 366 * 86400), '14d', "a job's hold on its images ends after this long even if its epilogue never ran, once Torque no longer has the job"),
+    ramdisk_job_max: key(sizeType(1024 ** 2, 1024 ** 5), '16G', "the most of the ramdisk one fs_type=ramdisk job may take: its base copy plus each VM's overlay at its worst (the image's virtual size: a guest cannot write past its disk) and its seed. A job over it is refused (exit 1); one that fits but not beside the running ramdisk jobs' worst cases goes back to the queue"),
     lock_stale: key(durationType(2, 300), '10s', 'a lock whose holder stopped refreshing it this long ago (a killed prologue) is taken over'),
   },
   jobfiles: {
@@ -151,6 +152,9 @@ export const SCHEMA = {
     shutdown: key(seconds(1, 600), '20', 'seconds the epilogue waits after asking a VM to power off (ACPI) before it kills qemu'),
     network: key(enumType(['user', 'bridge'] as const), 'user', "user: each VM's NIC is qemu's user-mode NAT (outbound only), and a job's VMs on this node also share a private segment (eth1, 10.254.0.<index+1>/24, in each other's /etc/hosts) that no other job or user reaches; VMs on other nodes are not on it. bridge: each VM gets a tap device on [launch] bridge, made by the prologue for the launch account and removed by the epilogue; the VMs are then on the site's network (DHCP or [seed] network = static), across nodes too"),
     bridge: key(stringType(/^(?!\.\.?$)[A-Za-z0-9_.-]{1,15}$/, 'a network interface name (at most 15 characters)'), 'br0', 'for network = bridge: the bridge the taps join (the admin creates it)'),
+    reserve_memory: key(sizeType(0, 16 * 1024 ** 4), '2G', "memory the host keeps for itself (the OS, pbs_mom or slurmd, page cache): a job's VMs on this node get at most MemTotal minus this, less what other VM jobs here hold. A request larger than that can never fit and is refused (exit 1, naming the limit); one that fits but not now goes back to the queue, the node stays up (doc/admin.md, Admission)"),
+    vm_memory_overhead: key(sizeType(0, 64 * 1024 ** 3), '256M', "memory counted per VM on top of its ram, for qemu itself (its code, device emulation, TCG's translation cache) in admission"),
+    vcpus_per_core: key(intType(0, 64), '4', "vCPU overcommit: this node's VMs may have at most this many vCPUs per core in all (per CPU of the job's allocation where its cgroup's cpuset names them); 1 is no overcommit; 0 turns the vCPU check off. A request over the node's or the job's share is refused (exit 1); over what other VM jobs leave, it goes back to the queue"),
     extra_args: key(qemuArgsType, '', 'extra qemu arguments appended to every VM, space separated (no shell, no quoting); e.g. -cpu host,-arch-capabilities'),
   },
   seed: {

@@ -174,8 +174,27 @@ export interface BatchSystem {
   /** Whether this node still holds the job (a local trace the batch system keeps). */
   runsHere(config: Config, jobId: string): boolean;
 
-  /** The fault policy: the exit code of a hook whose job failed, whose node failed, or whose job was deleted meanwhile. */
-  readonly exits: { jobFault: ExitCode; nodeFault: ExitCode; jobGone: ExitCode };
+  /**
+   * The fault policy: the exit code of a hook whose job failed, whose node
+   * failed, whose node was busy (the job fits, not now: core/errors.ts
+   * NodeBusy; the job goes back to the queue, the node stays up), or whose job
+   * was deleted meanwhile.
+   */
+  readonly exits: { jobFault: ExitCode; nodeFault: ExitCode; nodeBusy: ExitCode; jobGone: ExitCode };
+  /**
+   * A prologue's NodeBusy, for a batch system whose hook cannot requeue a job
+   * by its exit code without taking the node out (Slurm drains on any non-zero
+   * Prolog exit): puts the job back in the queue itself. Throws when it could
+   * not. Absent: exits.nodeBusy requeues the job (Torque).
+   */
+  requeueOnBusy?(o: { config?: Config; jobId: string; reason: string }): Promise<OfflineReport>;
+  /**
+   * Memory (bytes) and CPUs this job may use on this node where the batch
+   * system's allocation says, beyond its cgroups (launch/admission.ts reads
+   * those through jobCgroup): Slurm's SLURM_MEM_PER_NODE, SLURM_CPUS_ON_NODE.
+   * Absent or empty: the cgroups alone.
+   */
+  jobAllocation?(): { memory?: { bytes: number; from: string }; cpus?: { count: number; from: string } };
   /** Takes the node out of scheduling after a node fault, when the config asks for it. `configFile`: for a config that did not load. */
   offlineOnFault(o: { config?: Config; configFile?: string; job?: { kind: HookKind; env: JobEnv; hosts?: readonly string[]; ownNumbering?: boolean }; jobId: string; reason: string }): Promise<OfflineReport>;
   /**

@@ -45,7 +45,20 @@ export class NodeFault extends VtorqueError {
   readonly exitCode = EXIT_NODE_FAULT;
 }
 
-export function isVtorqueError(e: unknown): e is JobFault | NodeFault {
+/**
+ * The job fits this node, but not now: other jobs hold the memory, vCPUs or
+ * ramdisk it needs (launch/admission.ts). Requeued as a node fault is (Torque:
+ * exit 2; Slurm: the engine's requeueOnBusy), but the node is never taken out
+ * of scheduling: nothing is wrong with it. max_start_count still ends the loop.
+ */
+export class NodeBusy extends VtorqueError {
+  override readonly name = 'NodeBusy';
+  readonly exitCode = EXIT_NODE_FAULT;
+  /** A brand, as vtorqueFault: the bundles have separate classes. */
+  readonly nodeBusy = true;
+}
+
+export function isVtorqueError(e: unknown): e is JobFault | NodeFault | NodeBusy {
   return typeof e === 'object' && e !== null && (e as { vtorqueFault?: unknown }).vtorqueFault === true;
 }
 
@@ -53,8 +66,13 @@ export function isJobFault(e: unknown): e is JobFault {
   return isVtorqueError(e) && e.exitCode === EXIT_JOB_FAULT;
 }
 
+/** A node fault proper: the node is unfit (a busy node is not: isNodeBusy). */
 export function isNodeFault(e: unknown): e is NodeFault {
-  return isVtorqueError(e) && e.exitCode === EXIT_NODE_FAULT;
+  return isVtorqueError(e) && e.exitCode === EXIT_NODE_FAULT && !isNodeBusy(e);
+}
+
+export function isNodeBusy(e: unknown): e is NodeBusy {
+  return isVtorqueError(e) && (e as { nodeBusy?: unknown }).nodeBusy === true;
 }
 
 /**

@@ -83,3 +83,29 @@ export function joinJobCgroups(jobCgroup: string, pids: readonly number[], mount
   }
   return { joined, failed };
 }
+
+/**
+ * The first line of <mount>/<jobCgroup>/<file> in the first v1 hierarchy that
+ * has it (memory.limit_in_bytes in the memory hierarchy, cpuset.cpus in the
+ * cpuset one), with the directory it came from; undefined where the batch
+ * system made no such cgroup. The same checks as joinJobCgroups: plain names,
+ * root's directories, no link.
+ */
+export function readJobCgroup(jobCgroup: string, file: string, mounts = cgroupV1Mounts()): { value: string; dir: string } | undefined {
+  if (!isJobCgroupPath(jobCgroup) || !COMPONENT.test(file)) return undefined;
+  for (const mount of mounts) {
+    const dir = `${mount}/${jobCgroup}`;
+    try {
+      if (!rootDirs(mount, jobCgroup)) continue;
+      const fd = openSync(`${dir}/${file}`, constants.O_RDONLY | constants.O_NOFOLLOW);
+      try {
+        return { value: readFileSync(fd, 'utf8').split('\n')[0]!.trim(), dir };
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      continue;
+    }
+  }
+  return undefined;
+}

@@ -18,7 +18,7 @@ import { spawn } from 'node:child_process';
 import { createConnection, type Socket } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault, stopReason } from '../core/errors.js';
-import { runTool } from '../tools/run.js';
+import { ToolError, runTool } from '../tools/run.js';
 import { groupOf, initGroupsOf, passwdOf } from '../tools/nss.js';
 import { FrameDecoder, encodeFrame, parseReady, FRAME } from './protocol.js';
 import type { BootFiles } from './bootfiles.js';
@@ -378,15 +378,34 @@ export function guardBoot(config: Config, account: LaunchAccount, runDir: string
 
 /** Starts one VM's qemu as the launch account; -daemonize returns once qemu is up. Returns its pid. */
 export async function startVm(config: Config, account: LaunchAccount, argv: string[], paths: VmRunPaths, signal?: AbortSignal): Promise<number> {
-  await runTool(...asLaunchAccount(config, account, config.tools.qemu_system, argv), {
-    timeout: config.timeouts.tool * 1000, toolKey: 'qemu_system', cwd: paths.runDir, signal, stdout: 'ignore',
-  });
+  try {
+    await runTool(...asLaunchAccount(config, account, config.tools.qemu_system, argv), {
+      timeout: config.timeouts.tool * 1000, toolKey: 'qemu_system', cwd: paths.runDir, signal, stdout: 'ignore',
+    });
+  } catch (e) {
+    throw qemuMemoryFault(e, argv) ?? e;
+  }
   const pid = qemuPid(config, paths.pidFile, account);
   if (pid === undefined) {
     throw launchFault('qemu started but left no pid file we can trust', `${paths.pidFile} is missing, or names no qemu of ${account.user}`, 'run qemu by hand as the launch account and see why');
   }
   killAtExit(pid);
   return pid;
+}
+
+/**
+ * qemu that could not get the guest's memory ("cannot set up guest memory
+ * 'pc.ram': Cannot allocate memory"): admission (launch/admission.ts) let the
+ * request in, so the host's memory went elsewhere meanwhile, or the job's own
+ * limit (its cgroup) is lower than its VMs. Either way the request is the
+ * job's to change, never a fault of the node.
+ */
+export function qemuMemoryFault(e: unknown, argv: readonly string[]): JobFault | undefined {
+  if (!(e instanceof ToolError) || e.failure !== 'failed' || !/cannot allocate memory|cannot set up guest memory|\bENOMEM\b|out of memory/i.test(e.stderrHead)) return undefined;
+  const m = argv[argv.indexOf('-m') + 1];
+  return new JobFault('qemu could not allocate the memory its VM asks for', [
+    { id: 'vm-memory', where: m && argv.includes('-m') ? `ram (qemu -m ${m})` : 'ram', message: e.stderrHead.slice(0, 300), fix: 'ask for less ram per VM or fewer VMs per node, or for more memory from the batch system' },
+  ], { cause: e });
 }
 
 /**

@@ -3,9 +3,9 @@
 // must be delivered by hand because the batch system will not deliver it.
 import type { Config } from '../config/schema.js';
 import type { BatchSystem, HookKind, JobArgs, JobEnv, JobRecord } from '../core/engine.js';
-import { EXIT_JOB_FAULT, JobFault, NodeFault, exitCodeOf, isJobFault, isNodeFault, isVtorqueError, type ExitCode } from '../core/errors.js';
+import { EXIT_JOB_FAULT, JobFault, NodeBusy, NodeFault, exitCodeOf, isJobFault, isNodeBusy, isNodeFault, isVtorqueError, type ExitCode } from '../core/errors.js';
 import type { HookIO } from '../core/io.js';
-import { CHECK_HINT, YOU, forAdmin, jobFaultReport, nodeFaultReport, line } from '../report/user.js';
+import { CHECK_HINT, YOU, forAdmin, jobFaultReport, nodeBusyReport, nodeFaultReport, line } from '../report/user.js';
 import type { Logger } from '../report/log.js';
 import { jobLogger, shortHostname } from './context.js';
 import type { VmRequest } from '../request/resolve.js';
@@ -37,7 +37,7 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
   const jobId = ctx.args?.jobId ?? 'unknown';
   const base = ctx.log ?? (ctx.config ? jobLogger(ctx.config, ctx.kind, jobId, ctx.io) : undefined);
   const log = base?.child({ stage: 'report' });
-  let err: JobFault | NodeFault = isVtorqueError(e)
+  let err: JobFault | NodeFault | NodeBusy = isVtorqueError(e)
     ? e
     : new NodeFault(`internal error: ${(e as Error)?.message ?? String(e)}`, [
       { id: 'internal', message: String((e as Error)?.stack ?? e).split('\n').slice(0, 3).join(' | '), fix: 'report this to the vtorque-prologue maintainers with the admin log' },
@@ -60,18 +60,40 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
 
   // A requeued job is restarted at once (a node fault's exit code), so a
   // sick node would loop it forever. Past max_start_count, stop the loop.
+  // A busy node requeues the job too (it fits, not now), so the same bound holds.
   let hints: string[] = [CHECK_HINT];
-  if (isNodeFault(err) && ctx.config && attrs?.startCount !== undefined && attrs.startCount >= ctx.config.policy.max_start_count) {
+  if ((isNodeFault(err) || isNodeBusy(err)) && ctx.config && attrs?.startCount !== undefined && attrs.startCount >= ctx.config.policy.max_start_count) {
     log?.error({ startCount: attrs.startCount, max: ctx.config.policy.max_start_count }, 'start count reached: aborting instead of requeueing');
     // The node's problems stay the admin's, as in the requeue reports before; the user's one step says it is theirs.
-    err = new JobFault(`it was started ${attrs.startCount} times and each time a node could not prepare it (last: ${err.message})`, [
-      ...err.problems.map(forAdmin),
+    const each = isNodeBusy(err) ? 'each time its node had no room for it yet' : 'each time a node could not prepare it';
+    err = new JobFault(`it was started ${attrs.startCount} times and ${each} (last: ${err.message})`, [
+      ...(isNodeBusy(err) ? err.problems : err.problems.map(forAdmin)),
       { id: 'max-start-count', message: `aborted after ${attrs.startCount} starts so that it does not loop in the queue`, fix: `${YOU}resubmit later; if it keeps happening, give your admin the job id ${jobId}` },
     ], { cause: err });
     // The script is not at fault, so check --job would find nothing: no hint beyond the fix lines.
     hints = [];
   } else if (isJobFault(err) && ctx.config && ctx.args) {
     hints = await imageHints(err, ctx, attrs, log);
+  }
+
+  // A busy node puts the job back in the queue and stays up. A batch system
+  // whose exit codes cannot say that (Slurm) requeues the job itself; if it
+  // cannot, the job is refused with the reason rather than the node drained.
+  let requeued: string | undefined;
+  if (isNodeBusy(err) && isPrologue && ctx.engine.requeueOnBusy) {
+    try {
+      const r = await ctx.engine.requeueOnBusy({ config: ctx.config, jobId, reason: `node busy, job requeued: ${err.message}` });
+      if (r.log.data) log?.[r.log.level](r.log.data, r.log.message);
+      else log?.[r.log.level](r.log.message);
+      requeued = r.said;
+    } catch (re) {
+      log?.error({ err: String((re as Error).message) }, 'the job could not be requeued for a busy node: refusing it instead');
+      err = new JobFault(`${err.message}, and the job could not be put back in the queue`, [
+        ...err.problems,
+        { id: 'requeue', message: String((re as Error).message).split('\n')[0]!.slice(0, 300), fix: `${YOU}resubmit the job; submit it as requeueable if your site allows that` },
+      ], { cause: re });
+      hints = [];
+    }
   }
 
   // A batch system that cannot refuse a job by exit code ends it here; failing that, the node's fault policy holds the job.
@@ -93,10 +115,13 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
 
   const lines = isJobFault(err)
     ? jobFaultReport(jobId, err.message, err.problems, { name: ctx.args?.jobName, workdir: ctx.env.workdir }, hints)
-    : nodeFaultReport(jobId, await shownNodeName(ctx, place), err.message, err.problems);
+    : isNodeBusy(err)
+      ? nodeBusyReport(jobId, await shownNodeName(ctx, place), err.message, err.problems)
+      : nodeFaultReport(jobId, await shownNodeName(ctx, place), err.message, err.problems);
   // Said in the job's .ER too: with a broken ini there is no admin log to say it in.
   if (offlined) lines.push(line(`(admin) ${offlined}`));
   if (cancelled) lines.push(line(cancelled));
+  if (requeued) lines.push(line(requeued));
   const text = lines.join('\n') + '\n';
   ctx.io.err(text);
 
@@ -111,7 +136,8 @@ export async function handleFailure(e: unknown, ctx: FailureContext): Promise<Ex
     }
   }
   log?.flush?.();
-  return exitCodeOf(err) === EXIT_JOB_FAULT ? ctx.engine.exits.jobFault : ctx.engine.exits.nodeFault;
+  if (exitCodeOf(err) === EXIT_JOB_FAULT) return ctx.engine.exits.jobFault;
+  return isNodeBusy(err) ? ctx.engine.exits.nodeBusy : ctx.engine.exits.nodeFault;
 }
 
 // A sick node takes itself out of scheduling (the engine decides how and

@@ -35,6 +35,8 @@ import {
   type LaunchAccel, type LaunchAccount,
 } from '../launch/qemu.js';
 import { launchAccel } from '../launch/kvm.js';
+import { admit, releaseAdmission, type Demand } from '../launch/admission.js';
+import { lstatSync } from 'node:fs';
 
 export interface PrologueInput {
   args: JobArgs;
@@ -133,8 +135,18 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     launchAccountP?.catch(() => undefined);
     jobAccount(shared, config, args.user, args.group, ctx.signal).catch(() => undefined);
     jr.crossCheck?.catch(() => undefined);
+    // Before any copy or boot: whether this node has room for its VMs of the job (launch/admission.ts).
+    const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
+    const demand = { vms: mine.length, ram: resolved.ram, vcpus: resolved.vcpus };
+    const admitted = async (more?: Partial<Demand>) => admit({
+      config, engine: ctx.engine, jobId: args.jobId, demand: { ...demand, ...more }, signal: ctx.signal,
+      uid: (await jobAccount(shared, config, args.user, args.group, ctx.signal)).uid, manifestOwners: [0, (await ownerP).uid],
+    });
+    await admitted();
     const acquired = await checkImage(ctx, resolved, shared);
     published('preparing its image');
+    // The ramdisk's share once the base is known: its copy, and the overlays at their worst.
+    if (resolved.fs_type === 'ramdisk') await admitted({ ramdisk: { base: (lstatSync(acquired.base.path).blocks ?? 0) * 512, virtualSize: acquired.report.verdict.format.virtualSize } });
     const report = acquired.report;
     if (report.family === 'osv') {
       throw new JobFault(`image ${report.image.name} is an OSv unikernel: OSv guests have no shell to run a job script in`, [
@@ -158,7 +170,6 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     published('making its job directory');
     const v0 = performance.now();
     const makeOverlay = overlayMaker({ config, base: acquired.base, dirs, owner, signal: ctx.signal }, backingFor({ base: acquired.base, dirs, owner }));
-    const mine = place.vms.filter((v) => v.host === place.hosts[place.position]);
     const made = await Promise.all(mine.map(async (vm) => {
       const overlay = await makeOverlay(vm.index);
       const seed = await writeSeed({
@@ -183,6 +194,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const manifestPath = writeManifest(ctx, { ...jr, request }, place, acquired, dirs, overlays, seeds, owner, booted);
     // The last look: from here on only the epilogue removes what the job has.
     published('writing its manifest');
+    releaseAdmission(config, args.jobId);
     log.child({ stage: 'manifest' }).info({ path: manifestPath, ms: Math.round(performance.now() - t0) }, 'job prepared');
     for (const l of [...summary(args.jobId, request, manifestPath, acquired, seeds), ...booted?.said ?? []]) io.out(line(l) + '\n');
     // Only now are the VMs the job's: a prologue that dies before this line leaves none behind.
@@ -203,6 +215,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
       if (config.launch.network === 'bridge') await removeTaps(config, args.jobId);
       removeJobDirs(config, args.jobId, !cleared);
       removeLease(layoutOf(config), args.jobId);
+      releaseAdmission(config, args.jobId);
       if (gone) clearEnded(config, args.jobId);
     } catch (ce) {
       log.child({ stage: 'cleanup' }).warn({ err: String((ce as Error).message) }, 'could not remove the job files after the failure');

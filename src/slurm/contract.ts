@@ -26,6 +26,27 @@ export interface SlurmJobEnv extends CoreJobEnv {
   nodeName?: string;
   /** SLURM_CONF: which cluster the Slurm tools we run must talk to (a site's, or a test's private one). */
   slurmConf?: string;
+  /** SLURM_JOB_CPUS_PER_NODE as slurmd gives it to the Prolog ("4,2(x2)": per node, in SLURM_NODELIST's order). */
+  cpusPerNode?: string;
+}
+
+const CPUS_PER_NODE = /^[0-9]{1,6}(?:\(x[0-9]{1,6}\))?(?:,[0-9]{1,6}(?:\(x[0-9]{1,6}\))?){0,1023}$/;
+
+/**
+ * This node's CPUs from SLURM_JOB_CPUS_PER_NODE: one count for every node, or
+ * the count at this node's place among the job's distinct hosts. undefined
+ * where it does not say.
+ */
+export function cpusOnNode(spec: string | undefined, hosts: readonly string[], node: string | undefined): number | undefined {
+  if (!spec || !CPUS_PER_NODE.test(spec)) return undefined;
+  const counts: number[] = [];
+  for (const part of spec.split(',')) {
+    const m = /^([0-9]+)(?:\(x([0-9]+)\))?$/.exec(part)!;
+    for (let i = 0; i < Number(m[2] ?? 1) && counts.length <= hosts.length + 1; i++) counts.push(Number(m[1]));
+  }
+  if (new Set(counts).size === 1) return counts[0]! > 0 ? counts[0] : undefined;
+  const at = node ? hosts.indexOf(node) : -1;
+  return at >= 0 && counts[at]! > 0 ? counts[at] : undefined;
 }
 
 // Slurm job ids are plain numbers (an array task has one of its own in SLURM_JOB_ID).
@@ -65,6 +86,7 @@ export function readSlurmEnv(hook: SlurmHook, argv: readonly string[], env: Node
       nodeList: env.SLURM_NODELIST || undefined,
       nodeName,
       slurmConf: env.SLURM_CONF?.startsWith('/') ? env.SLURM_CONF : undefined,
+      cpusPerNode: env.SLURM_JOB_CPUS_PER_NODE || undefined,
     },
   };
 }

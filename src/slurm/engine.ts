@@ -9,8 +9,8 @@ import { hostname } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault } from '../core/errors.js';
 import type { BatchSystem, BatchTerms, GuestJob, GuestVars, HookKind, JobArgs, JobRecord, LogNote, NodeName, OfflineReport, ReportTarget } from '../core/engine.js';
-import { isSlurmJobId, slurmJobArgs, slurmNodeName, slurmTools, type SlurmJobEnv } from './contract.js';
-import { cancelWithReason, drainNode, isForged, showJob, type parseShowLine, type SlurmCall } from './scontrol.js';
+import { cpusOnNode, isSlurmJobId, slurmJobArgs, slurmNodeName, slurmTools, type SlurmJobEnv } from './contract.js';
+import { cancelWithReason, drainNode, requeueWithReason, isForged, showJob, type parseShowLine, type SlurmCall } from './scontrol.js';
 
 /** What the edge (slurm/hook.ts) learnt before the pipeline runs: the job's identity, its expanded host list. */
 export interface SlurmJob {
@@ -142,7 +142,23 @@ export function slurmEngine(job: SlurmJob | undefined, processEnv: NodeJS.Proces
 
     // Any non-zero Prolog exit drains the node and holds the job (22.05): a job
     // fault has cancelled its job already (cancelOnFault) and must exit 0.
-    exits: { jobFault: EXIT_RUN, nodeFault: EXIT_NODE_FAULT, jobGone: EXIT_RUN },
+    // The Prolog gets the job's CPUs per node (22.05 gives it no memory
+    // variable: a memory limit comes from the job's cgroup where slurmd made
+    // one, launch/admission.ts).
+    jobAllocation() {
+      const hosts = [...new Set((job?.hosts ?? '').split('\n').map((h) => h.trim()).filter(Boolean))];
+      const count = cpusOnNode(env?.cpusPerNode, hosts, env?.nodeName);
+      return count ? { cpus: { count, from: 'SLURM_JOB_CPUS_PER_NODE' } } : {};
+    },
+
+    // A busy node has requeued its job already (requeueOnBusy) and must exit 0 too.
+    exits: { jobFault: EXIT_RUN, nodeFault: EXIT_NODE_FAULT, nodeBusy: EXIT_RUN, jobGone: EXIT_RUN },
+
+    async requeueOnBusy(o) {
+      const comment = await requeueWithReason(call(o.config), o.jobId, o.reason);
+      const said = `job ${o.jobId} was put back in the queue; its comment says "${comment}" (scontrol show job ${o.jobId})`;
+      return { said, log: { level: 'info', data: { comment }, message: said } };
+    },
 
     async cancelOnFault(o) {
       try {

@@ -85,6 +85,19 @@ export async function cancelWithReason(c: SlurmCall, jobId: string, reason: stri
   return comment;
 }
 
+/**
+ * Puts our reason in the job's comment, then puts the job back in the queue
+ * (scontrol requeue: slurmctld ends it on its nodes and it waits to be
+ * scheduled again, Restarts counting up). Fails for a job that may not be
+ * requeued (sbatch --no-requeue, JobRequeue=0).
+ */
+export async function requeueWithReason(c: SlurmCall, jobId: string, reason: string): Promise<string> {
+  const comment = slurmText(reason);
+  await runTool(c.tools.scontrol, ['update', `jobid=${jobId}`, `comment=${comment}`], opts(c, 'scontrol'));
+  await runTool(c.tools.scontrol, ['requeue', jobId], opts(c, 'scontrol'));
+  return comment;
+}
+
 export type DrainOutcome =
   | { action: 'drained'; node: string; reason: string }
   | { action: 'drained-kept-reason'; node: string; reason: string };

@@ -149,8 +149,8 @@ export function torqueEngine(processEnv: NodeJS.ProcessEnv): BatchSystem {
 
     // pbs_mom (start_exec.c handle_prologs): 1 is JOB_EXEC_FAIL2, abort, which
     // also keeps the starter child of a job deleted meanwhile from starting its
-    // shell; 2 is a requeue.
-    exits: { jobFault: EXIT_JOB_FAULT, nodeFault: EXIT_NODE_FAULT, jobGone: EXIT_JOB_FAULT },
+    // shell; 2 is a requeue, for a busy node too (the node is not offlined then).
+    exits: { jobFault: EXIT_JOB_FAULT, nodeFault: EXIT_NODE_FAULT, nodeBusy: EXIT_NODE_FAULT, jobGone: EXIT_JOB_FAULT },
 
     // Torque restarts a requeued job at once, about four times a second, so a
     // node that cannot prepare VM jobs takes itself out of scheduling, as LBNL
