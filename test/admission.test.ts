@@ -56,7 +56,7 @@ t.test('fits, but not beside the VM job already here: requeued (exit 2), the nod
   t.equal(a.code, 0, a.er);
   const b = await mom.prologue({ id: '73.srv', script: script('ram=2G'), qstat: { start_count: '1' } });
   t.equal(b.code, 2, b.er);
-  t.match(b.er, 'node node01 has no room for VM job 73.srv now');
+  t.match(b.er, 'node node01 cannot take VM job 73.srv now');
   t.match(b.er, 'The job goes back to the queue');
   t.match(b.er, 'other VM jobs hold 1.3 GiB of the 3.0 GiB this node gives VMs (72.srv)');
   t.notMatch(b.er, /\(admin\)/, 'nothing for the admin to do');
@@ -134,7 +134,7 @@ t.test("fs_type=ramdisk: a job whose overlays could not grow beside a running ra
   t.equal(a.code, 0, a.er);
   const b = await mom.prologue({ id: '81.srv', script: script('fs_type=ramdisk'), qstat: { start_count: '1' } });
   t.equal(b.code, 2, b.er);
-  t.match(b.er, 'node node01 has no room for VM job 81.srv now');
+  t.match(b.er, 'node node01 cannot take VM job 81.srv now');
   t.match(b.er, /the ramdisk has [0-9.]+ MiB free, of which other jobs' overlays may still take [0-9.]+ MiB/);
   t.notMatch(b.er, /sharedfs/, 'nothing to change for the user, nothing for the admin');
   t.same(offlines(mom), []);

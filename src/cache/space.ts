@@ -6,7 +6,7 @@
 import { lstatSync, readdirSync, statfsSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { formatBytes } from '../config/values.js';
-import { NodeFault } from '../core/errors.js';
+import { NodeBusy, NodeFault } from '../core/errors.js';
 import { listEntries, removeEntry, type Entry } from './entries.js';
 import { processAlive, sweepStrays, type CacheLayout } from './layout.js';
 import { sweepLeases, type RunsHere } from './leases.js';
@@ -95,7 +95,11 @@ export interface RoomOptions {
   runsHere: RunsHere;
 }
 
-/** Evicts least recently used unleased bases until `need` bytes fit; a node fault if they cannot. */
+/**
+ * Evicts least recently used unleased bases until `need` bytes fit. If they
+ * cannot: busy (requeue, node online) when running jobs hold the missing room,
+ * else a node fault (the filesystem is full of something else).
+ */
 export async function makeRoom(o: RoomOptions): Promise<Eviction[]> {
   const { config, layout: l, need } = o;
   let entries = listEntries(l);
@@ -117,11 +121,21 @@ export async function makeRoom(o: RoomOptions): Promise<Eviction[]> {
   }
   if (view.room < need) {
     const leased = entries.filter((e) => held.has(e.digest)).reduce((a, e) => a + e.allocated, 0);
+    const said = `needs ${formatBytes(need)}; found ${formatBytes(Math.max(0, view.room))} (cache holds ${formatBytes(view.used)} of max_size ${formatBytes(view.maxSize)}, ${formatBytes(view.reserved)} reserved by ingests in progress; the filesystem has ${formatBytes(view.free)} free and min_free is ${formatBytes(view.minFree)}; ${formatBytes(leased)} is held by running jobs)`;
+    // Room that other jobs hold (the images they run on, the copies other
+    // prologues are making) comes back when they end: the job fits this node,
+    // but not now. Whatever those jobs' users put there, it is not the node's
+    // fault, so the node stays online and the job goes back to the queue.
+    if (view.room + leased + view.reserved >= need) {
+      throw new NodeBusy(`the image cache has no room for a ${formatBytes(need)} image while other jobs' images are in use`, [
+        { id: 'cache-busy', where: l.root, message: said, fix: 'nothing to fix: the job goes back to the queue and starts once jobs running here have ended; an admin can raise [cache] max_size' },
+      ]);
+    }
     throw new NodeFault(`the image cache has no room for a ${formatBytes(need)} image`, [
       {
         id: 'cache-full',
         where: l.root,
-        message: `needs ${formatBytes(need)}; found ${formatBytes(Math.max(0, view.room))} (cache holds ${formatBytes(view.used)} of max_size ${formatBytes(view.maxSize)}, ${formatBytes(view.reserved)} reserved by ingests in progress; the filesystem has ${formatBytes(view.free)} free and min_free is ${formatBytes(view.minFree)}; ${formatBytes(leased)} is held by running jobs)`,
+        message: said,
         fix: 'free space on the cache filesystem, or raise [cache] max_size / lower [cache] min_free; `vtorque-prologue cache list` shows what is cached',
       },
     ]);

@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/values.js';
 import type { BatchSystem, JobArgs, JobEnv } from '../core/engine.js';
 import type { ScanResult } from '../request/directives.js';
-import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeFault, type ExitCode } from '../core/errors.js';
+import { EXIT_NODE_FAULT, EXIT_RUN, JobFault, NodeBusy, NodeFault, type ExitCode } from '../core/errors.js';
 import type { HookIO } from '../core/io.js';
 import type { VmRequest } from '../request/resolve.js';
 import type { Placement, PlacedVm } from '../request/placement.js';
@@ -370,15 +370,22 @@ const deadlineFix = (total: number) =>
  * The image work (check, copy, boot files) left less than [launch] boot of the
  * prologue's deadline: refused before any qemu starts. The node's deadlines do
  * not hold a new image's work and a boot; nothing is known against the image.
- * A NodeFault, so that the job is requeued: at its next start the image is
- * cached here and its boot gets its time.
+ * The job is requeued: at its next start the image is cached here and its
+ * boot gets its time. When the image was new and the deadlines hold a boot
+ * with an image already cached, nothing is wrong with the node (NodeBusy: it
+ * stays online); when they cannot hold even that, the node's config is at
+ * fault for every VM job (NodeFault: it goes offline until fixed).
  */
-function bootTimeFault(config: Config, o: { spent: number; left: number; accel: LaunchAccel; acquired: Acquired }): NodeFault {
+function bootTimeFault(config: Config, o: { spent: number; left: number; accel: LaunchAccel; acquired: Acquired }): NodeFault | NodeBusy {
   const spent = Math.round(o.spent);
   const left = Math.max(0, Math.floor(o.left));
-  const what = o.acquired.verified || o.acquired.ingested ? 'its image was new to this node (checked and cached for it)' : 'its image was cached';
+  const newImage = o.acquired.verified || o.acquired.ingested;
+  const what = newImage ? 'its image was new to this node (checked and cached for it)' : 'its image was cached';
   const need = Math.ceil(spent + config.launch.boot + BEFORE_DEADLINE_S + 5);
-  return new NodeFault(`preparing the job took ${spent} s of [timeouts] total ${config.timeouts.total} s, which leaves ${left} s to boot its VMs, less than [launch] boot ${config.launch.boot} s (${o.accel}): no VM was started`, [{
+  // A cached image's own work takes seconds: 30 s of margin for it.
+  const holdsACachedBoot = config.timeouts.total - BEFORE_DEADLINE_S - 30 >= config.launch.boot;
+  const Fault = newImage && holdsACachedBoot ? NodeBusy : NodeFault;
+  return new Fault(`preparing the job took ${spent} s of [timeouts] total ${config.timeouts.total} s, which leaves ${left} s to boot its VMs, less than [launch] boot ${config.launch.boot} s (${o.accel}): no VM was started`, [{
     id: 'boot-time', where: '[timeouts] total',
     message: `${what}; its VMs need up to [launch] boot ${config.launch.boot} s, and the boot wait ends ${BEFORE_DEADLINE_S} s before the deadline`,
     fix: deadlineFix(need),

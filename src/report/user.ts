@@ -73,7 +73,7 @@ export function jobFaultReport(jobId: string, summary: string, problems: readonl
 /** The job fits this node, but other jobs hold the room now (core/errors.ts NodeBusy): nothing to fix, nothing offlined. */
 export function nodeBusyReport(jobId: string, node: string, summary: string, problems: readonly Problem[]): string[] {
   return [
-    line(`node ${node} has no room for VM job ${jobId} now: ${summary}. The job goes back to the queue and starts when a node has room; this is not your fault.`),
+    line(`node ${node} cannot take VM job ${jobId} now: ${summary}. The job goes back to the queue and starts when a node has room for it; this is not your fault.`),
     ...capped(problems, (p) => problemLine(p)),
   ];
 }
