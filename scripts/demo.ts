@@ -95,13 +95,15 @@ async function runInVm(): Promise<void> {
   const guest = bootGuestImage();
   ensureSeedUser();
   const user = lookupUser(SEED_USER.name);
-  // Without KVM (as on many build machines) the VM boots under TCG: slow, but the same path.
-  const vm = new Mom({ pool: { 'debian12-boot.qcow2': guest }, ini: '[launch]\nstart = true\naccel = auto\nboot = 1100\n[timeouts]\ntotal = 1200\n[seed]\nssh_keys_from =\n' });
+  // Without KVM (as on many build machines) the VM boots under TCG: slow, but the same path. The
+  // deadlines are a loaded TCG machine's: a cold image's check and copy (tool, up to 600 s) before a
+  // boot of up to 900 s, which the prologue starts only while the deadline still leaves it (boot-time).
+  const vm = new Mom({ pool: { 'debian12-boot.qcow2': guest }, ini: '[launch]\nstart = true\naccel = auto\nboot = 900\n[timeouts]\ntotal = 1700\ntool = 600\n[seed]\nssh_keys_from =\n' });
   const job: Job = { id: '105.demo', name: 'invm', user, script: ex('vm-run.pbs') };
   console.log('job script:');
   console.log(indent(String(job.script)));
   const t0 = performance.now();
-  const p = await vm.prologue(job, { alarm: 1300 });
+  const p = await vm.prologue(job, { alarm: 1800 });
   const tp = performance.now();
   console.log(`pbs_mom ran mom_priv/prologue: exit ${p.code} after ${((tp - t0) / 1000).toFixed(1)} s (image check, cache, overlay, seed, boot) -> ${TORQUE_DOES[p.code ?? 2]}`);
   // The admin log times each stage: ms, or seconds for a VM's boot.

@@ -128,7 +128,7 @@ export async function makeRoom(o: RoomOptions): Promise<Eviction[]> {
     // fault, so the node stays online and the job goes back to the queue.
     if (view.room + leased + view.reserved >= need) {
       throw new NodeBusy(`the image cache has no room for a ${formatBytes(need)} image while other jobs' images are in use`, [
-        { id: 'cache-busy', where: l.root, message: said, fix: 'nothing to fix: the job goes back to the queue and starts once jobs running here have ended; an admin can raise [cache] max_size' },
+        { id: 'cache-busy', where: l.root, message: said, fix: 'none needed: the job goes back to the queue and starts once jobs running here have ended; an admin can raise [cache] max_size' },
       ]);
     }
     throw new NodeFault(`the image cache has no room for a ${formatBytes(need)} image`, [

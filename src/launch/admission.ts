@@ -12,7 +12,7 @@
 // (counted while that prologue lives), then its manifest under [paths]
 // job_dir (counted while its qemu runs, or while it exists when [launch]
 // start = false leaves the VMs to a launcher of the site's own).
-import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statfsSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statfsSync, unlinkSync } from 'node:fs';
 import { cpus } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { formatBytes } from '../config/values.js';
@@ -21,6 +21,7 @@ import { JobFault, NodeBusy, NodeFault, isVtorqueError, type Problem } from '../
 import { ensureLayout, layoutOf } from '../cache/layout.js';
 import { acquireLock, holderMaxSeconds } from '../cache/lock.js';
 import { writeFileAtomic } from '../tools/atomic.js';
+import { readOwnedFile } from '../tools/safedir.js';
 import { readJobCgroup } from './cgroup.js';
 
 /** What this node has. */
@@ -306,22 +307,14 @@ function allocatedUnder(dir: string, depth = 2): number {
   return n;
 }
 
-/** A root-owned regular file's JSON, opened without following a link; undefined when absent or not ours. */
+/** The JSON of a regular file of one of `owners` (at most 1 MiB), opened without following a link; undefined when absent, not theirs or not JSON. */
 function readOwnJson(path: string, owners: readonly number[]): unknown {
-  let fd: number;
+  const text = readOwnedFile(path, owners, 1024 * 1024 + 1);
+  if (text === undefined || text.length > 1024 * 1024) return undefined;
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    return JSON.parse(text);
   } catch {
     return undefined;
-  }
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile() || !owners.includes(st.uid) || st.size > 1024 * 1024) return undefined;
-    return JSON.parse(readFileSync(fd, 'utf8'));
-  } catch {
-    return undefined;
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -10,7 +10,7 @@
 // own regular file. The serial console is no file at all: qemu keeps its last
 // CONSOLE_RING bytes in memory (see qemuArgv), read through QMP.
 import {
-  chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, readlinkSync,
+  chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync,
   realpathSync, renameSync, rmdirSync,
 } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -20,6 +20,7 @@ import type { Config } from '../config/schema.js';
 import { JobFault, NodeFault, stopReason } from '../core/errors.js';
 import { ToolError, runTool } from '../tools/run.js';
 import { groupOf, initGroupsOf, passwdOf } from '../tools/nss.js';
+import { readOwnedFile } from '../tools/safedir.js';
 import { FrameDecoder, encodeFrame, parseReady, FRAME } from './protocol.js';
 import type { BootFiles } from './bootfiles.js';
 
@@ -252,29 +253,10 @@ export function makeRunDir(jobDir: string, account: LaunchAccount): string {
   return dir;
 }
 
-/** Opens a file in run/ for reading as root: no link followed, no FIFO, only the launch account's own regular file. */
-function readRunFile(path: string, account: LaunchAccount, maxBytes: number): string | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return undefined;
-  }
-  try {
-    const st = fstatSync(fd);
-    // A hard link to a root file would have root's uid: never read that back to the user.
-    if (!st.isFile() || st.uid !== account.uid) return undefined;
-    const buf = Buffer.alloc(Math.min(maxBytes, st.size));
-    const n = readSync(fd, buf, 0, buf.length, 0);
-    return buf.subarray(0, n).toString('utf8');
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** The pid in a VM's pid file, if it is a live qemu of the launch account running the configured binary. */
 export function qemuPid(config: Config, pidFile: string, account: LaunchAccount): number | undefined {
-  const text = readRunFile(pidFile, account, 32);
+  // Only the launch account's own regular file: a hard link to a root file would have root's uid.
+  const text = readOwnedFile(pidFile, [account.uid], 32);
   const pid = Number(text?.trim());
   if (!Number.isInteger(pid) || pid <= 1) return undefined;
   return isOurQemu(config, pid, account) ? pid : undefined;

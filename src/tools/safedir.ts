@@ -12,7 +12,7 @@
 //   lchown-free chown by path, and the descriptor is what was checked.
 // - Node cannot mkdirat or openat; the steps that name a path (mkdir, rename,
 //   rm) do so only inside a verified chain, which is why they are safe here.
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { NodeFault } from '../core/errors.js';
 import { modeText, untrustedPath } from './trust.js';
@@ -123,4 +123,28 @@ export function removeIn(parent: string, name: string): 'removed' | 'absent' | '
   if (untrustedPath(parent)) return 'untrusted';
   rmSync(`${parent}/${name}`, { recursive: true, force: true });
   return 'removed';
+}
+
+/**
+ * The first maxBytes of a regular file owned by one of `owners`, opened
+ * without following a link and without blocking on a FIFO; undefined when it
+ * is absent, not a regular file, or someone else's (a hard link to another
+ * account's file keeps that account's uid, so it is never read back).
+ */
+export function readOwnedFile(path: string, owners: readonly number[], maxBytes: number): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, OPEN_FILE);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || !owners.includes(st.uid)) return undefined;
+    const buf = Buffer.alloc(Math.min(maxBytes, st.size));
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
 }

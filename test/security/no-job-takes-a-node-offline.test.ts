@@ -6,9 +6,11 @@
 // but not now) as a requeue that leaves the node online. pbsnodes is never
 // called to offline the node.
 //
-// The rows were run against the code before the change (7fa4ada): ram, ramdisk,
-// sparse, cache and slow-inspection rows ended with exit 2 and pbsnodes -o
-// there. The lock row is the fix of an earlier commit (lock-wait.test.ts).
+// The rows were run against the code before the change (7fa4ada): the ram,
+// ramdisk, sparse, cache and slow-inspection rows ended with exit 2 and
+// pbsnodes -o there, on both nodes. The lock and console rows passed there
+// already: they are fixes of earlier commits (lock-wait.test.ts,
+// launch-console.test.ts), kept here so that the table stays whole.
 import t, { type Test } from 'tap';
 import { spawnSync, execFileSync } from 'node:child_process';
 import { chownSync, closeSync, copyFileSync, chmodSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
