@@ -79,7 +79,7 @@ t.test('a running prologue\'s reservation counts while that prologue lives, and 
   t.teardown(() => { holder.kill('SIGKILL'); });
   const stat = readFileSync(`/proc/${holder.pid}/stat`, 'utf8');
   const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  const dir = join(mom.cacheDir, 'admission');
+  const dir = join(mom.jobDir, '.admission');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, '74.srv.json');
   writeFileSync(file, JSON.stringify({ version: 1, jobId: '74.srv', pid: holder.pid, start, memory: 2.5 * 1024 ** 3, vcpus: 1, ramdiskWorst: 0 }), { mode: 0o600 });

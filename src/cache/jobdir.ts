@@ -61,6 +61,15 @@ const jobDirFault = (dir: string, e: unknown) => {
   ], { cause: e });
 };
 
+/** Makes sure [paths] job_dir is root's alone (made if missing), with the job-dir fault freshJobDirs gives. */
+export function ensureJobDirRoot(config: Config): void {
+  try {
+    ensureRootDir(config.paths.job_dir, 0o755, '[paths] job_dir');
+  } catch (e) {
+    throw jobDirFault(config.paths.job_dir, e);
+  }
+}
+
 /** Removes what an earlier start of this job left (a requeue), then makes the directories afresh. */
 export function freshJobDirs(config: Config, jobId: string, d: JobDirs, o: FileOwner): void {
   const parents: [string, string | undefined, string][] = [

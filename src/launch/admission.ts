@@ -8,7 +8,7 @@
 // judge() is plain arithmetic on typed values. What it is fed is read at the
 // edges below: /proc/meminfo, the CPU count, statfs of the ramdisk, the job's
 // cgroups (engine.jobCgroup), and what other jobs on this node hold: a
-// reservation each running prologue writes under <cache_dir>/admission/
+// reservation each running prologue writes under <job_dir>/.admission/
 // (counted while that prologue lives), then its manifest under [paths]
 // job_dir (counted while its qemu runs, or while it exists when [launch]
 // start = false leaves the VMs to a launcher of the site's own).
@@ -22,6 +22,7 @@ import { ensureLayout, layoutOf } from '../cache/layout.js';
 import { acquireLock, holderMaxSeconds } from '../cache/lock.js';
 import { writeFileAtomic } from '../tools/atomic.js';
 import { readOwnedFile } from '../tools/safedir.js';
+import { ensureJobDirRoot } from '../cache/jobdir.js';
 import { readJobCgroup } from './cgroup.js';
 
 /** What this node has. */
@@ -286,7 +287,10 @@ const processStart = (pid: number): string | undefined => {
   }
 };
 
-const admissionDir = (config: Config): string => `${layoutOf(config).root}/admission`;
+// Beside the job directories whose manifests speak for a job once it is
+// prepared: what this node's VM jobs hold is read from one place, [paths]
+// job_dir ('.admission' is never a job id).
+const admissionDir = (config: Config): string => `${config.paths.job_dir}/.admission`;
 const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);
 
 /** Bytes allocated under a job's ramdisk directory (its base copy and vm-*\/ overlays), without following links. */
@@ -412,6 +416,7 @@ export async function admit(o: AdmitInput): Promise<Omit<Holding, 'jobId'>> {
   const l = layoutOf(config);
   ensureLayout(l);
   const dir = admissionDir(config);
+  ensureJobDirRoot(config);
   try {
     mkdirSync(dir, { mode: 0o700 });
   } catch (e) {
@@ -431,7 +436,7 @@ export async function admit(o: AdmitInput): Promise<Omit<Holding, 'jobId'>> {
     if (isVtorqueError(e)) throw e;
     const code = (e as NodeJS.ErrnoException).code ?? String((e as Error).message ?? e);
     throw new NodeFault(`cannot tell whether this node has room for the job (${code})`, [
-      { id: 'admission', where: dir, message: String((e as Error).message ?? e).slice(0, 300), fix: 'check /proc/meminfo, [paths] cache_dir and ramdisk_dir; run vtorque-prologue doctor' },
+      { id: 'admission', where: dir, message: String((e as Error).message ?? e).slice(0, 300), fix: 'check /proc/meminfo, [paths] job_dir and ramdisk_dir; run vtorque-prologue doctor' },
     ], { cause: e });
   } finally {
     await release().catch(() => undefined);
