@@ -74,7 +74,9 @@ t.test('an epilogue run while a cold prologue inspects the image: the prologue p
   t.equal(r.code, 1, 'exit 1: the job is gone, pbs_mom must not start it; never 2, which would requeue it and may offline the node');
   t.match(r.er, /^vtorque: job 31\.srv was deleted while this node prepared its VMs; everything made for it on \S+ is removed\. Fix: /m);
   t.same(leftovers(mom, job.id), [], 'no job directory, ramdisk copy, lease or marker is left');
-  t.same(ls(mom.jobDir), []);
+  // .admission holds running prologues' reservations (launch/admission.ts): none is left.
+  t.same(ls(mom.jobDir).filter((n) => n !== '.admission'), []);
+  t.same(ls(join(mom.jobDir, '.admission')), [], 'no admission reservation is left');
   t.same(mom.pbsnodesCalls().filter((c) => c.includes('-o')), [], 'the node is not offlined for a qdel');
   // SIGKILLed with the prologue's exit; init reaps them a moment later (a zombie is no process left running).
   const alive = (pid: number) => {
