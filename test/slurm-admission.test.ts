@@ -43,7 +43,9 @@ t.test('a busy node: the Prolog requeues the job with our reason and exits 0; th
   const holder = spawn('/bin/sleep', ['600'], { stdio: 'ignore' });
   t.teardown(() => { holder.kill('SIGKILL'); });
   const stat = readFileSync(`/proc/${holder.pid}/stat`, 'utf8');
-  const dir = join(SHARED_CACHE, 'admission');
+  // Where a running prologue keeps its reservation (launch/admission.ts): beside the job directories.
+  mkdirSync(jobDir, { recursive: true, mode: 0o755 });
+  const dir = join(jobDir, '.admission');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileSync(join(dir, '999999.json'), JSON.stringify({
     version: 1, jobId: '999999', pid: holder.pid, start: stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19], memory: 2.5 * 1024 ** 3, vcpus: 1, ramdiskWorst: 0,
