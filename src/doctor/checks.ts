@@ -172,7 +172,7 @@ export async function checkGuestfs(ctx: DoctorContext): Promise<CheckResult[]> {
   const ms = performance.now() - t1;
   ctx.guestfsLaunch = { ms, accel };
   const shortHow = how === '[guestfs] accel' ? how : `[guestfs] accel = auto: ${accel === 'kvm' ? 'KVM booted a kernel' : 'KVM not shown to work'}${probeMs > 1000 ? `, probed in ${secs(probeMs)}` : ', see the kvm line'}`;
-  return [r('guestfs', 'ok', `libguestfs launched with ${accel.toUpperCase()} in ${secs(ms)} (${shortHow}); a new image costs about two such launches (its check, its boot files)`, undefined,
+  return [r('guestfs', 'ok', `libguestfs launched with ${accel.toUpperCase()} in ${secs(ms)} (${shortHow}); a new image costs about one such launch (its check, which takes out its boot files too)`, undefined,
     { ms: Math.round(ms), data: { accel, how, launchMs: Math.round(ms), probeMs: Math.round(probeMs) } })];
 }
 
