@@ -95,6 +95,28 @@ t.test('a running prologue\'s reservation counts while that prologue lives, and 
   t.notOk(readdirSync(dir).includes('75.srv.json'), 'a prepared job\'s reservation gives way to its manifest');
 });
 
+t.test("a reservation whose prologue has died but is not reaped yet (a zombie) holds nothing", async (t) => {
+  const mom = smallNode();
+  // A parent that forks a child which exits at once, and never waits for it: the child stays a zombie
+  // with its pid and start time, as a killed prologue does until pbs_mom reaps it.
+  const parent = spawn('/usr/bin/python3', ['-c', 'import os, sys, time\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nprint(pid, flush=True)\ntime.sleep(600)\n'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => { parent.kill('SIGKILL'); });
+  const pid = Number(await new Promise<string>((res) => parent.stdout!.once('data', (d) => res(String(d).trim()))));
+  let stat = '';
+  for (let i = 0; i < 50 && !/^\d+ \(.*\) Z /.test(stat); i++) {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  t.match(stat, /\) Z /, 'the child is a zombie');
+  const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  const dir = join(mom.jobDir, '.admission');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(dir, '77.srv.json'), JSON.stringify({ version: 1, jobId: '77.srv', pid, start, memory: 2.5 * 1024 ** 3, vcpus: 1, ramdiskWorst: 0 }), { mode: 0o600 });
+  const r = await mom.prologue({ id: '78.srv', script: script('ram=1G'), qstat: { start_count: '1' } });
+  t.equal(r.code, 0, r.er);
+  t.notOk(readdirSync(dir).includes('77.srv.json'), "the zombie's reservation is removed");
+});
+
 t.test('a busy node ends the loop at max_start_count: the job is aborted (exit 1), the node still not offlined', async (t) => {
   const mom = smallNode();
   t.equal((await mom.prologue({ id: '76.srv', script: script('ram=1G'), qstat: { start_count: '1' } })).code, 0);

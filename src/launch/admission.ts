@@ -281,7 +281,9 @@ const processStart = (pid: number): string | undefined => {
   try {
     // Field 22, counted after the command's closing parenthesis (the command may hold blanks).
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // A zombie (field 3, Z) has ended: its parent has not reaped it yet, and it holds nothing.
+    return fields[0] === 'Z' ? undefined : fields[19];
   } catch {
     return undefined;
   }
