@@ -6,9 +6,9 @@
 // Real races: the epilogue runs while a cold prologue's libguestfs inspects
 // the image, and while a prologue's qemu boots.
 import t from 'tap';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Mom, type Job } from './harness/mom.js';
+import { Mom, NOBODY, type Job } from './harness/mom.js';
 import { bootGuestImage, bootingIni, qemusOf } from './harness/launch-user.js';
 
 t.setTimeout(1800_000);
@@ -128,7 +128,12 @@ t.test('an epilogue run while the prologue boots the VM: no qemu, tap, file or l
   t.teardown(() => { for (const q of qemusOf(job.id)) try { process.kill(q, 'SIGKILL'); } catch { /* gone */ } });
   let done = false;
   const p = mom.prologue(job, { alarm: 1300 }).finally(() => { done = true; });
-  const booting = await until(() => qemusOf(job.id).length > 0, () => !done, 900_000);
+  // In the boot wait: its qemu runs and the prologue has handed the agent socket to the job owner, the
+  // last step before the wait (on a fast machine an epilogue between qemu's start and that step
+  // catches the prologue before its wait, and the log cannot say the wait was stopped).
+  const agent = join(mom.jobDir, job.id, 'vm-0.agent');
+  const handedOver = () => { try { return lstatSync(agent).uid === NOBODY.uid; } catch { return false; } };
+  const booting = await until(() => qemusOf(job.id).length > 0 && handedOver(), () => !done, 900_000);
   t.ok(booting, 'caught the prologue while its qemu booted');
   const e = await mom.run('epilogue', job, { alarm: 600 });
   t.equal(e.code, 0, e.er);
