@@ -7,14 +7,13 @@
 // cold job of issue 21 case 4 did for 956 s; booted with its kernel, it prints
 // at once.
 import t, { type Test } from 'tap';
-import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseConfig } from '../src/config/load.js';
 import { VmBootError, bootFault, consoleTail, handOverSockets, makeRunDir, qemuArgv, resolveLaunchAccount, runPathsOf, startVm, waitReady } from '../src/launch/qemu.js';
 import type { BootFiles } from '../src/launch/bootfiles.js';
-import { bootGuestImage, ensureLaunchUser } from './harness/launch-user.js';
+import { bootGuestImage, bootGuestOverlay, ensureLaunchUser } from './harness/launch-user.js';
 
 t.setTimeout(1800_000);
 
@@ -30,12 +29,7 @@ async function bootAndWait(t: Test, name: string, boot: (dir: string) => BootFil
   const jobDir = mkdtempSync(join(tmpdir(), 'vtorque-silence-'));
   chmodSync(jobDir, 0o755);
   t.teardown(() => rmSync(jobDir, { recursive: true, force: true }));
-  const vmDir = join(jobDir, 'vm-0');
-  execFileSync('mkdir', ['-m', '0700', vmDir]);
-  const overlay = join(vmDir, 'disk.qcow2');
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', guest, '-F', 'qcow2', overlay]);
-  chownSync(vmDir, account.uid, account.gid);
-  chownSync(overlay, account.uid, account.gid);
+  const overlay = bootGuestOverlay(jobDir, guest, account);
   makeRunDir(jobDir, account);
   const paths = runPathsOf(jobDir, 0);
   const argv = qemuArgv(config, name, { index: 0, hostname: name, overlay, seed: { media: 'inject', path: overlay }, vcpus: 1, ramBytes: 512 * 2 ** 20 }, 'tcg', boot(dirname(guest)), paths);

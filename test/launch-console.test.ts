@@ -4,13 +4,12 @@
 // QMP. The real Debian boot guest (scripts/build-boot-guest), under TCG, as
 // the launch account, with qemu's command line from qemuArgv.
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseConfig } from '../src/config/load.js';
 import { CONSOLE_RING, consoleTail, handOverSockets, makeRunDir, qemuArgv, qmpCommand, qemuPid, resolveLaunchAccount, runPathsOf, startVm } from '../src/launch/qemu.js';
-import { bootGuestImage, ensureLaunchUser } from './harness/launch-user.js';
+import { bootGuestImage, bootGuestOverlay, ensureLaunchUser } from './harness/launch-user.js';
 
 t.setTimeout(1800_000);
 
@@ -39,12 +38,7 @@ async function consoleNode(t: { teardown: (fn: () => void) => void }) {
 
 t.test('a guest that writes 3 MB to its console leaves nothing on disk, and root reads the last of it', async (t) => {
   const { guest, dir, config, account, jobDir } = await consoleNode(t);
-  const vmDir = join(jobDir, 'vm-0');
-  execFileSync('mkdir', ['-m', '0700', vmDir]);
-  const overlay = join(vmDir, 'disk.qcow2');
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', guest, '-F', 'qcow2', overlay]);
-  chownSync(vmDir, account.uid, account.gid);
-  chownSync(overlay, account.uid, account.gid);
+  const overlay = bootGuestOverlay(jobDir, guest, account);
   makeRunDir(jobDir, account);
   const paths = runPathsOf(jobDir, 0);
   const argv = qemuArgv(config, 'console-flood', { index: 0, hostname: 'vflood', overlay, seed: { media: 'inject', path: overlay }, vcpus: 1, ramBytes: 512 * 2 ** 20 }, 'tcg',

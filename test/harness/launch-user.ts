@@ -2,7 +2,7 @@
 // [jobfiles] owner and group): a system account with no home and no shell, as
 // install.sh creates it.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, lookupUser, type User } from './mom.js';
 
@@ -54,4 +54,19 @@ export function qemusOf(jobId: string): number[] {
     } catch { /* gone */ }
   }
   return out;
+}
+
+/**
+ * A VM's disk as the prologue leaves it for qemu: <jobDir>/vm-0/disk.qcow2, a
+ * qcow2 overlay on the boot guest, in a 0700 directory, both the launch
+ * account's. Returns the overlay's path.
+ */
+export function bootGuestOverlay(jobDir: string, guest: string, account: { uid: number; gid: number }): string {
+  const vmDir = join(jobDir, 'vm-0');
+  mkdirSync(vmDir, { mode: 0o700 });
+  const overlay = join(vmDir, 'disk.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', guest, '-F', 'qcow2', overlay]);
+  chownSync(vmDir, account.uid, account.gid);
+  chownSync(overlay, account.uid, account.gid);
+  return overlay;
 }
