@@ -7,36 +7,26 @@
 // a concurrent prologue's, whose process ends when the test says.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ENDED, Slurm } from './harness/slurm.js';
-import { NOBODY, SHARED_CACHE, testImages } from './harness/mom.js';
-import { slurmTestNode, slurmWiring } from './harness/slurm-wiring.js';
+import { ENDED } from './harness/slurm.js';
+import { NOBODY } from './harness/mom.js';
+import { nodePaths, poolImage, slurmTestNode, startSlurmNode } from './harness/slurm-wiring.js';
 import { ensureLaunchUser } from './harness/launch-user.js';
 
 ensureLaunchUser();
-const { root, pool, jobDir, logFile, ini } = slurmTestNode('vt-slurm-admit-');
-const src = join(testImages(), 'debian-ok.qcow2');
-try {
-  linkSync(src, join(pool, 'debian12.qcow2'));
-} catch {
-  copyFileSync(src, join(pool, 'debian12.qcow2'));
-}
+const node = slurmTestNode('vt-slurm-admit-');
+const { jobDir, ini } = node;
+poolImage(node, 'debian12.qcow2', 'debian-ok.qcow2');
 const memKiB = Number(/^MemTotal:\s+([0-9]+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'))![1]);
 writeFileSync(ini, [
-  '[paths]', `image_pool = ${pool}`, `cache_dir = ${SHARED_CACHE}`, `job_dir = ${jobDir}`, `ramdisk_dir = ${join(root, 'shm')}`, `log_file = ${logFile}`,
+  ...nodePaths(node),
   '[guestfs]', 'accel = tcg', '[launch]', 'start = false', 'accel = tcg',
   // This node gives VMs 3 GiB.
   `reserve_memory = ${memKiB - 3 * 1024 * 1024}K`, '',
 ].join('\n'));
 
-const wiring = slurmWiring(root, ini, jobDir);
-const s = await Slurm.start({ ...wiring.options, prologFlags: ['Alloc'] });
-t.teardown(async () => {
-  await s.stop();
-  rmSync(root, { recursive: true, force: true });
-});
-const logs = () => `${s.logs()}\n--- prologue.log\n${existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '(none)'}`;
+const { s, logs } = await startSlurmNode(t, node);
 
 t.test('a busy node: the Prolog requeues the job with our reason and exits 0; the node is never drained; the job runs once there is room', async (t) => {
   // A live prologue of job 999999 holds 2.5 GiB of the 3.

@@ -7,13 +7,13 @@
 // job's output, after the TaskProlog's summary; its exit status is the job's;
 // the Epilog leaves no qemu and no file.
 import t from 'tap';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ENDED, Slurm } from './harness/slurm.js';
-import { SHARED_CACHE, lookupUser } from './harness/mom.js';
+import { lookupUser } from './harness/mom.js';
 import { bootGuestImage, bootingIni, ensureLaunchUser, qemusOf } from './harness/launch-user.js';
 import { SEED_USER, ensureSeedUser } from './harness/seed-user.js';
-import { slurmTestNode, slurmWiring } from './harness/slurm-wiring.js';
+import { nodePaths, slurmTestNode, startSlurmNode } from './harness/slurm-wiring.js';
 
 t.setTimeout(1800_000);
 ensureLaunchUser();
@@ -22,21 +22,17 @@ ensureSeedUser();
 const OWNER = lookupUser(SEED_USER.name);
 const guest = bootGuestImage();
 
-const { root, pool, jobDir, logFile, ini } = slurmTestNode('vt-slurm-launch-');
+const node = slurmTestNode('vt-slurm-launch-');
+const { pool, jobDir, ini } = node;
 writeFileSync(join(pool, 'boot-guest.qcow2'), readFileSync(guest), { mode: 0o644 });
 writeFileSync(ini, [
-  '[paths]', `image_pool = ${pool}`, `cache_dir = ${SHARED_CACHE}`, `job_dir = ${jobDir}`, `ramdisk_dir = ${join(root, 'shm')}`, `log_file = ${logFile}`,
+  ...nodePaths(node),
   '[guestfs]', 'accel = tcg',
   bootingIni(),
 ].join('\n'));
 
-const wiring = slurmWiring(root, ini, jobDir);
-const s = await Slurm.start({ ...wiring.options, prologFlags: ['Alloc'] });
-t.teardown(async () => {
-  await s.stop();
-  rmSync(root, { recursive: true, force: true });
-});
-const logs = () => `${s.logs()}\n--- prologue.log\n${existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-20).join('\n') : '(none)'}`;
+const { s, wiring, logs: tail } = await startSlurmNode(t, node);
+const logs = () => tail(20);
 
 async function gone(jobId: string, seconds: number): Promise<boolean> {
   for (let i = 0; i < seconds * 2; i++) {

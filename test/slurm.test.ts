@@ -6,42 +6,30 @@
 // gets its manifest and the Epilog removes its files; a node fault drains the
 // node with our reason.
 import t from 'tap';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, linkSync, copyFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ENDED, Slurm } from './harness/slurm.js';
-import { NOBODY, SHARED_CACHE, testImages } from './harness/mom.js';
-import { slurmTestNode, slurmWiring } from './harness/slurm-wiring.js';
+import { ENDED } from './harness/slurm.js';
+import { NOBODY } from './harness/mom.js';
+import { nodePaths, poolImage, slurmTestNode, startSlurmNode } from './harness/slurm-wiring.js';
 import { ensureLaunchUser } from './harness/launch-user.js';
 
 ensureLaunchUser();
-const { root, pool, jobDir, logFile, ini } = slurmTestNode('vt-slurm-test-');
-for (const [name, file] of [['debian12.qcow2', 'debian-ok.qcow2'], ['nocloud.qcow2', 'debian-no-cloud-init.qcow2']] as const) {
-  const src = join(testImages(), file);
-  try {
-    linkSync(src, join(pool, name));
-  } catch {
-    copyFileSync(src, join(pool, name));
-  }
-}
+const node = slurmTestNode('vt-slurm-test-');
+const { root, pool, jobDir, logFile, ini } = node;
+for (const [name, file] of [['debian12.qcow2', 'debian-ok.qcow2'], ['nocloud.qcow2', 'debian-no-cloud-init.qcow2']] as const) poolImage(node, name, file);
 const iniText = (poolDir: string, extra: string[] = []) => [
-  '[paths]', `image_pool = ${poolDir}`, `cache_dir = ${SHARED_CACHE}`, `job_dir = ${jobDir}`, `ramdisk_dir = ${join(root, 'shm')}`, `log_file = ${logFile}`,
+  ...nodePaths(node, poolDir),
   // TCG: no KVM probe; the test images do not boot, so [launch] start = false (the manifest only), as the Torque harness does.
   '[guestfs]', 'accel = tcg', '[launch]', 'start = false', 'accel = tcg', ...extra, '',
 ].join('\n');
 writeFileSync(ini, iniText(pool));
 
-const wiring = slurmWiring(root, ini, jobDir);
-const s = await Slurm.start({ ...wiring.options, prologFlags: ['Alloc'] });
-t.teardown(async () => {
-  await s.stop();
-  rmSync(root, { recursive: true, force: true });
-});
+const { s, wiring, logs } = await startSlurmNode(t, node);
 
 const finished = (j: { state: string }) => ENDED.has(j.state);
 /** The admin log's lines for one job, by stage. */
 const logOf = (jobId: string): { stage?: string; msg?: string }[] => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '').split('\n').filter(Boolean)
   .map((l) => JSON.parse(l) as { job?: string; stage?: string; msg?: string }).filter((l) => l.job === jobId);
-const logs = () => `${s.logs()}\n--- prologue.log\n${existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '(none)'}`;
 
 /** The ini points at a pool others may write (a node fault: the node cannot trust any image in it) until the test ends; then the node is resumed. */
 function unsafePool(t: { teardown: (fn: () => Promise<void>) => void }, name: string, extra: string[] = []): void {

@@ -2,11 +2,11 @@
 // install.sh --slurm wires it into a site's: Prolog and Epilog wrappers,
 // conf/slurm/task-prolog, conf/slurm/job_submit.lua, and bin/vtorque-slurm-run,
 // each with its path lines pointing at this checkout and the test's ini.
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, REPO } from './mom.js';
-import type { SlurmOptions } from './slurm.js';
+import { BIN, REPO, SHARED_CACHE, testImages } from './mom.js';
+import { Slurm, type SlurmOptions } from './slurm.js';
 
 export interface Wiring {
   /** What Slurm.start takes: prolog, epilog, taskProlog, jobSubmitLua. */
@@ -41,10 +41,49 @@ export function slurmWiring(dir: string, ini: string, jobDir: string): Wiring {
 }
 
 /** A test node's own directories and ini path: root's, readable by the job owners (the runner and TaskProlog are theirs). */
-export function slurmTestNode(prefix: string): { root: string; pool: string; jobDir: string; logFile: string; ini: string } {
+export interface SlurmTestNode {
+  root: string;
+  pool: string;
+  jobDir: string;
+  logFile: string;
+  ini: string;
+}
+
+export function slurmTestNode(prefix: string): SlurmTestNode {
   const root = mkdtempSync(join(tmpdir(), prefix));
   chmodSync(root, 0o755);
   const pool = join(root, 'pool');
   mkdirSync(pool, { mode: 0o755 });
   return { root, pool, jobDir: join(root, 'jobs'), logFile: join(root, 'log', 'prologue.log'), ini: join(root, 'prologue.ini') };
+}
+
+/** A test image (a name in the test images) in the node's pool, as an admin puts it there: a link, else a copy. */
+export function poolImage(n: SlurmTestNode, name: string, file: string): void {
+  const src = join(testImages(), file);
+  try {
+    linkSync(src, join(n.pool, name));
+  } catch {
+    copyFileSync(src, join(n.pool, name));
+  }
+}
+
+/** The [paths] section of the node's ini: its pool (or another), job_dir, ramdisk and log, and the test run's shared verdict cache. */
+export function nodePaths(n: SlurmTestNode, pool = n.pool): string[] {
+  return ['[paths]', `image_pool = ${pool}`, `cache_dir = ${SHARED_CACHE}`, `job_dir = ${n.jobDir}`, `ramdisk_dir = ${join(n.root, 'shm')}`, `log_file = ${n.logFile}`];
+}
+
+/**
+ * slurmctld and slurmd with the node's ini wired in (PrologFlags=Alloc), stopped
+ * and the node's directories removed at the test's end. logs(lines): Slurm's
+ * logs and the last lines of the prologue's log, for a failing assertion.
+ */
+export async function startSlurmNode(t: { teardown: (fn: () => Promise<void>) => void }, n: SlurmTestNode): Promise<{ s: Slurm; wiring: Wiring; logs: (lines?: number) => string }> {
+  const wiring = slurmWiring(n.root, n.ini, n.jobDir);
+  const s = await Slurm.start({ ...wiring.options, prologFlags: ['Alloc'] });
+  t.teardown(async () => {
+    await s.stop();
+    rmSync(n.root, { recursive: true, force: true });
+  });
+  const logs = (lines = 15) => `${s.logs()}\n--- prologue.log\n${existsSync(n.logFile) ? readFileSync(n.logFile, 'utf8').split('\n').slice(-lines).join('\n') : '(none)'}`;
+  return { s, wiring, logs };
 }
