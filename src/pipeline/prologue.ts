@@ -146,7 +146,7 @@ export async function prepareVmJob(input: PrologueInput): Promise<ExitCode> {
     const acquired = await checkImage(ctx, resolved, shared);
     published('preparing its image');
     // The ramdisk's share once the base is known: its copy, and the overlays at their worst.
-    if (resolved.fs_type === 'ramdisk') await admitted({ ramdisk: { base: (lstatSync(acquired.base.path).blocks ?? 0) * 512, virtualSize: acquired.report.verdict.format.virtualSize } });
+    if (resolved.fs_type === 'ramdisk') await admitted({ ramdisk: { base: lstatSync(acquired.base.path).blocks * 512, virtualSize: acquired.report.verdict.format.virtualSize } });
     const report = acquired.report;
     if (report.family === 'osv') {
       throw new JobFault(`image ${report.image.name} is an OSv unikernel: OSv guests have no shell to run a job script in`, [
