@@ -178,7 +178,7 @@ t.test('a prologue killed at 20 random moments of a cold ingest leaves nothing t
   t.ok(slowest < span + 2000 + 10_000, `a stale lock was recovered within the bounded wait (slowest next run ${Math.round(slowest)} ms)`);
 });
 
-t.test('a cache on a full filesystem: exit 2 with the space needed and found, and nothing left behind', async (t) => {
+t.test('a cache on a small filesystem: an image it can never hold is the job\'s fault; one that fills it mid-copy is exit 2; nothing is left behind', async (t) => {
   const mom = new Mom({ privateCache: true });
   const small = join(mom.root, 'small');
   mkdirSync(small);
@@ -192,13 +192,15 @@ t.test('a cache on a full filesystem: exit 2 with the space needed and found, an
   const ini = readFileSync(mom.configFile, 'utf8').replace(`cache_dir = ${mom.cacheDir}`, `cache_dir = ${small}/cache`);
   writeFileSync(mom.configFile, ini + '[cache]\nmin_free = 0\n');
 
-  // Too big by its own size: refused before a byte is written.
+  // Too big by its own size, for a cache filesystem that could never hold it: refused before a byte is
+  // written, as the job's image (exit 1), never as the node's fault: the node takes smaller images.
   variant(mom, 'big.raw', 80, 3);
   const r = await mom.prologue({ id: '1.srv', script: script('img=big.raw') });
-  t.equal(r.code, 2, 'the node cannot take it: requeue');
-  t.match(r.er, /the image cache has no room for a 8\d\.\d MiB image/);
-  t.match(r.er, /needs 8\d\.\d MiB; found 4\d\.\d MiB/);
-  t.match(r.er, /Fix: \(admin\) free space on the cache filesystem/);
+  t.equal(r.code, 1, 'the image can never fit this node: the job\'s fault');
+  t.match(r.er, /image needs 8\d\.\d MiB in this node's image cache, more than it can ever hold/);
+  t.match(r.er, /this node's cache holds at most 4\d\.\d MiB \(max_size 200 GiB; its filesystem is 4\d\.\d MiB, min_free 0 B\)/);
+  t.match(r.er, /Fix: use a smaller image/);
+  t.same(mom.pbsnodesCalls().filter((c) => / -o /.test(` ${c} `)), [], 'and the node is not offlined');
 
   // Small on disk (sparse: 4 KiB in every 64 KiB) but not once copied in 64 KiB blocks: the disk fills mid-copy.
   const sparse = join(mom.poolDir, 'sparse.raw');

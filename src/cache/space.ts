@@ -6,7 +6,7 @@
 import { lstatSync, readdirSync, statfsSync, unlinkSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { formatBytes } from '../config/values.js';
-import { NodeBusy, NodeFault } from '../core/errors.js';
+import { JobFault, NodeBusy, NodeFault } from '../core/errors.js';
 import { listEntries, removeEntry, type Entry } from './entries.js';
 import { processAlive, sweepStrays, type CacheLayout } from './layout.js';
 import { sweepLeases, type RunsHere } from './leases.js';
@@ -60,6 +60,8 @@ export interface SpaceView {
   used: number;
   reserved: number;
   free: number;
+  /** The cache filesystem's size, bytes. */
+  size: number;
   maxSize: number;
   minFree: number;
   /** What a new base of `need` bytes may take now: min of quota room and disk room. */
@@ -75,7 +77,7 @@ export function spaceView(config: Config, l: CacheLayout, entries: Entry[] = lis
   const free = fs.bavail * fs.bsize;
   const maxSize = config.cache.max_size;
   const minFree = config.cache.min_free;
-  return { used, reserved, free, maxSize, minFree, room: Math.min(maxSize - used - reserved, free - pending - minFree) };
+  return { used, reserved, free, size: fs.blocks * fs.bsize, maxSize, minFree, room: Math.min(maxSize - used - reserved, free - pending - minFree) };
 }
 
 export interface Eviction {
@@ -97,8 +99,9 @@ export interface RoomOptions {
 
 /**
  * Evicts least recently used unleased bases until `need` bytes fit. If they
- * cannot: busy (requeue, node online) when running jobs hold the missing room,
- * else a node fault (the filesystem is full of something else).
+ * cannot: the job's fault when the image is larger than the cache could ever
+ * hold on this node, busy (requeue, node online) when running jobs hold the
+ * missing room, else a node fault (the filesystem is full of something else).
  */
 export async function makeRoom(o: RoomOptions): Promise<Eviction[]> {
   const { config, layout: l, need } = o;
@@ -122,6 +125,15 @@ export async function makeRoom(o: RoomOptions): Promise<Eviction[]> {
   if (view.room < need) {
     const leased = entries.filter((e) => held.has(e.digest)).reduce((a, e) => a + e.allocated, 0);
     const said = `needs ${formatBytes(need)}; found ${formatBytes(Math.max(0, view.room))} (cache holds ${formatBytes(view.used)} of max_size ${formatBytes(view.maxSize)}, ${formatBytes(view.reserved)} reserved by ingests in progress; the filesystem has ${formatBytes(view.free)} free and min_free is ${formatBytes(view.minFree)}; ${formatBytes(leased)} is held by running jobs)`;
+    // Larger than this node's cache could hold were it empty and its
+    // filesystem held nothing else: the image can never fit here, whatever
+    // the node does. That is the job's image, not the node's state.
+    const most = Math.min(view.maxSize, view.size - view.minFree);
+    if (need > most) {
+      throw new JobFault(`image needs ${formatBytes(need)} in this node's image cache, more than it can ever hold`, [
+        { id: 'too-large', where: l.root, message: `this node's cache holds at most ${formatBytes(Math.max(0, most))} (max_size ${formatBytes(view.maxSize)}; its filesystem is ${formatBytes(view.size)}, min_free ${formatBytes(view.minFree)})`, fix: 'use a smaller image (qemu-img convert -c -O qcow2 SRC DST compresses it), or ask your admin for a node with more cache space' },
+      ]);
+    }
     // Room that other jobs hold (the images they run on, the copies other
     // prologues are making) comes back when they end: the job fits this node,
     // but not now. Whatever those jobs' users put there, it is not the node's

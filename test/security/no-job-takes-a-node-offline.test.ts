@@ -8,7 +8,8 @@
 //
 // The rows were run against the code before the change (7fa4ada): the ram,
 // ramdisk, sparse, cache and slow-inspection rows ended with exit 2 and
-// pbsnodes -o there, on both nodes. The lock and console rows passed there
+// pbsnodes -o there, on both nodes. The row of an image larger than the cache
+// filesystem, added later, ended so on the commit before its fix. The lock and console rows passed there
 // already: they are fixes of earlier commits (lock-wait.test.ts,
 // launch-console.test.ts), kept here so that the table stays whole.
 import t, { type Test } from 'tap';
@@ -73,6 +74,13 @@ function smallRamdisk(mom: Mom, size: number): () => Promise<void> {
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir]);
   return async () => { spawnSync('umount', ['-l', dir]); };
+}
+
+/** A tmpfs of `size` bytes as the node's cache directory, root's, 0755; unmounted by the undo. */
+function smallCache(mom: Mom, size: number): () => Promise<void> {
+  mkdirSync(mom.cacheDir, { recursive: true, mode: 0o755 });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', mom.cacheDir]);
+  return async () => { spawnSync('umount', ['-l', mom.cacheDir]); };
 }
 
 /** The verdicts of the shared test cache, so that a private cache need not launch libguestfs for a pool image again. */
@@ -184,6 +192,16 @@ const ROWS: Row[] = [
     },
     end: 'busy',
     says: /cache/i,
+  },
+  {
+    // Before: "the image cache has no room", a node fault, for an image the node's cache could never hold.
+    name: "an image larger than this node's cache filesystem can ever hold",
+    vm: ['img=debian12.qcow2'],
+    ini: '[cache]\nmin_free = 0\n',
+    privateCache: true,
+    before: async (mom) => smallCache(mom, 1024 * 1024),
+    end: 'job',
+    says: /more than it can ever hold/,
   },
   {
     // Before: guestfish's time-out on the user's image was a node fault: exit 2 and the node offline.
